@@ -1,0 +1,9 @@
+//! resetgate: a self-hosted gateway for enterprise self-service password reset.
+//!
+//! The library behind the `resetgate` binary. See `ARCHITECTURE.md` at the
+//! repository root for the bird's-eye view and the code map.
+
+pub mod contract;
+pub mod plugin;
+pub mod secret;
+pub mod server;

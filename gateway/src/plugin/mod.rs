@@ -1,0 +1,596 @@
+//! The plugin host: loads WebAssembly components, checks them against the
+//! contract and their grants, and calls them in fresh, limited instances.
+//!
+//! This is the only module that names `wasmtime`.
+//!
+//! A call never reuses an instance. To keep the caller's wait short, each
+//! loaded plugin keeps a few *warm* instances: instantiated ahead of time by
+//! a background thread, never called. A call takes one, binds it to the
+//! call (time limit, flow id), calls, and hands the spent store to a reaper
+//! thread that drops it, so the teardown (the largest cost) is off the
+//! request path. Throughput figures in `BENCHMARKS.md` include all of it.
+
+mod bindings;
+mod cache;
+mod calls;
+mod error;
+mod grants;
+mod state;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use calls::{DirectoryCalls, GateCalls, LockoutCalls, SyncTargetCalls, VpnHookCalls};
+pub use error::{CallError, LoadError};
+pub use grants::{Capability, Grants};
+
+use crate::contract::{CONTRACT_VERSION, PluginInfo, PluginKind};
+use bindings::base::resetgate::plugin as wit;
+use state::HostState;
+
+/// One epoch tick; wall-time limits are counted in ticks.
+const TICK: Duration = Duration::from_millis(10);
+/// The largest `.wasm` file the host reads.
+const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How the host is set up. One host serves every plugin of a gateway.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Where precompiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Instance slots in the pooling allocator (live + warm instances).
+    pub max_instances: u32,
+    /// The most linear memory any plugin may be given.
+    pub max_memory: usize,
+    /// Linear memory kept resident between uses of a slot (memset instead
+    /// of madvise: much faster reuse, and no madvise contention between threads).
+    pub keep_resident: usize,
+    /// The wasm stack of every call.
+    pub max_stack: usize,
+    /// Warm instances kept ready per plugin; 0 instantiates on the caller's thread.
+    pub warm_instances: usize,
+}
+
+impl HostConfig {
+    /// Defaults with the cache in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        HostConfig {
+            cache_dir: cache_dir.into(),
+            max_instances: 1000,
+            max_memory: 64 << 20,
+            keep_resident: 2 << 20,
+            max_stack: 512 << 10,
+            warm_instances: 4,
+        }
+    }
+}
+
+/// Limits of one plugin's calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time of one call (counted in 10 ms ticks, rounded up).
+    pub wall_time: Duration,
+    /// Linear memory.
+    pub memory: usize,
+    /// Size of what one call returns (strings and byte lists, summed).
+    pub output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { wall_time: Duration::from_secs(1), memory: 64 << 20, output: 1 << 20 }
+    }
+}
+
+/// What a step needs of a plugin when loading it.
+#[derive(Clone, Debug, Default)]
+pub struct LoadSpec {
+    /// The kind the step needs; `None` accepts any.
+    pub kind: Option<PluginKind>,
+    /// What the step grants.
+    pub grants: Grants,
+    /// Limits of each call.
+    pub limits: Limits,
+}
+
+/// What `resetgate plugin inspect` shows.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+    /// sha256 of the `.wasm` file, hex.
+    pub sha256: String,
+    /// Every interface the component imports.
+    pub imports: Vec<String>,
+    /// The grants those imports need.
+    pub needs: Vec<Capability>,
+}
+
+/// Counters of the host's work, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Components compiled (cache misses).
+    pub compiles: u64,
+    /// Components loaded from the precompiled cache.
+    pub cache_hits: u64,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed with a [`CallError`].
+    pub failures: u64,
+}
+
+/// The plugin host; cheap to clone.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: cache::Cache,
+    config: HostConfig,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    reaper: Mutex<Option<Sender<Spent>>>,
+    warmer: Mutex<Option<Sender<Weak<PluginInner>>>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A store that served its call, on its way to be dropped.
+struct Spent(#[allow(dead_code)] Store<HostState>);
+
+impl PluginHost {
+    /// Starts a host: the engine, the epoch ticker, the reaper and the warmer.
+    pub fn new(config: HostConfig) -> Result<PluginHost, LoadError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .total_stacks(0)
+            .max_memory_size(config.max_memory)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .linear_memory_keep_resident(config.keep_resident)
+            .table_keep_resident(64 << 10);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_stack)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Cache {
+            path: config.cache_dir.clone(),
+            reason: format!("cannot create the wasm engine: {e:#}"),
+        })?;
+        let linker = Self::linker(&engine).map_err(|e| LoadError::Link {
+            plugin: "(host)".into(),
+            reason: format!("{e:#}"),
+        })?;
+        let cache = cache::Cache::new(config.cache_dir.clone(), &engine)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        threads.push(spawn("plugin-epoch", move || {
+            while !ticker_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                ticker_engine.increment_epoch();
+            }
+        }));
+        let (reap_tx, reap_rx) = mpsc::channel::<Spent>();
+        threads.push(spawn("plugin-reaper", move || {
+            for spent in reap_rx {
+                drop(spent);
+            }
+        }));
+        let (warm_tx, warm_rx) = mpsc::channel::<Weak<PluginInner>>();
+        threads.push(spawn("plugin-warmer", move || warmer(warm_rx)));
+
+        Ok(PluginHost {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                cache,
+                config,
+                calls: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                reaper: Mutex::new(Some(reap_tx)),
+                warmer: Mutex::new(Some(warm_tx)),
+                stop,
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// The linker every plugin is linked with: WASI configured with nothing,
+    /// and the capabilities the host implements.
+    fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::clock::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::slow_hash::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::credential::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        Ok(linker)
+    }
+
+    /// Counters: compiles, cache hits, calls, failures.
+    pub fn stats(&self) -> HostStats {
+        let (compiles, cache_hits) = self.inner.cache.counts();
+        HostStats {
+            compiles,
+            cache_hits,
+            calls: self.inner.calls.load(Ordering::Relaxed),
+            failures: self.inner.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn read(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
+        let read_err = |source| LoadError::Read { path: path.to_owned(), source };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_COMPONENT_BYTES {
+            return Err(LoadError::Compile {
+                path: path.to_owned(),
+                reason: format!("file is {len} bytes; the limit is {MAX_COMPONENT_BYTES}"),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok((bytes, sha256))
+    }
+
+    fn world(&self, name: &str, component: &Component) -> Result<PluginKind, LoadError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.inner.engine).map(|(n, _)| n.to_owned()).collect();
+        match grants::world_of(exports.iter().map(String::as_str)) {
+            Some(Ok(kind)) => Ok(kind),
+            Some(Err(built_for)) => Err(LoadError::ContractVersion {
+                plugin: name.to_owned(),
+                built_for: format!("resetgate:plugin/{built_for}"),
+                speaks: CONTRACT_VERSION,
+            }),
+            None => Err(LoadError::NoWorld {
+                plugin: name.to_owned(),
+                exports: if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") },
+            }),
+        }
+    }
+
+    /// Loads the component at `path` for a step described by `spec`.
+    pub fn load(&self, path: &Path, spec: &LoadSpec) -> Result<Plugin, LoadError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (bytes, sha256) = Self::read(path)?;
+        let component = self.inner.cache.load(&self.inner.engine, path, &bytes, &sha256)?;
+        let kind = self.world(&name, &component)?;
+        if let Some(expected) = spec.kind {
+            if expected != kind {
+                return Err(LoadError::WrongKind { plugin: name, expected, actual: kind });
+            }
+        }
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&self.inner.engine) {
+            grants::audit_import(import, &spec.grants).map_err(|problem| match problem {
+                grants::ImportProblem::NotGranted(cap) => LoadError::NotGranted {
+                    plugin: name.clone(),
+                    interface: cap.interface(),
+                    grant: cap.grant_example(),
+                },
+                grants::ImportProblem::Unavailable(cap) => {
+                    LoadError::CapabilityUnavailable { plugin: name.clone(), interface: cap.interface() }
+                }
+                grants::ImportProblem::Unknown(import) => LoadError::UnknownImport { plugin: name.clone(), import },
+                grants::ImportProblem::OtherVersion(v) => LoadError::ContractVersion {
+                    plugin: name.clone(),
+                    built_for: format!("resetgate:plugin@{v} (it imports {import})"),
+                    speaks: CONTRACT_VERSION,
+                },
+            })?;
+        }
+        if spec.limits.memory > self.inner.config.max_memory {
+            return Err(LoadError::Limits {
+                plugin: name,
+                reason: format!(
+                    "memory limit {} exceeds the host's maximum of {}",
+                    spec.limits.memory, self.inner.config.max_memory
+                ),
+            });
+        }
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        let plugin = Plugin {
+            inner: Arc::new(PluginInner {
+                host: Arc::downgrade(&self.inner),
+                label: Arc::from(name.as_str()),
+                sha256,
+                kind,
+                pre,
+                limits: spec.limits,
+                warm: Mutex::new(VecDeque::new()),
+                refill_pending: AtomicBool::new(false),
+                info: std::sync::OnceLock::new(),
+            }),
+        };
+        let info = plugin.call_describe().map_err(|source| LoadError::Describe { plugin: name.clone(), source })?;
+        if info.kind != kind {
+            return Err(LoadError::DescribeMismatch { plugin: name, world: kind, described: info.kind });
+        }
+        let _ = plugin.inner.info.set(info);
+        plugin.request_refill();
+        Ok(plugin)
+    }
+
+    /// Reads a component and reports what it is and what it needs, without
+    /// granting it anything (imports it is not granted trap if called).
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (bytes, sha256) = Self::read(path)?;
+        let component = self.inner.cache.load(&self.inner.engine, path, &bytes, &sha256)?;
+        let kind = self.world(&name, &component)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.inner.engine).map(|(n, _)| n.to_owned()).collect();
+        let needs = imports
+            .iter()
+            .filter_map(|i| grants::contract_name(i))
+            .filter_map(|c| Capability::ALL.into_iter().find(|cap| cap.interface() == c.interface))
+            .collect();
+        let mut linker = Self::linker(&self.inner.engine)
+            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        let plugin = Plugin {
+            inner: Arc::new(PluginInner {
+                host: Arc::downgrade(&self.inner),
+                label: Arc::from(name.as_str()),
+                sha256: sha256.clone(),
+                kind,
+                pre,
+                limits: Limits::default(),
+                warm: Mutex::new(VecDeque::new()),
+                refill_pending: AtomicBool::new(true),
+                info: std::sync::OnceLock::new(),
+            }),
+        };
+        let info = plugin.call_describe().map_err(|source| LoadError::Describe { plugin: name, source })?;
+        Ok(Inspection { info, sha256, imports, needs })
+    }
+}
+
+impl Drop for HostInner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut r) = self.reaper.lock() {
+            r.take();
+        }
+        if let Ok(mut w) = self.warmer.lock() {
+            w.take();
+        }
+        if let Ok(mut threads) = self.threads.lock() {
+            for t in threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    #[allow(clippy::expect_used)] // failing to start a thread at start-up is fatal
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).expect("spawn plugin host thread")
+}
+
+fn warmer(requests: Receiver<Weak<PluginInner>>) {
+    for weak in requests {
+        let Some(plugin) = weak.upgrade() else { continue };
+        plugin.refill_pending.store(false, Ordering::Release);
+        let Some(host) = plugin.host.upgrade() else { continue };
+        let target = host.config.warm_instances;
+        drop(host);
+        loop {
+            let have = plugin.warm.lock().map(|w| w.len()).unwrap_or(target);
+            if have >= target {
+                break;
+            }
+            match plugin.instantiate() {
+                Ok(warm) => {
+                    if let Ok(mut w) = plugin.warm.lock() {
+                        w.push_back(warm);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %plugin.label, error = %e, "cannot pre-instantiate plugin");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A loaded plugin; cheap to clone, safe to call from any thread.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    host: Weak<HostInner>,
+    label: Arc<str>,
+    sha256: String,
+    kind: PluginKind,
+    pre: calls::Pre,
+    limits: Limits,
+    warm: Mutex<VecDeque<calls::Warm>>,
+    refill_pending: AtomicBool,
+    info: std::sync::OnceLock<PluginInfo>,
+}
+
+impl PluginInner {
+    fn instantiate(&self) -> Result<calls::Warm, CallError> {
+        let host = self.host.upgrade().ok_or_else(|| CallError::Instantiate {
+            plugin: self.label.to_string(),
+            reason: "the plugin host has shut down".into(),
+        })?;
+        let mut store = Store::new(&host.engine, HostState::new(self.limits.memory));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks(self.limits.wall_time));
+        store.epoch_deadline_trap();
+        let bound = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError::Instantiate { plugin: self.label.to_string(), reason: format!("{e:#}") })?;
+        Ok(calls::Warm { store, bound })
+    }
+}
+
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_millis().div_ceil(TICK.as_millis())).max(1) as u64
+}
+
+impl Plugin {
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        static EMPTY: std::sync::OnceLock<PluginInfo> = std::sync::OnceLock::new();
+        self.inner.info.get().unwrap_or_else(|| {
+            EMPTY.get_or_init(|| PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                kind: PluginKind::Gate,
+                config_schema: serde_json::Value::Null,
+                summary: String::new(),
+            })
+        })
+    }
+
+    /// The world the component was built for.
+    pub fn kind(&self) -> PluginKind {
+        self.inner.kind
+    }
+
+    /// sha256 of the `.wasm` file, hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// The limits each call runs under.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    fn request_refill(&self) {
+        if self.inner.refill_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(host) = self.inner.host.upgrade() else { return };
+        if host.config.warm_instances == 0 {
+            return;
+        }
+        if let Ok(tx) = host.warmer.lock() {
+            if let Some(tx) = tx.as_ref() {
+                let _ = tx.send(Arc::downgrade(&self.inner));
+            }
+        }
+    }
+
+    /// Runs `f` on a fresh instance: takes a warm one (or instantiates one
+    /// now), applies the time limit, calls, classifies failures, and sends
+    /// the spent store to the reaper.
+    fn call<R>(
+        &self,
+        flow_id: &str,
+        f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let inner = &self.inner;
+        let warm = inner.warm.lock().ok().and_then(|mut w| w.pop_front());
+        let low = inner.warm.lock().map(|w| w.len() * 2 < 4).unwrap_or(false);
+        if low {
+            self.request_refill();
+        }
+        let mut warm = match warm {
+            Some(w) => w,
+            None => inner.instantiate()?,
+        };
+        warm.store.set_epoch_deadline(ticks(inner.limits.wall_time));
+        let result = f(&mut warm.store, &warm.bound);
+        let data = warm.store.data_mut();
+        for line in data.logs.drain(..) {
+            emit_log(&inner.label, flow_id, &line);
+        }
+        if data.logs_dropped > 0 {
+            tracing::warn!(plugin = %inner.label, flow = flow_id, dropped = data.logs_dropped, "plugin log lines dropped");
+        }
+        let refused = data.refused.take();
+        let memory = data.limiter.refused.take();
+        let outcome = result.map_err(|e| self.classify(e, refused, memory));
+        if let Some(host) = inner.host.upgrade() {
+            host.calls.fetch_add(1, Ordering::Relaxed);
+            if outcome.is_err() {
+                host.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Ok(reaper) = host.reaper.lock() {
+                if let Some(reaper) = reaper.as_ref() {
+                    let _ = reaper.send(Spent(warm.store));
+                }
+            }
+        }
+        outcome
+    }
+
+    fn classify(&self, error: wasmtime::Error, refused: Option<String>, memory: Option<usize>) -> CallError {
+        let plugin = self.inner.label.to_string();
+        if let Some(wanted) = memory {
+            return CallError::MemoryLimit { plugin, wanted, limit: self.inner.limits.memory };
+        }
+        if let Some(reason) = refused {
+            return CallError::Refused { plugin, reason };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout { plugin, limit: self.inner.limits.wall_time },
+            Some(Trap::StackOverflow) => CallError::StackOverflow { plugin },
+            Some(trap) => CallError::Trap { plugin, trap: trap.to_string() },
+            None => CallError::Trap { plugin, trap: format!("{error:#}") },
+        }
+    }
+
+    fn check_output(&self, size: usize) -> Result<(), CallError> {
+        if size > self.inner.limits.output {
+            return Err(CallError::OutputTooLarge {
+                plugin: self.inner.label.to_string(),
+                size,
+                limit: self.inner.limits.output,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn emit_log(plugin: &str, flow: &str, line: &state::LogLine) {
+    use wit::log::Level;
+    let message = line.message.as_str();
+    match line.level {
+        Level::Trace => tracing::trace!(target: "resetgate::plugin", plugin, flow, "{message}"),
+        Level::Debug => tracing::debug!(target: "resetgate::plugin", plugin, flow, "{message}"),
+        Level::Info => tracing::info!(target: "resetgate::plugin", plugin, flow, "{message}"),
+        Level::Warn => tracing::warn!(target: "resetgate::plugin", plugin, flow, "{message}"),
+        Level::Error => tracing::error!(target: "resetgate::plugin", plugin, flow, "{message}"),
+    }
+}

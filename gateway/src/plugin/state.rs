@@ -1,0 +1,207 @@
+//! What a plugin's store holds, and the host side of the capabilities the
+//! gateway provides today: log, clock, random, slow-hash and credential.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Result as WasmResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::base::resetgate::plugin as wit;
+use crate::secret::Secret;
+
+/// The largest input `slow-hash` accepts, in bytes.
+pub const SLOW_HASH_MAX_INPUT: usize = 1024;
+/// The most log lines one call may write; later lines are dropped and counted.
+pub const LOG_LINES_PER_CALL: usize = 64;
+/// The longest log line kept, in bytes; longer lines are cut.
+pub const LOG_LINE_MAX: usize = 1024;
+/// The most bytes one `random.bytes` call returns.
+const RANDOM_MAX: u32 = 4096;
+
+/// A secret the host holds for a plugin (the `credential.secret` resource).
+pub struct SecretHandle(pub Secret);
+
+/// One line a plugin logged.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// Its severity.
+    pub level: wit::log::Level,
+    /// Its text, at most [`LOG_LINE_MAX`] bytes.
+    pub message: String,
+}
+
+/// Refuses linear memory beyond the plugin's limit and remembers that it did,
+/// so the host can report "memory limit" rather than a generic trap.
+pub struct Limiter {
+    pub memory_limit: usize,
+    pub refused: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> WasmResult<bool> {
+        if desired > self.memory_limit {
+            self.refused = Some(desired);
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> WasmResult<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The data of one plugin instance's store. A store serves exactly one call
+/// and is then dropped, so nothing here outlives a call.
+pub struct HostState {
+    wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: usize,
+    /// Set when a host function refused the plugin's input (reason for the admin).
+    pub refused: Option<String>,
+}
+
+impl HostState {
+    /// A store's data with WASI configured with nothing: no files, no
+    /// environment, no arguments, no sockets, no stdio.
+    pub fn new(memory_limit: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter { memory_limit, refused: None },
+            logs: Vec::new(),
+            logs_dropped: 0,
+            refused: None,
+        }
+    }
+
+    fn refuse<T>(&mut self, reason: String) -> WasmResult<T> {
+        let err = wasmtime::Error::msg(reason.clone());
+        self.refused = Some(reason);
+        Err(err)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit::types::Host for HostState {}
+
+impl wit::log::Host for HostState {
+    fn write(&mut self, level: wit::log::Level, message: String) -> WasmResult<()> {
+        if self.logs.len() >= LOG_LINES_PER_CALL {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > LOG_LINE_MAX {
+            let mut cut = LOG_LINE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        self.logs.push(LogLine { level, message });
+        Ok(())
+    }
+}
+
+impl wit::clock::Host for HostState {
+    fn now_ms(&mut self) -> WasmResult<u64> {
+        Ok(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+    }
+
+    fn monotonic_ns(&mut self) -> WasmResult<u64> {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Ok(START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+    }
+}
+
+impl wit::random::Host for HostState {
+    fn bytes(&mut self, len: u32) -> WasmResult<Vec<u8>> {
+        if len > RANDOM_MAX {
+            return self.refuse(format!("random.bytes asked for {len} bytes; at most {RANDOM_MAX} per call"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        getrandom::fill(&mut buf).map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
+        Ok(buf)
+    }
+
+    fn below(&mut self, bound: u64) -> WasmResult<u64> {
+        if bound == 0 {
+            return self.refuse("random.below called with bound 0".to_owned());
+        }
+        // Rejection sampling: uniform, no modulo bias.
+        let zone = u64::MAX - (u64::MAX % bound);
+        loop {
+            let v = getrandom::u64().map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
+            if v < zone {
+                return Ok(v % bound);
+            }
+        }
+    }
+}
+
+/// argon2id with the OWASP parameters: 19 MiB, 2 passes, 1 lane.
+pub fn argon2id() -> argon2::Argon2<'static> {
+    #[allow(clippy::unwrap_used)] // constant, valid parameters
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+impl wit::slow_hash::Host for HostState {
+    fn hash(&mut self, secret: String) -> WasmResult<String> {
+        let secret = Secret::new(secret);
+        if secret.expose().len() > SLOW_HASH_MAX_INPUT {
+            return self.refuse(format!("slow-hash input longer than {SLOW_HASH_MAX_INPUT} bytes"));
+        }
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let phc = argon2id()
+            .hash_password(secret.expose().as_bytes(), &salt)
+            .map_err(|e| wasmtime::Error::msg(format!("argon2id failed: {e}")))?;
+        Ok(phc.to_string())
+    }
+
+    fn verify(&mut self, secret: String, phc: String) -> WasmResult<bool> {
+        let secret = Secret::new(secret);
+        if secret.expose().len() > SLOW_HASH_MAX_INPUT {
+            return Ok(false);
+        }
+        let Ok(parsed) = PasswordHash::new(&phc) else {
+            return Ok(false);
+        };
+        Ok(argon2id().verify_password(secret.expose().as_bytes(), &parsed).is_ok())
+    }
+}
+
+impl wit::credential::Host for HostState {}
+
+impl wit::credential::HostSecret for HostState {
+    fn reveal(&mut self, handle: Resource<SecretHandle>) -> WasmResult<String> {
+        Ok(self.table.get(&handle)?.0.expose().to_owned())
+    }
+
+    fn length(&mut self, handle: Resource<SecretHandle>) -> WasmResult<u32> {
+        Ok(self.table.get(&handle)?.0.code_points() as u32)
+    }
+
+    fn drop(&mut self, handle: Resource<SecretHandle>) -> WasmResult<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
