@@ -33,7 +33,7 @@ impl PluginInfo {
 }
 
 impl CallContext {
-    /// The step's config parsed by `parse`, e.g. `ctx.config_with(serde_json::from_str)`.
+    /// The step's config parsed by `parse`, e.g. `ctx.config_with(|s| serde_json::from_str(s))`.
     pub fn config_with<T, E>(&self, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, PluginError>
     where
         E: core::fmt::Display,

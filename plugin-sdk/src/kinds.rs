@@ -142,7 +142,7 @@ macro_rules! export_gate {
                     <$ty as $crate::Gate>::answer(ctx, user, enrollment, state, answers)
                 }
             }
-            $crate::__export_gate_world!(__ResetgatePlugin with_types_in $crate::bindings::gate);
+            $crate::bindings::gate::__export_gate_world!(__ResetgatePlugin with_types_in $crate::bindings::gate);
         };
     };
 }
@@ -162,7 +162,7 @@ macro_rules! export_lockout {
                     <$ty as $crate::Lockout>::decide(ctx, history)
                 }
             }
-            $crate::__export_lockout_world!(__ResetgatePlugin with_types_in $crate::bindings::lockout);
+            $crate::bindings::lockout::__export_lockout_world!(__ResetgatePlugin with_types_in $crate::bindings::lockout);
         };
     };
 }
@@ -202,7 +202,7 @@ macro_rules! export_directory {
                     <$ty as $crate::Directory>::reachable(ctx)
                 }
             }
-            $crate::__export_directory_world!(__ResetgatePlugin with_types_in $crate::bindings::directory);
+            $crate::bindings::directory::__export_directory_world!(__ResetgatePlugin with_types_in $crate::bindings::directory);
         };
     };
 }
@@ -228,7 +228,7 @@ macro_rules! export_vpn_hook {
                     <$ty as $crate::VpnHook>::probe(ctx)
                 }
             }
-            $crate::__export_vpn_hook_world!(__ResetgatePlugin with_types_in $crate::bindings::vpn_hook);
+            $crate::bindings::vpn_hook::__export_vpn_hook_world!(__ResetgatePlugin with_types_in $crate::bindings::vpn_hook);
         };
     };
 }
@@ -252,7 +252,7 @@ macro_rules! export_sync_target {
                     <$ty as $crate::SyncTarget>::push(ctx, change, password)
                 }
             }
-            $crate::__export_sync_target_world!(__ResetgatePlugin with_types_in $crate::bindings::sync_target);
+            $crate::bindings::sync_target::__export_sync_target_world!(__ResetgatePlugin with_types_in $crate::bindings::sync_target);
         };
     };
 }
