@@ -1,1 +1,193 @@
-//! x
+//! Support for resetgate's integration tests: where the built plugins are,
+//! a plugin host in a temporary folder, and the real `resetgate` binary
+//! started on a free loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use resetgate::plugin::{HostConfig, PluginHost};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("RESETGATE_WORKSPACE_ROOT"))
+}
+
+/// A built plugin by crate name, e.g. `example-question` or `hostile`.
+pub fn wasm(name: &str) -> PathBuf {
+    let path =
+        Path::new(env!("RESETGATE_TEST_WASM_DIR")).join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is missing; tests/build.rs builds it",
+        path.display()
+    );
+    path
+}
+
+/// The first-party plugins, by crate name.
+pub const FIRST_PARTY: [&str; 5] = [
+    "example-question",
+    "example-lockout",
+    "example-directory",
+    "example-vpn",
+    "example-sync",
+];
+
+/// A plugin host whose cache lives in a fresh temporary folder.
+pub fn host() -> (PluginHost, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(HostConfig {
+        warm_instances: 2,
+        ..HostConfig::new(dir.path().join("cache"))
+    })
+    .unwrap();
+    (host, dir)
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// The `resetgate` binary built from this workspace.
+pub fn binary() -> PathBuf {
+    let path = root().join("target/debug/resetgate");
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo xtask test` (or `cargo build -p resetgate` first)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `resetgate ARGS...` to completion; returns (status ok, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `resetgate serve`, stopped (SIGTERM, then kill) when dropped.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub started_in: Duration,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Gateway {
+    /// Starts `resetgate serve` the way `cargo xtask run` does, on a free
+    /// loopback port, with its data in `data_dir`; waits until it listens.
+    pub fn start(data_dir: &Path, plugins: &Path) -> Gateway {
+        let started = Instant::now();
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--plugins")
+            .arg(plugins)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        let Some(url) = line.strip_prefix("resetgate listening on http://") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gateway did not start: {line:?}\n{}",
+                stderr.lock().unwrap()
+            );
+        };
+        let addr: SocketAddr = url.trim().parse().unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Gateway {
+            child,
+            addr,
+            started_in: started.elapsed(),
+            stderr,
+        }
+    }
+
+    /// Everything the gateway wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// A plain HTTP/1.1 GET; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Stops the gateway with SIGTERM and waits for it; returns whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}

@@ -19,7 +19,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app()).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The address a listener is bound to, for the start-up line.

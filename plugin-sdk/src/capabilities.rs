@@ -34,7 +34,10 @@ impl PluginInfo {
 
 impl CallContext {
     /// The step's config parsed by `parse`, e.g. `ctx.config_with(|s| serde_json::from_str(s))`.
-    pub fn config_with<T, E>(&self, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, PluginError>
+    pub fn config_with<T, E>(
+        &self,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, PluginError>
     where
         E: core::fmt::Display,
     {
@@ -55,7 +58,7 @@ impl User {
 /// Writing to the gateway's log. Lines are tagged with the plugin and flow.
 /// Never log a secret: the gateway cannot tell one apart.
 pub mod log {
-    use crate::bindings::base::resetgate::plugin::log::{write, Level};
+    use crate::bindings::base::resetgate::plugin::log::{Level, write};
 
     /// Logs at debug level.
     pub fn debug(message: &str) {

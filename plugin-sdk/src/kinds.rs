@@ -19,7 +19,10 @@ pub mod gate {
     impl FieldValue {
         /// The answer named `name`, if the portal sent one.
         pub fn find<'a>(answers: &'a [FieldValue], name: &str) -> Option<&'a str> {
-            answers.iter().find(|a| a.name == name).map(|a| a.value.as_str())
+            answers
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.value.as_str())
         }
     }
 }
@@ -53,11 +56,19 @@ pub trait Gate: Plugin {
     }
     /// Turns registration input into the data the host stores for the user.
     /// Hash anything secret with [`slow_hash`](crate::slow_hash) first.
-    fn enroll(_ctx: CallContext, _user: User, _input: Vec<gate::FieldValue>) -> Result<Vec<u8>, PluginError> {
+    fn enroll(
+        _ctx: CallContext,
+        _user: User,
+        _input: Vec<gate::FieldValue>,
+    ) -> Result<Vec<u8>, PluginError> {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
     }
     /// Starts the gate: the first round's prompt and state.
-    fn begin(ctx: CallContext, user: User, enrollment: Option<Vec<u8>>) -> Result<gate::Round, PluginError>;
+    fn begin(
+        ctx: CallContext,
+        user: User,
+        enrollment: Option<Vec<u8>>,
+    ) -> Result<gate::Round, PluginError>;
     /// Checks answers to the round whose `state` the host hands back.
     fn answer(
         ctx: CallContext,
@@ -72,7 +83,10 @@ pub trait Gate: Plugin {
 /// [`export_lockout!`](crate::export_lockout).
 pub trait Lockout: Plugin {
     /// Whether the user may try at `ctx.now_ms`.
-    fn decide(ctx: CallContext, history: lockout::History) -> Result<lockout::Decision, PluginError>;
+    fn decide(
+        ctx: CallContext,
+        history: lockout::History,
+    ) -> Result<lockout::Decision, PluginError>;
 }
 
 /// A directory connector. Export with [`export_directory!`](crate::export_directory).
@@ -80,7 +94,11 @@ pub trait Directory: Plugin {
     /// Looks a user up by the name they typed.
     fn find_user(ctx: CallContext, name: String) -> Result<Option<User>, PluginError>;
     /// Whether `password` is the user's current password.
-    fn verify_password(ctx: CallContext, user: User, password: &Secret) -> Result<bool, PluginError>;
+    fn verify_password(
+        ctx: CallContext,
+        user: User,
+        password: &Secret,
+    ) -> Result<bool, PluginError>;
     /// Sets the password; `must_change` forces a change at next logon.
     fn set_password(
         ctx: CallContext,
@@ -109,7 +127,11 @@ pub trait VpnHook: Plugin {
 /// A password sync target. Export with [`export_sync_target!`](crate::export_sync_target).
 pub trait SyncTarget: Plugin {
     /// Delivers one change. Must be idempotent on `change.idempotency_key`.
-    fn push(ctx: CallContext, change: sync_target::Change, password: &Secret) -> Result<(), sync_target::PushError>;
+    fn push(
+        ctx: CallContext,
+        change: sync_target::Change,
+        password: &Secret,
+    ) -> Result<(), sync_target::PushError>;
 }
 
 /// Exports a type implementing [`Gate`] as the plugin's component.

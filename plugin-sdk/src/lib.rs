@@ -83,11 +83,36 @@ pub mod bindings {
         };
     }
 
-    world!(gate, "gate", "__export_gate_world", "resetgate_plugin_sdk::bindings::gate");
-    world!(lockout, "lockout", "__export_lockout_world", "resetgate_plugin_sdk::bindings::lockout");
-    world!(directory, "directory", "__export_directory_world", "resetgate_plugin_sdk::bindings::directory");
-    world!(vpn_hook, "vpn-hook", "__export_vpn_hook_world", "resetgate_plugin_sdk::bindings::vpn_hook");
-    world!(sync_target, "sync-target", "__export_sync_target_world", "resetgate_plugin_sdk::bindings::sync_target");
+    world!(
+        gate,
+        "gate",
+        "__export_gate_world",
+        "resetgate_plugin_sdk::bindings::gate"
+    );
+    world!(
+        lockout,
+        "lockout",
+        "__export_lockout_world",
+        "resetgate_plugin_sdk::bindings::lockout"
+    );
+    world!(
+        directory,
+        "directory",
+        "__export_directory_world",
+        "resetgate_plugin_sdk::bindings::directory"
+    );
+    world!(
+        vpn_hook,
+        "vpn-hook",
+        "__export_vpn_hook_world",
+        "resetgate_plugin_sdk::bindings::vpn_hook"
+    );
+    world!(
+        sync_target,
+        "sync-target",
+        "__export_sync_target_world",
+        "resetgate_plugin_sdk::bindings::sync_target"
+    );
 }
 
 #[doc(hidden)]

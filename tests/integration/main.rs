@@ -1,1 +1,10 @@
-fn main(){}
+//! resetgate's one integration-test binary. Every module here drives the real
+//! plugin host or the real `resetgate` binary; the wasm plugins they load are
+//! built by `tests/build.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod cache;
+mod cli;
+mod host;
+mod hostile;

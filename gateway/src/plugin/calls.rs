@@ -9,8 +9,8 @@ use super::bindings::{directory, gate, lockout, sync_target, vpn_hook};
 use super::state::{HostState, SecretHandle};
 use super::{CallError, Plugin};
 use crate::contract::{
-    CallContext, Change, Decision, Field, FieldKind, FieldValue, History, PluginFailure, PluginInfo, PluginKind,
-    Prompt, PushFailure, Round, SetPasswordFailure, User, Verdict,
+    CallContext, Change, Decision, Field, FieldKind, FieldValue, History, PluginFailure,
+    PluginInfo, PluginKind, Prompt, PushFailure, Round, SetPasswordFailure, User, Verdict,
 };
 use crate::secret::Secret;
 
@@ -78,15 +78,28 @@ fn ctx_in(c: &CallContext) -> wt::CallContext {
 }
 
 fn user_in(u: &User) -> wt::User {
-    wt::User { id: u.id.clone(), name: u.name.clone(), attributes: u.attributes.clone() }
+    wt::User {
+        id: u.id.clone(),
+        name: u.name.clone(),
+        attributes: u.attributes.clone(),
+    }
 }
 
 fn user_out(u: wt::User) -> User {
-    User { id: u.id, name: u.name, attributes: u.attributes }
+    User {
+        id: u.id,
+        name: u.name,
+        attributes: u.attributes,
+    }
 }
 
 fn user_size(u: &wt::User) -> usize {
-    u.id.len() + u.name.len() + u.attributes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    u.id.len()
+        + u.name.len()
+        + u.attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 fn failure_out(e: wt::PluginError) -> PluginFailure {
@@ -156,29 +169,59 @@ fn prompt_size(p: &wg::Prompt) -> usize {
 }
 
 fn round_out(r: wg::Round) -> Round {
-    Round { prompt: prompt_out(r.prompt), state: r.state }
+    Round {
+        prompt: prompt_out(r.prompt),
+        state: r.state,
+    }
 }
 
 fn answers_in(values: &[FieldValue]) -> Vec<wg::FieldValue> {
-    values.iter().map(|v| wg::FieldValue { name: v.name.clone(), value: v.value.expose().to_owned() }).collect()
+    values
+        .iter()
+        .map(|v| wg::FieldValue {
+            name: v.name.clone(),
+            value: v.value.expose().to_owned(),
+        })
+        .collect()
 }
 
 fn info_out(plugin: &Plugin, i: wt::PluginInfo) -> Result<PluginInfo, CallError> {
-    plugin.check_output(i.name.len() + i.version.len() + i.config_schema.len() + i.summary.len())?;
-    let bad = |reason: String| CallError::BadOutput { plugin: plugin.inner.label.to_string(), reason };
+    plugin
+        .check_output(i.name.len() + i.version.len() + i.config_schema.len() + i.summary.len())?;
+    let bad = |reason: String| CallError::BadOutput {
+        plugin: plugin.inner.label.to_string(),
+        reason,
+    };
     let config_schema: serde_json::Value = serde_json::from_str(&i.config_schema)
         .map_err(|e| bad(format!("config schema is not JSON: {e}")))?;
     if !config_schema.is_object() && !config_schema.is_boolean() {
         return Err(bad("config schema must be a JSON object".into()));
     }
-    if i.name.is_empty() || !i.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(bad(format!("name {:?} must be lowercase letters, digits and '-'", i.name)));
+    if i.name.is_empty()
+        || !i
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(bad(format!(
+            "name {:?} must be lowercase letters, digits and '-'",
+            i.name
+        )));
     }
-    Ok(PluginInfo { name: i.name, version: i.version, kind: kind_out(i.kind), config_schema, summary: i.summary })
+    Ok(PluginInfo {
+        name: i.name,
+        version: i.version,
+        kind: kind_out(i.kind),
+        config_schema,
+        summary: i.summary,
+    })
 }
 
 /// Passes a secret to a call as a host-owned handle.
-fn secret_in(store: &mut Store<HostState>, secret: &Secret) -> wasmtime::Result<Resource<SecretHandle>> {
+fn secret_in(
+    store: &mut Store<HostState>,
+    secret: &Secret,
+) -> wasmtime::Result<Resource<SecretHandle>> {
     Ok(store.data_mut().table.push(SecretHandle(secret.clone()))?)
 }
 
@@ -226,7 +269,10 @@ impl Plugin {
     }
 
     fn wrong_world(&self) -> wasmtime::Error {
-        wasmtime::Error::msg(format!("instance of {} is not of the expected world", self.inner.label))
+        wasmtime::Error::msg(format!(
+            "instance of {} is not of the expected world",
+            self.inner.label
+        ))
     }
 }
 
@@ -252,7 +298,8 @@ impl GateCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api().call_enroll_prompt(store, &ctx_in(ctx), &user_in(user))
+            b.resetgate_plugin_gate_api()
+                .call_enroll_prompt(store, &ctx_in(ctx), &user_in(user))
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, prompt_size))?;
         Ok(out.map(prompt_out).map_err(failure_out))
@@ -263,7 +310,12 @@ impl GateCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api().call_enroll(store, &ctx_in(ctx), &user_in(user), &answers_in(input))
+            b.resetgate_plugin_gate_api().call_enroll(
+                store,
+                &ctx_in(ctx),
+                &user_in(user),
+                &answers_in(input),
+            )
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, Vec::len))?;
         Ok(out.map_err(failure_out))
@@ -274,9 +326,17 @@ impl GateCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api().call_begin(store, &ctx_in(ctx), &user_in(user), enrollment)
+            b.resetgate_plugin_gate_api().call_begin(
+                store,
+                &ctx_in(ctx),
+                &user_in(user),
+                enrollment,
+            )
         })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |r| prompt_size(&r.prompt) + r.state.len()))?;
+        p.check_output(
+            out.as_ref()
+                .map_or_else(failure_size, |r| prompt_size(&r.prompt) + r.state.len()),
+        )?;
         Ok(out.map(round_out).map_err(failure_out))
     }
 
@@ -323,10 +383,14 @@ impl LockoutCalls<'_> {
     /// Whether the user with this history may try at `ctx.now_ms`.
     pub fn decide(&self, ctx: &CallContext, history: &History) -> Reply<Decision> {
         let p = self.0;
-        let h = wl::History { failures_ms: history.failures_ms.clone(), last_success_ms: history.last_success_ms };
+        let h = wl::History {
+            failures_ms: history.failures_ms.clone(),
+            last_success_ms: history.last_success_ms,
+        };
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Lockout);
-            b.resetgate_plugin_lockout_api().call_decide(store, &ctx_in(ctx), &h)
+            b.resetgate_plugin_lockout_api()
+                .call_decide(store, &ctx_in(ctx), &h)
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
         Ok(out
@@ -348,19 +412,33 @@ impl DirectoryCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api().call_find_user(store, &ctx_in(ctx), name)
+            b.resetgate_plugin_directory_api()
+                .call_find_user(store, &ctx_in(ctx), name)
         })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |u| u.as_ref().map_or(0, user_size)))?;
+        p.check_output(
+            out.as_ref()
+                .map_or_else(failure_size, |u| u.as_ref().map_or(0, user_size)),
+        )?;
         Ok(out.map(|u| u.map(user_out)).map_err(failure_out))
     }
 
     /// Whether `password` is the user's current password.
-    pub fn verify_password(&self, ctx: &CallContext, user: &User, password: &Secret) -> Reply<bool> {
+    pub fn verify_password(
+        &self,
+        ctx: &CallContext,
+        user: &User,
+        password: &Secret,
+    ) -> Reply<bool> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Directory);
             let handle = secret_in(store, password)?;
-            b.resetgate_plugin_directory_api().call_verify_password(store, &ctx_in(ctx), &user_in(user), borrow(&handle))
+            b.resetgate_plugin_directory_api().call_verify_password(
+                store,
+                &ctx_in(ctx),
+                &user_in(user),
+                borrow(&handle),
+            )
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
         Ok(out.map_err(failure_out))
@@ -402,7 +480,11 @@ impl DirectoryCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api().call_expire_password(store, &ctx_in(ctx), &user_in(user))
+            b.resetgate_plugin_directory_api().call_expire_password(
+                store,
+                &ctx_in(ctx),
+                &user_in(user),
+            )
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
         Ok(out.map_err(failure_out))
@@ -413,7 +495,8 @@ impl DirectoryCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api().call_unlock(store, &ctx_in(ctx), &user_in(user))
+            b.resetgate_plugin_directory_api()
+                .call_unlock(store, &ctx_in(ctx), &user_in(user))
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
         Ok(out.map_err(failure_out))
@@ -424,7 +507,8 @@ impl DirectoryCalls<'_> {
         let p = self.0;
         p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api().call_reachable(store, &ctx_in(ctx))
+            b.resetgate_plugin_directory_api()
+                .call_reachable(store, &ctx_in(ctx))
         })
     }
 }
@@ -439,7 +523,8 @@ impl VpnHookCalls<'_> {
         let user = user.map(user_in);
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, VpnHook);
-            b.resetgate_plugin_vpn_hook_api().call_connect(store, &ctx_in(ctx), user.as_ref())
+            b.resetgate_plugin_vpn_hook_api()
+                .call_connect(store, &ctx_in(ctx), user.as_ref())
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
         Ok(out.map_err(failure_out))
@@ -450,7 +535,8 @@ impl VpnHookCalls<'_> {
         let p = self.0;
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, VpnHook);
-            b.resetgate_plugin_vpn_hook_api().call_disconnect(store, &ctx_in(ctx))
+            b.resetgate_plugin_vpn_hook_api()
+                .call_disconnect(store, &ctx_in(ctx))
         })?;
         p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
         Ok(out.map_err(failure_out))
@@ -461,7 +547,8 @@ impl VpnHookCalls<'_> {
         let p = self.0;
         p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, VpnHook);
-            b.resetgate_plugin_vpn_hook_api().call_probe(store, &ctx_in(ctx))
+            b.resetgate_plugin_vpn_hook_api()
+                .call_probe(store, &ctx_in(ctx))
         })
     }
 }
@@ -471,7 +558,12 @@ pub struct SyncTargetCalls<'a>(&'a Plugin);
 
 impl SyncTargetCalls<'_> {
     /// Delivers one change with its password.
-    pub fn push(&self, ctx: &CallContext, change: &Change, password: &Secret) -> Reply<(), PushFailure> {
+    pub fn push(
+        &self,
+        ctx: &CallContext,
+        change: &Change,
+        password: &Secret,
+    ) -> Reply<(), PushFailure> {
         let p = self.0;
         let c = ws::Change {
             idempotency_key: change.idempotency_key.clone(),
@@ -481,7 +573,8 @@ impl SyncTargetCalls<'_> {
         let out = p.call(&ctx.flow_id, |store, bound| {
             let b = bound!(p, bound, SyncTarget);
             let handle = secret_in(store, password)?;
-            b.resetgate_plugin_sync_target_api().call_push(store, &ctx_in(ctx), &c, borrow(&handle))
+            b.resetgate_plugin_sync_target_api()
+                .call_push(store, &ctx_in(ctx), &c, borrow(&handle))
         })?;
         p.check_output(match &out {
             Err(ws::PushError::Retryable(m) | ws::PushError::Permanent(m)) => m.len(),

@@ -69,7 +69,8 @@ impl Capability {
 }
 
 /// Interfaces of the contract every plugin may import without a grant.
-pub const ALWAYS_GRANTED: [&str; 6] = ["types", "log", "clock", "random", "slow-hash", "credential"];
+pub const ALWAYS_GRANTED: [&str; 6] =
+    ["types", "log", "clock", "random", "slow-hash", "credential"];
 
 /// What a workflow step grants its plugin.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -177,14 +178,22 @@ pub fn audit_import(name: &str, grants: &Grants) -> Result<(), ImportProblem> {
 pub fn world_of<'a>(exports: impl Iterator<Item = &'a str>) -> Option<Result<PluginKind, String>> {
     let mut other = None;
     for name in exports {
-        let Some(c) = contract_name(name) else { continue };
-        let Some(kind) = PluginKind::ALL.into_iter().find(|k| k.export_interface() == c.interface) else {
+        let Some(c) = contract_name(name) else {
+            continue;
+        };
+        let Some(kind) = PluginKind::ALL
+            .into_iter()
+            .find(|k| k.export_interface() == c.interface)
+        else {
             continue;
         };
         if version_compatible(c.version) {
             return Some(Ok(kind));
         }
-        other = Some(Err(format!("{} (world {kind}) @{}", c.interface, c.version)));
+        other = Some(Err(format!(
+            "{} (world {kind}) @{}",
+            c.interface, c.version
+        )));
     }
     other
 }
@@ -198,7 +207,10 @@ mod tests {
         let none = Grants::default();
         assert_eq!(audit_import("wasi:cli/environment@0.2.6", &none), Ok(()));
         assert_eq!(audit_import("resetgate:plugin/log@0.1.0", &none), Ok(()));
-        assert_eq!(audit_import("resetgate:plugin/slow-hash@0.1.3", &none), Ok(()));
+        assert_eq!(
+            audit_import("resetgate:plugin/slow-hash@0.1.3", &none),
+            Ok(())
+        );
     }
 
     #[test]
@@ -208,7 +220,10 @@ mod tests {
             audit_import("resetgate:plugin/http@0.1.0", &none),
             Err(ImportProblem::NotGranted(Capability::Http))
         );
-        let http = Grants { http: vec!["https://x.example".into()], ..Grants::default() };
+        let http = Grants {
+            http: vec!["https://x.example".into()],
+            ..Grants::default()
+        };
         assert_eq!(
             audit_import("resetgate:plugin/http@0.1.0", &http),
             Err(ImportProblem::Unavailable(Capability::Http))
@@ -230,12 +245,18 @@ mod tests {
 
     #[test]
     fn world_is_read_from_exports() {
-        assert_eq!(world_of(["resetgate:plugin/gate-api@0.1.0"].into_iter()), Some(Ok(PluginKind::Gate)));
+        assert_eq!(
+            world_of(["resetgate:plugin/gate-api@0.1.0"].into_iter()),
+            Some(Ok(PluginKind::Gate))
+        );
         assert_eq!(
             world_of(["resetgate:plugin/vpn-hook-api@0.1.9"].into_iter()),
             Some(Ok(PluginKind::VpnHook))
         );
-        assert!(matches!(world_of(["resetgate:plugin/gate-api@0.2.0"].into_iter()), Some(Err(_))));
+        assert!(matches!(
+            world_of(["resetgate:plugin/gate-api@0.2.0"].into_iter()),
+            Some(Err(_))
+        ));
         assert_eq!(world_of(["wasi:cli/run@0.2.0"].into_iter()), None);
     }
 }

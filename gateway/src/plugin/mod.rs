@@ -87,7 +87,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { wall_time: Duration::from_secs(1), memory: 64 << 20, output: 1 << 20 }
+        Limits {
+            wall_time: Duration::from_secs(1),
+            memory: 64 << 20,
+            output: 1 << 20,
+        }
     }
 }
 
@@ -239,7 +243,10 @@ impl PluginHost {
     }
 
     fn read(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
-        let read_err = |source| LoadError::Read { path: path.to_owned(), source };
+        let read_err = |source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        };
         let len = std::fs::metadata(path).map_err(read_err)?.len();
         if len > MAX_COMPONENT_BYTES {
             return Err(LoadError::Compile {
@@ -254,7 +261,10 @@ impl PluginHost {
 
     fn world(&self, name: &str, component: &Component) -> Result<PluginKind, LoadError> {
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.inner.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.inner.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         match grants::world_of(exports.iter().map(String::as_str)) {
             Some(Ok(kind)) => Ok(kind),
             Some(Err(built_for)) => Err(LoadError::ContractVersion {
@@ -264,20 +274,34 @@ impl PluginHost {
             }),
             None => Err(LoadError::NoWorld {
                 plugin: name.to_owned(),
-                exports: if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") },
+                exports: if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                },
             }),
         }
     }
 
     /// Loads the component at `path` for a step described by `spec`.
     pub fn load(&self, path: &Path, spec: &LoadSpec) -> Result<Plugin, LoadError> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (bytes, sha256) = Self::read(path)?;
-        let component = self.inner.cache.load(&self.inner.engine, path, &bytes, &sha256)?;
+        let component = self
+            .inner
+            .cache
+            .load(&self.inner.engine, path, &bytes, &sha256)?;
         let kind = self.world(&name, &component)?;
         if let Some(expected) = spec.kind {
             if expected != kind {
-                return Err(LoadError::WrongKind { plugin: name, expected, actual: kind });
+                return Err(LoadError::WrongKind {
+                    plugin: name,
+                    expected,
+                    actual: kind,
+                });
             }
         }
         let ty = component.component_type();
@@ -288,10 +312,14 @@ impl PluginHost {
                     interface: cap.interface(),
                     grant: cap.grant_example(),
                 },
-                grants::ImportProblem::Unavailable(cap) => {
-                    LoadError::CapabilityUnavailable { plugin: name.clone(), interface: cap.interface() }
-                }
-                grants::ImportProblem::Unknown(import) => LoadError::UnknownImport { plugin: name.clone(), import },
+                grants::ImportProblem::Unavailable(cap) => LoadError::CapabilityUnavailable {
+                    plugin: name.clone(),
+                    interface: cap.interface(),
+                },
+                grants::ImportProblem::Unknown(import) => LoadError::UnknownImport {
+                    plugin: name.clone(),
+                    import,
+                },
                 grants::ImportProblem::OtherVersion(v) => LoadError::ContractVersion {
                     plugin: name.clone(),
                     built_for: format!("resetgate:plugin@{v} (it imports {import})"),
@@ -312,8 +340,14 @@ impl PluginHost {
             .inner
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
-        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Link {
+                plugin: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link {
+            plugin: name.clone(),
+            reason: format!("{e:#}"),
+        })?;
         let plugin = Plugin {
             inner: Arc::new(PluginInner {
                 host: Arc::downgrade(&self.inner),
@@ -327,9 +361,18 @@ impl PluginHost {
                 info: std::sync::OnceLock::new(),
             }),
         };
-        let info = plugin.call_describe().map_err(|source| LoadError::Describe { plugin: name.clone(), source })?;
+        let info = plugin
+            .call_describe()
+            .map_err(|source| LoadError::Describe {
+                plugin: name.clone(),
+                source,
+            })?;
         if info.kind != kind {
-            return Err(LoadError::DescribeMismatch { plugin: name, world: kind, described: info.kind });
+            return Err(LoadError::DescribeMismatch {
+                plugin: name,
+                world: kind,
+                described: info.kind,
+            });
         }
         let _ = plugin.inner.info.set(info);
         plugin.request_refill();
@@ -339,26 +382,50 @@ impl PluginHost {
     /// Reads a component and reports what it is and what it needs, without
     /// granting it anything (imports it is not granted trap if called).
     pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (bytes, sha256) = Self::read(path)?;
-        let component = self.inner.cache.load(&self.inner.engine, path, &bytes, &sha256)?;
+        let component = self
+            .inner
+            .cache
+            .load(&self.inner.engine, path, &bytes, &sha256)?;
         let kind = self.world(&name, &component)?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.inner.engine).map(|(n, _)| n.to_owned()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.inner.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         let needs = imports
             .iter()
             .filter_map(|i| grants::contract_name(i))
-            .filter_map(|c| Capability::ALL.into_iter().find(|cap| cap.interface() == c.interface))
+            .filter_map(|c| {
+                Capability::ALL
+                    .into_iter()
+                    .find(|cap| cap.interface() == c.interface)
+            })
             .collect();
-        let mut linker = Self::linker(&self.inner.engine)
-            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+        let mut linker = Self::linker(&self.inner.engine).map_err(|e| LoadError::Link {
+            plugin: name.clone(),
+            reason: format!("{e:#}"),
+        })?;
         linker
             .define_unknown_imports_as_traps(&component)
-            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Link {
+                plugin: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
-        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Link {
+                plugin: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link {
+            plugin: name.clone(),
+            reason: format!("{e:#}"),
+        })?;
         let plugin = Plugin {
             inner: Arc::new(PluginInner {
                 host: Arc::downgrade(&self.inner),
@@ -372,8 +439,18 @@ impl PluginHost {
                 info: std::sync::OnceLock::new(),
             }),
         };
-        let info = plugin.call_describe().map_err(|source| LoadError::Describe { plugin: name, source })?;
-        Ok(Inspection { info, sha256, imports, needs })
+        let info = plugin
+            .call_describe()
+            .map_err(|source| LoadError::Describe {
+                plugin: name,
+                source,
+            })?;
+        Ok(Inspection {
+            info,
+            sha256,
+            imports,
+            needs,
+        })
     }
 }
 
@@ -396,14 +473,21 @@ impl Drop for HostInner {
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     #[allow(clippy::expect_used)] // failing to start a thread at start-up is fatal
-    std::thread::Builder::new().name(name.to_owned()).spawn(f).expect("spawn plugin host thread")
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("spawn plugin host thread")
 }
 
 fn warmer(requests: Receiver<Weak<PluginInner>>) {
     for weak in requests {
-        let Some(plugin) = weak.upgrade() else { continue };
+        let Some(plugin) = weak.upgrade() else {
+            continue;
+        };
         plugin.refill_pending.store(false, Ordering::Release);
-        let Some(host) = plugin.host.upgrade() else { continue };
+        let Some(host) = plugin.host.upgrade() else {
+            continue;
+        };
         let target = host.config.warm_instances;
         drop(host);
         loop {
@@ -457,7 +541,10 @@ impl PluginInner {
         let bound = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| CallError::Instantiate { plugin: self.label.to_string(), reason: format!("{e:#}") })?;
+            .map_err(|e| CallError::Instantiate {
+                plugin: self.label.to_string(),
+                reason: format!("{e:#}"),
+            })?;
         Ok(calls::Warm { store, bound })
     }
 }
@@ -500,7 +587,9 @@ impl Plugin {
         if self.inner.refill_pending.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Some(host) = self.inner.host.upgrade() else { return };
+        let Some(host) = self.inner.host.upgrade() else {
+            return;
+        };
         if host.config.warm_instances == 0 {
             return;
         }
@@ -555,19 +644,37 @@ impl Plugin {
         outcome
     }
 
-    fn classify(&self, error: wasmtime::Error, refused: Option<String>, memory: Option<usize>) -> CallError {
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        refused: Option<String>,
+        memory: Option<usize>,
+    ) -> CallError {
         let plugin = self.inner.label.to_string();
         if let Some(wanted) = memory {
-            return CallError::MemoryLimit { plugin, wanted, limit: self.inner.limits.memory };
+            return CallError::MemoryLimit {
+                plugin,
+                wanted,
+                limit: self.inner.limits.memory,
+            };
         }
         if let Some(reason) = refused {
             return CallError::Refused { plugin, reason };
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout { plugin, limit: self.inner.limits.wall_time },
+            Some(Trap::Interrupt) => CallError::Timeout {
+                plugin,
+                limit: self.inner.limits.wall_time,
+            },
             Some(Trap::StackOverflow) => CallError::StackOverflow { plugin },
-            Some(trap) => CallError::Trap { plugin, trap: trap.to_string() },
-            None => CallError::Trap { plugin, trap: format!("{error:#}") },
+            Some(trap) => CallError::Trap {
+                plugin,
+                trap: trap.to_string(),
+            },
+            None => CallError::Trap {
+                plugin,
+                trap: format!("{error:#}"),
+            },
         }
     }
 

@@ -40,7 +40,12 @@ pub struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> WasmResult<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> WasmResult<bool> {
         if desired > self.memory_limit {
             self.refused = Some(desired);
             return Err(wasmtime::Error::msg("memory limit reached"));
@@ -48,7 +53,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> WasmResult<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> WasmResult<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -77,7 +87,10 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter { memory_limit, refused: None },
+            limiter: Limiter {
+                memory_limit,
+                refused: None,
+            },
             logs: Vec::new(),
             logs_dropped: 0,
             refused: None,
@@ -93,7 +106,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -121,7 +137,10 @@ impl wit::log::Host for HostState {
 
 impl wit::clock::Host for HostState {
     fn now_ms(&mut self) -> WasmResult<u64> {
-        Ok(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+        Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0))
     }
 
     fn monotonic_ns(&mut self) -> WasmResult<u64> {
@@ -133,10 +152,13 @@ impl wit::clock::Host for HostState {
 impl wit::random::Host for HostState {
     fn bytes(&mut self, len: u32) -> WasmResult<Vec<u8>> {
         if len > RANDOM_MAX {
-            return self.refuse(format!("random.bytes asked for {len} bytes; at most {RANDOM_MAX} per call"));
+            return self.refuse(format!(
+                "random.bytes asked for {len} bytes; at most {RANDOM_MAX} per call"
+            ));
         }
         let mut buf = vec![0u8; len as usize];
-        getrandom::fill(&mut buf).map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
+        getrandom::fill(&mut buf)
+            .map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
         Ok(buf)
     }
 
@@ -147,7 +169,8 @@ impl wit::random::Host for HostState {
         // Rejection sampling: uniform, no modulo bias.
         let zone = u64::MAX - (u64::MAX % bound);
         loop {
-            let v = getrandom::u64().map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
+            let v = getrandom::u64()
+                .map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
             if v < zone {
                 return Ok(v % bound);
             }
@@ -166,11 +189,15 @@ impl wit::slow_hash::Host for HostState {
     fn hash(&mut self, secret: String) -> WasmResult<String> {
         let secret = Secret::new(secret);
         if secret.expose().len() > SLOW_HASH_MAX_INPUT {
-            return self.refuse(format!("slow-hash input longer than {SLOW_HASH_MAX_INPUT} bytes"));
+            return self.refuse(format!(
+                "slow-hash input longer than {SLOW_HASH_MAX_INPUT} bytes"
+            ));
         }
         let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        getrandom::fill(&mut salt)
+            .map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
         let phc = argon2id()
             .hash_password(secret.expose().as_bytes(), &salt)
             .map_err(|e| wasmtime::Error::msg(format!("argon2id failed: {e}")))?;
@@ -185,7 +212,9 @@ impl wit::slow_hash::Host for HostState {
         let Ok(parsed) = PasswordHash::new(&phc) else {
             return Ok(false);
         };
-        Ok(argon2id().verify_password(secret.expose().as_bytes(), &parsed).is_ok())
+        Ok(argon2id()
+            .verify_password(secret.expose().as_bytes(), &parsed)
+            .is_ok())
     }
 }
 
