@@ -2,6 +2,8 @@
 //! `plugins/` and the test suite's own (hostile ones included) in
 //! `tests/plugins/`, and tells the tests where they are.
 
+#![allow(clippy::panic)] // a build script reports failure by panicking
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

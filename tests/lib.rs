@@ -138,6 +138,19 @@ impl Gateway {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits (up to 10 s) until the gateway's stderr contains `needle`;
+    /// returns everything it wrote so far.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A plain HTTP/1.1 GET; returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).unwrap();

@@ -12,7 +12,7 @@ fn serve_answers_its_health_endpoint_and_stops_cleanly() {
     }
     let gw = Gateway::start(data.path(), plugins.path());
     assert_eq!(gw.get("/healthz"), (200, "ok\n".to_owned()));
-    let logs = gw.logs();
+    let logs = gw.wait_for_log("ready");
     for name in FIRST_PARTY {
         assert!(
             logs.contains(&format!("plugin={name}")),

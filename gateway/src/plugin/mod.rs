@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -139,20 +138,39 @@ pub struct PluginHost {
 }
 
 struct HostInner {
-    engine: Engine,
+    shared: Arc<Shared>,
     linker: Linker<HostState>,
     cache: cache::Cache,
     config: HostConfig,
-    calls: AtomicU64,
-    failures: AtomicU64,
-    reaper: Mutex<Option<Sender<Spent>>>,
-    warmer: Mutex<Option<Sender<Weak<PluginInner>>>>,
-    stop: Arc<AtomicBool>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// A store that served its call, on its way to be dropped.
-struct Spent(#[allow(dead_code)] Store<HostState>);
+/// What the host and every plugin it loaded share. Background threads hold
+/// it only weakly or through channels, so they never keep the host alive and
+/// never run its teardown.
+struct Shared {
+    engine: Engine,
+    reaper: Sender<Reap>,
+    warmer: Sender<Warming>,
+    warm_target: usize,
+    calls: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Work for the reaper thread.
+enum Reap {
+    /// A store that served its call, to be dropped.
+    Spent(#[allow(dead_code)] Store<HostState>),
+    /// Answered once everything sent before it is dropped.
+    Barrier(mpsc::SyncSender<()>),
+}
+
+/// Work for the warmer thread.
+enum Warming {
+    /// Top up this plugin's warm instances.
+    Refill(Weak<PluginInner>),
+    /// Answered once every refill asked before it is done.
+    Barrier(mpsc::SyncSender<()>),
+}
 
 impl PluginHost {
     /// Starts a host: the engine, the epoch ticker, the reaper and the warmer.
@@ -183,37 +201,44 @@ impl PluginHost {
         })?;
         let cache = cache::Cache::new(config.cache_dir.clone(), &engine)?;
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let ticker_engine = engine.clone();
-        let ticker_stop = stop.clone();
-        threads.push(spawn("plugin-epoch", move || {
-            while !ticker_stop.load(Ordering::Relaxed) {
+        let (reap_tx, reap_rx) = mpsc::channel::<Reap>();
+        spawn("plugin-reaper", move || {
+            for work in reap_rx {
+                match work {
+                    Reap::Spent(store) => drop(store),
+                    Reap::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        let (warm_tx, warm_rx) = mpsc::channel::<Warming>();
+        spawn("plugin-warmer", move || warmer(warm_rx));
+        let shared = Arc::new(Shared {
+            engine,
+            reaper: reap_tx,
+            warmer: warm_tx,
+            warm_target: config.warm_instances,
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        // Epochs tick for as long as anything (host or plugin) is alive.
+        let ticking = Arc::downgrade(&shared);
+        spawn("plugin-epoch", move || {
+            loop {
                 std::thread::sleep(TICK);
-                ticker_engine.increment_epoch();
+                match ticking.upgrade() {
+                    Some(shared) => shared.engine.increment_epoch(),
+                    None => break,
+                }
             }
-        }));
-        let (reap_tx, reap_rx) = mpsc::channel::<Spent>();
-        threads.push(spawn("plugin-reaper", move || {
-            for spent in reap_rx {
-                drop(spent);
-            }
-        }));
-        let (warm_tx, warm_rx) = mpsc::channel::<Weak<PluginInner>>();
-        threads.push(spawn("plugin-warmer", move || warmer(warm_rx)));
-
+        });
         Ok(PluginHost {
             inner: Arc::new(HostInner {
-                engine,
+                shared,
                 linker,
                 cache,
                 config,
-                calls: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
-                reaper: Mutex::new(Some(reap_tx)),
-                warmer: Mutex::new(Some(warm_tx)),
-                stop,
-                threads: Mutex::new(threads),
             }),
         })
     }
@@ -237,8 +262,8 @@ impl PluginHost {
         HostStats {
             compiles,
             cache_hits,
-            calls: self.inner.calls.load(Ordering::Relaxed),
-            failures: self.inner.failures.load(Ordering::Relaxed),
+            calls: self.inner.shared.calls.load(Ordering::Relaxed),
+            failures: self.inner.shared.failures.load(Ordering::Relaxed),
         }
     }
 
@@ -262,7 +287,7 @@ impl PluginHost {
     fn world(&self, name: &str, component: &Component) -> Result<PluginKind, LoadError> {
         let ty = component.component_type();
         let exports: Vec<String> = ty
-            .exports(&self.inner.engine)
+            .exports(&self.inner.shared.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
         match grants::world_of(exports.iter().map(String::as_str)) {
@@ -293,19 +318,19 @@ impl PluginHost {
         let component = self
             .inner
             .cache
-            .load(&self.inner.engine, path, &bytes, &sha256)?;
+            .load(&self.inner.shared.engine, path, &bytes, &sha256)?;
         let kind = self.world(&name, &component)?;
-        if let Some(expected) = spec.kind {
-            if expected != kind {
-                return Err(LoadError::WrongKind {
-                    plugin: name,
-                    expected,
-                    actual: kind,
-                });
-            }
+        if let Some(expected) = spec.kind
+            && expected != kind
+        {
+            return Err(LoadError::WrongKind {
+                plugin: name,
+                expected,
+                actual: kind,
+            });
         }
         let ty = component.component_type();
-        for (import, _) in ty.imports(&self.inner.engine) {
+        for (import, _) in ty.imports(&self.inner.shared.engine) {
             grants::audit_import(import, &spec.grants).map_err(|problem| match problem {
                 grants::ImportProblem::NotGranted(cap) => LoadError::NotGranted {
                     plugin: name.clone(),
@@ -350,7 +375,7 @@ impl PluginHost {
         })?;
         let plugin = Plugin {
             inner: Arc::new(PluginInner {
-                host: Arc::downgrade(&self.inner),
+                shared: self.inner.shared.clone(),
                 label: Arc::from(name.as_str()),
                 sha256,
                 kind,
@@ -390,11 +415,11 @@ impl PluginHost {
         let component = self
             .inner
             .cache
-            .load(&self.inner.engine, path, &bytes, &sha256)?;
+            .load(&self.inner.shared.engine, path, &bytes, &sha256)?;
         let kind = self.world(&name, &component)?;
         let ty = component.component_type();
         let imports: Vec<String> = ty
-            .imports(&self.inner.engine)
+            .imports(&self.inner.shared.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
         let needs = imports
@@ -406,7 +431,7 @@ impl PluginHost {
                     .find(|cap| cap.interface() == c.interface)
             })
             .collect();
-        let mut linker = Self::linker(&self.inner.engine).map_err(|e| LoadError::Link {
+        let mut linker = Self::linker(&self.inner.shared.engine).map_err(|e| LoadError::Link {
             plugin: name.clone(),
             reason: format!("{e:#}"),
         })?;
@@ -428,7 +453,7 @@ impl PluginHost {
         })?;
         let plugin = Plugin {
             inner: Arc::new(PluginInner {
-                host: Arc::downgrade(&self.inner),
+                shared: self.inner.shared.clone(),
                 label: Arc::from(name.as_str()),
                 sha256: sha256.clone(),
                 kind,
@@ -455,41 +480,43 @@ impl PluginHost {
 }
 
 impl Drop for HostInner {
+    /// Waits until the warmer has finished pending refills and the reaper has
+    /// dropped every spent store, so that once the host and its plugins are
+    /// dropped no instance (and no mapping of a cached artifact) is left.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Ok(mut r) = self.reaper.lock() {
-            r.take();
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.shared.warmer.send(Warming::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
         }
-        if let Ok(mut w) = self.warmer.lock() {
-            w.take();
-        }
-        if let Ok(mut threads) = self.threads.lock() {
-            for t in threads.drain(..) {
-                let _ = t.join();
-            }
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.shared.reaper.send(Reap::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
         }
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     #[allow(clippy::expect_used)] // failing to start a thread at start-up is fatal
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
-        .expect("spawn plugin host thread")
+        .expect("spawn plugin host thread");
 }
 
-fn warmer(requests: Receiver<Weak<PluginInner>>) {
-    for weak in requests {
+fn warmer(requests: Receiver<Warming>) {
+    for work in requests {
+        let weak = match work {
+            Warming::Refill(weak) => weak,
+            Warming::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let Some(plugin) = weak.upgrade() else {
             continue;
         };
         plugin.refill_pending.store(false, Ordering::Release);
-        let Some(host) = plugin.host.upgrade() else {
-            continue;
-        };
-        let target = host.config.warm_instances;
-        drop(host);
+        let target = plugin.shared.warm_target;
         loop {
             let have = plugin.warm.lock().map(|w| w.len()).unwrap_or(target);
             if have >= target {
@@ -517,7 +544,7 @@ pub struct Plugin {
 }
 
 struct PluginInner {
-    host: Weak<HostInner>,
+    shared: Arc<Shared>,
     label: Arc<str>,
     sha256: String,
     kind: PluginKind,
@@ -530,11 +557,7 @@ struct PluginInner {
 
 impl PluginInner {
     fn instantiate(&self) -> Result<calls::Warm, CallError> {
-        let host = self.host.upgrade().ok_or_else(|| CallError::Instantiate {
-            plugin: self.label.to_string(),
-            reason: "the plugin host has shut down".into(),
-        })?;
-        let mut store = Store::new(&host.engine, HostState::new(self.limits.memory));
+        let mut store = Store::new(&self.shared.engine, HostState::new(self.limits.memory));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(self.limits.wall_time));
         store.epoch_deadline_trap();
@@ -584,20 +607,16 @@ impl Plugin {
     }
 
     fn request_refill(&self) {
-        if self.inner.refill_pending.swap(true, Ordering::AcqRel) {
+        if self.inner.shared.warm_target == 0
+            || self.inner.refill_pending.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        let Some(host) = self.inner.host.upgrade() else {
-            return;
-        };
-        if host.config.warm_instances == 0 {
-            return;
-        }
-        if let Ok(tx) = host.warmer.lock() {
-            if let Some(tx) = tx.as_ref() {
-                let _ = tx.send(Arc::downgrade(&self.inner));
-            }
-        }
+        let _ = self
+            .inner
+            .shared
+            .warmer
+            .send(Warming::Refill(Arc::downgrade(&self.inner)));
     }
 
     /// Runs `f` on a fresh instance: takes a warm one (or instantiates one
@@ -610,7 +629,11 @@ impl Plugin {
     ) -> Result<R, CallError> {
         let inner = &self.inner;
         let warm = inner.warm.lock().ok().and_then(|mut w| w.pop_front());
-        let low = inner.warm.lock().map(|w| w.len() * 2 < 4).unwrap_or(false);
+        let low = inner
+            .warm
+            .lock()
+            .map(|w| w.len() * 2 < inner.shared.warm_target)
+            .unwrap_or(false);
         if low {
             self.request_refill();
         }
@@ -630,17 +653,11 @@ impl Plugin {
         let refused = data.refused.take();
         let memory = data.limiter.refused.take();
         let outcome = result.map_err(|e| self.classify(e, refused, memory));
-        if let Some(host) = inner.host.upgrade() {
-            host.calls.fetch_add(1, Ordering::Relaxed);
-            if outcome.is_err() {
-                host.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Ok(reaper) = host.reaper.lock() {
-                if let Some(reaper) = reaper.as_ref() {
-                    let _ = reaper.send(Spent(warm.store));
-                }
-            }
+        inner.shared.calls.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_err() {
+            inner.shared.failures.fetch_add(1, Ordering::Relaxed);
         }
+        let _ = inner.shared.reaper.send(Reap::Spent(warm.store));
         outcome
     }
 
