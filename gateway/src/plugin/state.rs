@@ -66,7 +66,9 @@ impl ResourceLimiter for Limiter {
 /// The data of one plugin instance's store. A store serves exactly one call
 /// and is then dropped, so nothing here outlives a call.
 pub struct HostState {
-    wasi: WasiCtx,
+    /// Made on the plugin's first WASI call: most calls make none, and an
+    /// empty context still costs allocations to build and drop.
+    wasi: Option<WasiCtx>,
     pub table: ResourceTable,
     pub limiter: Limiter,
     pub logs: Vec<LogLine>,
@@ -79,13 +81,8 @@ impl HostState {
     /// A store's data with WASI configured with nothing: no files, no
     /// environment, no arguments, no sockets, no stdio.
     pub fn new(memory_limit: usize) -> Self {
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         HostState {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory_limit,
@@ -106,10 +103,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build()
+        });
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
