@@ -16,7 +16,8 @@ commands:
   run [ARGS...]   build the plugins and the gateway, then `resetgate serve ARGS...`
   test [ARGS...]  everything the test suite needs, then the whole suite
   plugins         build the first-party plugins into target/plugins/
-  bench           run the criterion benchmarks (release)";
+  bench           run the criterion benchmarks (release), then `coldstart`
+  coldstart       time `resetgate serve` (release) from spawn to a healthy answer";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -28,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         "test" => test(&root, &rest),
         "plugins" => plugins(&root).map(|_| ()),
         "bench" => bench(&root, &rest),
+        "coldstart" => coldstart(&root),
         _ => {
             eprintln!("{USAGE}");
             if command.is_empty() || command == "help" || command == "--help" {
@@ -203,10 +205,64 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
 fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
     plugins(root)?;
-    status(
-        cargo()
-            .args(["bench", "-p", "resetgate"])
-            .args(args)
-            .current_dir(root),
-    )
+    status(cargo().args(["bench", "-p", "resetgate"]).args(args).current_dir(root))?;
+    coldstart(root)
+}
+
+/// Starts the release binary 21 times on one data folder (the first start
+/// compiles the plugins, the others load them from the cache) and reports
+/// the time from spawn to the first healthy `GET /healthz`.
+fn coldstart(root: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let plugins_dir = plugins(root)?;
+    status(cargo().args(["build", "--quiet", "--release", "-p", "resetgate", "--bin", "resetgate"]).current_dir(root))?;
+    let data = std::env::temp_dir().join(format!("resetgate-coldstart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let addr: std::net::SocketAddr = "127.0.0.1:18099".parse()?;
+    let healthy = || -> bool {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    };
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let mut child = Command::new(root.join("target/release/resetgate"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--plugins")
+            .arg(&plugins_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        while !healthy() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                bail!("resetgate did not become healthy within 30 s");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        times.push(started.elapsed());
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait()?;
+    }
+    let first = times.remove(0);
+    times.sort();
+    eprintln!(
+        "coldstart: first start (compiles the plugins) {:.1} ms; cached: median {:.1} ms, min {:.1}, max {:.1} ({} runs)",
+        first.as_secs_f64() * 1e3,
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        times.len()
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
 }
