@@ -31,8 +31,13 @@ use resetgate::plugin::{HostConfig, LoadSpec, Plugin, PluginHost};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn plugin_path() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/example-question.wasm");
-    assert!(p.exists(), "{} is missing: run `cargo xtask bench` (it builds the plugins)", p.display());
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/example-question.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask bench` (it builds the plugins)",
+        p.display()
+    );
     p
 }
 
@@ -69,7 +74,12 @@ fn native_begin(ctx: &CallContext, _user: &User) -> Round {
         prompt: Prompt {
             title: "Answer your security question".into(),
             help: Some(c.question.clone()),
-            fields: vec![Field { name: "answer".into(), label: c.question, kind: FieldKind::Secret, max_length: c.max_length }],
+            fields: vec![Field {
+                name: "answer".into(),
+                label: c.question,
+                kind: FieldKind::Secret,
+                max_length: c.max_length,
+            }],
         },
         state: b"q1".to_vec(),
     }
@@ -77,19 +87,30 @@ fn native_begin(ctx: &CallContext, _user: &User) -> Round {
 
 fn host(warm: usize) -> (PluginHost, Plugin, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(HostConfig { warm_instances: warm, ..HostConfig::new(dir.path()) }).unwrap();
+    let host = PluginHost::new(HostConfig {
+        warm_instances: warm,
+        ..HostConfig::new(dir.path())
+    })
+    .unwrap();
     let plugin = host.load(&plugin_path(), &LoadSpec::default()).unwrap();
     (host, plugin, dir)
 }
 
 fn call(plugin: &Plugin, ctx: &CallContext, user: &User) -> Round {
-    plugin.gate().unwrap().begin(ctx, user, None).unwrap().unwrap()
+    plugin
+        .gate()
+        .unwrap()
+        .begin(ctx, user, None)
+        .unwrap()
+        .unwrap()
 }
 
 fn latency(c: &mut Criterion) {
     let (ctx, user) = (ctx(), user());
     let mut g = c.benchmark_group("gate-begin");
-    g.bench_function("native", |b| b.iter(|| black_box(native_begin(black_box(&ctx), black_box(&user)))));
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(native_begin(black_box(&ctx), black_box(&user))))
+    });
 
     let (_h, plugin, _d) = host(16);
     assert_eq!(call(&plugin, &ctx, &user), native_begin(&ctx, &user));
@@ -112,7 +133,9 @@ fn latency(c: &mut Criterion) {
     drop(plugin);
 
     let (_h, plugin, _d) = host(0);
-    g.bench_function("isolated/inline", |b| b.iter(|| black_box(call(&plugin, &ctx, &user))));
+    g.bench_function("isolated/inline", |b| {
+        b.iter(|| black_box(call(&plugin, &ctx, &user)))
+    });
     g.finish();
 }
 
@@ -146,14 +169,19 @@ fn main() {
         latency(&mut c);
         c.final_summary();
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for threads in [1, 2] {
         let mut runs: Vec<f64> = (0..5).map(|_| throughput(threads, 100_000)).collect();
         runs.sort_by(f64::total_cmp);
         println!(
             "throughput: {threads} caller thread(s) on {cores} core(s): median {:.0} calls/s (runs: {})",
             runs[2],
-            runs.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+            runs.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
 }

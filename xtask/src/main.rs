@@ -205,7 +205,12 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
 fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
     plugins(root)?;
-    status(cargo().args(["bench", "-p", "resetgate"]).args(args).current_dir(root))?;
+    status(
+        cargo()
+            .args(["bench", "-p", "resetgate"])
+            .args(args)
+            .current_dir(root),
+    )?;
     coldstart(root)
 }
 
@@ -216,14 +221,31 @@ fn coldstart(root: &Path) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let plugins_dir = plugins(root)?;
-    status(cargo().args(["build", "--quiet", "--release", "-p", "resetgate", "--bin", "resetgate"]).current_dir(root))?;
+    status(
+        cargo()
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "resetgate",
+                "--bin",
+                "resetgate",
+            ])
+            .current_dir(root),
+    )?;
     let data = std::env::temp_dir().join(format!("resetgate-coldstart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let addr: std::net::SocketAddr = "127.0.0.1:18099".parse()?;
     let healthy = || -> bool {
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)) else { return false };
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50))
+        else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .is_err()
+        {
             return false;
         }
         let mut out = String::new();
@@ -250,7 +272,9 @@ fn coldstart(root: &Path) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_micros(500));
         }
         times.push(started.elapsed());
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         child.wait()?;
     }
     let first = times.remove(0);

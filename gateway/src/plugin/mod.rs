@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
 
 pub use calls::{DirectoryCalls, GateCalls, LockoutCalls, SyncTargetCalls, VpnHookCalls};
 pub use error::{CallError, LoadError};
@@ -530,7 +532,12 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 /// Drops spent stores: whole batches as callers send them, and partial
 /// batches once the host has been idle for a moment (or at a barrier).
 fn reaper(work: Receiver<Reap>, partial: Arc<Mutex<Vec<Store<HostState>>>>) {
-    let take_partial = || partial.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+    let take_partial = || {
+        partial
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    };
     loop {
         match work.recv_timeout(REAP_IDLE) {
             Ok(Reap::Spent(batch)) => drop(batch),
