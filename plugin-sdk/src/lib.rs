@@ -6,7 +6,7 @@
 //! implement [`Plugin`] and the trait of its kind, and hand the type to the
 //! matching export macro:
 //!
-//! ```ignore
+//! ```no_run
 //! use resetgate_plugin_sdk::prelude::*;
 //! use resetgate_plugin_sdk::lockout::{Decision, History};
 //!

@@ -181,16 +181,17 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .output()
         .is_ok_and(|o| o.status.success());
     if nextest {
+        // nextest does not run doctests; run them first so that the suite's
+        // closing summary is nextest's.
+        status(
+            cargo()
+                .args(["test", "--workspace", "--doc", "--quiet"])
+                .current_dir(root),
+        )?;
         status(
             cargo()
                 .args(["nextest", "run", "--workspace", "--no-fail-fast"])
                 .args(args)
-                .current_dir(root),
-        )?;
-        // nextest does not run doctests.
-        status(
-            cargo()
-                .args(["test", "--workspace", "--doc", "--quiet"])
                 .current_dir(root),
         )
     } else {
