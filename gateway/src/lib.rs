@@ -7,3 +7,4 @@ pub mod contract;
 pub mod plugin;
 pub mod secret;
 pub mod server;
+pub mod workflow;

@@ -1,0 +1,114 @@
+//! Durable state: flows, enrollments, lockout history, the outbox, timers and
+//! the audit log, behind a small interface so that another engine can serve
+//! where one machine is outgrown. Only `store::sled` names `sled`.
+//!
+//! Durability: `commit` and `append_audit` return only once their writes are
+//! on disk. Concurrent callers share flushes (group commit), so durability
+//! costs one fsync per batch of callers, not per caller.
+
+use std::path::PathBuf;
+
+mod audit;
+mod sled;
+
+pub use audit::{AuditEntry, AuditError, AuditRecord, AuditSummary};
+pub use self::sled::SledStore;
+
+/// The trees (tables) of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Flow records by flow id.
+    Flows,
+    /// Enrollment data by user key and gate.
+    Enrollments,
+    /// Failure history by user key.
+    Lockout,
+    /// Queued deliveries to async sync targets (encrypted; a later issue).
+    Outbox,
+    /// Durable timers by due time.
+    Timers,
+    /// Small settings (schema version, keys' ids).
+    Meta,
+}
+
+impl Tree {
+    /// Every tree.
+    pub const ALL: [Tree; 6] = [Tree::Flows, Tree::Enrollments, Tree::Lockout, Tree::Outbox, Tree::Timers, Tree::Meta];
+
+    /// The tree's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Flows => "flows",
+            Tree::Enrollments => "enrollments",
+            Tree::Lockout => "lockout",
+            Tree::Outbox => "outbox",
+            Tree::Timers => "timers",
+            Tree::Meta => "meta",
+        }
+    }
+}
+
+/// One write of an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Sets `key` to `value`.
+    Put {
+        /// The tree.
+        tree: Tree,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The tree.
+        tree: Tree,
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// Why the store failed. Never carries a value (values may hold secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("cannot open the store in {path}: {reason}")]
+    Open {
+        /// The data folder.
+        path: PathBuf,
+        /// What the engine said.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("store {op} on {tree} failed: {reason}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The tree.
+        tree: &'static str,
+        /// What the engine said.
+        reason: String,
+    },
+    /// The store has been closed (shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// The store interface the rest of the gateway uses.
+pub trait Store: Send + Sync + 'static {
+    /// The value under `key`.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every entry whose key starts with `prefix`, in key order, at most `limit`.
+    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Applies `writes` atomically (all or none, across trees) and returns
+    /// once they are durable.
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Appends an audit record, hash-chained to the previous one; returns
+    /// once it is durable, with its sequence number.
+    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError>;
+    /// Audit entries from sequence `from`, at most `limit`.
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Checks the whole audit chain.
+    fn verify_audit(&self) -> Result<AuditSummary, AuditError>;
+}
