@@ -4,7 +4,9 @@
 //! repository root for the bird's-eye view and the code map.
 
 pub mod contract;
+pub mod engine;
 pub mod plugin;
+pub mod policy;
 pub mod secret;
 pub mod server;
 pub mod workflow;

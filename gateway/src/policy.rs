@@ -1,0 +1,120 @@
+//! The built-in password policy: length in Unicode code points after NFC
+//! normalisation (never truncated, case kept), a blocklist, and the user
+//! name. No composition rules (NIST SP 800-63B-4, OWASP ASVS 5.0 V6.2).
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::secret::Secret;
+use crate::workflow::PasswordPolicy;
+
+/// Why a password was refused; the text is shown to the user, so it names
+/// the rule and never repeats the password.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "rule", rename_all = "kebab-case")]
+pub enum Violation {
+    /// Fewer code points than the minimum.
+    TooShort {
+        /// The minimum.
+        min: u32,
+    },
+    /// More code points than the maximum.
+    TooLong {
+        /// The maximum.
+        max: u32,
+    },
+    /// On the blocklist of common or breached passwords.
+    Blocklisted,
+    /// Contains the user name.
+    ContainsUserName,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::TooShort { min } => write!(f, "use at least {min} characters"),
+            Violation::TooLong { max } => write!(f, "use at most {max} characters"),
+            Violation::Blocklisted => f.write_str("this password is too common or has appeared in a breach; choose another"),
+            Violation::ContainsUserName => f.write_str("the password must not contain your user name"),
+        }
+    }
+}
+
+/// The one normalisation applied to every password before it is checked or
+/// set: Unicode NFC. Nothing else (no trimming, no case folding).
+pub fn normalise(password: &Secret) -> Secret {
+    Secret::new(password.expose().nfc().collect())
+}
+
+/// Checks a (normalised) password against `policy` for `user_name`.
+/// Returns every rule it breaks, in a stable order.
+pub fn check(policy: &PasswordPolicy, password: &Secret, user_name: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let length = password.code_points();
+    if length < policy.min_length as usize {
+        out.push(Violation::TooShort { min: policy.min_length });
+    }
+    if length > policy.max_length as usize {
+        out.push(Violation::TooLong { max: policy.max_length });
+    }
+    let folded = Secret::new(password.expose().to_lowercase());
+    if policy.blocklist.contains(folded.expose()) {
+        out.push(Violation::Blocklisted);
+    }
+    let name: String = user_name.trim().nfc().collect::<String>().to_lowercase();
+    if policy.reject_user_name && name.chars().count() >= 3 && folded.expose().contains(&name) {
+        out.push(Violation::ContainsUserName);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn policy() -> PasswordPolicy {
+        PasswordPolicy {
+            min_length: 8,
+            max_length: 64,
+            blocklist: Arc::new(HashSet::from(["password1".to_owned(), "correcthorse".to_owned()])),
+            blocklist_source: None,
+            reject_user_name: true,
+        }
+    }
+
+    fn check_str(pw: &str, user: &str) -> Vec<Violation> {
+        check(&policy(), &normalise(&Secret::from(pw)), user)
+    }
+
+    #[test]
+    fn length_counts_code_points_not_bytes() {
+        // 8 code points, 24 bytes.
+        assert_eq!(check_str("ééééééèè", "bob"), vec![]);
+        assert_eq!(check_str("short", "bob"), vec![Violation::TooShort { min: 8 }]);
+        assert_eq!(check_str(&"x".repeat(65), "bob"), vec![Violation::TooLong { max: 64 }]);
+    }
+
+    #[test]
+    fn nfc_makes_composed_and_decomposed_forms_equal() {
+        let composed = normalise(&Secret::from("caf\u{e9}-cr\u{e8}me-br\u{fb}l\u{e9}e"));
+        let decomposed = normalise(&Secret::from("cafe\u{301}-cre\u{300}me-bru\u{302}le\u{301}e"));
+        assert_eq!(composed, decomposed);
+    }
+
+    #[test]
+    fn blocklist_is_case_insensitive_and_user_name_is_refused() {
+        assert_eq!(check_str("PassWord1", "bob"), vec![Violation::Blocklisted]);
+        assert_eq!(check_str("my-Alice-2026!", "alice"), vec![Violation::ContainsUserName]);
+        // No composition rules: a long lowercase passphrase is fine.
+        assert_eq!(check_str("purple monkey dishwasher", "alice"), vec![]);
+    }
+
+    #[test]
+    fn messages_never_repeat_the_password() {
+        for v in check_str("alice", "alice") {
+            assert!(!v.to_string().contains("alice"), "{v}");
+        }
+    }
+}
