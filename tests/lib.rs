@@ -204,3 +204,100 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// A reset workflow built by hand (no YAML) for engine tests: the example
+/// directory with `users`, the example FIM lockout with `lockout` config,
+/// and one `static-answer` gate per answer in `gates`, plus the example sync
+/// target. Plugins come from the suite's build.
+pub fn test_workflow(
+    host: &PluginHost,
+    users: &[&str],
+    lockout: serde_json::Value,
+    gates: &[&str],
+) -> resetgate::workflow::Workflow {
+    use resetgate::contract::PluginKind;
+    use resetgate::plugin::{Grants, Limits, LoadSpec};
+    use resetgate::workflow::*;
+    let step =
+        |id: &str, path: &str, plugin: &str, kind: PluginKind, config: serde_json::Value| Step {
+            id: id.to_owned(),
+            path: path.to_owned(),
+            plugin_name: plugin.to_owned(),
+            plugin: host
+                .load(
+                    &wasm(plugin),
+                    &LoadSpec {
+                        kind: Some(kind),
+                        ..LoadSpec::default()
+                    },
+                )
+                .unwrap(),
+            config: config.to_string(),
+            grants: Grants::default(),
+            limits: Limits::default(),
+        };
+    let users: Vec<serde_json::Value> = users
+        .iter()
+        .map(|u| serde_json::json!({"name": u}))
+        .collect();
+    Workflow {
+        name: "test-reset".into(),
+        version: "test-v1".into(),
+        source: "(built in tests)".into(),
+        purpose: Purpose::Reset,
+        directory: step(
+            "dir",
+            "directory",
+            "example-directory",
+            PluginKind::Directory,
+            serde_json::json!({"users": users}),
+        ),
+        lockout: Some(step(
+            "lockout",
+            "lockout",
+            "example-lockout",
+            PluginKind::Lockout,
+            lockout,
+        )),
+        gates: gates
+            .iter()
+            .enumerate()
+            .map(|(i, answer)| Gate {
+                step: step(
+                    &format!("gate{i}"),
+                    &format!("gates[{i}]"),
+                    "static-answer",
+                    PluginKind::Gate,
+                    serde_json::json!(answer),
+                ),
+                enrollment: Enrollment::None,
+                max_rounds: 3,
+            })
+            .collect(),
+        password: PasswordPolicy {
+            min_length: 12,
+            max_length: 64,
+            blocklist: std::sync::Arc::default(),
+            blocklist_source: None,
+            reject_user_name: true,
+        },
+        sync: vec![SyncTarget {
+            step: step(
+                "mail",
+                "sync[0]",
+                "example-sync",
+                PluginKind::SyncTarget,
+                serde_json::json!({}),
+            ),
+            mode: SyncMode::Sync {
+                timeout: Duration::from_secs(5),
+                on_failure: OnFailure::Allow,
+            },
+        }],
+        vpn: None,
+        limits: FlowLimits {
+            idle: Duration::from_secs(300),
+            absolute: Duration::from_secs(900),
+        },
+    }
+}

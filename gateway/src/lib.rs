@@ -8,5 +8,7 @@ pub mod engine;
 pub mod plugin;
 pub mod policy;
 pub mod secret;
+pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod workflow;

@@ -33,8 +33,12 @@ impl std::fmt::Display for Violation {
         match self {
             Violation::TooShort { min } => write!(f, "use at least {min} characters"),
             Violation::TooLong { max } => write!(f, "use at most {max} characters"),
-            Violation::Blocklisted => f.write_str("this password is too common or has appeared in a breach; choose another"),
-            Violation::ContainsUserName => f.write_str("the password must not contain your user name"),
+            Violation::Blocklisted => f.write_str(
+                "this password is too common or has appeared in a breach; choose another",
+            ),
+            Violation::ContainsUserName => {
+                f.write_str("the password must not contain your user name")
+            }
         }
     }
 }
@@ -51,10 +55,14 @@ pub fn check(policy: &PasswordPolicy, password: &Secret, user_name: &str) -> Vec
     let mut out = Vec::new();
     let length = password.code_points();
     if length < policy.min_length as usize {
-        out.push(Violation::TooShort { min: policy.min_length });
+        out.push(Violation::TooShort {
+            min: policy.min_length,
+        });
     }
     if length > policy.max_length as usize {
-        out.push(Violation::TooLong { max: policy.max_length });
+        out.push(Violation::TooLong {
+            max: policy.max_length,
+        });
     }
     let folded = Secret::new(password.expose().to_lowercase());
     if policy.blocklist.contains(folded.expose()) {
@@ -78,7 +86,10 @@ mod tests {
         PasswordPolicy {
             min_length: 8,
             max_length: 64,
-            blocklist: Arc::new(HashSet::from(["password1".to_owned(), "correcthorse".to_owned()])),
+            blocklist: Arc::new(HashSet::from([
+                "password1".to_owned(),
+                "correcthorse".to_owned(),
+            ])),
             blocklist_source: None,
             reject_user_name: true,
         }
@@ -92,21 +103,32 @@ mod tests {
     fn length_counts_code_points_not_bytes() {
         // 8 code points, 24 bytes.
         assert_eq!(check_str("ééééééèè", "bob"), vec![]);
-        assert_eq!(check_str("short", "bob"), vec![Violation::TooShort { min: 8 }]);
-        assert_eq!(check_str(&"x".repeat(65), "bob"), vec![Violation::TooLong { max: 64 }]);
+        assert_eq!(
+            check_str("short", "bob"),
+            vec![Violation::TooShort { min: 8 }]
+        );
+        assert_eq!(
+            check_str(&"x".repeat(65), "bob"),
+            vec![Violation::TooLong { max: 64 }]
+        );
     }
 
     #[test]
     fn nfc_makes_composed_and_decomposed_forms_equal() {
         let composed = normalise(&Secret::from("caf\u{e9}-cr\u{e8}me-br\u{fb}l\u{e9}e"));
-        let decomposed = normalise(&Secret::from("cafe\u{301}-cre\u{300}me-bru\u{302}le\u{301}e"));
+        let decomposed = normalise(&Secret::from(
+            "cafe\u{301}-cre\u{300}me-bru\u{302}le\u{301}e",
+        ));
         assert_eq!(composed, decomposed);
     }
 
     #[test]
     fn blocklist_is_case_insensitive_and_user_name_is_refused() {
         assert_eq!(check_str("PassWord1", "bob"), vec![Violation::Blocklisted]);
-        assert_eq!(check_str("my-Alice-2026!", "alice"), vec![Violation::ContainsUserName]);
+        assert_eq!(
+            check_str("my-Alice-2026!", "alice"),
+            vec![Violation::ContainsUserName]
+        );
         // No composition rules: a long lowercase passphrase is fine.
         assert_eq!(check_str("purple monkey dishwasher", "alice"), vec![]);
     }

@@ -45,12 +45,7 @@ pub struct Flow {
 
 impl Flow {
     /// A new flow, before [`Event::Start`](super::Event::Start).
-    pub fn new(
-        id: String,
-        workflow: &super::Shape,
-        user_name: String,
-        now: u64,
-    ) -> Flow {
+    pub fn new(id: String, workflow: &super::Shape, user_name: String, now: u64) -> Flow {
         Flow {
             id,
             workflow: workflow.name.clone(),
@@ -71,12 +66,15 @@ impl Flow {
 
     /// Whether the flow is past its idle or absolute time limit at `now`.
     pub fn expired(&self, now: u64) -> bool {
-        now >= self.touched_ms.saturating_add(self.idle_ms) || now >= self.created_ms.saturating_add(self.absolute_ms)
+        now >= self.touched_ms.saturating_add(self.idle_ms)
+            || now >= self.created_ms.saturating_add(self.absolute_ms)
     }
 
     /// When the flow may be removed by the sweep.
     pub fn expires_at(&self) -> u64 {
-        self.touched_ms.saturating_add(self.idle_ms).min(self.created_ms.saturating_add(self.absolute_ms))
+        self.touched_ms
+            .saturating_add(self.idle_ms)
+            .min(self.created_ms.saturating_add(self.absolute_ms))
     }
 }
 
@@ -137,7 +135,10 @@ pub enum State {
 impl State {
     /// Whether the flow has ended.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Completed { .. } | State::Failed { .. } | State::Locked { .. } | State::Expired)
+        matches!(
+            self,
+            State::Completed { .. } | State::Failed { .. } | State::Locked { .. } | State::Expired
+        )
     }
 }
 

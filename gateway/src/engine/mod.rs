@@ -21,7 +21,9 @@ mod tests;
 pub use flow::*;
 pub use shape::*;
 
-use crate::contract::{Decision, FieldValue, PluginFailure, Round, SetPasswordFailure, User, Verdict};
+use crate::contract::{
+    Decision, FieldValue, PluginFailure, Round, SetPasswordFailure, User, Verdict,
+};
 use crate::policy;
 use crate::secret::Secret;
 use crate::workflow::{OnFailure, Purpose, SyncMode, VpnMode};
@@ -199,21 +201,30 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
     flow.notice = None;
     match (std::mem::replace(&mut flow.phase, Phase::Idle), event) {
         (Phase::Idle, Event::Start) if flow.state == State::Resolving => {
-            fx.push(audit("flow.started", vec![("purpose", format!("{:?}", wf.purpose).to_lowercase())]));
+            fx.push(audit(
+                "flow.started",
+                vec![("purpose", format!("{:?}", wf.purpose).to_lowercase())],
+            ));
             if wf.vpn == Some(VpnMode::Full) {
                 flow.phase = Phase::Preparing;
                 fx.push(Effect::EnsureDirectory);
             } else {
-                fx.push(Effect::FindUser { name: flow.user_name.clone() });
+                fx.push(Effect::FindUser {
+                    name: flow.user_name.clone(),
+                });
                 flow.phase = Phase::Finding;
             }
         }
         (Phase::Preparing, Event::DirectoryReady(ready)) => {
             match ready {
-                Ok(used_vpn) => fx.push(audit("vpn.full", vec![("connected", used_vpn.to_string())])),
+                Ok(used_vpn) => {
+                    fx.push(audit("vpn.full", vec![("connected", used_vpn.to_string())]))
+                }
                 Err(reason) => fx.push(audit("vpn.full", vec![("error", reason)])),
             }
-            fx.push(Effect::FindUser { name: flow.user_name.clone() });
+            fx.push(Effect::FindUser {
+                name: flow.user_name.clone(),
+            });
             flow.phase = Phase::Finding;
         }
         (Phase::Finding, Event::UserFound(user)) => {
@@ -231,9 +242,17 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                     Purpose::Reset => begin_gate(flow, wf, 0, &mut fx),
                     Purpose::Enrollment => flow.state = State::Authenticating,
                 },
-                Then::Judge { index, state, answers } => {
+                Then::Judge {
+                    index,
+                    state,
+                    answers,
+                } => {
                     flow.phase = Phase::Judging { index };
-                    fx.push(Effect::Judge { index, state, answers });
+                    fx.push(Effect::Judge {
+                        index,
+                        state,
+                        answers,
+                    });
                 }
                 Then::AfterFailure => {
                     flow.notice = Some(Notice::WrongAnswer);
@@ -248,19 +267,31 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             Decision::LockedPermanently => lock(flow, None, &mut fx),
         },
         (Phase::Beginning { index }, Event::RoundBegun(round)) => {
-            flow.state = State::Gate { index, round: 1, state: round.state, prompt: round.prompt };
+            flow.state = State::Gate {
+                index,
+                round: 1,
+                state: round.state,
+                prompt: round.prompt,
+            };
             flow.phase = Phase::Idle;
         }
         (Phase::Idle, Event::Answers(answers)) => match &flow.state {
             State::Gate { index, state, .. } => {
                 let (index, state) = (*index, state.clone());
-                flow.phase = Phase::Deciding(Then::Judge { index, state, answers });
+                flow.phase = Phase::Deciding(Then::Judge {
+                    index,
+                    state,
+                    answers,
+                });
                 fx.push(Effect::Decide);
             }
             State::Enrolling { index, .. } => {
                 let index = *index;
                 flow.phase = Phase::Enrolling { index };
-                fx.push(Effect::Enroll { index, input: answers });
+                fx.push(Effect::Enroll {
+                    index,
+                    input: answers,
+                });
             }
             _ => {
                 flow.phase = Phase::Idle;
@@ -285,7 +316,10 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                     }
                 }
                 Verdict::Failed(reason) => {
-                    fx.push(audit("gate.failed", vec![("gate", gate_id), ("reason", reason)]));
+                    fx.push(audit(
+                        "gate.failed",
+                        vec![("gate", gate_id), ("reason", reason)],
+                    ));
                     fx.push(Effect::RecordFailure { at_ms: now });
                     flow.phase = Phase::Deciding(Then::AfterFailure);
                     fx.push(Effect::Decide);
@@ -296,12 +330,20 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                         _ => 1,
                     };
                     if rounds > wf.gates[index].max_rounds {
-                        fx.push(audit("gate.failed", vec![("gate", gate_id), ("reason", "too many rounds".into())]));
+                        fx.push(audit(
+                            "gate.failed",
+                            vec![("gate", gate_id), ("reason", "too many rounds".into())],
+                        ));
                         fx.push(Effect::RecordFailure { at_ms: now });
                         flow.phase = Phase::Deciding(Then::AfterFailure);
                         fx.push(Effect::Decide);
                     } else {
-                        flow.state = State::Gate { index, round: rounds, state: next.state, prompt: next.prompt };
+                        flow.state = State::Gate {
+                            index,
+                            round: rounds,
+                            state: next.state,
+                            prompt: next.prompt,
+                        };
                     }
                 }
             }
@@ -310,7 +352,10 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             State::AwaitingPassword => {
                 debug_assert!(flow.passed.len() == wf.gates.len());
                 let password = policy::normalise(&password);
-                let name = flow.user.as_ref().map_or(flow.user_name.as_str(), |u| u.name.as_str());
+                let name = flow
+                    .user
+                    .as_ref()
+                    .map_or(flow.user_name.as_str(), |u| u.name.as_str());
                 let violations = policy::check(&wf.password, &password, name);
                 if violations.is_empty() {
                     // Lockout is checked again right before the password is set.
@@ -319,7 +364,14 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                 } else {
                     fx.push(audit(
                         "password.refused",
-                        vec![("rules", violations.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(","))],
+                        vec![(
+                            "rules",
+                            violations
+                                .iter()
+                                .map(|v| format!("{v:?}"))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        )],
                     ));
                     flow.notice = Some(Notice::Policy(violations));
                 }
@@ -343,22 +395,33 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             }
         }
         (Phase::Prompting { index }, Event::RoundBegun(round)) => {
-            flow.state = State::Enrolling { index, prompt: round.prompt };
+            flow.state = State::Enrolling {
+                index,
+                prompt: round.prompt,
+            };
         }
         (Phase::Enrolling { index }, Event::Enrolled(result)) => match result {
             Ok(data) => {
                 fx.push(Effect::StoreEnrollment { index, data });
-                fx.push(audit("enrollment.stored", vec![("gate", wf.gates[index].id.clone())]));
+                fx.push(audit(
+                    "enrollment.stored",
+                    vec![("gate", wf.gates[index].id.clone())],
+                ));
                 if index + 1 < wf.gates.len() {
                     enroll_prompt(flow, index + 1, &mut fx);
                 } else {
-                    flow.state = State::Completed { receipt: Receipt::default() };
+                    flow.state = State::Completed {
+                        receipt: Receipt::default(),
+                    };
                     fx.push(audit("flow.completed", vec![]));
                 }
             }
             Err(PluginFailure::Refused(reason)) => {
                 // Incomplete or invalid input: the user may try again.
-                fx.push(audit("enrollment.refused", vec![("gate", wf.gates[index].id.clone()), ("reason", reason)]));
+                fx.push(audit(
+                    "enrollment.refused",
+                    vec![("gate", wf.gates[index].id.clone()), ("reason", reason)],
+                ));
                 flow.notice = Some(Notice::InvalidInput);
             }
             Err(other) => fail(flow, format!("enrollment plugin failed: {other}"), &mut fx),
@@ -373,15 +436,26 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                 next_sync(flow, wf, 0, &mut fx);
             }
             Err(SetPasswordFailure::RejectedByPolicy(reason)) => {
-                fx.push(audit("password.rejected-by-directory", vec![("reason", reason)]));
+                fx.push(audit(
+                    "password.rejected-by-directory",
+                    vec![("reason", reason)],
+                ));
                 // The directory's own rule: the user may choose another password.
                 flow.state = State::AwaitingPassword;
                 flow.pending_password = None;
                 flow.notice = Some(Notice::DirectoryRefused);
             }
-            Err(SetPasswordFailure::Other(e)) => fail(flow, format!("directory failed: {e}"), &mut fx),
+            Err(SetPasswordFailure::Other(e)) => {
+                fail(flow, format!("directory failed: {e}"), &mut fx)
+            }
         },
-        (Phase::Pushing { index }, Event::Pushed { index: pushed, result }) if pushed == index => {
+        (
+            Phase::Pushing { index },
+            Event::Pushed {
+                index: pushed,
+                result,
+            },
+        ) if pushed == index => {
             let target = &wf.sync[index];
             let outcome = match &result {
                 Ok(()) => Outcome::Ok,
@@ -389,12 +463,21 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             };
             fx.push(audit(
                 "sync.result",
-                vec![("target", target.id.clone()), ("outcome", format!("{outcome:?}").to_lowercase())]
-                    .into_iter()
-                    .chain(result.err().map(|e| ("reason", e)))
-                    .collect(),
+                vec![
+                    ("target", target.id.clone()),
+                    ("outcome", format!("{outcome:?}").to_lowercase()),
+                ]
+                .into_iter()
+                .chain(result.err().map(|e| ("reason", e)))
+                .collect(),
             ));
-            let deny = matches!(target.mode, SyncMode::Sync { on_failure: OnFailure::Deny, .. });
+            let deny = matches!(
+                target.mode,
+                SyncMode::Sync {
+                    on_failure: OnFailure::Deny,
+                    ..
+                }
+            );
             if let State::Committing { receipt, .. } = &mut flow.state {
                 receipt.sync.push((target.id.clone(), outcome));
             }
@@ -405,8 +488,15 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             }
         }
         (Phase::Connecting, Event::VpnConnected(result)) => {
-            let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Failed };
-            fx.push(audit("vpn.result", vec![("outcome", format!("{outcome:?}").to_lowercase())]));
+            let outcome = if result.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            };
+            fx.push(audit(
+                "vpn.result",
+                vec![("outcome", format!("{outcome:?}").to_lowercase())],
+            ));
             if let State::Committing { receipt, .. } = &mut flow.state {
                 receipt.vpn = Some(outcome);
             }
@@ -439,7 +529,10 @@ fn enroll_prompt(flow: &mut Flow, index: usize, fx: &mut Vec<Effect>) {
 fn lock(flow: &mut Flow, until: Option<u64>, fx: &mut Vec<Effect>) {
     fx.push(audit(
         "lockout.locked",
-        vec![("until", until.map_or_else(|| "permanent".to_owned(), |t| t.to_string()))],
+        vec![(
+            "until",
+            until.map_or_else(|| "permanent".to_owned(), |t| t.to_string()),
+        )],
     ));
     flow.state = State::Locked { until };
     flow.notice = Some(Notice::Locked);
@@ -463,7 +556,9 @@ fn commit(flow: &mut Flow, wf: &Shape, password: Secret, _now: u64, fx: &mut Vec
         fail(flow, "password set without every gate passed".into(), fx);
         return;
     }
-    flow.state = State::Committing { receipt: Receipt::default() };
+    flow.state = State::Committing {
+        receipt: Receipt::default(),
+    };
     flow.phase = Phase::Committing;
     // Persist "committing" before the directory is touched: after a crash
     // the flow is known to have been interrupted mid-commit.
@@ -475,7 +570,15 @@ fn commit(flow: &mut Flow, wf: &Shape, password: Secret, _now: u64, fx: &mut Vec
 /// Sync targets run in order: `on_failure: deny` targets first, so that a
 /// refusal is known before any `allow` target has the new password.
 fn sync_order(wf: &Shape) -> Vec<usize> {
-    let deny = |i: &usize| matches!(wf.sync[*i].mode, SyncMode::Sync { on_failure: OnFailure::Deny, .. });
+    let deny = |i: &usize| {
+        matches!(
+            wf.sync[*i].mode,
+            SyncMode::Sync {
+                on_failure: OnFailure::Deny,
+                ..
+            }
+        )
+    };
     let (mut first, rest): (Vec<usize>, Vec<usize>) = (0..wf.sync.len()).partition(deny);
     first.extend(rest);
     first
@@ -494,7 +597,11 @@ fn next_sync(flow: &mut Flow, wf: &Shape, position: usize, fx: &mut Vec<Effect>)
             return;
         };
         flow.phase = Phase::Pushing { index };
-        fx.push(Effect::Push { index, password, idempotency_key: format!("{}:{}", flow.id, wf.sync[index].id) });
+        fx.push(Effect::Push {
+            index,
+            password,
+            idempotency_key: format!("{}:{}", flow.id, wf.sync[index].id),
+        });
         return;
     }
     flow.pending_password = None;
@@ -521,7 +628,15 @@ fn finish(flow: &mut Flow, wf: &Shape, ok: bool, fx: &mut Vec<Effect>) {
         fx.push(audit("flow.completed", vec![]));
         flow.state = State::Completed { receipt };
     } else {
-        fx.push(audit("flow.failed", vec![("reason", "a sync target with on_failure: deny refused".into())]));
-        flow.state = State::Failed { receipt: Some(receipt) };
+        fx.push(audit(
+            "flow.failed",
+            vec![(
+                "reason",
+                "a sync target with on_failure: deny refused".into(),
+            )],
+        ));
+        flow.state = State::Failed {
+            receipt: Some(receipt),
+        };
     }
 }

@@ -49,9 +49,23 @@ impl From<&Workflow> for Shape {
             name: wf.name.clone(),
             version: wf.version.clone(),
             purpose: wf.purpose,
-            gates: wf.gates.iter().map(|g| GateShape { id: g.step.id.clone(), max_rounds: g.max_rounds }).collect(),
+            gates: wf
+                .gates
+                .iter()
+                .map(|g| GateShape {
+                    id: g.step.id.clone(),
+                    max_rounds: g.max_rounds,
+                })
+                .collect(),
             password: wf.password.clone(),
-            sync: wf.sync.iter().map(|s| SyncShape { id: s.step.id.clone(), mode: s.mode.clone() }).collect(),
+            sync: wf
+                .sync
+                .iter()
+                .map(|s| SyncShape {
+                    id: s.step.id.clone(),
+                    mode: s.mode.clone(),
+                })
+                .collect(),
             vpn: wf.vpn.as_ref().map(|v| v.mode),
             limits: wf.limits,
         }

@@ -17,8 +17,14 @@ fn shape() -> Shape {
         version: "v1".into(),
         purpose: Purpose::Reset,
         gates: vec![
-            GateShape { id: "pet".into(), max_rounds: 2 },
-            GateShape { id: "code".into(), max_rounds: 2 },
+            GateShape {
+                id: "pet".into(),
+                max_rounds: 2,
+            },
+            GateShape {
+                id: "code".into(),
+                max_rounds: 2,
+            },
         ],
         password: PasswordPolicy {
             min_length: 12,
@@ -29,12 +35,19 @@ fn shape() -> Shape {
         },
         sync: vec![],
         vpn: None,
-        limits: FlowLimits { idle: Duration::from_secs(300), absolute: Duration::from_secs(900) },
+        limits: FlowLimits {
+            idle: Duration::from_secs(300),
+            absolute: Duration::from_secs(900),
+        },
     }
 }
 
 fn alice() -> User {
-    User { id: "uid=alice".into(), name: "alice".into(), attributes: vec![] }
+    User {
+        id: "uid=alice".into(),
+        name: "alice".into(),
+        attributes: vec![],
+    }
 }
 
 fn round(title: &str) -> Round {
@@ -42,14 +55,22 @@ fn round(title: &str) -> Round {
         prompt: Prompt {
             title: title.into(),
             help: None,
-            fields: vec![Field { name: "answer".into(), label: "Answer".into(), kind: FieldKind::Secret, max_length: 64 }],
+            fields: vec![Field {
+                name: "answer".into(),
+                label: "Answer".into(),
+                kind: FieldKind::Secret,
+                max_length: 64,
+            }],
         },
         state: title.as_bytes().to_vec(),
     }
 }
 
 fn answer(v: &str) -> Vec<FieldValue> {
-    vec![FieldValue { name: "answer".into(), value: Secret::from(v) }]
+    vec![FieldValue {
+        name: "answer".into(),
+        value: Secret::from(v),
+    }]
 }
 
 /// Scripted plugin results; records every effect.
@@ -79,19 +100,29 @@ impl World {
     fn result(&mut self, effect: &Effect) -> Option<Event> {
         self.effects.push(match effect {
             Effect::Audit(a) => format!("audit:{}", a.kind),
-            other => format!("{other:?}").split([' ', '{', '(']).next().unwrap_or("").to_owned(),
+            other => format!("{other:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or("")
+                .to_owned(),
         });
         match effect {
             Effect::FindUser { .. } => Some(Event::UserFound(self.user.clone())),
             Effect::Decide => Some(Event::Decided(self.decision)),
             Effect::BeginGate { index } => Some(Event::RoundBegun(round(&format!("gate {index}")))),
-            Effect::Judge { answers, .. } => Some(Event::Judged(if answers[0].value.expose() == self.correct {
-                Verdict::Passed
-            } else {
-                Verdict::Failed("wrong".into())
-            })),
-            Effect::VerifyPassword { password } => Some(Event::Verified(password.expose() == "current-pw")),
-            Effect::EnrollPrompt { index } => Some(Event::RoundBegun(round(&format!("enroll {index}")))),
+            Effect::Judge { answers, .. } => Some(Event::Judged(
+                if answers[0].value.expose() == self.correct {
+                    Verdict::Passed
+                } else {
+                    Verdict::Failed("wrong".into())
+                },
+            )),
+            Effect::VerifyPassword { password } => {
+                Some(Event::Verified(password.expose() == "current-pw"))
+            }
+            Effect::EnrollPrompt { index } => {
+                Some(Event::RoundBegun(round(&format!("enroll {index}"))))
+            }
             Effect::Enroll { input, .. } => Some(Event::Enrolled(if input.is_empty() {
                 Err(PluginFailure::Refused("empty".into()))
             } else {
@@ -100,7 +131,11 @@ impl World {
             Effect::SetPassword { .. } => Some(Event::PasswordSet(self.directory.clone())),
             Effect::Push { index, .. } => Some(Event::Pushed {
                 index: *index,
-                result: if self.push_fails.contains(index) { Err("down".into()) } else { Ok(()) },
+                result: if self.push_fails.contains(index) {
+                    Err("down".into())
+                } else {
+                    Ok(())
+                },
             }),
             Effect::VpnConnect => Some(Event::VpnConnected(Ok(()))),
             Effect::EnsureDirectory => Some(Event::DirectoryReady(Ok(true))),
@@ -112,7 +147,10 @@ impl World {
                 self.failures.clear();
                 None
             }
-            Effect::StoreEnrollment { .. } | Effect::Checkpoint | Effect::VpnDisconnect | Effect::Audit(_) => None,
+            Effect::StoreEnrollment { .. }
+            | Effect::Checkpoint
+            | Effect::VpnDisconnect
+            | Effect::Audit(_) => None,
         }
     }
 
@@ -148,16 +186,37 @@ fn a_reset_passes_both_gates_then_sets_the_password() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    assert!(matches!(flow.state, State::Gate { index: 0, round: 1, .. }));
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 1).unwrap();
+    assert!(matches!(
+        flow.state,
+        State::Gate {
+            index: 0,
+            round: 1,
+            ..
+        }
+    ));
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 1)
+        .unwrap();
     assert!(matches!(flow.state, State::Gate { index: 1, .. }));
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 2).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 2)
+        .unwrap();
     assert_eq!(flow.state, State::AwaitingPassword);
     assert_eq!(flow.passed, vec!["pet", "code"]);
-    w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0 + 3).unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("purple monkey dishwasher")),
+        T0 + 3,
+    )
+    .unwrap();
     assert_eq!(
         flow.state,
-        State::Completed { receipt: Receipt { directory: Outcome::Ok, sync: vec![], vpn: None } }
+        State::Completed {
+            receipt: Receipt {
+                directory: Outcome::Ok,
+                sync: vec![],
+                vpn: None
+            }
+        }
     );
     // Lockout is consulted at start, before each answer, and before the commit.
     assert_eq!(w.effects.iter().filter(|e| *e == "Decide").count(), 4);
@@ -172,7 +231,8 @@ fn a_wrong_answer_is_recorded_and_the_same_round_is_asked_again() {
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
     let before = flow.state.clone();
-    w.run(&mut flow, &wf, Event::Answers(answer("fluffy")), T0 + 5).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("fluffy")), T0 + 5)
+        .unwrap();
     assert_eq!(flow.state, before, "the same question until answered");
     assert_eq!(flow.notice, Some(Notice::WrongAnswer));
     assert_eq!(w.failures, vec![T0 + 5]);
@@ -185,13 +245,19 @@ fn the_lockout_rule_locks_at_start_and_after_a_failure() {
     let mut w = World::new();
     w.decision = Decision::LockedUntil(T0 + 60_000);
     let flow = started(&mut w, &wf);
-    assert_eq!(flow.state, State::Locked { until: Some(T0 + 60_000) });
+    assert_eq!(
+        flow.state,
+        State::Locked {
+            until: Some(T0 + 60_000)
+        }
+    );
     assert!(!w.has("BeginGate"), "a locked user sees no gate");
 
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
     w.decision = Decision::LockedPermanently;
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 1).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 1)
+        .unwrap();
     assert_eq!(flow.state, State::Locked { until: None });
     assert!(!w.has("Judge"), "a locked user's answers are not judged");
 }
@@ -201,10 +267,18 @@ fn the_lockout_is_checked_again_right_before_the_password_is_set() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
     w.decision = Decision::LockedUntil(T0 + 1);
-    w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0).unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("purple monkey dishwasher")),
+        T0,
+    )
+    .unwrap();
     assert!(matches!(flow.state, State::Locked { .. }));
     assert!(!w.has("SetPassword"));
 }
@@ -216,22 +290,51 @@ fn steps_cannot_be_skipped_or_repeated() {
     let mut flow = started(&mut w, &wf);
     let before = flow.state.clone();
     assert_eq!(
-        step(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0).unwrap_err(),
+        step(
+            &mut flow,
+            &wf,
+            Event::Password(Secret::from("purple monkey dishwasher")),
+            T0
+        )
+        .unwrap_err(),
         Refusal::OutOfOrder
     );
     assert_eq!(flow.state, before);
     // Plugin results that nobody asked for change nothing either.
-    assert_eq!(step(&mut flow, &wf, Event::Judged(Verdict::Passed), T0).unwrap_err(), Refusal::OutOfOrder);
-    assert_eq!(step(&mut flow, &wf, Event::PasswordSet(Ok(())), T0).unwrap_err(), Refusal::OutOfOrder);
+    assert_eq!(
+        step(&mut flow, &wf, Event::Judged(Verdict::Passed), T0).unwrap_err(),
+        Refusal::OutOfOrder
+    );
+    assert_eq!(
+        step(&mut flow, &wf, Event::PasswordSet(Ok(())), T0).unwrap_err(),
+        Refusal::OutOfOrder
+    );
     assert_eq!(flow.state, before);
     assert!(flow.passed.is_empty());
 
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    assert_eq!(step(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap_err(), Refusal::OutOfOrder);
-    w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
     assert_eq!(
-        step(&mut flow, &wf, Event::Password(Secret::from("another long password")), T0).unwrap_err(),
+        step(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap_err(),
+        Refusal::OutOfOrder
+    );
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("purple monkey dishwasher")),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        step(
+            &mut flow,
+            &wf,
+            Event::Password(Secret::from("another long password")),
+            T0
+        )
+        .unwrap_err(),
         Refusal::Finished
     );
 }
@@ -242,22 +345,36 @@ fn idle_and_absolute_time_limits_expire_a_flow() {
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
     // One millisecond short of the idle limit still works and resets it.
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 299_999).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 299_999)
+        .unwrap();
     assert!(matches!(flow.state, State::Gate { index: 1, .. }));
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 299_999 + 300_000).unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Answers(answer("rex")),
+        T0 + 299_999 + 300_000,
+    )
+    .unwrap();
     assert_eq!(flow.state, State::Expired);
     assert!(w.has("audit:flow.expired"));
 
     // Absolute: active all along, still ends at 15 minutes.
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("x")), T0 + 290_000).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("x")), T0 + 580_000).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("x")), T0 + 870_000).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("x")), T0 + 290_000)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("x")), T0 + 580_000)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("x")), T0 + 870_000)
+        .unwrap();
     assert!(matches!(flow.state, State::Gate { .. }));
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 900_000).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 900_000)
+        .unwrap();
     assert_eq!(flow.state, State::Expired);
-    assert_eq!(step(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 900_001).unwrap_err(), Refusal::Finished);
+    assert_eq!(
+        step(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 900_001).unwrap_err(),
+        Refusal::Finished
+    );
 }
 
 #[test]
@@ -266,12 +383,27 @@ fn an_unknown_user_gets_gates_but_never_passes() {
     let mut w = World::new();
     w.user = None;
     let mut flow = started(&mut w, &wf);
-    assert!(matches!(flow.state, State::Gate { index: 0, round: 1, .. }), "looks like a real flow");
+    assert!(
+        matches!(
+            flow.state,
+            State::Gate {
+                index: 0,
+                round: 1,
+                ..
+            }
+        ),
+        "looks like a real flow"
+    );
     // Even a plugin that says "passed" cannot let a decoy through.
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
     assert!(matches!(flow.state, State::Gate { index: 0, .. }));
     assert_eq!(flow.notice, Some(Notice::WrongAnswer));
-    assert_eq!(w.failures.len(), 1, "unknown names are rate-limited like known ones");
+    assert_eq!(
+        w.failures.len(),
+        1,
+        "unknown names are rate-limited like known ones"
+    );
 }
 
 #[test]
@@ -279,13 +411,19 @@ fn the_password_policy_explains_every_rule_broken() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Password(Secret::from("alice")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Password(Secret::from("alice")), T0)
+        .unwrap();
     assert_eq!(flow.state, State::AwaitingPassword);
     assert_eq!(
         flow.notice,
-        Some(Notice::Policy(vec![crate::policy::Violation::TooShort { min: 12 }, crate::policy::Violation::ContainsUserName]))
+        Some(Notice::Policy(vec![
+            crate::policy::Violation::TooShort { min: 12 },
+            crate::policy::Violation::ContainsUserName
+        ]))
     );
     assert!(!w.has("SetPassword"));
 }
@@ -296,30 +434,61 @@ fn a_directory_refusal_lets_the_user_choose_again() {
     let mut w = World::new();
     w.directory = Err(SetPasswordFailure::RejectedByPolicy("complexity".into()));
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("purple monkey dishwasher")),
+        T0,
+    )
+    .unwrap();
     assert_eq!(flow.state, State::AwaitingPassword);
     assert_eq!(flow.notice, Some(Notice::DirectoryRefused));
     w.directory = Ok(());
-    w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher 2")), T0).unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("purple monkey dishwasher 2")),
+        T0,
+    )
+    .unwrap();
     assert!(matches!(flow.state, State::Completed { .. }));
 }
 
 #[test]
 fn sync_targets_deny_first_and_the_receipt_lists_each() {
     let mut wf = shape();
-    let sync = |on_failure| SyncMode::Sync { timeout: Duration::from_secs(5), on_failure };
+    let sync = |on_failure| SyncMode::Sync {
+        timeout: Duration::from_secs(5),
+        on_failure,
+    };
     wf.sync = vec![
-        SyncShape { id: "mail".into(), mode: sync(OnFailure::Allow) },
-        SyncShape { id: "hr".into(), mode: sync(OnFailure::Deny) },
+        SyncShape {
+            id: "mail".into(),
+            mode: sync(OnFailure::Allow),
+        },
+        SyncShape {
+            id: "hr".into(),
+            mode: sync(OnFailure::Deny),
+        },
     ];
     wf.vpn = Some(VpnMode::Partial);
     let finish = |w: &mut World| {
         let mut flow = started(w, &wf);
-        w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-        w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-        w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0).unwrap();
+        w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+            .unwrap();
+        w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+            .unwrap();
+        w.run(
+            &mut flow,
+            &wf,
+            Event::Password(Secret::from("purple monkey dishwasher")),
+            T0,
+        )
+        .unwrap();
         flow
     };
     let mut w = World::new();
@@ -334,13 +503,24 @@ fn sync_targets_deny_first_and_the_receipt_lists_each() {
     let mut w = World::new();
     w.push_fails.insert(0);
     let flow = finish(&mut w);
-    assert!(matches!(&flow.state, State::Completed { receipt } if receipt.sync[1] == ("mail".into(), Outcome::Failed)));
+    assert!(
+        matches!(&flow.state, State::Completed { receipt } if receipt.sync[1] == ("mail".into(), Outcome::Failed))
+    );
 
     let mut w = World::new();
     w.push_fails.insert(1);
     let flow = finish(&mut w);
-    let State::Failed { receipt: Some(receipt) } = &flow.state else { panic!("{:?}", flow.state) };
-    assert_eq!(receipt.sync, vec![("hr".into(), Outcome::Failed)], "mail never got the password");
+    let State::Failed {
+        receipt: Some(receipt),
+    } = &flow.state
+    else {
+        panic!("{:?}", flow.state)
+    };
+    assert_eq!(
+        receipt.sync,
+        vec![("hr".into(), Outcome::Failed)],
+        "mail never got the password"
+    );
     assert!(!w.has("VpnConnect"));
 }
 
@@ -363,12 +543,29 @@ fn a_gate_may_take_rounds_up_to_its_limit() {
     let mut flow = started(&mut w, &wf);
     step(&mut flow, &wf, Event::Answers(answer("x")), T0).unwrap();
     step(&mut flow, &wf, Event::Decided(Decision::Allowed), T0).unwrap();
-    step(&mut flow, &wf, Event::Judged(Verdict::AnotherRound(round("second"))), T0).unwrap();
-    assert!(matches!(&flow.state, State::Gate { index: 0, round: 2, prompt, .. } if prompt.title == "second"));
+    step(
+        &mut flow,
+        &wf,
+        Event::Judged(Verdict::AnotherRound(round("second"))),
+        T0,
+    )
+    .unwrap();
+    assert!(
+        matches!(&flow.state, State::Gate { index: 0, round: 2, prompt, .. } if prompt.title == "second")
+    );
     step(&mut flow, &wf, Event::Answers(answer("x")), T0).unwrap();
     step(&mut flow, &wf, Event::Decided(Decision::Allowed), T0).unwrap();
-    let fx = step(&mut flow, &wf, Event::Judged(Verdict::AnotherRound(round("third"))), T0).unwrap();
-    assert!(fx.iter().any(|e| matches!(e, Effect::RecordFailure { .. })), "a third round exceeds max_rounds");
+    let fx = step(
+        &mut flow,
+        &wf,
+        Event::Judged(Verdict::AnotherRound(round("third"))),
+        T0,
+    )
+    .unwrap();
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::RecordFailure { .. })),
+        "a third round exceeds max_rounds"
+    );
 }
 
 #[test]
@@ -378,18 +575,30 @@ fn enrollment_authenticates_then_registers_each_gate() {
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
     assert_eq!(flow.state, State::Authenticating);
-    w.run(&mut flow, &wf, Event::Password(Secret::from("wrong")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Password(Secret::from("wrong")), T0)
+        .unwrap();
     assert_eq!(flow.state, State::Authenticating);
     assert_eq!(w.failures.len(), 1);
-    w.run(&mut flow, &wf, Event::Password(Secret::from("current-pw")), T0).unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("current-pw")),
+        T0,
+    )
+    .unwrap();
     assert!(matches!(flow.state, State::Enrolling { index: 0, .. }));
     w.run(&mut flow, &wf, Event::Answers(vec![]), T0).unwrap();
     assert_eq!(flow.notice, Some(Notice::InvalidInput));
     assert!(matches!(flow.state, State::Enrolling { index: 0, .. }));
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("blue")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("blue")), T0)
+        .unwrap();
     assert!(matches!(flow.state, State::Completed { .. }));
-    assert_eq!(w.effects.iter().filter(|e| *e == "StoreEnrollment").count(), 2);
+    assert_eq!(
+        w.effects.iter().filter(|e| *e == "StoreEnrollment").count(),
+        2
+    );
 }
 
 #[test]
@@ -398,12 +607,29 @@ fn full_vpn_mode_prepares_the_directory_first_and_disconnects_at_the_end() {
     wf.vpn = Some(VpnMode::Full);
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    assert_eq!(w.effects.iter().filter(|e| !e.starts_with("audit")).next().map(String::as_str), Some("EnsureDirectory"));
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Password(Secret::from("purple monkey dishwasher")), T0).unwrap();
+    assert_eq!(
+        w.effects
+            .iter()
+            .find(|e| !e.starts_with("audit"))
+            .map(String::as_str),
+        Some("EnsureDirectory")
+    );
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("purple monkey dishwasher")),
+        T0,
+    )
+    .unwrap();
     assert!(w.has("VpnDisconnect"));
-    assert!(!w.has("VpnConnect"), "full mode does not connect again after the reset");
+    assert!(
+        !w.has("VpnConnect"),
+        "full mode does not connect again after the reset"
+    );
 }
 
 #[test]
@@ -411,10 +637,18 @@ fn a_stored_flow_never_holds_the_password_or_answers() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
+        .unwrap();
     // Stop right after the checkpoint before the directory call.
-    let fx = step(&mut flow, &wf, Event::Password(Secret::from("canary-pw-7f3e91")), T0).unwrap();
+    let fx = step(
+        &mut flow,
+        &wf,
+        Event::Password(Secret::from("canary-pw-7f3e91")),
+        T0,
+    )
+    .unwrap();
     assert!(matches!(fx[..], [Effect::Decide]));
     step(&mut flow, &wf, Event::Decided(Decision::Allowed), T0).unwrap();
     assert!(matches!(flow.state, State::Committing { .. }));

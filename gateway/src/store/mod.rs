@@ -11,8 +11,8 @@ use std::path::PathBuf;
 mod audit;
 mod sled;
 
-pub use audit::{AuditEntry, AuditError, AuditRecord, AuditSummary};
 pub use self::sled::SledStore;
+pub use audit::{AuditEntry, AuditError, AuditRecord, AuditSummary, ChainBreak, GENESIS_HASH};
 
 /// The trees (tables) of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,7 +33,14 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 6] = [Tree::Flows, Tree::Enrollments, Tree::Lockout, Tree::Outbox, Tree::Timers, Tree::Meta];
+    pub const ALL: [Tree; 6] = [
+        Tree::Flows,
+        Tree::Enrollments,
+        Tree::Lockout,
+        Tree::Outbox,
+        Tree::Timers,
+        Tree::Meta,
+    ];
 
     /// The tree's name on disk.
     pub fn name(self) -> &'static str {
@@ -49,7 +56,7 @@ impl Tree {
 }
 
 /// One write of an atomic batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Write {
     /// Sets `key` to `value`.
     Put {
@@ -67,6 +74,25 @@ pub enum Write {
         /// The key.
         key: Vec<u8>,
     },
+}
+
+/// Values may hold secrets (queued passwords, hashes): never print them.
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::Put { tree, key, value } => f
+                .debug_struct("Put")
+                .field("tree", tree)
+                .field("key_len", &key.len())
+                .field("value_len", &value.len())
+                .finish(),
+            Write::Delete { tree, key } => f
+                .debug_struct("Delete")
+                .field("tree", tree)
+                .field("key_len", &key.len())
+                .finish(),
+        }
+    }
 }
 
 /// Why the store failed. Never carries a value (values may hold secrets).
@@ -95,12 +121,15 @@ pub enum StoreError {
     Closed,
 }
 
+/// A key and its value, as [`Store::scan`] returns them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// The store interface the rest of the gateway uses.
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order, at most `limit`.
-    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
     /// Applies `writes` atomically (all or none, across trees) and returns
     /// once they are durable.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;

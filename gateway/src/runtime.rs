@@ -1,0 +1,804 @@
+//! The runtime: carries out the engine's effects — plugin calls, store
+//! writes, audit records — for one request at a time per user.
+//!
+//! Each request: load the flow, take its user's lock (striped, held until
+//! the request's writes are durable), feed the event to the engine, carry out
+//! the effects it returns in order (feeding plugin results back as events),
+//! append the audit records, and commit every write of the request at once.
+//! Only then is the caller answered. Because a user's requests are
+//! serialised, any number of parallel wrong answers count exactly once each.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::contract::{CallContext, Decision, FieldValue, History, User};
+use crate::engine::{self, Effect, Event, Flow, Notice, Refusal, Shape, State};
+use crate::plugin::CallError;
+use crate::secret::Secret;
+use crate::store::{AuditRecord, Store, StoreError, Tree, Write};
+use crate::workflow::{Enrollment, Step, Workflow};
+
+/// Number of user lock stripes.
+const STRIPES: usize = 1024;
+/// Flows examined per sweep.
+const SWEEP_BATCH: usize = 10_000;
+/// How long an ended flow is kept so the portal can still read its outcome.
+const KEEP_ENDED_MS: u64 = 10 * 60 * 1000;
+
+/// Why a request could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No workflow of that name is loaded.
+    #[error("no workflow named {0:?}")]
+    UnknownWorkflow(String),
+    /// No flow with that id (never existed, or swept).
+    #[error("no such flow")]
+    UnknownFlow,
+    /// The flow's workflow version is no longer loaded (changed and the
+    /// gateway restarted).
+    #[error("the flow's workflow has changed; start again")]
+    WorkflowChanged,
+    /// The engine refused the event.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed; nothing was acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record could not be read.
+    #[error("stored {what} is unreadable: {reason}")]
+    Corrupt {
+        /// What record.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A loaded workflow and the engine's view of it.
+struct Loaded {
+    workflow: Arc<Workflow>,
+    shape: Shape,
+}
+
+/// What a request tells the caller.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The flow after the request.
+    pub flow: Flow,
+    /// What to tell the user beyond the state.
+    pub notice: Option<Notice>,
+}
+
+/// Where requests spent their time, summed over all request threads
+/// (for benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Requests carried out.
+    pub requests: u64,
+    /// Total time inside requests.
+    pub request_ns: u64,
+    /// Plugin calls made.
+    pub plugin_calls: u64,
+    /// Time in plugin calls.
+    pub plugin_ns: u64,
+    /// Durable commits (and audit appends) made.
+    pub store_commits: u64,
+    /// Time in commits, including waiting for the flush.
+    pub store_ns: u64,
+}
+
+impl Timings {
+    /// The difference from an earlier reading.
+    pub fn since(&self, before: &Timings) -> Timings {
+        Timings {
+            requests: self.requests - before.requests,
+            request_ns: self.request_ns - before.request_ns,
+            plugin_calls: self.plugin_calls - before.plugin_calls,
+            plugin_ns: self.plugin_ns - before.plugin_ns,
+            store_commits: self.store_commits - before.store_commits,
+            store_ns: self.store_ns - before.store_ns,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters([AtomicU64; 6]);
+
+impl Counters {
+    fn add(&self, which: usize, started: Instant) {
+        self.0[which * 2].fetch_add(1, Ordering::Relaxed);
+        self.0[which * 2 + 1].fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+const REQUEST: usize = 0;
+const PLUGIN: usize = 1;
+const STORE: usize = 2;
+
+/// Carries out flows against a store and the loaded workflows.
+pub struct Runtime {
+    counters: Counters,
+    store: Arc<dyn Store>,
+    /// Current workflows by name.
+    current: RwLock<HashMap<String, Arc<Loaded>>>,
+    /// Every version a flow may still run on, by version.
+    versions: RwLock<HashMap<String, Arc<Loaded>>>,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl Runtime {
+    /// A runtime over `store` serving `workflows`.
+    pub fn new(store: Arc<dyn Store>, workflows: Vec<Arc<Workflow>>) -> Runtime {
+        let rt = Runtime {
+            counters: Counters::default(),
+            store,
+            current: RwLock::default(),
+            versions: RwLock::default(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        rt.reload(workflows);
+        rt
+    }
+
+    /// Replaces the current workflows. Running flows finish on the version
+    /// they started with.
+    pub fn reload(&self, workflows: Vec<Arc<Workflow>>) {
+        let loaded: Vec<Arc<Loaded>> = workflows
+            .into_iter()
+            .map(|wf| {
+                Arc::new(Loaded {
+                    shape: Shape::from(wf.as_ref()),
+                    workflow: wf,
+                })
+            })
+            .collect();
+        if let Ok(mut versions) = self.versions.write() {
+            for l in &loaded {
+                versions.insert(l.workflow.version.clone(), l.clone());
+            }
+        }
+        if let Ok(mut current) = self.current.write() {
+            *current = loaded
+                .into_iter()
+                .map(|l| (l.workflow.name.clone(), l))
+                .collect();
+        }
+    }
+
+    /// Where requests spent their time so far.
+    pub fn timings(&self) -> Timings {
+        let c = |i: usize| self.counters.0[i].load(Ordering::Relaxed);
+        Timings {
+            requests: c(0),
+            request_ns: c(1),
+            plugin_calls: c(2),
+            plugin_ns: c(3),
+            store_commits: c(4),
+            store_ns: c(5),
+        }
+    }
+
+    /// Names of the current workflows.
+    pub fn workflows(&self) -> Vec<String> {
+        self.current
+            .read()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn by_name(&self, name: &str) -> Result<Arc<Loaded>, RuntimeError> {
+        self.current
+            .read()
+            .ok()
+            .and_then(|c| c.get(name).cloned())
+            .ok_or_else(|| RuntimeError::UnknownWorkflow(name.to_owned()))
+    }
+
+    fn by_version(&self, version: &str) -> Result<Arc<Loaded>, RuntimeError> {
+        self.versions
+            .read()
+            .ok()
+            .and_then(|v| v.get(version).cloned())
+            .ok_or(RuntimeError::WorkflowChanged)
+    }
+
+    /// Starts a flow of `workflow` for the name the user typed.
+    pub fn start(
+        &self,
+        workflow: &str,
+        user_name: &str,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
+        let loaded = self.by_name(workflow)?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| RuntimeError::Corrupt {
+            what: "randomness",
+            reason: e.to_string(),
+        })?;
+        let flow = Flow::new(hex::encode(id), &loaded.shape, user_name.to_owned(), now);
+        self.run(&loaded, flow, Event::Start, now)
+    }
+
+    /// Submits answers to the flow's current gate (or enrollment input).
+    pub fn answer(
+        &self,
+        flow_id: &str,
+        answers: Vec<FieldValue>,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
+        self.request(flow_id, Event::Answers(answers), now)
+    }
+
+    /// Submits a password: the new one (reset) or the current one (enrollment).
+    pub fn password(
+        &self,
+        flow_id: &str,
+        password: Secret,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
+        self.request(flow_id, Event::Password(password), now)
+    }
+
+    /// The flow as stored.
+    pub fn flow(&self, flow_id: &str) -> Result<Flow, RuntimeError> {
+        let bytes = self
+            .store
+            .get(Tree::Flows, flow_id.as_bytes())?
+            .ok_or(RuntimeError::UnknownFlow)?;
+        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
+            what: "flow",
+            reason: e.to_string(),
+        })
+    }
+
+    fn request(&self, flow_id: &str, event: Event, now: u64) -> Result<Outcome, RuntimeError> {
+        let flow = self.flow(flow_id)?;
+        let loaded = self.by_version(&flow.version)?;
+        // Serialise with every other request of the same user, then re-read:
+        // another request may have moved the flow while we waited.
+        let guard = self.lock(&user_key(&flow));
+        let flow = self.flow(flow_id)?;
+        self.run_locked(&loaded, flow, event, now, Some(guard))
+    }
+
+    fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
+        let h = Sha256::digest(key.as_bytes());
+        let i =
+            u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) as usize % STRIPES;
+        // A poisoned stripe only means another request panicked; the data
+        // it guards is in the store.
+        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(
+        &self,
+        loaded: &Loaded,
+        flow: Flow,
+        event: Event,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
+        self.run_locked(loaded, flow, event, now, None)
+    }
+
+    fn run_locked<'a>(
+        &'a self,
+        loaded: &Loaded,
+        mut flow: Flow,
+        event: Event,
+        now: u64,
+        mut guard: Option<MutexGuard<'a, ()>>,
+    ) -> Result<Outcome, RuntimeError> {
+        let started = Instant::now();
+        let mut req = Request {
+            rt: self,
+            loaded,
+            now,
+            writes: Vec::new(),
+            audit: Vec::new(),
+            history: None,
+        };
+        let mut queue: VecDeque<Effect> =
+            engine::step(&mut flow, &loaded.shape, event, now)?.into();
+        while let Some(effect) = queue.pop_front() {
+            if matches!(effect, Effect::Decide) && guard.is_none() {
+                // First lockout decision of a new flow: the user is known now.
+                guard = Some(self.lock(&user_key(&flow)));
+            }
+            let calls_plugin = !matches!(
+                effect,
+                Effect::Audit(_)
+                    | Effect::Checkpoint
+                    | Effect::RecordFailure { .. }
+                    | Effect::RecordSuccess { .. }
+                    | Effect::StoreEnrollment { .. }
+            );
+            let t = Instant::now();
+            let result = req.carry_out(&mut flow, effect)?;
+            if calls_plugin {
+                self.counters.add(PLUGIN, t);
+            }
+            if let Some(result) = result {
+                let more = engine::step(&mut flow, &loaded.shape, result, now)?;
+                for e in more.into_iter().rev() {
+                    queue.push_front(e);
+                }
+            }
+        }
+        req.checkpoint(&flow)?;
+        drop(guard);
+        self.counters.add(REQUEST, started);
+        let notice = flow.notice.clone();
+        Ok(Outcome { flow, notice })
+    }
+
+    /// Removes flows past their time limits (and ended flows after a grace
+    /// period), and fails flows a crash interrupted mid-commit. Returns how
+    /// many flows it removed.
+    pub fn sweep(&self, now: u64) -> Result<usize, RuntimeError> {
+        let mut removed = 0;
+        for (key, bytes) in self.store.scan(Tree::Flows, b"", SWEEP_BATCH)? {
+            let Ok(flow) = serde_json::from_slice::<Flow>(&bytes) else {
+                continue;
+            };
+            let ended =
+                flow.state.is_terminal() && now >= flow.touched_ms.saturating_add(KEEP_ENDED_MS);
+            if ended || (!flow.state.is_terminal() && flow.expired(now)) {
+                let _guard = self.lock(&user_key(&flow));
+                if !flow.state.is_terminal() {
+                    self.audit(&flow, now, "flow.expired", serde_json::json!({}))?;
+                }
+                self.store.commit(vec![Write::Delete {
+                    tree: Tree::Flows,
+                    key,
+                }])?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// At start-up: a flow found committing was interrupted by a crash after
+    /// it may have reached the directory. It is failed (the user starts
+    /// again); the audit log records it.
+    pub fn recover(&self, now: u64) -> Result<usize, RuntimeError> {
+        let mut failed = 0;
+        for (key, bytes) in self.store.scan(Tree::Flows, b"", SWEEP_BATCH)? {
+            let Ok(mut flow) = serde_json::from_slice::<Flow>(&bytes) else {
+                continue;
+            };
+            if let State::Committing { receipt } = &flow.state {
+                flow.state = State::Failed {
+                    receipt: Some(receipt.clone()),
+                };
+                self.audit(&flow, now, "flow.interrupted", serde_json::json!({}))?;
+                let value = serde_json::to_vec(&flow).map_err(|e| RuntimeError::Corrupt {
+                    what: "flow",
+                    reason: e.to_string(),
+                })?;
+                self.store.commit(vec![Write::Put {
+                    tree: Tree::Flows,
+                    key,
+                    value,
+                }])?;
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    fn audit(
+        &self,
+        flow: &Flow,
+        now: u64,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), RuntimeError> {
+        self.store.append_audit(AuditRecord {
+            at_ms: now,
+            kind: kind.to_owned(),
+            flow: Some(flow.id.clone()),
+            user: Some(hashed(&user_key(flow))),
+            workflow: Some(flow.workflow.clone()),
+            detail,
+        })?;
+        Ok(())
+    }
+}
+
+/// Who a flow is about, for lockout and enrollment: the directory's id for a
+/// known user, the normalised typed name for an unknown one (so unknown
+/// names are rate-limited exactly like known ones).
+fn user_key(flow: &Flow) -> String {
+    match &flow.user {
+        Some(u) => format!("id:{}", u.id),
+        None => format!("name:{}", flow.user_name.trim().to_lowercase()),
+    }
+}
+
+/// Store keys never hold a user name in clear.
+fn hashed(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// One request's writes and audit records, committed together at the end.
+struct Request<'a> {
+    rt: &'a Runtime,
+    loaded: &'a Loaded,
+    now: u64,
+    writes: Vec<Write>,
+    audit: Vec<AuditRecord>,
+    history: Option<History>,
+}
+
+impl Request<'_> {
+    fn ctx(&self, flow: &Flow, step: &Step) -> CallContext {
+        CallContext {
+            flow_id: flow.id.clone(),
+            workflow: flow.workflow.clone(),
+            step: step.path.clone(),
+            config: step.config.clone(),
+            now_ms: self.now,
+        }
+    }
+
+    /// The user a plugin sees: the directory's, or for a decoy flow a user
+    /// with the typed name and no id.
+    fn user(flow: &Flow) -> User {
+        flow.user.clone().unwrap_or_else(|| User {
+            id: String::new(),
+            name: flow.user_name.clone(),
+            attributes: vec![],
+        })
+    }
+
+    fn history(&mut self, flow: &Flow) -> Result<History, RuntimeError> {
+        if let Some(h) = &self.history {
+            return Ok(h.clone());
+        }
+        let key = hashed(&user_key(flow));
+        let h = match self.rt.store.get(Tree::Lockout, key.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
+                what: "lockout history",
+                reason: e.to_string(),
+            })?,
+            None => History::default(),
+        };
+        self.history = Some(h.clone());
+        Ok(h)
+    }
+
+    fn set_history(&mut self, flow: &Flow, h: History) -> Result<(), RuntimeError> {
+        let value = serde_json::to_vec(&h).map_err(|e| RuntimeError::Corrupt {
+            what: "lockout history",
+            reason: e.to_string(),
+        })?;
+        self.writes.push(Write::Put {
+            tree: Tree::Lockout,
+            key: hashed(&user_key(flow)).into_bytes(),
+            value,
+        });
+        self.history = Some(h);
+        Ok(())
+    }
+
+    fn enrollment_key(flow: &Flow, gate: &str) -> Vec<u8> {
+        format!("{}/{gate}", hashed(&user_key(flow))).into_bytes()
+    }
+
+    /// Persists the flow and everything the request wrote, durably, after
+    /// the request's audit records.
+    fn checkpoint(&mut self, flow: &Flow) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        for record in self.audit.drain(..) {
+            self.rt.store.append_audit(record)?;
+        }
+        let value = serde_json::to_vec(flow).map_err(|e| RuntimeError::Corrupt {
+            what: "flow",
+            reason: e.to_string(),
+        })?;
+        let mut writes = std::mem::take(&mut self.writes);
+        writes.push(Write::Put {
+            tree: Tree::Flows,
+            key: flow.id.clone().into_bytes(),
+            value,
+        });
+        self.rt.store.commit(writes)?;
+        self.rt.counters.add(STORE, started);
+        Ok(())
+    }
+
+    /// Carries out one effect; returns the event it produced, if any.
+    fn carry_out(
+        &mut self,
+        flow: &mut Flow,
+        effect: Effect,
+    ) -> Result<Option<Event>, RuntimeError> {
+        let wf = self.loaded.workflow.clone();
+        let failed = |e: CallError| Some(Event::PluginFailed(e.to_string()));
+        Ok(match effect {
+            Effect::FindUser { name } => {
+                let ctx = self.ctx(flow, &wf.directory);
+                match wf
+                    .directory
+                    .plugin
+                    .directory()
+                    .map(|d| d.find_user(&ctx, &name))
+                {
+                    Some(Ok(Ok(user))) => Some(Event::UserFound(user)),
+                    Some(Ok(Err(e))) => Some(Event::PluginFailed(format!("directory: {e}"))),
+                    Some(Err(e)) => failed(e),
+                    None => Some(Event::PluginFailed(
+                        "directory step is not a directory plugin".into(),
+                    )),
+                }
+            }
+            Effect::Decide => {
+                let history = self.history(flow)?;
+                match &wf.lockout {
+                    None => Some(Event::Decided(Decision::Allowed)),
+                    Some(step) => {
+                        let ctx = self.ctx(flow, step);
+                        match step.plugin.lockout().map(|l| l.decide(&ctx, &history)) {
+                            Some(Ok(Ok(d))) => Some(Event::Decided(d)),
+                            // Fail closed: a broken lockout rule locks nobody out
+                            // permanently, but lets nobody through either.
+                            Some(Ok(Err(e))) => Some(Event::PluginFailed(format!("lockout: {e}"))),
+                            Some(Err(e)) => failed(e),
+                            None => Some(Event::PluginFailed(
+                                "lockout step is not a lockout plugin".into(),
+                            )),
+                        }
+                    }
+                }
+            }
+            Effect::BeginGate { index } => {
+                let gate = &wf.gates[index];
+                let enrollment = self.enrollment(flow, &gate.step.id, gate.enrollment)?;
+                let ctx = self.ctx(flow, &gate.step);
+                match gate
+                    .step
+                    .plugin
+                    .gate()
+                    .map(|g| g.begin(&ctx, &Self::user(flow), enrollment.as_deref()))
+                {
+                    Some(Ok(Ok(round))) => Some(Event::RoundBegun(round)),
+                    Some(Ok(Err(e))) => {
+                        Some(Event::PluginFailed(format!("gate {}: {e}", gate.step.id)))
+                    }
+                    Some(Err(e)) => failed(e),
+                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
+                }
+            }
+            Effect::Judge {
+                index,
+                state,
+                answers,
+            } => {
+                let gate = &wf.gates[index];
+                let enrollment = self.enrollment(flow, &gate.step.id, gate.enrollment)?;
+                let ctx = self.ctx(flow, &gate.step);
+                let user = Self::user(flow);
+                match gate
+                    .step
+                    .plugin
+                    .gate()
+                    .map(|g| g.answer(&ctx, &user, enrollment.as_deref(), &state, &answers))
+                {
+                    Some(Ok(Ok(verdict))) => Some(Event::Judged(verdict)),
+                    Some(Ok(Err(e))) => {
+                        Some(Event::PluginFailed(format!("gate {}: {e}", gate.step.id)))
+                    }
+                    Some(Err(e)) => failed(e),
+                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
+                }
+            }
+            Effect::VerifyPassword { password } => {
+                let ctx = self.ctx(flow, &wf.directory);
+                match (&flow.user, wf.directory.plugin.directory()) {
+                    (None, _) => Some(Event::Verified(false)),
+                    (Some(user), Some(d)) => match d.verify_password(&ctx, user, &password) {
+                        Ok(Ok(ok)) => Some(Event::Verified(ok)),
+                        Ok(Err(e)) => Some(Event::PluginFailed(format!("directory: {e}"))),
+                        Err(e) => failed(e),
+                    },
+                    (_, None) => Some(Event::PluginFailed(
+                        "directory step is not a directory plugin".into(),
+                    )),
+                }
+            }
+            Effect::EnrollPrompt { index } => {
+                let gate = &wf.gates[index];
+                let ctx = self.ctx(flow, &gate.step);
+                match gate
+                    .step
+                    .plugin
+                    .gate()
+                    .map(|g| g.enroll_prompt(&ctx, &Self::user(flow)))
+                {
+                    Some(Ok(Ok(prompt))) => Some(Event::RoundBegun(crate::contract::Round {
+                        prompt,
+                        state: vec![],
+                    })),
+                    Some(Ok(Err(e))) => {
+                        Some(Event::PluginFailed(format!("gate {}: {e}", gate.step.id)))
+                    }
+                    Some(Err(e)) => failed(e),
+                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
+                }
+            }
+            Effect::Enroll { index, input } => {
+                let gate = &wf.gates[index];
+                let ctx = self.ctx(flow, &gate.step);
+                match gate
+                    .step
+                    .plugin
+                    .gate()
+                    .map(|g| g.enroll(&ctx, &Self::user(flow), &input))
+                {
+                    Some(Ok(result)) => Some(Event::Enrolled(result)),
+                    Some(Err(e)) => failed(e),
+                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
+                }
+            }
+            Effect::StoreEnrollment { index, data } => {
+                let key = Self::enrollment_key(flow, &wf.gates[index].step.id);
+                self.writes.push(Write::Put {
+                    tree: Tree::Enrollments,
+                    key,
+                    value: data,
+                });
+                None
+            }
+            Effect::RecordFailure { at_ms } => {
+                let mut h = self.history(flow)?;
+                h.failures_ms.push(at_ms);
+                self.set_history(flow, h)?;
+                None
+            }
+            Effect::RecordSuccess { at_ms } => {
+                self.set_history(
+                    flow,
+                    History {
+                        failures_ms: vec![],
+                        last_success_ms: Some(at_ms),
+                    },
+                )?;
+                None
+            }
+            Effect::Checkpoint => {
+                // Mid-request (before the directory is touched) this must be
+                // durable now; at the end of a request the final commit does it.
+                if flow.phase != engine::Phase::Idle {
+                    self.checkpoint(flow)?;
+                }
+                None
+            }
+            Effect::SetPassword { password } => {
+                let ctx = self.ctx(flow, &wf.directory);
+                let user = Self::user(flow);
+                match wf
+                    .directory
+                    .plugin
+                    .directory()
+                    .map(|d| d.set_password(&ctx, &user, &password, false))
+                {
+                    Some(Ok(result)) => Some(Event::PasswordSet(result)),
+                    Some(Err(e)) => failed(e),
+                    None => Some(Event::PluginFailed(
+                        "directory step is not a directory plugin".into(),
+                    )),
+                }
+            }
+            Effect::Push {
+                index,
+                password,
+                idempotency_key,
+            } => {
+                let target = &wf.sync[index];
+                let ctx = self.ctx(flow, &target.step);
+                let change = crate::contract::Change {
+                    idempotency_key,
+                    user: Self::user(flow),
+                    changed_at_ms: self.now,
+                };
+                let result = match target
+                    .step
+                    .plugin
+                    .sync_target()
+                    .map(|s| s.push(&ctx, &change, &password))
+                {
+                    Some(Ok(Ok(()))) => Ok(()),
+                    Some(Ok(Err(e))) => Err(e.to_string()),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("sync step is not a sync-target plugin".into()),
+                };
+                Some(Event::Pushed { index, result })
+            }
+            Effect::VpnConnect => {
+                let result = match &wf.vpn {
+                    Some(vpn) => {
+                        let ctx = self.ctx(flow, &vpn.step);
+                        let user = flow.user.clone();
+                        match vpn
+                            .step
+                            .plugin
+                            .vpn_hook()
+                            .map(|v| v.connect(&ctx, user.as_ref()))
+                        {
+                            Some(Ok(Ok(()))) => Ok(()),
+                            Some(Ok(Err(e))) => Err(e.to_string()),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Err("vpn step is not a vpn-hook plugin".into()),
+                        }
+                    }
+                    None => Err("no vpn hook".into()),
+                };
+                Some(Event::VpnConnected(result))
+            }
+            Effect::EnsureDirectory => {
+                let ctx = self.ctx(flow, &wf.directory);
+                let reachable = wf.directory.plugin.directory().map(|d| d.reachable(&ctx));
+                let result = match (reachable, &wf.vpn) {
+                    (Some(Ok(true)), _) => Ok(false),
+                    (_, Some(vpn)) => {
+                        let ctx = self.ctx(flow, &vpn.step);
+                        match vpn.step.plugin.vpn_hook().map(|v| v.connect(&ctx, None)) {
+                            Some(Ok(Ok(()))) => Ok(true),
+                            Some(Ok(Err(e))) => Err(e.to_string()),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Err("vpn step is not a vpn-hook plugin".into()),
+                        }
+                    }
+                    (_, None) => Err("directory unreachable and no vpn hook".into()),
+                };
+                Some(Event::DirectoryReady(result))
+            }
+            Effect::VpnDisconnect => {
+                if let Some(vpn) = &wf.vpn {
+                    let ctx = self.ctx(flow, &vpn.step);
+                    if let Some(v) = vpn.step.plugin.vpn_hook()
+                        && let Err(e) = v.disconnect(&ctx)
+                    {
+                        tracing::warn!(flow = %flow.id, error = %e, "vpn disconnect failed");
+                    }
+                }
+                None
+            }
+            Effect::Audit(event) => {
+                let detail: serde_json::Map<String, serde_json::Value> = event
+                    .detail
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+                    .collect();
+                self.audit.push(AuditRecord {
+                    at_ms: self.now,
+                    kind: event.kind.to_owned(),
+                    flow: Some(flow.id.clone()),
+                    user: Some(hashed(&user_key(flow))),
+                    workflow: Some(flow.workflow.clone()),
+                    detail: serde_json::Value::Object(detail),
+                });
+                None
+            }
+        })
+    }
+
+    fn enrollment(
+        &self,
+        flow: &Flow,
+        gate: &str,
+        mode: Enrollment,
+    ) -> Result<Option<Vec<u8>>, RuntimeError> {
+        if mode == Enrollment::None || flow.user.is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .rt
+            .store
+            .get(Tree::Enrollments, &Self::enrollment_key(flow, gate))?)
+    }
+}

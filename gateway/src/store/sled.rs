@@ -1,0 +1,1194 @@
+//! The store on sled 0.34: one sled tree per [`Tree`] and one for the audit
+//! log, in `<data dir>/db`.
+//!
+//! Atomicity: a commit that touches one tree is one sled insert, remove or
+//! batch; a commit that touches several is one sled transaction over exactly
+//! those trees. Either way it is all or nothing.
+//!
+//! Durability (group commit): sled only syncs by itself every 500 ms, so a
+//! writer applies its writes, takes a *ticket* — the number of the first
+//! flush that will begin after its writes — and waits for that flush. One
+//! thread, `store-flusher`, flushes whenever someone waits: it bumps the
+//! generation, calls sled's blocking `flush`, and releases every waiter whose
+//! ticket that flush covers. Concurrent writers therefore share one fsync.
+//! sled's `flush_async` is never used (sled issue 1308: it deadlocks with
+//! eight or more concurrent callers).
+//!
+//! Closing: [`SledStore::close`] (or dropping the last handle) refuses new
+//! writes, lets writes already applied reach their ticket, flushes once more
+//! and stops the flusher. A waiter never outlives the flusher: if the flusher
+//! is gone before its flush, it gets [`StoreError::Closed`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ::sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+
+use super::audit::{self, ChainVerifier, Head};
+use super::{
+    AuditEntry, AuditError, AuditRecord, AuditSummary, KeyValue, Store, StoreError, Tree, Write,
+};
+
+/// The sled tree that holds the audit log.
+const AUDIT_TREE: &str = "audit";
+
+/// What a failed commit over several trees names as its tree.
+const SEVERAL_TREES: &str = "several trees";
+
+/// The store on sled. Cheap to clone: every clone is a handle on the same
+/// database; the database closes when [`close`](SledStore::close) is called
+/// or the last handle is dropped.
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    trees: Trees,
+    audit: ::sled::Tree,
+    /// The end of the audit chain. Held across "read head, write entry" so
+    /// that concurrent appends never fork the chain.
+    head: Mutex<Head>,
+    /// `true` once closed. Writers hold it for reading while they apply
+    /// their writes and take their ticket; `close` takes it for writing, so
+    /// every write either happens before the final flush or not at all.
+    closed: RwLock<bool>,
+    flush: Arc<Flush>,
+    /// The flusher thread, until it is joined.
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// One sled tree per [`Tree`].
+struct Trees {
+    flows: ::sled::Tree,
+    enrollments: ::sled::Tree,
+    lockout: ::sled::Tree,
+    outbox: ::sled::Tree,
+    timers: ::sled::Tree,
+    meta: ::sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &::sled::Db) -> Result<Trees, ::sled::Error> {
+        Ok(Trees {
+            flows: db.open_tree(Tree::Flows.name())?,
+            enrollments: db.open_tree(Tree::Enrollments.name())?,
+            lockout: db.open_tree(Tree::Lockout.name())?,
+            outbox: db.open_tree(Tree::Outbox.name())?,
+            timers: db.open_tree(Tree::Timers.name())?,
+            meta: db.open_tree(Tree::Meta.name())?,
+        })
+    }
+
+    fn get(&self, tree: Tree) -> &::sled::Tree {
+        match tree {
+            Tree::Flows => &self.flows,
+            Tree::Enrollments => &self.enrollments,
+            Tree::Lockout => &self.lockout,
+            Tree::Outbox => &self.outbox,
+            Tree::Timers => &self.timers,
+            Tree::Meta => &self.meta,
+        }
+    }
+}
+
+/// Group-commit bookkeeping shared by writers and the flusher thread.
+struct Flush {
+    state: Mutex<FlushState>,
+    /// The flusher waits here for work or shutdown.
+    work: Condvar,
+    /// Writers wait here for their flush.
+    done: Condvar,
+}
+
+/// Generations count flushes: flush `g` is the `g`-th one to begin.
+#[derive(Default)]
+struct FlushState {
+    /// The latest flush that has begun.
+    started: u64,
+    /// The highest ticket anyone waits for.
+    wanted: u64,
+    /// The latest flush that has ended, well or not.
+    finished: u64,
+    /// The latest flush that succeeded.
+    succeeded: u64,
+    /// Why the latest failed flush failed.
+    last_error: Option<String>,
+    /// Successful flushes so far.
+    flushes: u64,
+    /// The store is closing: flush what is wanted, then stop.
+    shutdown: bool,
+    /// The flusher thread has stopped.
+    stopped: bool,
+}
+
+/// A writer's place in line: its writes are durable once flush `needed`
+/// (or any later one) has succeeded.
+#[must_use]
+struct Ticket {
+    needed: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Flush {
+    /// Takes a ticket for writes that have already been applied.
+    fn register(&self) -> Result<Ticket, StoreError> {
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return Err(StoreError::Closed);
+        }
+        // The flush in progress (if any) may have begun before our writes;
+        // the next one cannot have.
+        let needed = state.started + 1;
+        if needed > state.wanted {
+            state.wanted = needed;
+            self.work.notify_one();
+        }
+        Ok(Ticket { needed })
+    }
+
+    /// Waits until the ticket's flush has succeeded.
+    fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        while state.finished < ticket.needed && !state.stopped {
+            state = self
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.succeeded >= ticket.needed {
+            Ok(())
+        } else if state.finished >= ticket.needed {
+            Err(StoreError::Io {
+                op: "flush",
+                tree: "*",
+                reason: state
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "unknown error".to_owned()),
+            })
+        } else {
+            Err(StoreError::Closed)
+        }
+    }
+
+    /// The flusher thread's loop.
+    fn run(&self, db: &::sled::Db) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.wanted > state.finished {
+                state.started += 1;
+                let generation = state.started;
+                drop(state);
+                let result = db.flush();
+                state = lock(&self.state);
+                state.finished = generation;
+                match result {
+                    Ok(_) => {
+                        state.succeeded = generation;
+                        state.flushes += 1;
+                    }
+                    Err(e) => {
+                        let reason = describe(&e);
+                        tracing::error!(%reason, "flushing the store failed");
+                        state.last_error = Some(reason);
+                    }
+                }
+                self.done.notify_all();
+            } else if state.shutdown {
+                break;
+            } else {
+                state = self
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        drop(state);
+        // Every ticket is served; one last flush for anything written by
+        // other means, so that closing leaves nothing unsynced.
+        match db.flush() {
+            Ok(_) => lock(&self.state).flushes += 1,
+            Err(e) => {
+                tracing::error!(reason = %describe(&e), "the final flush of the store failed")
+            }
+        }
+    }
+}
+
+/// Marks the flusher stopped and wakes every waiter when the flusher thread
+/// ends, even by unwinding, so that no waiter hangs.
+struct StoppedOnExit(Arc<Flush>);
+
+impl Drop for StoppedOnExit {
+    fn drop(&mut self) {
+        lock(&self.0.state).stopped = true;
+        self.0.done.notify_all();
+    }
+}
+
+/// What sled said, without anything that could be a stored value.
+fn describe(error: &::sled::Error) -> String {
+    match error {
+        ::sled::Error::Io(e) => format!("i/o error: {e}"),
+        ::sled::Error::Corruption { at: Some(at), .. } => format!("corruption detected at {at:?}"),
+        ::sled::Error::Corruption { at: None, .. } => "corruption detected".to_owned(),
+        ::sled::Error::CollectionNotFound(_) => "the tree does not exist".to_owned(),
+        ::sled::Error::Unsupported(why) => format!("unsupported operation: {why}"),
+        ::sled::Error::ReportableBug(what) => format!("sled bug: {what}"),
+    }
+}
+
+/// Maps a sled error of `op` on `tree` to a [`StoreError`].
+fn io(op: &'static str, tree: &'static str) -> impl FnOnce(::sled::Error) -> StoreError {
+    move |e| StoreError::Io {
+        op,
+        tree,
+        reason: describe(&e),
+    }
+}
+
+/// The tree a write goes to.
+fn target(write: &Write) -> Tree {
+    match write {
+        Write::Put { tree, .. } | Write::Delete { tree, .. } => *tree,
+    }
+}
+
+/// Creates the database folder, private to this user, if it is missing.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// How long [`open_db`] waits for another holder of the database's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the sled database in `path`, waiting up to [`LOCK_WAIT`] for its
+/// file lock. sled releases the lock only when its own background tasks let
+/// go of the file, a moment after the last handle is dropped, so reopening
+/// in the same process right after closing can find it still held.
+fn open_db(path: &Path) -> Result<::sled::Db, ::sled::Error> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match ::sled::Config::new().path(path).open() {
+            // sled 0.34.7 reports a held lock as `Io(Other)` with this text.
+            Err(::sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `<dir>/db` and starts its
+    /// flusher thread. Waits up to two seconds if the database is locked
+    /// (for example, closed a moment ago in this process).
+    ///
+    /// Refuses to open when the last audit entry cannot be read, since the
+    /// chain could not be continued.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let path = dir.join("db");
+        let open_error = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        create_private_dir(&path)
+            .map_err(|e| open_error(format!("cannot create the folder: {e}")))?;
+        let db = open_db(&path).map_err(|e| open_error(describe(&e)))?;
+        let trees = Trees::open(&db).map_err(|e| open_error(describe(&e)))?;
+        let audit = db
+            .open_tree(AUDIT_TREE)
+            .map_err(|e| open_error(describe(&e)))?;
+        let head = Self::read_head(&audit).map_err(open_error)?;
+
+        let flush = Arc::new(Flush {
+            state: Mutex::new(FlushState::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let flusher = {
+            let flush = Arc::clone(&flush);
+            std::thread::Builder::new()
+                .name("store-flusher".to_owned())
+                .spawn(move || {
+                    let _stopped = StoppedOnExit(Arc::clone(&flush));
+                    flush.run(&db);
+                })
+                .map_err(|e| open_error(format!("cannot start the flusher thread: {e}")))?
+        };
+
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                path,
+                trees,
+                audit,
+                head: Mutex::new(head),
+                closed: RwLock::new(false),
+                flush,
+                flusher: Mutex::new(Some(flusher)),
+            }),
+        })
+    }
+
+    /// The head of the audit chain as stored: after the last entry.
+    fn read_head(audit: &::sled::Tree) -> Result<Head, String> {
+        let Some((key, value)) = audit.last().map_err(|e| describe(&e))? else {
+            return Ok(Head::empty());
+        };
+        let seq = audit::key_seq(&key);
+        match (seq, audit::decode(&value)) {
+            (Some(seq), Some(entry)) if entry.seq == seq => {
+                if audit::entry_hash(&entry.prev_hash, seq, &entry.record)
+                    .ok()
+                    .as_deref()
+                    != Some(entry.hash.as_str())
+                {
+                    tracing::warn!(
+                        seq,
+                        "the last audit entry does not match its hash; the audit log needs verifying"
+                    );
+                }
+                Ok(Head::after(&entry))
+            }
+            _ => Err(match seq {
+                Some(seq) => format!("the last audit entry ({seq}) cannot be read"),
+                None => "the last key of the audit log is not a sequence number".to_owned(),
+            }),
+        }
+    }
+
+    /// Closes the store: refuses new writes and reads, lets writes already
+    /// applied become durable, flushes and stops the flusher thread. Every
+    /// handle is closed; closing again does nothing. Dropping the last
+    /// handle closes too.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// How many flushes have succeeded since the store was opened. Each
+    /// durable write waited for one; concurrent writers share them.
+    pub fn flushes(&self) -> u64 {
+        lock(&self.inner.flush.state).flushes
+    }
+
+    /// Fails with [`StoreError::Closed`] once the store is closed.
+    fn check_open(&self) -> Result<(), StoreError> {
+        if *self
+            .inner
+            .closed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The raw audit tree, for tests that tamper with it.
+    #[cfg(test)]
+    fn raw_audit(&self) -> ::sled::Tree {
+        self.inner.audit.clone()
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        // Held throughout, so that a second caller returns only once the
+        // flusher is gone.
+        let mut flusher = lock(&self.flusher);
+        *self.closed.write().unwrap_or_else(PoisonError::into_inner) = true;
+        lock(&self.flush.state).shutdown = true;
+        self.flush.work.notify_all();
+        if let Some(handle) = flusher.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the store's flusher thread panicked");
+        }
+    }
+
+    /// Applies `writes` atomically (not yet durably).
+    fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        // The distinct trees, in order of first use, and each write's tree
+        // as an index into them.
+        let mut involved: Vec<Tree> = Vec::new();
+        let mut slots = Vec::with_capacity(writes.len());
+        for write in writes {
+            let tree = target(write);
+            let slot = match involved.iter().position(|t| *t == tree) {
+                Some(slot) => slot,
+                None => {
+                    involved.push(tree);
+                    involved.len() - 1
+                }
+            };
+            slots.push(slot);
+        }
+
+        match involved.as_slice() {
+            [] => Ok(()),
+            [only] => {
+                let tree = self.trees.get(*only);
+                let error = io("commit", only.name());
+                match writes {
+                    [Write::Put { key, value, .. }] => tree
+                        .insert(key.as_slice(), value.as_slice())
+                        .map(|_| ())
+                        .map_err(error),
+                    [Write::Delete { key, .. }] => {
+                        tree.remove(key.as_slice()).map(|_| ()).map_err(error)
+                    }
+                    _ => {
+                        let mut batch = ::sled::Batch::default();
+                        for write in writes {
+                            match write {
+                                Write::Put { key, value, .. } => {
+                                    batch.insert(key.as_slice(), value.as_slice())
+                                }
+                                Write::Delete { key, .. } => batch.remove(key.as_slice()),
+                            }
+                        }
+                        tree.apply_batch(batch).map_err(error)
+                    }
+                }
+            }
+            _ => {
+                let trees: Vec<&::sled::Tree> =
+                    involved.iter().map(|t| self.trees.get(*t)).collect();
+                let result = <[&::sled::Tree] as Transactional<()>>::transaction(
+                    trees.as_slice(),
+                    |views: &Vec<TransactionalTree>| {
+                        for (write, slot) in writes.iter().zip(&slots) {
+                            let Some(view) = views.get(*slot) else {
+                                return Err(ConflictableTransactionError::Abort(()));
+                            };
+                            match write {
+                                Write::Put { key, value, .. } => {
+                                    view.insert(key.as_slice(), value.as_slice())?;
+                                }
+                                Write::Delete { key, .. } => {
+                                    view.remove(key.as_slice())?;
+                                }
+                            }
+                        }
+                        Ok(())
+                    },
+                );
+                result.map_err(|e| match e {
+                    TransactionError::Storage(e) => io("commit", SEVERAL_TREES)(e),
+                    TransactionError::Abort(()) => StoreError::Io {
+                        op: "commit",
+                        tree: SEVERAL_TREES,
+                        reason: "internal error: a write lost its tree".to_owned(),
+                    },
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_open()?;
+        let value = self
+            .inner
+            .trees
+            .get(tree)
+            .get(key)
+            .map_err(io("get", tree.name()))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        self.check_open()?;
+        let mut out = Vec::new();
+        for item in self.inner.trees.get(tree).scan_prefix(prefix).take(limit) {
+            let (key, value) = item.map_err(io("scan", tree.name()))?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let ticket = {
+            let closed = self
+                .inner
+                .closed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return Err(StoreError::Closed);
+            }
+            if writes.is_empty() {
+                return Ok(());
+            }
+            self.inner.apply(&writes)?;
+            self.inner.flush.register()?
+        };
+        self.inner.flush.wait(ticket)
+    }
+
+    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
+        let (seq, ticket) = {
+            let closed = self
+                .inner
+                .closed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return Err(StoreError::Closed);
+            }
+            let mut head = lock(&self.inner.head);
+            let encode_error = |e: serde_json::Error| StoreError::Io {
+                op: "append",
+                tree: AUDIT_TREE,
+                reason: format!("cannot encode the entry: {e}"),
+            };
+            let entry = head.next_entry(record).map_err(encode_error)?;
+            let bytes = audit::encode(&entry).map_err(encode_error)?;
+            self.inner
+                .audit
+                .insert(audit::seq_key(entry.seq), bytes)
+                .map_err(io("append", AUDIT_TREE))?;
+            head.advance(&entry);
+            drop(head);
+            (entry.seq, self.inner.flush.register()?)
+        };
+        self.inner.flush.wait(ticket)?;
+        Ok(seq)
+    }
+
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.check_open()?;
+        let mut out = Vec::new();
+        for item in self.inner.audit.range(audit::seq_key(from)..).take(limit) {
+            let (key, value) = item.map_err(io("read", AUDIT_TREE))?;
+            let entry = audit::decode(&value).ok_or_else(|| StoreError::Io {
+                op: "read",
+                tree: AUDIT_TREE,
+                reason: match audit::key_seq(&key) {
+                    Some(seq) => format!("entry {seq} cannot be decoded"),
+                    None => "an entry cannot be decoded".to_owned(),
+                },
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn verify_audit(&self) -> Result<AuditSummary, AuditError> {
+        self.check_open()?;
+        // Entries before the head are all written (the head moves after the
+        // write), so the walk up to it sees a settled chain.
+        let head = lock(&self.inner.head).clone();
+        let mut verifier = ChainVerifier::new();
+        for item in self.inner.audit.range(..audit::seq_key(head.next_seq)) {
+            let (key, value) = item.map_err(io("verify", AUDIT_TREE))?;
+            verifier.feed(&key, &value)?;
+        }
+        verifier.finish(Some(&head))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::store::ChainBreak;
+
+    fn put(tree: Tree, key: &[u8], value: &[u8]) -> Write {
+        Write::Put {
+            tree,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn delete(tree: Tree, key: &[u8]) -> Write {
+        Write::Delete {
+            tree,
+            key: key.to_vec(),
+        }
+    }
+
+    fn record(i: u64) -> AuditRecord {
+        AuditRecord {
+            at_ms: 1_700_000_000_000 + i,
+            kind: "flow.started".to_owned(),
+            flow: Some(format!("flow-{i}")),
+            user: Some("alice".to_owned()),
+            workflow: Some("default".to_owned()),
+            detail: serde_json::json!({ "i": i }),
+        }
+    }
+
+    fn broken_at(result: Result<AuditSummary, AuditError>) -> (u64, ChainBreak) {
+        match result {
+            Err(AuditError::Broken { seq, why }) => (seq, why),
+            other => panic!("expected a broken chain, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_get_delete_and_scan_per_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for tree in Tree::ALL {
+            let name = tree.name().as_bytes();
+            let mut writes = vec![put(tree, b"other", name)];
+            for i in 0..5u8 {
+                writes.push(put(tree, &[b'k', b'/', i], &[i]));
+            }
+            store.commit(writes).unwrap();
+            assert_eq!(store.get(tree, b"other").unwrap().as_deref(), Some(name));
+            assert_eq!(store.get(tree, b"k/\x03").unwrap(), Some(vec![3]));
+            assert_eq!(store.get(tree, b"missing").unwrap(), None);
+
+            let scanned = store.scan(tree, b"k/", 3).unwrap();
+            assert_eq!(
+                scanned,
+                (0..3u8)
+                    .map(|i| (vec![b'k', b'/', i], vec![i]))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(store.scan(tree, b"k/", 100).unwrap().len(), 5);
+            assert_eq!(store.scan(tree, b"k/", 0).unwrap(), vec![]);
+            assert_eq!(store.scan(tree, b"", 100).unwrap().len(), 6);
+
+            store.commit(vec![delete(tree, b"k/\x01")]).unwrap();
+            assert_eq!(store.get(tree, b"k/\x01").unwrap(), None);
+            assert_eq!(store.scan(tree, b"k/", 100).unwrap().len(), 4);
+        }
+        // Each tree sees only its own value under the same key.
+        for tree in Tree::ALL {
+            assert_eq!(
+                store.get(tree, b"other").unwrap().as_deref(),
+                Some(tree.name().as_bytes())
+            );
+        }
+        store
+            .commit(vec![put(Tree::Flows, b"flows-only", b"x")])
+            .unwrap();
+        for tree in Tree::ALL.into_iter().filter(|t| *t != Tree::Flows) {
+            assert_eq!(store.get(tree, b"flows-only").unwrap(), None);
+            assert_eq!(store.scan(tree, b"flows-only", 10).unwrap(), vec![]);
+        }
+    }
+
+    #[test]
+    fn a_batch_across_trees_is_applied_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .commit(vec![put(Tree::Lockout, b"alice", b"3 failures")])
+            .unwrap();
+        store
+            .commit(vec![
+                put(Tree::Flows, b"f1", b"first"),
+                put(Tree::Timers, b"t1", b"f1"),
+                delete(Tree::Lockout, b"alice"),
+                put(Tree::Flows, b"f1", b"second"),
+            ])
+            .unwrap();
+        assert_eq!(
+            store.get(Tree::Flows, b"f1").unwrap(),
+            Some(b"second".to_vec())
+        );
+        assert_eq!(
+            store.get(Tree::Timers, b"t1").unwrap(),
+            Some(b"f1".to_vec())
+        );
+        assert_eq!(store.get(Tree::Lockout, b"alice").unwrap(), None);
+        // A put then a delete of the same key in one tree.
+        store
+            .commit(vec![put(Tree::Meta, b"m", b"1"), delete(Tree::Meta, b"m")])
+            .unwrap();
+        assert_eq!(store.get(Tree::Meta, b"m").unwrap(), None);
+        assert_eq!(store.commit(vec![]).map_err(|e| e.to_string()), Ok(()));
+    }
+
+    #[test]
+    fn readers_never_see_half_a_batch() {
+        // Each commit sets counter `n` in Timers, then pads Flows, then sets
+        // `n` in Flows. A reader that reads Timers first and Flows second
+        // must never find Flows behind Timers; with the writes applied one
+        // by one it would, whenever it reads inside the padding.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (store, stop) = (store.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let read = |tree| {
+                    store
+                        .get(tree, b"n")
+                        .unwrap()
+                        .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()))
+                };
+                let mut checks = 0u64;
+                while !stop.load(Ordering::Relaxed) || checks == 0 {
+                    let timers = read(Tree::Timers);
+                    let flows = read(Tree::Flows);
+                    assert!(
+                        flows >= timers,
+                        "saw timers at {timers} but flows at {flows}"
+                    );
+                    checks += 1;
+                }
+                checks
+            })
+        };
+        for n in 1..=200u64 {
+            let mut writes = vec![put(Tree::Timers, b"n", &n.to_be_bytes())];
+            writes.extend((0..64u8).map(|i| put(Tree::Flows, &[b'p', i], &n.to_be_bytes())));
+            writes.push(put(Tree::Flows, b"n", &n.to_be_bytes()));
+            store.commit(writes).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn committed_data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .commit(vec![
+                put(Tree::Flows, b"f", b"flow"),
+                put(Tree::Enrollments, b"e", b"enrolled"),
+            ])
+            .unwrap();
+        store
+            .commit(vec![put(Tree::Outbox, b"o", b"queued")])
+            .unwrap();
+        let seq = store.append_audit(record(0)).unwrap();
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get(Tree::Flows, b"f").unwrap(),
+            Some(b"flow".to_vec())
+        );
+        assert_eq!(
+            store.get(Tree::Enrollments, b"e").unwrap(),
+            Some(b"enrolled".to_vec())
+        );
+        assert_eq!(
+            store.get(Tree::Outbox, b"o").unwrap(),
+            Some(b"queued".to_vec())
+        );
+        assert_eq!(
+            store
+                .audit_entries(0, 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![seq]
+        );
+    }
+
+    #[test]
+    fn commit_waits_for_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let before = store.flushes();
+        for i in 0..20u32 {
+            store
+                .commit(vec![put(Tree::Flows, &i.to_be_bytes(), b"v")])
+                .unwrap();
+        }
+        // Each commit needed a flush that began after its write.
+        assert!(
+            store.flushes() - before >= 20,
+            "{} flushes for 20 commits",
+            store.flushes() - before
+        );
+        let before = store.flushes();
+        store.append_audit(record(0)).unwrap();
+        assert!(store.flushes() > before);
+    }
+
+    #[test]
+    fn concurrent_commits_share_flushes_and_all_survive() {
+        const THREADS: u32 = 16;
+        const EACH: u32 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let before = store.flushes();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let key = format!("{t:02}/{i:03}");
+                        store
+                            .commit(vec![put(Tree::Flows, key.as_bytes(), &i.to_be_bytes())])
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let flushes = store.flushes() - before;
+        let commits = u64::from(THREADS * EACH);
+        assert!(flushes >= 1);
+        assert!(
+            flushes < commits,
+            "{flushes} flushes for {commits} commits: no grouping"
+        );
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        let keys: BTreeSet<Vec<u8>> = store
+            .scan(Tree::Flows, b"", 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys.len(), 3_200);
+        for t in 0..THREADS {
+            for i in 0..EACH {
+                assert!(keys.contains(format!("{t:02}/{i:03}").as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn closing_rejects_new_work_and_never_strands_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut acknowledged = Vec::new();
+                    for i in 0..100_000u32 {
+                        let key = format!("{t}/{i}");
+                        match store.commit(vec![put(Tree::Flows, key.as_bytes(), b"v")]) {
+                            Ok(()) => acknowledged.push(key),
+                            Err(StoreError::Closed) => break,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        store.close();
+        store.close();
+        let acknowledged: Vec<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert!(matches!(
+            store.commit(vec![put(Tree::Flows, b"late", b"v")]),
+            Err(StoreError::Closed)
+        ));
+        assert!(matches!(
+            store.append_audit(record(0)),
+            Err(StoreError::Closed)
+        ));
+        assert!(matches!(
+            store.get(Tree::Flows, b"late"),
+            Err(StoreError::Closed)
+        ));
+        drop(store);
+
+        // Everything acknowledged is there.
+        let store = SledStore::open(dir.path()).unwrap();
+        for key in &acknowledged {
+            assert!(
+                store.get(Tree::Flows, key.as_bytes()).unwrap().is_some(),
+                "{key} was acknowledged but is gone"
+            );
+        }
+        assert_eq!(store.get(Tree::Flows, b"late").unwrap(), None);
+    }
+
+    #[test]
+    fn concurrent_audit_appends_form_one_chain_that_continues_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let store = store.clone();
+                // 8 threads, 100 entries: four take 13, four take 12.
+                let count = if t < 4 { 13 } else { 12 };
+                std::thread::spawn(move || {
+                    (0..count)
+                        .map(|i| store.append_audit(record(t * 100 + i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+
+        let entries = store.audit_entries(0, 1_000).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (0..100).collect::<Vec<_>>()
+        );
+        assert_eq!(entries[0].prev_hash, audit::GENESIS_HASH);
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        let summary = store.verify_audit().unwrap();
+        assert_eq!(
+            summary,
+            AuditSummary {
+                entries: 100,
+                head: entries[99].hash.clone()
+            }
+        );
+        assert_eq!(store.audit_entries(98, 10).unwrap().len(), 2);
+        assert_eq!(
+            store
+                .audit_entries(10, 3)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.verify_audit().unwrap(), summary);
+        assert_eq!(store.append_audit(record(1_000)).unwrap(), 100);
+        assert_eq!(store.append_audit(record(1_001)).unwrap(), 101);
+        let tail = store.audit_entries(100, 10).unwrap();
+        assert_eq!(tail[0].prev_hash, summary.head);
+        assert_eq!(tail[0].record, record(1_000));
+        assert_eq!(
+            store.verify_audit().unwrap(),
+            AuditSummary {
+                entries: 102,
+                head: tail[1].hash.clone()
+            }
+        );
+    }
+
+    #[test]
+    fn tampering_with_the_audit_tree_is_reported_at_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..60 {
+            store.append_audit(record(i)).unwrap();
+        }
+        let raw = store.raw_audit();
+        store.verify_audit().unwrap();
+
+        // Change one byte of entry 37's record, keeping it valid JSON.
+        let key = audit::seq_key(37);
+        let original = raw.get(key).unwrap().unwrap().to_vec();
+        let text = String::from_utf8(original.clone()).unwrap();
+        assert!(text.contains("flow.started"));
+        raw.insert(
+            key,
+            text.replacen("flow.started", "flow.stopped", 1)
+                .into_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            broken_at(store.verify_audit()),
+            (37, ChainBreak::HashMismatch)
+        );
+        // Garbage instead.
+        raw.insert(key, b"\x00\x01garbage".to_vec()).unwrap();
+        assert_eq!(
+            broken_at(store.verify_audit()),
+            (37, ChainBreak::Undecodable)
+        );
+        raw.insert(key, original).unwrap();
+        store.verify_audit().unwrap();
+
+        // Swap two entries.
+        let (a, b) = (
+            raw.get(audit::seq_key(20)).unwrap().unwrap(),
+            raw.get(audit::seq_key(21)).unwrap().unwrap(),
+        );
+        raw.insert(audit::seq_key(20), b.clone()).unwrap();
+        raw.insert(audit::seq_key(21), a.clone()).unwrap();
+        assert_eq!(
+            broken_at(store.verify_audit()),
+            (20, ChainBreak::SeqMismatch { found: 21 })
+        );
+        raw.insert(audit::seq_key(20), a).unwrap();
+        raw.insert(audit::seq_key(21), b).unwrap();
+        store.verify_audit().unwrap();
+
+        // Delete the last entry: only the recorded head can tell.
+        let last = raw.remove(audit::seq_key(59)).unwrap().unwrap();
+        assert_eq!(broken_at(store.verify_audit()), (59, ChainBreak::Missing));
+        raw.insert(audit::seq_key(59), last).unwrap();
+
+        // Delete one in the middle, and check it is still reported after reopening.
+        raw.remove(audit::seq_key(50)).unwrap();
+        assert_eq!(broken_at(store.verify_audit()), (50, ChainBreak::Missing));
+        drop(raw);
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(broken_at(store.verify_audit()), (50, ChainBreak::Missing));
+    }
+
+    #[test]
+    fn errors_never_carry_stored_values() {
+        const CANARY: &str = "CANARY-3f9a";
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .commit(vec![put(
+                Tree::Outbox,
+                b"job",
+                format!("password={CANARY}").as_bytes(),
+            )])
+            .unwrap();
+        let mut canary_record = record(0);
+        canary_record.detail = serde_json::json!({ "note": CANARY });
+        store.append_audit(canary_record.clone()).unwrap();
+        store.append_audit(record(1)).unwrap();
+
+        let mut errors: Vec<String> = Vec::new();
+        let mut keep = |debug: String, display: String| {
+            errors.push(debug);
+            errors.push(display);
+        };
+
+        // An undecodable entry that still holds the canary.
+        let raw = store.raw_audit();
+        let stored = raw.get(audit::seq_key(0)).unwrap().unwrap().to_vec();
+        let mut damaged = stored.clone();
+        damaged.truncate(damaged.len() - 1);
+        raw.insert(audit::seq_key(0), damaged).unwrap();
+        let err = store.audit_entries(0, 10).unwrap_err();
+        keep(format!("{err:?}"), err.to_string());
+        let err = store.verify_audit().unwrap_err();
+        keep(format!("{err:?}"), err.to_string());
+        // A modified entry that holds the canary.
+        let text = String::from_utf8(stored)
+            .unwrap()
+            .replacen("flow.started", "flow.stopped", 1);
+        raw.insert(audit::seq_key(0), text.into_bytes()).unwrap();
+        let err = store.verify_audit().unwrap_err();
+        keep(format!("{err:?}"), err.to_string());
+
+        // After closing.
+        store.close();
+        let err = store
+            .commit(vec![put(Tree::Outbox, b"job", CANARY.as_bytes())])
+            .unwrap_err();
+        keep(format!("{err:?}"), err.to_string());
+        let err = store.append_audit(canary_record).unwrap_err();
+        keep(format!("{err:?}"), err.to_string());
+        let err = store.get(Tree::Outbox, b"job").unwrap_err();
+        keep(format!("{err:?}"), err.to_string());
+
+        assert_eq!(errors.len(), 12);
+        for error in &errors {
+            assert!(
+                !error.contains(CANARY),
+                "an error carries a stored value: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn opening_refuses_an_unreadable_audit_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append_audit(record(0)).unwrap();
+        store
+            .raw_audit()
+            .insert(audit::seq_key(1), b"not an entry".to_vec())
+            .unwrap();
+        drop(store);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Open { reason, .. }) => assert!(reason.contains("(1)"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Not a test of speed (nothing is asserted): prints durable commits per
+    /// second with 1 and 64 writers. Run with
+    /// `cargo test --release -p resetgate --lib store::sled::tests::throughput -- --nocapture`.
+    #[test]
+    fn throughput() {
+        for threads in [1u32, 64] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
+            let each: u32 = match (cfg!(debug_assertions), threads) {
+                (true, 1) => 50,
+                (true, _) => 10,
+                (false, 1) => 3_000,
+                (false, _) => 1_000,
+            };
+            let before = store.flushes();
+            let start = Instant::now();
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..each {
+                            let key = format!("{t}/{i}");
+                            store
+                                .commit(vec![put(Tree::Flows, key.as_bytes(), &[0u8; 64])])
+                                .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().unwrap();
+            }
+            let elapsed = start.elapsed();
+            let commits = u64::from(threads * each);
+            println!(
+                "{threads:>2} writer(s): {commits} durable commits in {elapsed:?} = {:.0}/s, {} flushes",
+                commits as f64 / elapsed.as_secs_f64(),
+                store.flushes() - before
+            );
+        }
+    }
+}

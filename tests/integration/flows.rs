@@ -1,0 +1,273 @@
+//! Flows through the runtime with real plugins and a real store: the
+//! lockout race, the FIM ladder, crash safety and the canary password.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use resetgate::contract::FieldValue;
+use resetgate::engine::{Notice, State};
+use resetgate::runtime::Runtime;
+use resetgate::secret::Secret;
+use resetgate::store::{SledStore, Store};
+use resetgate_tests::{host, test_workflow};
+
+const T0: u64 = 1_763_856_000_000;
+
+fn answer(v: &str) -> Vec<FieldValue> {
+    vec![FieldValue {
+        name: "answer".into(),
+        value: Secret::from(v),
+    }]
+}
+
+fn runtime(
+    dir: &Path,
+    lockout: serde_json::Value,
+) -> (Runtime, Arc<SledStore>, resetgate::plugin::PluginHost) {
+    let (host, cache) = host();
+    std::mem::forget(cache);
+    let wf = test_workflow(&host, &["alice", "bob"], lockout, &["open sesame"]);
+    let store = Arc::new(SledStore::open(dir).unwrap());
+    let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
+    (rt, store, host)
+}
+
+fn audit_kinds(store: &SledStore, kind: &str) -> usize {
+    store
+        .audit_entries(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .filter(|e| e.record.kind == kind)
+        .count()
+}
+
+#[test]
+fn fifty_parallel_wrong_answers_count_exactly_up_to_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, store, _host) = runtime(
+        dir.path(),
+        serde_json::json!({"threshold": 5, "lockout_ms": [900000]}),
+    );
+    let flows: Vec<String> = (0..50)
+        .map(|_| rt.start("test-reset", "alice", T0).unwrap().flow.id)
+        .collect();
+    let rt = Arc::new(rt);
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = flows
+            .iter()
+            .map(|id| {
+                let rt = rt.clone();
+                s.spawn(move || rt.answer(id, answer("wrong"), T0 + 1).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        audit_kinds(&store, "gate.failed"),
+        5,
+        "exactly five answers were judged"
+    );
+    let wrong = outcomes
+        .iter()
+        .filter(|o| o.notice == Some(Notice::WrongAnswer))
+        .count();
+    let locked = outcomes
+        .iter()
+        .filter(|o| matches!(o.flow.state, State::Locked { .. }))
+        .count();
+    assert_eq!((wrong, locked), (4, 46));
+    // A new flow for alice is locked from the start; bob is not affected.
+    assert!(matches!(
+        rt.start("test-reset", "ALICE ", T0 + 2).unwrap().flow.state,
+        State::Locked { .. }
+    ));
+    assert!(matches!(
+        rt.start("test-reset", "bob", T0 + 2).unwrap().flow.state,
+        State::Gate { .. }
+    ));
+}
+
+#[test]
+fn the_fim_ladder_locks_for_a_while_then_permanently() {
+    let dir = tempfile::tempdir().unwrap();
+    let ladder = serde_json::json!({"threshold": 2, "lockout_ms": [60000], "max_lockouts": 2});
+    let (rt, _store, _host) = runtime(dir.path(), ladder);
+    let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
+    rt.answer(&flow.id, answer("no"), T0).unwrap();
+    let out = rt.answer(&flow.id, answer("no"), T0 + 1).unwrap();
+    assert_eq!(
+        out.flow.state,
+        State::Locked {
+            until: Some(T0 + 1 + 60_000)
+        }
+    );
+    // Still locked a millisecond before the end; free again at the end.
+    assert!(matches!(
+        rt.start("test-reset", "alice", T0 + 60_000)
+            .unwrap()
+            .flow
+            .state,
+        State::Locked { .. }
+    ));
+    let flow = rt.start("test-reset", "alice", T0 + 60_001).unwrap().flow;
+    assert!(matches!(flow.state, State::Gate { .. }));
+    rt.answer(&flow.id, answer("no"), T0 + 60_002).unwrap();
+    let out = rt.answer(&flow.id, answer("no"), T0 + 60_003).unwrap();
+    assert_eq!(
+        out.flow.state,
+        State::Locked { until: None },
+        "second lockout is permanent"
+    );
+    assert!(matches!(
+        rt.start("test-reset", "alice", T0 + 999_999_999)
+            .unwrap()
+            .flow
+            .state,
+        State::Locked { until: None }
+    ));
+}
+
+#[test]
+fn a_complete_reset_with_a_canary_leaves_no_trace_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "CANARY-5d2e-horse-battery";
+    {
+        let (rt, store, _host) = runtime(dir.path(), serde_json::json!({"threshold": 5}));
+        let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
+        rt.answer(&flow.id, answer("open sesame"), T0 + 1).unwrap();
+        let out = rt.password(&flow.id, Secret::from(canary), T0 + 2).unwrap();
+        let State::Completed { receipt } = out.flow.state else {
+            panic!("{:?}", out.flow.state)
+        };
+        assert_eq!(
+            receipt.sync,
+            vec![("mail".to_owned(), resetgate::engine::Outcome::Ok)]
+        );
+        assert!(store.verify_audit().unwrap().entries >= 5);
+    }
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{} holds the password in clear",
+            entry.display()
+        );
+        assert!(
+            !bytes.windows(11).any(|w| w == b"open sesame"),
+            "{} holds an answer in clear",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn progress(passed: usize, state: &str) -> u32 {
+    match state {
+        "completed" => 4,
+        "failed" | "committing" => 3,
+        "awaiting-password" => 2,
+        _ => passed as u32,
+    }
+}
+
+#[test]
+fn a_sigkill_mid_run_loses_no_acknowledged_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = env!("CARGO_BIN_EXE_flow-driver");
+    let mut child = Command::new(driver)
+        .args(["run", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut acked: std::collections::HashMap<String, (usize, String)> = Default::default();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    while acked.len() < 400 && started.elapsed() < Duration::from_secs(60) {
+        let Some(Ok(line)) = lines.next() else { break };
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let ["ACK", id, passed, state] = parts[..] {
+            acked.insert(id.to_owned(), (passed.parse().unwrap(), state.to_owned()));
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = logs.join().unwrap();
+    assert!(
+        acked.len() >= 100,
+        "the driver acknowledged only {} flows",
+        acked.len()
+    );
+    assert!(acked.values().any(|(_, s)| s == "completed"));
+
+    let out = Command::new(driver)
+        .args(["check", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: std::collections::HashMap<String, (usize, String)> =
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                ["FLOW", id, passed, state] => {
+                    Some((id.to_owned(), (passed.parse().unwrap(), state.to_owned())))
+                }
+                _ => None,
+            })
+            .collect();
+    for (id, (passed, state)) in &acked {
+        let (s_passed, s_state) = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged flow {id} is gone"));
+        assert!(
+            progress(*s_passed, s_state) >= progress(*passed, state),
+            "flow {id}: acknowledged {state} with {passed} gates passed, stored {s_state} with {s_passed}"
+        );
+        if state == "completed" {
+            assert_eq!(s_state, "completed");
+        }
+    }
+    for (id, (passed, state)) in &stored {
+        // No flow is past a gate it had not passed.
+        let ok = match state.as_str() {
+            "gate0" => *passed == 0,
+            "gate1" => *passed == 1,
+            "awaiting-password" | "completed" | "failed" => *passed == 2,
+            "committing" => false, // recovery fails every interrupted commit
+            _ => false,
+        };
+        assert!(ok, "flow {id} is {state} with {passed} gates passed");
+    }
+    // The canary password reached neither the data folder nor the logs.
+    let canary = "CANARY-9c1f";
+    assert!(!logs.contains(canary), "the driver logged the password");
+    for path in walk(dir.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{} holds the password",
+            path.display()
+        );
+    }
+}

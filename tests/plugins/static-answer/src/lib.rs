@@ -1,0 +1,44 @@
+//! A cheap gate for engine tests and benchmarks: passes when the answer
+//! equals the step's config string (e.g. `"open sesame"`), fails otherwise.
+//! No slow hashing, so thousands of flows run per second.
+
+use resetgate_plugin_sdk::gate::{Field, FieldKind, FieldValue, Prompt, Round, Verdict};
+use resetgate_plugin_sdk::prelude::*;
+
+struct StaticAnswer;
+
+impl Plugin for StaticAnswer {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("static-answer", "0.1.0", PluginKind::Gate, "the answer is in the config")
+            .with_config_schema(r#"{"type":"string"}"#)
+    }
+}
+
+impl Gate for StaticAnswer {
+    fn begin(_ctx: CallContext, _user: User, _enrollment: Option<Vec<u8>>) -> Result<Round, PluginError> {
+        Ok(Round {
+            prompt: Prompt {
+                title: "Say the word".into(),
+                help: None,
+                fields: vec![Field { name: "answer".into(), label: "Answer".into(), kind: FieldKind::Code, max_length: 64 }],
+            },
+            state: b"r".to_vec(),
+        })
+    }
+
+    fn answer(
+        ctx: CallContext,
+        _user: User,
+        _enrollment: Option<Vec<u8>>,
+        _state: Vec<u8>,
+        answers: Vec<FieldValue>,
+    ) -> Result<Verdict, PluginError> {
+        let expected = ctx.config.trim_matches('"');
+        Ok(match FieldValue::find(&answers, "answer") {
+            Some(a) if a == expected => Verdict::Passed,
+            _ => Verdict::Failed("wrong answer".into()),
+        })
+    }
+}
+
+resetgate_plugin_sdk::export_gate!(StaticAnswer);
