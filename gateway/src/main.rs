@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Runs the gateway.
     Serve(ServeArgs),
+    /// Checks workflow files and the gateway config; every problem at file:line:column.
+    Check(CheckArgs),
     /// Works with plugin components.
     Plugin {
         #[command(subcommand)]
@@ -45,6 +47,18 @@ struct ServeArgs {
     /// Folder of plugin components (`*.wasm`) to load.
     #[arg(long, env = "RESETGATE_PLUGINS", default_value = "target/plugins")]
     plugins: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Workflow files or folders to check (default: the config's workflows folder).
+    paths: Vec<PathBuf>,
+    /// The gateway config file (default: the built-in defaults).
+    #[arg(long, env = "RESETGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Fail on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +85,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Check(args) => return check(args),
         Command::Plugin {
             command: PluginCommand::Inspect { file, json },
         } => inspect(&file, json),
@@ -81,6 +96,66 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `resetgate check`: prints every diagnostic and a summary to stderr; the
+/// status is 0 only without errors (and, with `--deny-warnings`, warnings).
+fn check(args: CheckArgs) -> ExitCode {
+    use resetgate::config::GatewayConfig;
+    let mut diagnostics = Vec::new();
+    let config = match &args.config {
+        Some(path) => match GatewayConfig::load(path) {
+            Ok(c) => Some(c),
+            Err(ds) => {
+                diagnostics.extend(ds);
+                None
+            }
+        },
+        None => Some(GatewayConfig::default()),
+    };
+    let mut workflows = 0;
+    if let Some(config) = &config {
+        let cache = config.data_dir.join("plugin-cache");
+        let host = match PluginHost::new(HostConfig {
+            warm_instances: 0,
+            ..HostConfig::new(cache)
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: cannot start the plugin host: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let paths = if args.paths.is_empty() {
+            vec![config.workflows.clone()]
+        } else {
+            args.paths.clone()
+        };
+        let report = resetgate::workflow::check_report(&host, config, &paths);
+        workflows = report.workflows;
+        diagnostics.extend(report.diagnostics);
+    }
+    for d in &diagnostics {
+        eprintln!("{d}");
+    }
+    if config.is_none() {
+        eprintln!("note: workflows not checked: fix the gateway config first");
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    eprintln!(
+        "checked {}: {}, {}",
+        plural(workflows, "workflow", "workflows"),
+        plural(errors, "error", "errors"),
+        plural(warnings, "warning", "warnings")
+    );
+    if errors > 0 || (args.deny_warnings && warnings > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -493,9 +493,6 @@ impl Request<'_> {
     /// the request's audit records.
     fn checkpoint(&mut self, flow: &Flow) -> Result<(), RuntimeError> {
         let started = Instant::now();
-        for record in self.audit.drain(..) {
-            self.rt.store.append_audit(record)?;
-        }
         let value = serde_json::to_vec(flow).map_err(|e| RuntimeError::Corrupt {
             what: "flow",
             reason: e.to_string(),
@@ -506,7 +503,9 @@ impl Request<'_> {
             key: flow.id.clone().into_bytes(),
             value,
         });
-        self.rt.store.commit(writes)?;
+        self.rt
+            .store
+            .commit_audited(writes, std::mem::take(&mut self.audit))?;
         self.rt.counters.add(STORE, started);
         Ok(())
     }

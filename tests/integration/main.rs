@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod cache;
-mod flows;
 mod cli;
+mod flows;
 mod host;
 mod hostile;
+mod workflows;

@@ -133,6 +133,18 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `writes` atomically (all or none, across trees) and returns
     /// once they are durable.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Appends `records` to the audit log and applies `writes` atomically,
+    /// returning once both are durable: one flush for a whole request.
+    fn commit_audited(
+        &self,
+        writes: Vec<Write>,
+        records: Vec<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        for record in records {
+            self.append_audit(record)?;
+        }
+        self.commit(writes)
+    }
     /// Appends an audit record, hash-chained to the previous one; returns
     /// once it is durable, with its sequence number.
     fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError>;

@@ -559,6 +559,50 @@ impl Store for SledStore {
         self.inner.flush.wait(ticket)
     }
 
+    fn commit_audited(
+        &self,
+        writes: Vec<Write>,
+        records: Vec<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let ticket = {
+            let closed = self
+                .inner
+                .closed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return Err(StoreError::Closed);
+            }
+            if writes.is_empty() && records.is_empty() {
+                return Ok(());
+            }
+            // The audit records first: a crash before the flush loses both,
+            // a crash after it keeps both.
+            if !records.is_empty() {
+                let mut head = lock(&self.inner.head);
+                for record in records {
+                    let encode_error = |e: serde_json::Error| StoreError::Io {
+                        op: "append",
+                        tree: AUDIT_TREE,
+                        reason: format!("cannot encode the entry: {e}"),
+                    };
+                    let entry = head.next_entry(record).map_err(encode_error)?;
+                    let bytes = audit::encode(&entry).map_err(encode_error)?;
+                    self.inner
+                        .audit
+                        .insert(audit::seq_key(entry.seq), bytes)
+                        .map_err(io("append", AUDIT_TREE))?;
+                    head.advance(&entry);
+                }
+            }
+            if !writes.is_empty() {
+                self.inner.apply(&writes)?;
+            }
+            self.inner.flush.register()?
+        };
+        self.inner.flush.wait(ticket)
+    }
+
     fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
         let (seq, ticket) = {
             let closed = self
