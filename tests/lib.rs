@@ -88,6 +88,11 @@ impl Gateway {
     /// Starts `resetgate serve` the way `cargo xtask run` does, on a free
     /// loopback port, with its data in `data_dir`; waits until it listens.
     pub fn start(data_dir: &Path, plugins: &Path) -> Gateway {
+        Gateway::start_with(data_dir, plugins, &root().join("workflows"))
+    }
+
+    /// Like [`Gateway::start`], with the workflows from `workflows`.
+    pub fn start_with(data_dir: &Path, plugins: &Path, workflows: &Path) -> Gateway {
         let started = Instant::now();
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -95,6 +100,8 @@ impl Gateway {
             .arg(data_dir)
             .arg("--plugins")
             .arg(plugins)
+            .arg("--workflows")
+            .arg(workflows)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -173,6 +180,15 @@ impl Gateway {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
     }
 
     /// Stops the gateway with SIGTERM and waits for it; returns whether it exited cleanly.

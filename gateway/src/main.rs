@@ -7,7 +7,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use resetgate::plugin::{HostConfig, LoadSpec, PluginHost};
+use std::sync::Arc;
+
+use resetgate::config::GatewayConfig;
+use resetgate::plugin::{HostConfig, PluginHost};
+use resetgate::workflow::Workflow;
 
 /// Plugin instances are made, called and dropped on different threads;
 /// mimalloc frees across threads without the arena-lock contention of
@@ -34,19 +38,40 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Works with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the audit log's hash chain from the first entry to the last.
+    Verify {
+        /// The gateway's data folder.
+        #[arg(long, env = "RESETGATE_DATA_DIR", default_value = ".resetgate")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on. Plain HTTP is for loopback only until TLS arrives.
-    #[arg(long, env = "RESETGATE_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Folder for the gateway's state and its plugin cache (created if missing).
-    #[arg(long, env = "RESETGATE_DATA_DIR", default_value = ".resetgate")]
-    data_dir: PathBuf,
-    /// Folder of plugin components (`*.wasm`) to load.
-    #[arg(long, env = "RESETGATE_PLUGINS", default_value = "target/plugins")]
-    plugins: PathBuf,
+    /// The gateway config file (default: built-in defaults).
+    #[arg(long, env = "RESETGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the config; default 127.0.0.1:8080).
+    #[arg(long, env = "RESETGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Folder for the gateway's state and its plugin cache (overrides the config; default .resetgate).
+    #[arg(long, env = "RESETGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Folder of plugin components (overrides the config; default target/plugins).
+    #[arg(long, env = "RESETGATE_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Folder of workflow files (overrides the config; default workflows).
+    #[arg(long, env = "RESETGATE_WORKFLOWS")]
+    workflows: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -85,6 +110,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => audit_verify(&data_dir),
         Command::Check(args) => return check(args),
         Command::Plugin {
             command: PluginCommand::Inspect { file, json },
@@ -203,53 +231,168 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
-    let host = PluginHost::new(HostConfig::new(args.data_dir.join("plugin-cache")))?;
-    let mut loaded = 0;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&args.plugins)
-        .with_context(|| {
-            format!(
-                "cannot read the plugins folder {} (build the plugins with `cargo xtask run`, or pass --plugins)",
-                args.plugins.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let plugin = host.load(&path, &LoadSpec::default())?;
-        let info = plugin.info();
-        tracing::info!(plugin = %info.name, version = %info.version, kind = %info.kind, sha256 = %plugin.sha256(), "loaded plugin");
-        loaded += 1;
+fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
+    use resetgate::store::{SledStore, Store};
+    let store = SledStore::open(data_dir)?;
+    let summary = store.verify_audit()?;
+    println!(
+        "audit log intact: {} entries, head {}",
+        summary.entries, summary.head
+    );
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Loads every workflow in the config's folder, logging each diagnostic the
+/// way `resetgate check` prints it. Returns the good workflows and the files
+/// that had errors.
+fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflow>>, Vec<PathBuf>) {
+    let (workflows, diagnostics) = resetgate::workflow::load_dir(host, config, &config.workflows);
+    let mut broken = Vec::new();
+    for d in &diagnostics {
+        if d.is_error() {
+            tracing::error!("{d}");
+            broken.push(d.file.clone());
+        } else {
+            tracing::warn!("{d}");
+        }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    broken.sort();
+    broken.dedup();
+    (workflows, broken)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use resetgate::runtime::Runtime;
+    use resetgate::store::SledStore;
+    let started = Instant::now();
+    let mut config = match &args.config {
+        Some(path) => GatewayConfig::load(path).map_err(|ds| {
+            anyhow::anyhow!(
+                "the gateway config has errors:\n{}",
+                ds.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?,
+        None => GatewayConfig::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.plugins {
+        config.plugins = v;
+    }
+    if let Some(v) = args.workflows {
+        config.workflows = v;
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
+    let store = Arc::new(SledStore::open(&config.data_dir)?);
+    let host = PluginHost::new(HostConfig::new(config.data_dir.join("plugin-cache")))?;
+    let (workflows, broken) = load_workflows(&host, &config);
+    if !broken.is_empty() {
+        anyhow::bail!(
+            "{} workflow file(s) have errors (listed above); fix them or run `resetgate check`",
+            broken.len()
+        );
+    }
+    for wf in &workflows {
+        tracing::info!(workflow = %wf.name, version = %&wf.version[..12], source = %wf.source, "loaded workflow");
+    }
+    let runtime = Arc::new(Runtime::new(store.clone(), workflows));
+    let interrupted = runtime.recover(now_ms())?;
+    if interrupted > 0 {
+        tracing::warn!(
+            flows = interrupted,
+            "failed flows a crash interrupted mid-commit"
+        );
+    }
+    let sweeper = runtime.clone();
+    std::thread::Builder::new()
+        .name("flow-sweep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                match sweeper.sweep(now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(flows = n, "swept expired flows"),
+                    Err(e) => tracing::error!(error = %e, "sweeping flows failed"),
+                }
+            }
+        })?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let stats = host.stats();
         tracing::info!(
-            plugins = loaded,
+            workflows = runtime.workflows().len(),
             compiled = stats.compiles,
             from_cache = stats.cache_hits,
             startup_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
+        tokio::spawn(reload_on_sighup(host, config, runtime.clone()));
         println!(
             "resetgate listening on {}",
             resetgate::server::describe_addr(addr)
         );
-        resetgate::server::serve(listener, shutdown_signal()).await?;
+        resetgate::server::serve(listener, runtime, shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// `SIGHUP` re-reads the workflows. A file with errors is refused with the
+/// same messages as `resetgate check`, and the version loaded before keeps
+/// serving; running flows finish on the version they started with.
+async fn reload_on_sighup(
+    host: PluginHost,
+    config: GatewayConfig,
+    runtime: Arc<resetgate::runtime::Runtime>,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP; hot reload is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let (host, config, runtime) = (host.clone(), config.clone(), runtime.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let (mut workflows, broken) = load_workflows(&host, &config);
+            let kept: Vec<Arc<Workflow>> = runtime
+                .current()
+                .into_iter()
+                .filter(|old| broken.iter().any(|b| Path::new(&old.source) == b.as_path()))
+                .filter(|old| !workflows.iter().any(|w| w.name == old.name))
+                .collect();
+            for old in &kept {
+                tracing::warn!(workflow = %old.name, version = %&old.version[..12], "kept the running version: the file has errors");
+            }
+            workflows.extend(kept);
+            let names: Vec<String> = workflows.iter().map(|w| format!("{}@{}", w.name, &w.version[..12])).collect();
+            runtime.reload(workflows);
+            tracing::info!(workflows = %names.join(", "), refused = broken.len(), "reloaded workflows");
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "reloading workflows failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

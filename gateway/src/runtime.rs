@@ -182,6 +182,14 @@ impl Runtime {
         }
     }
 
+    /// The current workflows.
+    pub fn current(&self) -> Vec<Arc<Workflow>> {
+        self.current
+            .read()
+            .map(|c| c.values().map(|l| l.workflow.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Names of the current workflows.
     pub fn workflows(&self) -> Vec<String> {
         self.current

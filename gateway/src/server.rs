@@ -1,25 +1,50 @@
 //! The HTTP server. Only this module knows status codes and wire shapes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::runtime::Runtime;
 
 /// The router of the gateway's HTTP API.
-pub fn app() -> Router {
-    Router::new().route("/healthz", get(healthz))
+pub fn app(runtime: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/workflows", get(workflows))
+        .with_state(runtime)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// The workflows being served: name, version (sha256 of the file) and purpose.
+async fn workflows(State(runtime): State<Arc<Runtime>>) -> Json<serde_json::Value> {
+    let mut list: Vec<serde_json::Value> = runtime
+        .current()
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name,
+                "version": w.version,
+                "purpose": format!("{:?}", w.purpose).to_lowercase(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(serde_json::json!({ "workflows": list }))
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    runtime: Arc<Runtime>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app())
+    axum::serve(listener, app(runtime))
         .with_graceful_shutdown(shutdown)
         .await
 }

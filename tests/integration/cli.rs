@@ -3,19 +3,50 @@
 
 use resetgate_tests::{FIRST_PARTY, Gateway, run_cli, sha256_of, wasm};
 
-#[test]
-fn serve_answers_its_health_endpoint_and_stops_cleanly() {
-    let data = tempfile::tempdir().unwrap();
+fn plugins_dir() -> tempfile::TempDir {
     let plugins = tempfile::tempdir().unwrap();
     for name in FIRST_PARTY {
         std::fs::copy(wasm(name), plugins.path().join(format!("{name}.wasm"))).unwrap();
     }
+    plugins
+}
+
+fn served(gw: &Gateway) -> Vec<(String, String)> {
+    let (status, body) = gw.get("/v1/workflows");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_owned(),
+                w["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn serve_answers_its_health_endpoint_and_stops_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir();
     let gw = Gateway::start(data.path(), plugins.path());
     assert_eq!(gw.get("/healthz"), (200, "ok\n".to_owned()));
     let logs = gw.wait_for_log("ready");
-    for name in FIRST_PARTY {
+    let names: Vec<String> = served(&gw).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "enrollment",
+            "reset-with-sync-and-vpn",
+            "self-service-reset"
+        ]
+    );
+    for name in &names {
         assert!(
-            logs.contains(&format!("plugin={name}")),
+            logs.contains(&format!("workflow={name}")),
             "{name} not loaded:\n{logs}"
         );
     }
@@ -27,31 +58,116 @@ fn serve_answers_its_health_endpoint_and_stops_cleanly() {
     assert_eq!(cached, FIRST_PARTY.len());
     let gw = Gateway::start(data.path(), plugins.path());
     assert_eq!(gw.get("/healthz").0, 200);
-    assert!(
-        gw.logs().contains("compiled=0 from_cache=5"),
-        "{}",
-        gw.logs()
-    );
+    let logs = gw.wait_for_log("ready");
+    assert!(logs.contains("compiled=0"), "{logs}");
 }
 
 #[test]
-fn serve_refuses_a_bad_plugin_with_a_clear_error() {
+fn serve_refuses_to_start_with_a_broken_workflow() {
     let data = tempfile::tempdir().unwrap();
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(wasm("wants-http"), plugins.path().join("wants-http.wasm")).unwrap();
+    let plugins = plugins_dir();
+    let workflows = tempfile::tempdir().unwrap();
+    let broken = workflows.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "version: 1\nname: broken\ndirectory:\n  plugn: example-directory\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(resetgate_tests::binary())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data.path())
         .arg("--plugins")
         .arg(plugins.path())
+        .arg("--workflows")
+        .arg(workflows.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("error: plugin wants-http.wasm imports resetgate:plugin/http"),
+        err.contains(&format!("{}:4:3: error[unknown-field]", broken.display())),
         "{err}"
+    );
+    assert!(
+        err.contains("error: 1 workflow file(s) have errors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_reloads_workflows_and_a_broken_file_keeps_the_old_version() {
+    let data = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir();
+    let workflows = tempfile::tempdir().unwrap();
+    let file = workflows.path().join("reset.yaml");
+    let original = std::fs::read_to_string(
+        resetgate_tests::root().join("workflows/reset-with-sync-and-vpn.yaml"),
+    )
+    .unwrap();
+    std::fs::write(&file, &original).unwrap();
+    std::fs::copy(
+        resetgate_tests::root().join("workflows/blocklist.txt"),
+        workflows.path().join("blocklist.txt"),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(data.path(), plugins.path(), workflows.path());
+    let v1 = served(&gw);
+    assert_eq!(v1.len(), 1);
+
+    // A valid change is picked up.
+    std::fs::write(
+        &file,
+        original.replace("description:", "description: (edited)"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("reloaded workflows");
+    let v2 = served(&gw);
+    assert_eq!(v2[0].0, v1[0].0);
+    assert_ne!(v2[0].1, v1[0].1, "the edited file was not reloaded");
+
+    // A broken change is refused with check's message; v2 keeps serving.
+    std::fs::write(&file, original.replace("directory:", "directry:")).unwrap();
+    gw.signal("HUP");
+    let logs = gw.wait_for_log("refused=1");
+    assert!(
+        logs.contains("error[unknown-field]: unknown field `directry`"),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("{}:", file.display())), "{logs}");
+    assert_eq!(served(&gw), v2);
+}
+
+#[test]
+fn audit_verify_checks_the_chain_of_a_data_folder() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        use resetgate::store::{AuditRecord, SledStore, Store};
+        let store = SledStore::open(data.path()).unwrap();
+        for i in 0..3 {
+            store
+                .append_audit(AuditRecord {
+                    at_ms: i,
+                    kind: "test".into(),
+                    flow: None,
+                    user: None,
+                    workflow: None,
+                    detail: serde_json::json!({}),
+                })
+                .unwrap();
+        }
+    }
+    let (ok, out, err) = run_cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("audit log intact: 3 entries, head "),
+        "{out}"
     );
 }
 

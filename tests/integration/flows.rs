@@ -271,3 +271,79 @@ fn a_sigkill_mid_run_loses_no_acknowledged_step() {
         );
     }
 }
+
+#[test]
+fn a_running_flow_finishes_on_the_version_it_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _cache) = host();
+    let v1 = test_workflow(&host, &["alice"], serde_json::json!({}), &["old answer"]);
+    let mut v2 = test_workflow(&host, &["alice"], serde_json::json!({}), &["new answer"]);
+    v2.version = "test-v2".into();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let rt = Runtime::new(store, vec![Arc::new(v1)]);
+    let running = rt.start("test-reset", "alice", T0).unwrap().flow;
+    rt.reload(vec![Arc::new(v2)]);
+    let out = rt
+        .answer(&running.id, answer("old answer"), T0 + 1)
+        .unwrap();
+    assert_eq!(
+        out.flow.state,
+        State::AwaitingPassword,
+        "the running flow kept its version"
+    );
+    let fresh = rt.start("test-reset", "alice", T0 + 2).unwrap().flow;
+    assert_eq!(fresh.version, "test-v2");
+    let out = rt.answer(&fresh.id, answer("old answer"), T0 + 3).unwrap();
+    assert_eq!(out.notice, Some(Notice::WrongAnswer));
+    let out = rt.answer(&fresh.id, answer("new answer"), T0 + 4).unwrap();
+    assert_eq!(out.flow.state, State::AwaitingPassword);
+}
+
+#[test]
+fn the_sweep_removes_expired_flows_after_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
+    let idle = rt.start("test-reset", "alice", T0).unwrap().flow;
+    let done = rt.start("test-reset", "bob", T0).unwrap().flow;
+    rt.answer(&done.id, answer("open sesame"), T0 + 1).unwrap();
+    rt.password(&done.id, Secret::from("purple monkey dishwasher"), T0 + 2)
+        .unwrap();
+    assert_eq!(rt.sweep(T0 + 299_999).unwrap(), 0, "nothing is due yet");
+    // 5 minutes idle: the unfinished flow goes; the completed one is kept
+    // 10 minutes so the portal can still read its receipt.
+    assert_eq!(rt.sweep(T0 + 300_000).unwrap(), 1);
+    assert!(matches!(
+        rt.flow(&idle.id),
+        Err(resetgate::runtime::RuntimeError::UnknownFlow)
+    ));
+    assert!(rt.flow(&done.id).is_ok());
+    assert_eq!(rt.sweep(T0 + 2 + 600_000).unwrap(), 1);
+    assert_eq!(audit_kinds(&store, "flow.expired"), 1);
+}
+
+#[test]
+fn recovery_fails_a_flow_a_crash_interrupted_mid_commit() {
+    use resetgate::store::{Tree, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
+    let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
+    let mut stored = rt.flow(&flow.id).unwrap();
+    stored.state = State::Committing {
+        receipt: Default::default(),
+    };
+    let value = serde_json::to_vec(&stored).unwrap();
+    store
+        .commit(vec![Write::Put {
+            tree: Tree::Flows,
+            key: flow.id.clone().into_bytes(),
+            value,
+        }])
+        .unwrap();
+    assert_eq!(rt.recover(T0 + 5).unwrap(), 1);
+    assert!(matches!(
+        rt.flow(&flow.id).unwrap().state,
+        State::Failed { receipt: Some(_) }
+    ));
+    assert_eq!(audit_kinds(&store, "flow.interrupted"), 1);
+    assert_eq!(rt.recover(T0 + 6).unwrap(), 0, "recovery is idempotent");
+}
