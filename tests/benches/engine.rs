@@ -43,7 +43,9 @@ fn run(rt: &Runtime, concurrency: usize, duration: Duration) -> (u64, Duration) 
             s.spawn(move || {
                 let mut i = 0u64;
                 while start.elapsed() < duration {
-                    let user = format!("user{}", (t as u64 * 1000 + i) % 200);
+                    // Each thread has its own users: requests of one user are
+                    // serialised, and this measures concurrent users.
+                    let user = format!("user{}", t as u64 + 64 * (i % 3));
                     i += 1;
                     let flow = rt.start("test-reset", &user, now()).unwrap().flow;
                     let flow = rt
@@ -85,20 +87,25 @@ fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let rt = Runtime::new(store, vec![Arc::new(wf)]);
+    let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
     run(&rt, 64, Duration::from_secs(2)); // warm up
     for concurrency in [1, 64] {
         let mut rates = vec![];
         for _ in 0..3 {
             let before = rt.timings();
+            let flushes_before = store.flushes();
             let (steps, elapsed) = run(&rt, concurrency, Duration::from_secs(5));
             let t = rt.timings().since(&before);
+            let flushes = store.flushes() - flushes_before;
             let rate = steps as f64 / elapsed.as_secs_f64();
             rates.push(rate);
             let total = t.request_ns as f64;
             println!(
-                "engine: {concurrency:>2} flows at once: {rate:>8.0} durable steps/s; of request time: \
-                 plugin calls {:.0}%, store (commit + flush wait + audit) {:.0}%, engine and runtime {:.0}%",
+                "engine: {concurrency:>2} flows at once: {rate:>8.0} durable steps/s, {:.0} flushes/s \
+                 ({:.1} steps per flush); of request time: plugin calls {:.0}%, store (commit + flush wait \
+                 + audit) {:.0}%, engine and runtime {:.0}%",
+                flushes as f64 / elapsed.as_secs_f64(),
+                steps as f64 / flushes.max(1) as f64,
                 100.0 * t.plugin_ns as f64 / total,
                 100.0 * t.store_ns as f64 / total,
                 100.0 * (total - t.plugin_ns as f64 - t.store_ns as f64) / total,
