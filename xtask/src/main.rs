@@ -22,7 +22,8 @@ commands:
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    // `cargo xtask run -- --listen ...`: the `--` is cargo's habit, not an argument.
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
     let root = root()?;
     match command.as_str() {
         "run" => run(&root, &rest),
