@@ -399,19 +399,7 @@ impl PluginHost {
             plugin: name.clone(),
             reason: format!("{e:#}"),
         })?;
-        let plugin = Plugin {
-            inner: Arc::new(PluginInner {
-                shared: self.inner.shared.clone(),
-                label: Arc::from(name.as_str()),
-                sha256,
-                kind,
-                pre,
-                limits: spec.limits,
-                warm: Mutex::new(VecDeque::new()),
-                refill_pending: AtomicBool::new(false),
-                info: std::sync::OnceLock::new(),
-            }),
-        };
+        let plugin = self.plugin(&name, sha256, kind, pre, spec.limits, true);
         let info = plugin
             .call_describe()
             .map_err(|source| LoadError::Describe {
@@ -428,6 +416,32 @@ impl PluginHost {
         let _ = plugin.inner.info.set(info);
         plugin.request_refill();
         Ok(plugin)
+    }
+
+    /// A loaded plugin; `warm` allows it warm instances (not for `inspect`).
+    fn plugin(
+        &self,
+        name: &str,
+        sha256: String,
+        kind: PluginKind,
+        pre: calls::Pre,
+        limits: Limits,
+        warm: bool,
+    ) -> Plugin {
+        Plugin {
+            inner: Arc::new(PluginInner {
+                shared: self.inner.shared.clone(),
+                label: Arc::from(name),
+                sha256,
+                kind,
+                pre,
+                limits,
+                warm: Mutex::new(VecDeque::new()),
+                // A refill already "pending" means none is ever requested.
+                refill_pending: AtomicBool::new(!warm),
+                info: std::sync::OnceLock::new(),
+            }),
+        }
     }
 
     /// Reads a component and reports what it is and what it needs, without
@@ -477,19 +491,7 @@ impl PluginHost {
             plugin: name.clone(),
             reason: format!("{e:#}"),
         })?;
-        let plugin = Plugin {
-            inner: Arc::new(PluginInner {
-                shared: self.inner.shared.clone(),
-                label: Arc::from(name.as_str()),
-                sha256: sha256.clone(),
-                kind,
-                pre,
-                limits: Limits::default(),
-                warm: Mutex::new(VecDeque::new()),
-                refill_pending: AtomicBool::new(true),
-                info: std::sync::OnceLock::new(),
-            }),
-        };
+        let plugin = self.plugin(&name, sha256.clone(), kind, pre, Limits::default(), false);
         let info = plugin
             .call_describe()
             .map_err(|source| LoadError::Describe {

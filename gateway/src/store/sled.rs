@@ -447,6 +447,32 @@ impl SledStore {
 }
 
 impl Inner {
+    /// Appends audit records to the chain (not yet flushed); returns the
+    /// last one's sequence number. One insert per entry: a sled batch takes
+    /// a tree-wide lock and measured 40% slower here.
+    fn append(&self, records: Vec<AuditRecord>) -> Result<Option<u64>, StoreError> {
+        let mut last = None;
+        if records.is_empty() {
+            return Ok(last);
+        }
+        let mut head = lock(&self.head);
+        for record in records {
+            let encode_error = |e: serde_json::Error| StoreError::Io {
+                op: "append",
+                tree: AUDIT_TREE,
+                reason: format!("cannot encode the entry: {e}"),
+            };
+            let entry = head.next_entry(record).map_err(encode_error)?;
+            let bytes = audit::encode(&entry).map_err(encode_error)?;
+            self.audit
+                .insert(audit::seq_key(entry.seq), bytes)
+                .map_err(io("append", AUDIT_TREE))?;
+            head.advance(&entry);
+            last = Some(entry.seq);
+        }
+        Ok(last)
+    }
+
     fn close(&self) {
         // Held throughout, so that a second caller returns only once the
         // flusher is gone.
@@ -615,25 +641,7 @@ impl Store for SledStore {
             }
             // The audit records first: a crash before the flush loses both,
             // a crash after it keeps both.
-            if !records.is_empty() {
-                let mut head = lock(&self.inner.head);
-                for record in records {
-                    let encode_error = |e: serde_json::Error| StoreError::Io {
-                        op: "append",
-                        tree: AUDIT_TREE,
-                        reason: format!("cannot encode the entry: {e}"),
-                    };
-                    let entry = head.next_entry(record).map_err(encode_error)?;
-                    let bytes = audit::encode(&entry).map_err(encode_error)?;
-                    // One insert per entry: a sled batch takes a tree-wide
-                    // lock and measured 40% slower here.
-                    self.inner
-                        .audit
-                        .insert(audit::seq_key(entry.seq), bytes)
-                        .map_err(io("append", AUDIT_TREE))?;
-                    head.advance(&entry);
-                }
-            }
+            self.inner.append(records)?;
             if !writes.is_empty() {
                 self.inner.apply(&writes)?;
             }
@@ -652,21 +660,8 @@ impl Store for SledStore {
             if *closed {
                 return Err(StoreError::Closed);
             }
-            let mut head = lock(&self.inner.head);
-            let encode_error = |e: serde_json::Error| StoreError::Io {
-                op: "append",
-                tree: AUDIT_TREE,
-                reason: format!("cannot encode the entry: {e}"),
-            };
-            let entry = head.next_entry(record).map_err(encode_error)?;
-            let bytes = audit::encode(&entry).map_err(encode_error)?;
-            self.inner
-                .audit
-                .insert(audit::seq_key(entry.seq), bytes)
-                .map_err(io("append", AUDIT_TREE))?;
-            head.advance(&entry);
-            drop(head);
-            (entry.seq, self.inner.flush.register()?)
+            let seq = self.inner.append(vec![record])?.unwrap_or_default();
+            (seq, self.inner.flush.register()?)
         };
         self.inner.flush.wait(ticket)?;
         Ok(seq)
