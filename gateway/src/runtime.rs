@@ -89,6 +89,8 @@ pub struct Timings {
     pub store_commits: u64,
     /// Time in commits, including waiting for the flush.
     pub store_ns: u64,
+    /// Engine transitions (`engine::step` calls), several per request.
+    pub transitions: u64,
 }
 
 impl Timings {
@@ -101,12 +103,13 @@ impl Timings {
             plugin_ns: self.plugin_ns - before.plugin_ns,
             store_commits: self.store_commits - before.store_commits,
             store_ns: self.store_ns - before.store_ns,
+            transitions: self.transitions - before.transitions,
         }
     }
 }
 
 #[derive(Default)]
-struct Counters([AtomicU64; 6]);
+struct Counters([AtomicU64; 7]);
 
 impl Counters {
     fn add(&self, which: usize, started: Instant) {
@@ -179,6 +182,7 @@ impl Runtime {
             plugin_ns: c(3),
             store_commits: c(4),
             store_ns: c(5),
+            transitions: c(6),
         }
     }
 
@@ -311,6 +315,7 @@ impl Runtime {
         };
         let mut queue: VecDeque<Effect> =
             engine::step(&mut flow, &loaded.shape, event, now)?.into();
+        let mut transitions = 1;
         while let Some(effect) = queue.pop_front() {
             if matches!(effect, Effect::Decide) && guard.is_none() {
                 // First lockout decision of a new flow: the user is known now.
@@ -331,6 +336,7 @@ impl Runtime {
             }
             if let Some(result) = result {
                 let more = engine::step(&mut flow, &loaded.shape, result, now)?;
+                transitions += 1;
                 for e in more.into_iter().rev() {
                     queue.push_front(e);
                 }
@@ -339,6 +345,7 @@ impl Runtime {
         req.checkpoint(&flow)?;
         drop(guard);
         self.counters.add(REQUEST, started);
+        self.counters.0[6].fetch_add(transitions, Ordering::Relaxed);
         let notice = flow.notice.clone();
         Ok(Outcome { flow, notice })
     }

@@ -101,9 +101,10 @@ fn main() {
             rates.push(rate);
             let total = t.request_ns as f64;
             println!(
-                "engine: {concurrency:>2} flows at once: {rate:>8.0} durable steps/s, {:.0} flushes/s \
+                "engine: {concurrency:>2} flows at once: {rate:>8.0} durable steps/s ({:.0} engine transitions/s), {:.0} flushes/s \
                  ({:.1} steps per flush); of request time: plugin calls {:.0}%, store (commit + flush wait \
                  + audit) {:.0}%, engine and runtime {:.0}%",
+                t.transitions as f64 / elapsed.as_secs_f64(),
                 flushes as f64 / elapsed.as_secs_f64(),
                 steps as f64 / flushes.max(1) as f64,
                 100.0 * t.plugin_ns as f64 / total,
