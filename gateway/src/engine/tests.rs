@@ -170,6 +170,15 @@ impl World {
         Ok(())
     }
 
+    /// Answers both gates of [`shape`] correctly.
+    fn pass_gates(&mut self, flow: &mut Flow, wf: &Shape) {
+        for _ in 0..2 {
+            self.run(flow, wf, Event::Answers(answer("rex")), T0)
+                .unwrap();
+        }
+        assert_eq!(flow.state, State::AwaitingPassword);
+    }
+
     fn has(&self, name: &str) -> bool {
         self.effects.iter().any(|e| e == name)
     }
@@ -267,10 +276,7 @@ fn the_lockout_is_checked_again_right_before_the_password_is_set() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
+    w.pass_gates(&mut flow, &wf);
     w.decision = Decision::LockedUntil(T0 + 1);
     w.run(
         &mut flow,
@@ -312,10 +318,7 @@ fn steps_cannot_be_skipped_or_repeated() {
     assert_eq!(flow.state, before);
     assert!(flow.passed.is_empty());
 
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
+    w.pass_gates(&mut flow, &wf);
     assert_eq!(
         step(&mut flow, &wf, Event::Answers(answer("rex")), T0).unwrap_err(),
         Refusal::OutOfOrder
@@ -411,10 +414,7 @@ fn the_password_policy_explains_every_rule_broken() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
+    w.pass_gates(&mut flow, &wf);
     w.run(&mut flow, &wf, Event::Password(Secret::from("alice")), T0)
         .unwrap();
     assert_eq!(flow.state, State::AwaitingPassword);
@@ -434,10 +434,7 @@ fn a_directory_refusal_lets_the_user_choose_again() {
     let mut w = World::new();
     w.directory = Err(SetPasswordFailure::RejectedByPolicy("complexity".into()));
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
+    w.pass_gates(&mut flow, &wf);
     w.run(
         &mut flow,
         &wf,
@@ -478,10 +475,7 @@ fn sync_targets_deny_first_and_the_receipt_lists_each() {
     wf.vpn = Some(VpnMode::Partial);
     let finish = |w: &mut World| {
         let mut flow = started(w, &wf);
-        w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-            .unwrap();
-        w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-            .unwrap();
+        w.pass_gates(&mut flow, &wf);
         w.run(
             &mut flow,
             &wf,
@@ -614,10 +608,7 @@ fn full_vpn_mode_prepares_the_directory_first_and_disconnects_at_the_end() {
             .map(String::as_str),
         Some("EnsureDirectory")
     );
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
+    w.pass_gates(&mut flow, &wf);
     w.run(
         &mut flow,
         &wf,
@@ -637,10 +628,7 @@ fn a_stored_flow_never_holds_the_password_or_answers() {
     let wf = shape();
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
-    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0)
-        .unwrap();
+    w.pass_gates(&mut flow, &wf);
     // Stop right after the checkpoint before the directory call.
     let fx = step(
         &mut flow,
