@@ -387,18 +387,7 @@ impl PluginHost {
                 ),
             });
         }
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link {
-                plugin: name.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link {
-            plugin: name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let pre = prepare(&self.inner.linker, &component, kind, &name)?;
         let plugin = self.plugin(&name, sha256, kind, pre, spec.limits, true);
         let info = plugin
             .call_describe()
@@ -481,16 +470,7 @@ impl PluginHost {
                 plugin: name.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link {
-                plugin: name.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = calls::Pre::new(kind, pre).map_err(|e| LoadError::Link {
-            plugin: name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let pre = prepare(&linker, &component, kind, &name)?;
         let plugin = self.plugin(&name, sha256.clone(), kind, pre, Limits::default(), false);
         let info = plugin
             .call_describe()
@@ -521,6 +501,21 @@ impl Drop for HostInner {
             let _ = rx.recv();
         }
     }
+}
+
+/// Links a component and types it by its world.
+fn prepare(
+    linker: &Linker<HostState>,
+    component: &Component,
+    kind: PluginKind,
+    name: &str,
+) -> Result<calls::Pre, LoadError> {
+    let link = |e: wasmtime::Error| LoadError::Link {
+        plugin: name.to_owned(),
+        reason: format!("{e:#}"),
+    };
+    let pre = linker.instantiate_pre(component).map_err(link)?;
+    calls::Pre::new(kind, pre).map_err(link)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
