@@ -7,12 +7,19 @@ use resetgate::contract::{CallContext, PluginKind, User};
 use resetgate::plugin::{CallError, Grants, Limits, LoadError, LoadSpec, Plugin, PluginHost};
 use resetgate_tests::{host, wasm};
 
+/// The hostile plugin with tight limits: 200 ms, 16 MiB, 1 MiB of output.
 fn load(host: &PluginHost) -> Plugin {
-    let limits = Limits {
-        wall_time: Duration::from_millis(200),
-        memory: 16 << 20,
-        output: 1 << 20,
-    };
+    load_with(
+        host,
+        Limits {
+            wall_time: Duration::from_millis(200),
+            memory: 16 << 20,
+            output: 1 << 20,
+        },
+    )
+}
+
+fn load_with(host: &PluginHost, limits: Limits) -> Plugin {
     host.load(
         &wasm("hostile"),
         &LoadSpec {
@@ -114,16 +121,7 @@ fn an_output_over_the_output_limit_is_refused() {
         memory: 64 << 20,
         output: 1 << 20,
     };
-    let plugin = host
-        .load(
-            &wasm("hostile"),
-            &LoadSpec {
-                kind: Some(PluginKind::Gate),
-                limits,
-                ..LoadSpec::default()
-            },
-        )
-        .unwrap();
+    let plugin = load_with(&host, limits);
     let err = begin(&plugin, "output-8mb").unwrap_err();
     assert_eq!(
         err,
@@ -215,16 +213,7 @@ fn a_log_flood_is_capped_and_the_call_completes() {
         wall_time: Duration::from_secs(5),
         ..Limits::default()
     };
-    let plugin = host
-        .load(
-            &wasm("hostile"),
-            &LoadSpec {
-                kind: Some(PluginKind::Gate),
-                limits,
-                ..LoadSpec::default()
-            },
-        )
-        .unwrap();
+    let plugin = load_with(&host, limits);
     assert_eq!(begin(&plugin, "log-flood").unwrap(), "flooded");
 }
 
