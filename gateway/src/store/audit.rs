@@ -155,16 +155,60 @@ pub(super) fn entry_hash(
     seq: u64,
     record: &AuditRecord,
 ) -> Result<String, serde_json::Error> {
+    Ok(json_hash(prev_hash, seq, &canonical_json(record)?))
+}
+
+/// The hash of the entry `seq` whose record's canonical JSON is `json`,
+/// after `prev_hash`. Infallible, so that it can run under the chain-head
+/// lock with the JSON prepared before the lock is taken.
+fn json_hash(prev_hash: &str, seq: u64, json: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(seq.to_be_bytes());
-    hasher.update(canonical_json(record)?);
-    Ok(hex::encode(hasher.finalize()))
+    hasher.update(json);
+    hex::encode(hasher.finalize())
 }
 
 /// The bytes stored for an entry.
+#[cfg(test)]
 pub(super) fn encode(entry: &AuditEntry) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(entry)
+}
+
+/// A record made ready for the chain outside the chain-head lock: its
+/// canonical JSON (the hash input, and what is stored as the entry's
+/// record, so the record is serialised once).
+pub(super) struct Prepared {
+    json: Vec<u8>,
+}
+
+impl Prepared {
+    /// Serialises `record` canonically.
+    pub(super) fn new(record: &AuditRecord) -> Result<Prepared, serde_json::Error> {
+        Ok(Prepared {
+            json: canonical_json(record)?,
+        })
+    }
+}
+
+/// The bytes stored for entry `seq` with `prev_hash` and `hash` holding the
+/// prepared record. Decodes to the same [`AuditEntry`] as [`encode`] of the
+/// equivalent entry (the record's keys are merely sorted); infallible.
+fn encode_prepared(seq: u64, prev_hash: &str, hash: &str, prepared: &Prepared) -> Vec<u8> {
+    // The hashes are normally hex, but a head read back from disk could hold
+    // anything: quote them as JSON strings rather than trusting them.
+    let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+    let mut out = Vec::with_capacity(prepared.json.len() + 200);
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"prev_hash\":");
+    out.extend_from_slice(quote(prev_hash).as_bytes());
+    out.extend_from_slice(b",\"hash\":");
+    out.extend_from_slice(quote(hash).as_bytes());
+    out.extend_from_slice(b",\"record\":");
+    out.extend_from_slice(&prepared.json);
+    out.push(b'}');
+    out
 }
 
 /// The entry stored as `bytes`, if they are one.
@@ -198,7 +242,24 @@ impl Head {
         }
     }
 
+    /// Appends the prepared record after the head and moves the head past
+    /// it; returns the entry's sequence number and stored bytes. Only the
+    /// hash is computed here (the caller holds the chain-head lock); the
+    /// bytes are assembled after, from the links this returns.
+    pub(super) fn link(&mut self, prepared: &Prepared) -> Link {
+        let seq = self.next_seq;
+        let hash = json_hash(&self.hash, seq, &prepared.json);
+        let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
+        self.next_seq = seq.saturating_add(1);
+        Link {
+            seq,
+            prev_hash,
+            hash,
+        }
+    }
+
     /// The entry that would follow the head.
+    #[cfg(test)]
     pub(super) fn next_entry(&self, record: AuditRecord) -> Result<AuditEntry, serde_json::Error> {
         let hash = entry_hash(&self.hash, self.next_seq, &record)?;
         Ok(AuditEntry {
@@ -213,6 +274,22 @@ impl Head {
     pub(super) fn advance(&mut self, entry: &AuditEntry) {
         self.next_seq = entry.seq.saturating_add(1);
         self.hash.clone_from(&entry.hash);
+    }
+}
+
+/// An entry's place in the chain, as [`Head::link`] assigned it.
+pub(super) struct Link {
+    /// The entry's sequence number.
+    pub(super) seq: u64,
+    prev_hash: String,
+    hash: String,
+}
+
+impl Link {
+    /// The bytes stored for this entry holding `prepared` (the record
+    /// [`Head::link`] was given).
+    pub(super) fn encode(&self, prepared: &Prepared) -> Vec<u8> {
+        encode_prepared(self.seq, &self.prev_hash, &self.hash, prepared)
     }
 }
 
@@ -344,6 +421,32 @@ mod tests {
         let mut reordered = record(0);
         reordered.detail = serde_json::json!({ "a": [ { "b": null, "y": true } ], "z": 1 });
         assert_eq!(base, entry_hash(GENESIS_HASH, 0, &reordered).unwrap());
+    }
+
+    #[test]
+    fn linked_entries_match_the_reference_encoding() {
+        let mut reference = Head::empty();
+        let mut linked = Head::empty();
+        let mut verifier = ChainVerifier::new();
+        for i in 0..4 {
+            let entry = reference.next_entry(record(i)).unwrap();
+            reference.advance(&entry);
+            let prepared = Prepared::new(&record(i)).unwrap();
+            let link = linked.link(&prepared);
+            let bytes = link.encode(&prepared);
+            assert_eq!(decode(&bytes).unwrap(), entry);
+            verifier.feed(&seq_key(link.seq), &bytes).unwrap();
+        }
+        assert_eq!(linked, reference);
+        assert_eq!(verifier.finish(Some(&linked)).unwrap().entries, 4);
+        // A head read from a damaged store is quoted, not trusted.
+        let mut odd = Head {
+            next_seq: 7,
+            hash: "a\"b".to_owned(),
+        };
+        let prepared = Prepared::new(&record(0)).unwrap();
+        let bytes = odd.link(&prepared).encode(&prepared);
+        assert_eq!(decode(&bytes).unwrap().prev_hash, "a\"b");
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! ticket that flush covers. Concurrent writers therefore share one fsync.
 //! sled's `flush_async` is never used (sled issue 1308: it deadlocks with
 //! eight or more concurrent callers).
+//! Transactions and batches wait for a flush in progress on a gate of our
+//! own rather than on sled's global lock, which would stall every other
+//! reader and writer for the rest of the fsync (see [`Flush::exclusive`]).
 //!
 //! Closing: [`SledStore::close`] (or dropping the last handle) refuses new
 //! writes, lets writes already applied reach their ticket, flushes once more
@@ -108,6 +111,9 @@ struct Flush {
     finished: AtomicU64,
     /// `FlushState::stopped`, likewise.
     stopped: AtomicBool,
+    /// Keeps sled transactions and batches out of the way of a flush; see
+    /// [`Flush::exclusive`].
+    gate: RwLock<()>,
 }
 
 /// Generations count flushes: flush `g` is the `g`-th one to begin.
@@ -147,6 +153,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Flush {
+    /// Held (shared) around every sled transaction and batch; the flusher
+    /// holds it exclusively around `db.flush()`.
+    ///
+    /// Why: a sled transaction or batch takes sled's global
+    /// concurrency-control lock for writing, and `flush` holds it for
+    /// reading during the whole fsync. That lock is task-fair, so a
+    /// transaction that waits for a flush also blocks every insert and read
+    /// that comes after it: the whole store stalls for the rest of the fsync
+    /// (once per password reset, which commits two trees at once). Waiting
+    /// here instead parks only the transaction; inserts and reads go on.
+    /// The flusher waits for running transactions (a few microseconds each)
+    /// and the gate prefers the waiting flusher, so neither side starves.
+    /// It only orders sled calls: atomicity and durability are unchanged.
+    fn exclusive(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Flushes sled, with no transaction or batch running (see
+    /// [`exclusive`](Flush::exclusive)).
+    fn flush_db(&self, db: &::sled::Db) -> Result<usize, ::sled::Error> {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        db.flush()
+    }
+
     /// Takes a ticket for writes that have already been applied.
     fn register(&self) -> Result<Ticket, StoreError> {
         let mut state = lock(&self.state);
@@ -198,7 +228,7 @@ impl Flush {
                 state.started += 1;
                 let generation = state.started;
                 drop(state);
-                let result = db.flush();
+                let result = self.flush_db(db);
                 state = lock(&self.state);
                 state.finished = generation;
                 match result {
@@ -238,7 +268,7 @@ impl Flush {
         drop(state);
         // Every ticket is served; one last flush for anything written by
         // other means, so that closing leaves nothing unsynced.
-        match db.flush() {
+        match self.flush_db(db) {
             Ok(_) => lock(&self.state).flushes += 1,
             Err(e) => {
                 tracing::error!(reason = %describe(&e), "the final flush of the store failed")
@@ -359,6 +389,7 @@ impl SledStore {
             finished: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             work: Condvar::new(),
+            gate: RwLock::new(()),
         });
         let flusher = {
             let flush = Arc::clone(&flush);
@@ -449,26 +480,42 @@ impl SledStore {
 impl Inner {
     /// Appends audit records to the chain (not yet flushed); returns the
     /// last one's sequence number. One insert per entry: a sled batch takes
-    /// a tree-wide lock and measured 40% slower here.
+    /// sled's global write lock (see [`Flush::exclusive`]) and measured 40%
+    /// slower here.
+    ///
+    /// The records are serialised before the chain-head lock is taken; under
+    /// it, only each entry's hash is computed and the entry inserted.
+    /// Inserting under the lock, in sequence order, is what keeps the log
+    /// free of holes on disk: sled recovers a prefix of its log, and entries
+    /// reach the log in the order they are inserted, so whatever prefix
+    /// survives a crash holds entry `n - 1` whenever it holds entry `n`.
+    /// (Inserting outside the lock would let any flush, or sled writing out
+    /// a full buffer, persist `n` before `n - 1` was even inserted.)
     fn append(&self, records: Vec<AuditRecord>) -> Result<Option<u64>, StoreError> {
         let mut last = None;
         if records.is_empty() {
             return Ok(last);
         }
-        let mut head = lock(&self.head);
-        for record in records {
-            let encode_error = |e: serde_json::Error| StoreError::Io {
+        let prepared = records
+            .iter()
+            .map(audit::Prepared::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Io {
                 op: "append",
                 tree: AUDIT_TREE,
                 reason: format!("cannot encode the entry: {e}"),
-            };
-            let entry = head.next_entry(record).map_err(encode_error)?;
-            let bytes = audit::encode(&entry).map_err(encode_error)?;
+            })?;
+        let mut head = lock(&self.head);
+        for prepared in &prepared {
+            // Link a copy, so that a failed insert leaves the head where the
+            // stored chain ends.
+            let mut next = head.clone();
+            let link = next.link(prepared);
             self.audit
-                .insert(audit::seq_key(entry.seq), bytes)
+                .insert(audit::seq_key(link.seq), link.encode(prepared))
                 .map_err(io("append", AUDIT_TREE))?;
-            head.advance(&entry);
-            last = Some(entry.seq);
+            *head = next;
+            last = Some(link.seq);
         }
         Ok(last)
     }
@@ -519,6 +566,7 @@ impl Inner {
                         tree.remove(key.as_slice()).map(|_| ()).map_err(error)
                     }
                     _ => {
+                        let _gate = self.flush.exclusive();
                         let mut batch = ::sled::Batch::default();
                         for write in writes {
                             match write {
@@ -535,6 +583,7 @@ impl Inner {
             _ => {
                 let trees: Vec<&::sled::Tree> =
                     involved.iter().map(|t| self.trees.get(*t)).collect();
+                let _gate = self.flush.exclusive();
                 let result = <[&::sled::Tree] as Transactional<()>>::transaction(
                     trees.as_slice(),
                     |views: &Vec<TransactionalTree>| {
