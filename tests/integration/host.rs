@@ -300,3 +300,31 @@ fn a_file_that_is_not_a_component_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn an_exhausted_instance_pool_makes_callers_wait_instead_of_failing() {
+    use resetgate::plugin::{HostConfig, PluginHost};
+    let dir = tempfile::tempdir().unwrap();
+    // Fewer slots than the reaper's batch: spent stores must be handed over
+    // early for any call past the eighth to get an instance.
+    let host = PluginHost::new(HostConfig {
+        max_instances: 8,
+        warm_instances: 0,
+        ..HostConfig::new(dir.path())
+    })
+    .unwrap();
+    let plugin = host
+        .load(&wasm("example-vpn"), &spec(PluginKind::VpnHook))
+        .unwrap();
+    let c = ctx(serde_json::json!({"reachable": true}));
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    assert!(plugin.vpn_hook().unwrap().probe(&c).unwrap());
+                }
+            });
+        }
+    });
+    assert_eq!(host.stats().failures, 0);
+}

@@ -27,7 +27,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, Store, Trap,
 };
 
 pub use calls::{DirectoryCalls, GateCalls, LockoutCalls, SyncTargetCalls, VpnHookCalls};
@@ -47,6 +48,8 @@ const REAP_QUEUE: usize = 16;
 const REAP_BATCH: usize = 16;
 /// How long a partial batch may wait before the reaper takes it anyway.
 const REAP_IDLE: Duration = Duration::from_millis(20);
+/// How long a call waits for a free instance slot before it fails.
+const POOL_WAIT: Duration = Duration::from_millis(500);
 /// The largest `.wasm` file the host reads.
 const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -168,6 +171,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Hands the spent stores not yet batched to the reaper now.
+    fn hand_over_partial_batch(&self) {
+        let batch = self
+            .spent
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        if !batch.is_empty() {
+            let _ = self.reaper.send(Reap::Spent(batch));
+        }
+    }
+
     /// Queues a spent store for the reaper, a batch at a time.
     fn retire(&self, store: Store<HostState>) {
         let full = match self.spent.lock() {
@@ -605,18 +620,34 @@ struct PluginInner {
 
 impl PluginInner {
     fn instantiate(&self) -> Result<calls::Warm, CallError> {
-        let mut store = Store::new(&self.shared.engine, HostState::new(self.limits.memory));
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks(self.limits.wall_time));
-        store.epoch_deadline_trap();
-        let bound = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallError::Instantiate {
-                plugin: self.label.to_string(),
-                reason: format!("{e:#}"),
-            })?;
-        Ok(calls::Warm { store, bound })
+        let mut waited = Duration::ZERO;
+        loop {
+            let mut store = Store::new(&self.shared.engine, HostState::new(self.limits.memory));
+            store.limiter(|s| &mut s.limiter);
+            store.set_epoch_deadline(ticks(self.limits.wall_time));
+            store.epoch_deadline_trap();
+            match self.pre.instantiate(&mut store) {
+                Ok(bound) => return Ok(calls::Warm { store, bound }),
+                // Every slot of the instance pool is taken (spent stores not
+                // yet torn down): push the partial batch to the reaper and
+                // wait for a slot rather than fail the call.
+                Err(e)
+                    if e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+                        && waited < POOL_WAIT =>
+                {
+                    drop(store);
+                    self.shared.hand_over_partial_batch();
+                    std::thread::sleep(Duration::from_millis(1));
+                    waited += Duration::from_millis(1);
+                }
+                Err(e) => {
+                    return Err(CallError::Instantiate {
+                        plugin: self.label.to_string(),
+                        reason: format!("{e:#}"),
+                    });
+                }
+            }
+        }
     }
 }
 
