@@ -258,6 +258,7 @@ pub fn test_workflow(
         .collect();
     Workflow {
         name: "test-reset".into(),
+        description: None,
         version: "test-v1".into(),
         source: "(built in tests)".into(),
         purpose: Purpose::Reset,

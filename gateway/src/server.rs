@@ -29,6 +29,7 @@ async fn workflows(State(runtime): State<Arc<Runtime>>) -> Json<serde_json::Valu
         .map(|w| {
             serde_json::json!({
                 "name": w.name,
+                "description": w.description,
                 "version": w.version,
                 "purpose": format!("{:?}", w.purpose).to_lowercase(),
             })

@@ -154,6 +154,10 @@ fn examples_build_the_model_the_engine_runs() {
     let file = root().join("workflows/self-service-reset.yaml");
     let (w, _) = workflow::load_file(&host, &config, &file).unwrap();
     assert_eq!(w.name, "self-service-reset");
+    assert_eq!(
+        w.description.as_deref(),
+        Some("Reset a forgotten password by answering two security questions.")
+    );
     assert_eq!(w.version, sha256_of(&file));
     assert_eq!(w.purpose, Purpose::Reset);
     assert_eq!(w.limits.idle, Duration::from_secs(300));

@@ -423,6 +423,7 @@ impl Loader<'_> {
 
         Some(Workflow {
             name: raw.name,
+            description: raw.description,
             version,
             source: self.file.display().to_string(),
             purpose,

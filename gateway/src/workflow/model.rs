@@ -158,6 +158,8 @@ pub struct FlowLimits {
 pub struct Workflow {
     /// Its name (unique among loaded workflows).
     pub name: String,
+    /// One or two sentences for admins and portals.
+    pub description: Option<String>,
     /// sha256 of the file, hex: a running flow finishes on the version it started with.
     pub version: String,
     /// The file it came from.
