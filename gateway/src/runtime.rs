@@ -434,6 +434,22 @@ fn user_key(flow: &Flow) -> String {
     }
 }
 
+/// Turns a plugin call's reply into the engine's event. The plugin's own
+/// failure, a failed call and a plugin of the wrong kind all fail the flow
+/// closed; the text is for the audit log only.
+fn reply<T, E: std::fmt::Display>(
+    what: &str,
+    reply: Option<Result<Result<T, E>, CallError>>,
+    ok: impl FnOnce(T) -> Event,
+) -> Option<Event> {
+    Some(match reply {
+        Some(Ok(Ok(value))) => ok(value),
+        Some(Ok(Err(e))) => Event::PluginFailed(format!("{what}: {e}")),
+        Some(Err(e)) => Event::PluginFailed(e.to_string()),
+        None => Event::PluginFailed(format!("{what} is not the kind of plugin its step needs")),
+    })
+}
+
 /// Store keys never hold a user name in clear.
 fn hashed(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -536,19 +552,12 @@ impl Request<'_> {
         Ok(match effect {
             Effect::FindUser { name } => {
                 let ctx = self.ctx(flow, &wf.directory);
-                match wf
+                let r = wf
                     .directory
                     .plugin
                     .directory()
-                    .map(|d| d.find_user(&ctx, &name))
-                {
-                    Some(Ok(Ok(user))) => Some(Event::UserFound(user)),
-                    Some(Ok(Err(e))) => Some(Event::PluginFailed(format!("directory: {e}"))),
-                    Some(Err(e)) => failed(e),
-                    None => Some(Event::PluginFailed(
-                        "directory step is not a directory plugin".into(),
-                    )),
-                }
+                    .map(|d| d.find_user(&ctx, &name));
+                reply("directory", r, Event::UserFound)
             }
             Effect::Decide => {
                 let history = self.history(flow)?;
@@ -556,16 +565,9 @@ impl Request<'_> {
                     None => Some(Event::Decided(Decision::Allowed)),
                     Some(step) => {
                         let ctx = self.ctx(flow, step);
-                        match step.plugin.lockout().map(|l| l.decide(&ctx, &history)) {
-                            Some(Ok(Ok(d))) => Some(Event::Decided(d)),
-                            // Fail closed: a broken lockout rule locks nobody out
-                            // permanently, but lets nobody through either.
-                            Some(Ok(Err(e))) => Some(Event::PluginFailed(format!("lockout: {e}"))),
-                            Some(Err(e)) => failed(e),
-                            None => Some(Event::PluginFailed(
-                                "lockout step is not a lockout plugin".into(),
-                            )),
-                        }
+                        // Fail closed: a broken lockout rule lets nobody through.
+                        let r = step.plugin.lockout().map(|l| l.decide(&ctx, &history));
+                        reply("lockout", r, Event::Decided)
                     }
                 }
             }
@@ -573,19 +575,13 @@ impl Request<'_> {
                 let gate = &wf.gates[index];
                 let enrollment = self.enrollment(flow, &gate.step.id, gate.enrollment)?;
                 let ctx = self.ctx(flow, &gate.step);
-                match gate
+                let user = Self::user(flow);
+                let r = gate
                     .step
                     .plugin
                     .gate()
-                    .map(|g| g.begin(&ctx, &Self::user(flow), enrollment.as_deref()))
-                {
-                    Some(Ok(Ok(round))) => Some(Event::RoundBegun(round)),
-                    Some(Ok(Err(e))) => {
-                        Some(Event::PluginFailed(format!("gate {}: {e}", gate.step.id)))
-                    }
-                    Some(Err(e)) => failed(e),
-                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
-                }
+                    .map(|g| g.begin(&ctx, &user, enrollment.as_deref()));
+                reply(&format!("gate {}", gate.step.id), r, Event::RoundBegun)
             }
             Effect::Judge {
                 index,
@@ -596,19 +592,12 @@ impl Request<'_> {
                 let enrollment = self.enrollment(flow, &gate.step.id, gate.enrollment)?;
                 let ctx = self.ctx(flow, &gate.step);
                 let user = Self::user(flow);
-                match gate
+                let r = gate
                     .step
                     .plugin
                     .gate()
-                    .map(|g| g.answer(&ctx, &user, enrollment.as_deref(), &state, &answers))
-                {
-                    Some(Ok(Ok(verdict))) => Some(Event::Judged(verdict)),
-                    Some(Ok(Err(e))) => {
-                        Some(Event::PluginFailed(format!("gate {}: {e}", gate.step.id)))
-                    }
-                    Some(Err(e)) => failed(e),
-                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
-                }
+                    .map(|g| g.answer(&ctx, &user, enrollment.as_deref(), &state, &answers));
+                reply(&format!("gate {}", gate.step.id), r, Event::Judged)
             }
             Effect::VerifyPassword { password } => {
                 let ctx = self.ctx(flow, &wf.directory);
@@ -627,22 +616,17 @@ impl Request<'_> {
             Effect::EnrollPrompt { index } => {
                 let gate = &wf.gates[index];
                 let ctx = self.ctx(flow, &gate.step);
-                match gate
+                let r = gate
                     .step
                     .plugin
                     .gate()
-                    .map(|g| g.enroll_prompt(&ctx, &Self::user(flow)))
-                {
-                    Some(Ok(Ok(prompt))) => Some(Event::RoundBegun(crate::contract::Round {
+                    .map(|g| g.enroll_prompt(&ctx, &Self::user(flow)));
+                reply(&format!("gate {}", gate.step.id), r, |prompt| {
+                    Event::RoundBegun(crate::contract::Round {
                         prompt,
                         state: vec![],
-                    })),
-                    Some(Ok(Err(e))) => {
-                        Some(Event::PluginFailed(format!("gate {}: {e}", gate.step.id)))
-                    }
-                    Some(Err(e)) => failed(e),
-                    None => Some(Event::PluginFailed("gate step is not a gate plugin".into())),
-                }
+                    })
+                })
             }
             Effect::Enroll { index, input } => {
                 let gate = &wf.gates[index];

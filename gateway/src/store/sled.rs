@@ -653,22 +653,7 @@ impl Store for SledStore {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let ticket = {
-            let closed = self
-                .inner
-                .closed
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            if *closed {
-                return Err(StoreError::Closed);
-            }
-            if writes.is_empty() {
-                return Ok(());
-            }
-            self.inner.apply(&writes)?;
-            self.inner.flush.register()?
-        };
-        self.inner.flush.wait(ticket)
+        self.commit_audited(writes, Vec::new())
     }
 
     fn commit_audited(
