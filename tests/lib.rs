@@ -1,6 +1,7 @@
 //! Support for resetgate's integration tests: where the built plugins are,
 //! a plugin host in a temporary folder, and the real `resetgate` binary
-//! started on a free loopback port.
+//! started on a free loopback port (plain HTTP, or HTTPS with a throwaway
+//! PKI from [`pki`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -11,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use resetgate::plugin::{HostConfig, PluginHost};
+
+pub mod pki;
+pub mod webdriver;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -30,12 +34,14 @@ pub fn wasm(name: &str) -> PathBuf {
 }
 
 /// The first-party plugins, by crate name.
-pub const FIRST_PARTY: [&str; 5] = [
+pub const FIRST_PARTY: [&str; 7] = [
     "example-question",
     "example-lockout",
     "example-directory",
     "example-vpn",
     "example-sync",
+    "local-users",
+    "attribute-gate",
 ];
 
 /// A plugin host whose cache lives in a fresh temporary folder.
@@ -55,9 +61,12 @@ pub fn sha256_of(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// The `resetgate` binary built from this workspace.
+/// The `resetgate` binary built from this workspace (debug), or the one
+/// `RESETGATE_BINARY` names (the load benchmark runs the release build).
 pub fn binary() -> PathBuf {
-    let path = root().join("target/debug/resetgate");
+    let path = std::env::var_os("RESETGATE_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/resetgate"));
     assert!(
         path.exists(),
         "{} is missing: run the suite with `cargo xtask test` (or `cargo build -p resetgate` first)",
@@ -76,12 +85,45 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Writes a gateway config for [`Gateway::start_config`] to
+/// `dir/gateway.yaml` and returns its path: `version: 1`, then `body` (YAML
+/// lines, e.g. `pki.tls_yaml(None)`), then a default for each of these keys
+/// that `body` does not set: `listen: 127.0.0.1:0`, and `data_dir`,
+/// `plugins`, `workflows` as folders `data`, `plugins`, `workflows` in `dir`
+/// (created; the last two empty, so the gateway serves no workflow and
+/// starts at once).
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let sets = |key: &str| body.lines().any(|l| l.starts_with(&format!("{key}:")));
+    let mut text = format!("version: 1\n{body}");
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if !sets("listen") {
+        text.push_str("listen: \"127.0.0.1:0\"\n");
+    }
+    for (key, folder) in [
+        ("data_dir", "data"),
+        ("plugins", "plugins"),
+        ("workflows", "workflows"),
+    ] {
+        if !sets(key) {
+            let path = dir.join(folder);
+            std::fs::create_dir_all(&path).unwrap();
+            text.push_str(&format!("{key}: {:?}\n", path));
+        }
+    }
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 /// A running `resetgate serve`, stopped (SIGTERM, then kill) when dropped.
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     pub started_in: Duration,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    tls: bool,
 }
 
 impl Gateway {
@@ -93,15 +135,61 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with the workflows from `workflows`.
     pub fn start_with(data_dir: &Path, plugins: &Path, workflows: &Path) -> Gateway {
-        let started = Instant::now();
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--plugins")
             .arg(plugins)
             .arg("--workflows")
-            .arg(workflows)
+            .arg(workflows);
+        Gateway::spawn(command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `resetgate serve --config CONFIG EXTRA_ARGS...` (see
+    /// [`write_config`]) and waits until it listens, over HTTP or HTTPS as
+    /// the config says; panics with its stderr if it does not start.
+    pub fn start_config(config: &Path, extra_args: &[&str]) -> Gateway {
+        Gateway::try_start_config(config, extra_args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Gateway::start_config`]; if the gateway does not start,
+    /// returns everything it wrote to stderr.
+    pub fn try_start_config(config: &Path, extra_args: &[&str]) -> Result<Gateway, String> {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(extra_args);
+        Gateway::spawn(command)
+    }
+
+    /// `http://ADDR` or `https://ADDR`, as the gateway announced it.
+    pub fn base_url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
+    }
+
+    /// Whether the gateway serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Spawns `command` (a `resetgate serve`) and waits for its start-up
+    /// line, `resetgate listening on http://ADDR` (or `https://`). Err: the
+    /// line it printed instead, and its stderr.
+    fn spawn(mut command: Command) -> Result<Gateway, String> {
+        let started = Instant::now();
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -109,7 +197,7 @@ impl Gateway {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err_pipe.read(&mut buf) {
                 if n == 0 {
@@ -122,22 +210,34 @@ impl Gateway {
         });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        let Some(url) = line.strip_prefix("resetgate listening on http://") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "gateway did not start: {line:?}\n{}",
-                stderr.lock().unwrap()
-            );
+        let url = line.strip_prefix("resetgate listening on ").unwrap_or("");
+        let (tls, addr) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(addr), _) => (true, addr),
+            (None, Some(addr)) => (false, addr),
+            (None, None) => {
+                // The gateway exits when it refuses to start; kill it if not.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(format!(
+                    "gateway did not start: {line:?}\n{}",
+                    stderr.lock().unwrap()
+                ));
+            }
         };
-        let addr: SocketAddr = url.trim().parse().unwrap();
+        let addr: SocketAddr = addr.trim().parse().unwrap();
         std::thread::spawn(move || for _ in lines {});
-        Gateway {
+        Ok(Gateway {
             child,
             addr,
             started_in: started.elapsed(),
             stderr,
-        }
+            tls,
+        })
     }
 
     /// Everything the gateway wrote to stderr so far.
@@ -158,7 +258,8 @@ impl Gateway {
         }
     }
 
-    /// A plain HTTP/1.1 GET; returns (status, body).
+    /// A plain HTTP/1.1 GET; returns (status, body). Plain HTTP only: over
+    /// HTTPS use `pki.client(..)` with [`Gateway::base_url`].
     pub fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -189,6 +290,13 @@ impl Gateway {
             .status()
             .unwrap();
         assert!(ok.success());
+    }
+
+    /// Kills the gateway with SIGKILL (no chance to flush or clean up) and
+    /// waits until it is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the gateway with SIGTERM and waits for it; returns whether it exited cleanly.

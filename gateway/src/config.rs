@@ -58,6 +58,64 @@ pub struct CommandSpec {
     pub timeout: Duration,
 }
 
+/// HTTPS: the server's certificate and key, and optionally the CA that signs
+/// client certificates. The files are read when the gateway starts and again
+/// on `SIGHUP` (`crate::listen::Tls`), not when the config is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file with the server certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Client certificates: asked for only when this is set.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificates (mutual TLS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM file with the CA certificate(s) client certificates must chain to.
+    pub ca: PathBuf,
+    /// Whether a client without a certificate is refused the handshake
+    /// (`client_auth: required`); otherwise it is let in as anonymous.
+    pub required: bool,
+}
+
+/// How the listener treats connections: how many, and how long a slow or
+/// idle client may hold one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; further clients wait in the kernel's
+    /// accept queue until one closes.
+    pub max: usize,
+    /// How long a client may take to send a request's line and headers
+    /// (HTTP/1); also how long an HTTP/1 keep-alive connection may sit
+    /// between requests.
+    pub header_timeout: Duration,
+    /// How long a connection may sit with no request running and no bytes
+    /// moving before it is closed (HTTP/1 and HTTP/2).
+    pub idle_timeout: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long requests under way may take to finish.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max: 4096,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The longest any of the connection timeouts may be set to.
+const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The gateway's config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -71,6 +129,15 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// HTTPS settings; `None` serves plain HTTP (see [`GatewayConfig::allow_plain_http`]).
+    pub tls: Option<TlsSettings>,
+    /// Whether plain HTTP may be served on an address other than loopback
+    /// (behind a proxy that terminates TLS). Without it, `serve` refuses.
+    pub allow_plain_http: bool,
+    /// Connection limits and timeouts.
+    pub connections: ConnectionLimits,
+    /// The portal API: keys, anonymous access, body and rate limits.
+    pub api: crate::api::ApiConfig,
     /// LDAP connections by name.
     pub ldap: BTreeMap<String, LdapConnection>,
     /// Secrets by name.
@@ -89,6 +156,10 @@ impl Default for GatewayConfig {
             workflows: PathBuf::from("workflows"),
             data_dir: PathBuf::from(".resetgate"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            allow_plain_http: false,
+            connections: ConnectionLimits::default(),
+            api: crate::api::ApiConfig::default(),
             ldap: BTreeMap::new(),
             secrets: BTreeMap::new(),
             commands: BTreeMap::new(),
@@ -111,6 +182,14 @@ struct RawConfig {
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    allow_plain_http: bool,
+    #[serde(default)]
+    connections: RawConnections,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
     ldap: BTreeMap<String, RawLdap>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
@@ -118,6 +197,78 @@ struct RawConfig {
     commands: BTreeMap<String, RawCommand>,
     #[serde(default)]
     http_origins: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    client_auth: Option<RawClientAuth>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawClientAuth {
+    Optional,
+    Required,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConnections {
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    header_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    handshake_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    shutdown_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    anonymous: Option<bool>,
+    #[serde(default)]
+    body_limit: Option<usize>,
+    #[serde(default)]
+    body_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    keys: BTreeMap<String, RawApiKey>,
+    #[serde(default)]
+    rate_limits: RawRates,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    sha256: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRates {
+    #[serde(default)]
+    anonymous: Option<RawRate>,
+    #[serde(default)]
+    portal: Option<RawRate>,
+    #[serde(default)]
+    user: Option<RawRate>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    per_minute: u32,
+    burst: u32,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +464,102 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         );
     }
 
+    let tls = raw.tls.map(|t| TlsSettings {
+        cert: resolve(t.cert),
+        key: resolve(t.key),
+        // The schema allows `client_auth` only with `client_ca`.
+        client_auth: t.client_ca.map(|ca| ClientAuth {
+            ca: resolve(ca),
+            required: t.client_auth == Some(RawClientAuth::Required),
+        }),
+    });
+
+    let connections = {
+        let d = defaults.connections;
+        let mut timeout = |name: &str, value: Option<HumanDuration>, default: Duration| {
+            let t = value.map_or(default, |t| t.0);
+            if t.is_zero() || t > MAX_CONNECTION_TIMEOUT {
+                errors.push(
+                    Diagnostic::error(
+                        path,
+                        doc.value_pos(&format!("/connections/{name}")),
+                        "value",
+                        format!(
+                            "`connections.{name}` is `{}`",
+                            crate::workflow::units::format_duration(t)
+                        ),
+                    )
+                    .with_help("a connection timeout must be more than 0 and at most 1h"),
+                );
+            }
+            t
+        };
+        let c = raw.connections;
+        ConnectionLimits {
+            max: c.max.unwrap_or(d.max),
+            header_timeout: timeout("header_timeout", c.header_timeout, d.header_timeout),
+            idle_timeout: timeout("idle_timeout", c.idle_timeout, d.idle_timeout),
+            handshake_timeout: timeout(
+                "handshake_timeout",
+                c.handshake_timeout,
+                d.handshake_timeout,
+            ),
+            shutdown_timeout: timeout("shutdown_timeout", c.shutdown_timeout, d.shutdown_timeout),
+        }
+    };
+
+    let api = {
+        let d = crate::api::ApiConfig::default();
+        let a = raw.api;
+        let mut keys = Vec::new();
+        for (name, k) in a.keys {
+            let digest = hex::decode(k.sha256.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            match digest {
+                Some(sha256) => keys.push(crate::api::ApiKey { name, sha256 }),
+                None => errors.push(
+                    Diagnostic::error(
+                        path,
+                        doc.value_pos(&format!("/api/keys/{}/sha256", escape(&name))),
+                        "value",
+                        format!("the API key `{name}` is not a sha256 digest"),
+                    )
+                    .with_help(
+                        "give the key's sha256 as 64 hex digits; `resetgate api-key new NAME` makes a key and prints its line",
+                    ),
+                ),
+            }
+        }
+        let rate = |r: Option<RawRate>, d: crate::api::Rate| {
+            r.map_or(d, |r| crate::api::Rate::per_minute(r.per_minute, r.burst))
+        };
+        let body_timeout = a.body_timeout.map_or(d.body_timeout, |t| t.0);
+        if body_timeout.is_zero() || body_timeout > MAX_CONNECTION_TIMEOUT {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos("/api/body_timeout"),
+                    "value",
+                    format!(
+                        "`api.body_timeout` is `{}`",
+                        crate::workflow::units::format_duration(body_timeout)
+                    ),
+                )
+                .with_help("the body timeout must be more than 0 and at most 1h"),
+            );
+        }
+        crate::api::ApiConfig {
+            body_limit: a.body_limit.unwrap_or(d.body_limit),
+            body_timeout,
+            anonymous: a.anonymous.unwrap_or(d.anonymous),
+            keys,
+            anonymous_rate: rate(a.rate_limits.anonymous, d.anonymous_rate),
+            portal_rate: rate(a.rate_limits.portal, d.portal_rate),
+            user_rate: rate(a.rate_limits.user, d.user_rate),
+        }
+    };
+
     let mut http_origins: Vec<String> = Vec::new();
     for o in raw.http_origins {
         let n = normalise_origin(&o);
@@ -331,6 +578,10 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         workflows: raw.workflows.map_or(defaults.workflows, resolve),
         data_dir: raw.data_dir.map_or(defaults.data_dir, resolve),
         listen,
+        tls,
+        allow_plain_http: raw.allow_plain_http,
+        connections,
+        api,
         ldap,
         secrets,
         commands,
@@ -380,6 +631,80 @@ mod tests {
         assert_eq!(c.commands["vpn-up"].timeout, Duration::from_secs(10));
         assert!(c.allows_origin("https://sms.example.com/"));
         assert!(!c.allows_origin("https://evil.example.com"));
+    }
+
+    #[test]
+    fn tls_and_connections() {
+        let c = load(
+            "version: 1\nlisten: \"0.0.0.0:8443\"\n\
+             tls: {cert: tls/server.pem, key: /etc/keys/server.key, client_ca: tls/ca.pem}\n\
+             connections: {max: 16, header_timeout: 2s}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsSettings {
+                cert: PathBuf::from("/etc/resetgate/tls/server.pem"),
+                key: PathBuf::from("/etc/keys/server.key"),
+                client_auth: Some(ClientAuth {
+                    ca: PathBuf::from("/etc/resetgate/tls/ca.pem"),
+                    required: false,
+                }),
+            })
+        );
+        assert!(!c.allow_plain_http);
+        assert_eq!(
+            c.connections,
+            ConnectionLimits {
+                max: 16,
+                header_timeout: Duration::from_secs(2),
+                ..ConnectionLimits::default()
+            }
+        );
+        let c = load(
+            "version: 1\nallow_plain_http: true\n\
+             tls: {cert: a.pem, key: a.key, client_ca: ca.pem, client_auth: required}\n",
+        )
+        .unwrap();
+        assert!(c.allow_plain_http);
+        assert!(c.tls.unwrap().client_auth.unwrap().required);
+    }
+
+    #[test]
+    fn tls_and_connection_errors() {
+        let errs = load(
+            "version: 1\ntls: {cert: a.pem, client_auth: required}\n\
+             connections: {max: 0, idle_timeout: 0s, header_timeout: 2h}\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(
+            all.contains("error[missing-field]: missing field `key` in `tls`"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "error[missing-field]: missing field `client_ca` in `tls`: `client_auth` needs it"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("`connections.max` must be at least 1, found 0"),
+            "{all}"
+        );
+        assert_eq!(errs.len(), 3, "{all}");
+        // Durations the schema lets through but the gateway does not.
+        let errs =
+            load("version: 1\nconnections: {idle_timeout: 0s, header_timeout: 2h}\n").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/resetgate/config.yaml:2:29: error[value]: `connections.idle_timeout` is `0s`\n  \
+                 help: a connection timeout must be more than 0 and at most 1h",
+                "/etc/resetgate/config.yaml:2:49: error[value]: `connections.header_timeout` is `2h`\n  \
+                 help: a connection timeout must be more than 0 and at most 1h",
+            ]
+        );
     }
 
     #[test]

@@ -3,13 +3,17 @@
 //! The library behind the `resetgate` binary. See `ARCHITECTURE.md` at the
 //! repository root for the bird's-eye view and the code map.
 
+pub mod api;
 pub mod config;
 pub mod contract;
 pub mod engine;
+pub mod listen;
+pub mod metrics;
 pub mod plugin;
 pub mod policy;
 pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod users;
 pub mod workflow;

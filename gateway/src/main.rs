@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manages the users of the `local-users` directory plugin (with the gateway stopped).
+    Users(resetgate::users::UsersArgs),
+    /// Works with portal API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Makes a new random key for a portal: prints the key (give it to the
+    /// portal) and the config lines holding only its digest.
+    New {
+        /// The portal's name (lowercase letters, digits, `-`).
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,9 +131,18 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { data_dir },
         } => audit_verify(&data_dir),
         Command::Check(args) => return check(args),
+        Command::Users(args) => resetgate::users::run(
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stdin().lock(),
+        )
+        .map_err(anyhow::Error::from),
         Command::Plugin {
             command: PluginCommand::Inspect { file, json },
         } => inspect(&file, json),
+        Command::ApiKey {
+            command: ApiKeyCommand::New { name },
+        } => api_key_new(&name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,6 +151,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `resetgate api-key new NAME`.
+fn api_key_new(name: &str) -> anyhow::Result<()> {
+    let valid = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        anyhow::bail!("`{name}` is not a portal name: use lowercase letters, digits and `-`, starting with a letter");
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = format!("rgk_{}", hex::encode(bytes));
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+    println!("{key}");
+    eprintln!(
+        "Give the key above to the portal `{name}` (it sends it as `X-Api-Key`); it is not stored anywhere.\n\
+         Add its digest to the gateway config:\n\napi:\n  keys:\n    {name}: {{ sha256: {digest} }}\n"
+    );
+    Ok(())
 }
 
 /// `resetgate check`: prints every diagnostic and a summary to stderr; the
@@ -296,10 +344,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.workflows {
         config.workflows = v;
     }
+    // HTTPS, or plain HTTP where that is allowed: decided before anything
+    // is opened, so a bad certificate stops the start at once.
+    let tls = match &config.tls {
+        Some(settings) => {
+            let tls = resetgate::listen::Tls::load(settings.clone())?;
+            let cert = tls.certificate();
+            tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), client_certificates = tls.asks_client_certificates(), "loaded the TLS certificate");
+            Some(Arc::new(tls))
+        }
+        None => {
+            resetgate::listen::check_plain_http(config.listen, config.allow_plain_http)?;
+            None
+        }
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
     let store = Arc::new(SledStore::open(&config.data_dir)?);
     let host = PluginHost::new(HostConfig::new(config.data_dir.join("plugin-cache")))?;
+    host.set_kv_store(store.clone());
     let (workflows, broken) = load_workflows(&host, &config);
     if !broken.is_empty() {
         anyhow::bail!(
@@ -311,6 +374,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(workflow = %wf.name, version = %&wf.version[..12], source = %wf.source, "loaded workflow");
     }
     let runtime = Arc::new(Runtime::new(store.clone(), workflows));
+    let api = resetgate::api::Api::new(runtime.clone(), config.api.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -347,30 +411,59 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             startup_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
-        tokio::spawn(reload_on_sighup(host, config, runtime.clone()));
+        let options = resetgate::listen::Options {
+            tls: tls.clone(),
+            limits: config.connections,
+        };
+        // Listen for SIGHUP before announcing the address: a SIGHUP that
+        // arrives before the handler is installed would end the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        tokio::spawn(reload_on_sighup(
+            hup,
+            host,
+            config,
+            runtime.clone(),
+            tls.clone(),
+        ));
         println!(
             "resetgate listening on {}",
-            resetgate::server::describe_addr(addr)
+            resetgate::server::describe_addr(addr, tls.is_some())
         );
-        resetgate::server::serve(listener, runtime, shutdown_signal()).await?;
+        resetgate::server::serve(listener, api, options, shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
 }
 
-/// `SIGHUP` re-reads the workflows. A file with errors is refused with the
-/// same messages as `resetgate check`, and the version loaded before keeps
-/// serving; running flows finish on the version they started with.
+/// `SIGHUP` re-reads the TLS certificate, key and client CA, and the
+/// workflows. A file with errors is refused (workflows with the same
+/// messages as `resetgate check`), and what was loaded before keeps serving;
+/// running flows finish on the version they started with, and open
+/// connections keep the certificate they were accepted with.
 async fn reload_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
     host: PluginHost,
     config: GatewayConfig,
     runtime: Arc<resetgate::runtime::Runtime>,
+    tls: Option<Arc<resetgate::listen::Tls>>,
 ) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+    let Ok(mut hup) = hup else {
         tracing::error!("cannot listen for SIGHUP; hot reload is off");
         return;
     };
     while hup.recv().await.is_some() {
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(cert) => {
+                    tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate")
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "TLS reload refused: {e}; the certificate loaded before keeps serving"
+                    )
+                }
+            }
+        }
         let (host, config, runtime) = (host.clone(), config.clone(), runtime.clone());
         let done = tokio::task::spawn_blocking(move || {
             let (mut workflows, broken) = load_workflows(&host, &config);

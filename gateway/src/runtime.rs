@@ -42,6 +42,10 @@ pub enum RuntimeError {
     /// gateway restarted).
     #[error("the flow's workflow has changed; start again")]
     WorkflowChanged,
+    /// The answers name a gate or round the flow is not at (a replayed or
+    /// duplicated request); nothing changed.
+    #[error("the flow is not at that step")]
+    Stale,
     /// The engine refused the event.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -71,6 +75,9 @@ pub struct Outcome {
     pub flow: Flow,
     /// What to tell the user beyond the state.
     pub notice: Option<Notice>,
+    /// The flow's bearer token: only in the outcome of
+    /// [`Runtime::start`], never stored or shown again.
+    pub token: Option<Secret>,
 }
 
 /// Where requests spent their time, summed over all request threads
@@ -122,9 +129,34 @@ const REQUEST: usize = 0;
 const PLUGIN: usize = 1;
 const STORE: usize = 2;
 
+/// What `/metrics` reports about flows.
+#[derive(Debug)]
+pub struct FlowMetrics {
+    /// Flows by workflow and outcome (`started`, `completed`, `failed`,
+    /// `locked`, `expired`).
+    pub flows: crate::metrics::Family,
+    /// Gate results by workflow, gate and result (`passed`, `failed`).
+    pub gates: crate::metrics::Family,
+    /// Lockouts by workflow.
+    pub lockouts: crate::metrics::Family,
+}
+
+impl Default for FlowMetrics {
+    fn default() -> Self {
+        use crate::metrics::Family;
+        FlowMetrics {
+            flows: Family::new(&["workflow", "outcome"]),
+            gates: Family::new(&["workflow", "gate", "result"]),
+            lockouts: Family::new(&["workflow"]),
+        }
+    }
+}
+
 /// Carries out flows against a store and the loaded workflows.
 pub struct Runtime {
     counters: Counters,
+    /// Flow, gate and lockout counts for `/metrics`.
+    pub metrics: FlowMetrics,
     store: Arc<dyn Store>,
     /// Current workflows by name.
     current: RwLock<HashMap<String, Arc<Loaded>>>,
@@ -138,6 +170,7 @@ impl Runtime {
     pub fn new(store: Arc<dyn Store>, workflows: Vec<Arc<Workflow>>) -> Runtime {
         let rt = Runtime {
             counters: Counters::default(),
+            metrics: FlowMetrics::default(),
             store,
             current: RwLock::default(),
             versions: RwLock::default(),
@@ -186,6 +219,11 @@ impl Runtime {
         }
     }
 
+    /// How long the store's flushes take, if it measures them.
+    pub fn flush_latency(&self) -> Option<&crate::metrics::Histogram> {
+        self.store.flush_latency()
+    }
+
     /// The current workflows.
     pub fn current(&self) -> Vec<Arc<Workflow>> {
         self.current
@@ -231,8 +269,52 @@ impl Runtime {
             what: "randomness",
             reason: e.to_string(),
         })?;
-        let flow = Flow::new(hex::encode(id), &loaded.shape, user_name.to_owned(), now);
-        self.run(&loaded, flow, Event::Start, now)
+        let mut token = [0u8; 16];
+        getrandom::fill(&mut token).map_err(|e| RuntimeError::Corrupt {
+            what: "randomness",
+            reason: e.to_string(),
+        })?;
+        let token = Secret::new(hex::encode(token));
+        let mut flow = Flow::new(hex::encode(id), &loaded.shape, user_name.to_owned(), now);
+        flow.token_hash = hashed(token.expose());
+        let mut outcome = self.run(&loaded, flow, Event::Start, now)?;
+        outcome.token = Some(token);
+        Ok(outcome)
+    }
+
+    /// The flow `flow_id` if `token` is its token. A wrong token and an
+    /// unknown flow are the same error, so flow ids cannot be probed.
+    pub fn authorize(&self, flow_id: &str, token: &str) -> Result<Flow, RuntimeError> {
+        let flow = self.flow(flow_id)?;
+        let presented = hashed(token);
+        // Both are sha256 hex digests of equal length; compare every byte.
+        let differs = presented
+            .bytes()
+            .zip(flow.token_hash.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if flow.token_hash.len() != presented.len() || differs != 0 {
+            return Err(RuntimeError::UnknownFlow);
+        }
+        Ok(flow)
+    }
+
+    /// The workflow version a flow runs on.
+    pub fn workflow_of(&self, flow: &Flow) -> Result<Arc<Workflow>, RuntimeError> {
+        Ok(self.by_version(&flow.version)?.workflow.clone())
+    }
+
+    /// Like [`Runtime::answer`], but only if the flow is still at gate
+    /// `gate`, round `round` (or enrolling gate `gate`, round 1): a replayed
+    /// or duplicated request changes nothing and gets [`RuntimeError::Stale`].
+    pub fn answer_at(
+        &self,
+        flow_id: &str,
+        gate: &str,
+        round: u32,
+        answers: Vec<FieldValue>,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
+        self.request_at(flow_id, Some((gate, round)), Event::Answers(answers), now)
     }
 
     /// Submits answers to the flow's current gate (or enrollment input).
@@ -268,12 +350,43 @@ impl Runtime {
     }
 
     fn request(&self, flow_id: &str, event: Event, now: u64) -> Result<Outcome, RuntimeError> {
+        self.request_at(flow_id, None, event, now)
+    }
+
+    fn request_at(
+        &self,
+        flow_id: &str,
+        at: Option<(&str, u32)>,
+        event: Event,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
         let flow = self.flow(flow_id)?;
         let loaded = self.by_version(&flow.version)?;
         // Serialise with every other request of the same user, then re-read:
         // another request may have moved the flow while we waited.
         let guard = self.lock(&user_key(&flow));
         let flow = self.flow(flow_id)?;
+        if let Some((gate, round)) = at
+            && !flow.state.is_terminal()
+            && !flow.expired(now)
+        {
+            let current = match &flow.state {
+                State::Gate { index, round, .. } => Some((*index, *round)),
+                State::Enrolling { index, .. } => Some((*index, 1)),
+                _ => None,
+            };
+            let matches = current.is_some_and(|(index, r)| {
+                r == round
+                    && loaded
+                        .workflow
+                        .gates
+                        .get(index)
+                        .is_some_and(|g| g.step.id == gate)
+            });
+            if !matches {
+                return Err(RuntimeError::Stale);
+            }
+        }
         self.run_locked(&loaded, flow, event, now, Some(guard))
     }
 
@@ -305,6 +418,7 @@ impl Runtime {
         mut guard: Option<MutexGuard<'a, ()>>,
     ) -> Result<Outcome, RuntimeError> {
         let started = Instant::now();
+        let started_fresh = flow.state == State::Resolving;
         let mut req = Request {
             rt: self,
             loaded,
@@ -342,12 +456,56 @@ impl Runtime {
                 }
             }
         }
+        let counts: Vec<(&'static str, Option<String>)> = req
+            .audit
+            .iter()
+            .filter_map(|r| {
+                let gate = || r.detail.get("gate").and_then(|g| g.as_str()).map(str::to_owned);
+                match r.kind.as_str() {
+                    "gate.passed" => Some(("passed", gate())),
+                    "gate.failed" => Some(("failed", gate())),
+                    "lockout.locked" => Some(("locked", None)),
+                    _ => None,
+                }
+            })
+            .collect();
         req.checkpoint(&flow)?;
         drop(guard);
+        self.count(&flow, started_fresh, &counts);
         self.counters.add(REQUEST, started);
         self.counters.0[6].fetch_add(transitions, Ordering::Relaxed);
         let notice = flow.notice.clone();
-        Ok(Outcome { flow, notice })
+        Ok(Outcome {
+            flow,
+            notice,
+            token: None,
+        })
+    }
+
+    fn count(&self, flow: &Flow, started: bool, events: &[(&'static str, Option<String>)]) {
+        let wf = flow.workflow.as_str();
+        let m = &self.metrics;
+        if started {
+            m.flows.inc(&[wf, "started"]);
+        }
+        for (what, gate) in events {
+            match gate {
+                Some(gate) => m.gates.inc(&[wf, gate, what]),
+                None => m.lockouts.inc(&[wf]),
+            }
+        }
+        if flow.phase == engine::Phase::Idle {
+            let outcome = match &flow.state {
+                State::Completed { .. } => Some("completed"),
+                State::Failed { .. } => Some("failed"),
+                State::Locked { .. } => Some("locked"),
+                State::Expired => Some("expired"),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                m.flows.inc(&[wf, outcome]);
+            }
+        }
     }
 
     /// Removes flows past their time limits (and ended flows after a grace
@@ -479,11 +637,14 @@ impl Request<'_> {
     /// The user a plugin sees: the directory's, or for a decoy flow a user
     /// with the typed name and no id.
     fn user(flow: &Flow) -> User {
-        flow.user.clone().unwrap_or_else(|| User {
-            id: String::new(),
-            name: flow.user_name.clone(),
-            attributes: vec![],
-        })
+        match &flow.user {
+            Some(user) if !flow.decoy => user.clone(),
+            _ => User {
+                id: String::new(),
+                name: flow.user_name.clone(),
+                attributes: vec![],
+            },
+        }
     }
 
     fn history(&mut self, flow: &Flow) -> Result<History, RuntimeError> {
@@ -791,7 +952,7 @@ impl Request<'_> {
         gate: &str,
         mode: Enrollment,
     ) -> Result<Option<Vec<u8>>, RuntimeError> {
-        if mode == Enrollment::None || flow.user.is_none() {
+        if mode == Enrollment::None || flow.user.is_none() || flow.decoy {
             return Ok(None);
         }
         Ok(self

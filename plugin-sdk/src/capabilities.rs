@@ -89,9 +89,52 @@ pub mod random {
     pub use crate::bindings::base::resetgate::plugin::random::{below, bytes};
 }
 
-/// Salted slow hashing (argon2id) done by the host; store only its output.
+/// Salted slow hashing (argon2id, 19 MiB, t=2, p=1) done by the host;
+/// store only its output. Always available.
+///
+/// For a secret the host hands you as a [`Secret`] handle (a directory's
+/// new password or the password a user typed), use
+/// [`hash_secret`](slow_hash::hash_secret) and
+/// [`verify_secret`](slow_hash::verify_secret): the secret is hashed
+/// without ever being revealed to the plugin.
 pub mod slow_hash {
-    pub use crate::bindings::base::resetgate::plugin::slow_hash::{hash, verify};
+    use crate::Secret;
+    use crate::bindings::base::resetgate::plugin::slow_hash as wit;
+
+    /// Hashes `secret` with a fresh random salt; returns a PHC string to
+    /// store. An input over 1024 bytes stops the call.
+    pub fn hash(secret: &str) -> String {
+        wit::hash(secret)
+    }
+
+    /// Whether `secret` matches `phc` (made by [`hash`] or
+    /// [`hash_secret`]). Constant time; `false` for an unreadable `phc`.
+    pub fn verify(secret: &str, phc: &str) -> bool {
+        wit::verify(secret, phc)
+    }
+
+    /// Hashes the secret the host holds behind `secret` (e.g. the new
+    /// password in `Directory::set_password`) with a fresh random salt;
+    /// returns a PHC string to store. The plugin never sees the secret.
+    ///
+    /// ```no_run
+    /// # fn store(_: &str) {}
+    /// # fn f(password: &resetgate_plugin_sdk::Secret) {
+    /// use resetgate_plugin_sdk::slow_hash;
+    /// let phc = slow_hash::hash_secret(password);
+    /// store(&phc);
+    /// # }
+    /// ```
+    pub fn hash_secret(secret: &Secret) -> String {
+        wit::hash_secret(secret)
+    }
+
+    /// Whether the secret the host holds behind `secret` (e.g. the password
+    /// in `Directory::verify_password`) matches `phc` (made by [`hash`] or
+    /// [`hash_secret`]). Constant time; `false` for an unreadable `phc`.
+    pub fn verify_secret(secret: &Secret, phc: &str) -> bool {
+        wit::verify_secret(secret, phc)
+    }
 }
 
 /// Outgoing HTTP to granted origins (grant `http`).
@@ -119,7 +162,13 @@ pub mod probe {
     pub use crate::bindings::base::resetgate::plugin::probe::tcp_reachable;
 }
 
-/// A key-value store scoped to the plugin (grant `kv`).
+/// A durable key-value store of the plugin's own (grant `kv: true`).
+///
+/// The namespace is the plugin's name as workflows reference it (`NAME` of
+/// `NAME.wasm`): every workflow that uses the plugin sees the same keys, and
+/// no other plugin does. `set` and `delete` are durable when they return.
+/// Keys are at most 256 bytes, values at most 64 KiB, and `keys` returns at
+/// most 1000 keys per call; asking for more stops the call.
 pub mod kv {
     pub use crate::bindings::base::resetgate::plugin::kv::{delete, get, keys, set};
 }

@@ -39,6 +39,7 @@ fn serve_answers_its_health_endpoint_and_stops_cleanly() {
     assert_eq!(
         names,
         [
+            "demo",
             "enrollment",
             "reset-with-sync-and-vpn",
             "self-service-reset"

@@ -79,9 +79,12 @@ fn fifty_parallel_wrong_answers_count_exactly_up_to_the_threshold() {
         .filter(|o| matches!(o.flow.state, State::Locked { .. }))
         .count();
     assert_eq!((wrong, locked), (4, 46));
-    // A new flow for alice is locked from the start; bob is not affected.
+    // A new flow for alice looks like any other (no enumeration) but the
+    // lockout answers its first attempt; bob is not affected.
+    let again = rt.start("test-reset", "ALICE ", T0 + 2).unwrap().flow;
+    assert!(matches!(again.state, State::Gate { .. }));
     assert!(matches!(
-        rt.start("test-reset", "ALICE ", T0 + 2).unwrap().flow.state,
+        rt.answer(&again.id, answer("first answer"), T0 + 3).unwrap().flow.state,
         State::Locked { .. }
     ));
     assert!(matches!(
@@ -105,15 +108,11 @@ fn the_fim_ladder_locks_for_a_while_then_permanently() {
         }
     );
     // Still locked a millisecond before the end; free again at the end.
-    assert!(matches!(
-        rt.start("test-reset", "alice", T0 + 60_000)
-            .unwrap()
-            .flow
-            .state,
-        State::Locked { .. }
-    ));
+    // (A flow started while locked is a decoy that can never pass.)
+    assert!(rt.start("test-reset", "alice", T0 + 60_000).unwrap().flow.decoy);
     let flow = rt.start("test-reset", "alice", T0 + 60_001).unwrap().flow;
     assert!(matches!(flow.state, State::Gate { .. }));
+    assert!(!flow.decoy);
     rt.answer(&flow.id, answer("no"), T0 + 60_002).unwrap();
     let out = rt.answer(&flow.id, answer("no"), T0 + 60_003).unwrap();
     assert_eq!(
@@ -121,13 +120,15 @@ fn the_fim_ladder_locks_for_a_while_then_permanently() {
         State::Locked { until: None },
         "second lockout is permanent"
     );
-    assert!(matches!(
-        rt.start("test-reset", "alice", T0 + 999_999_999)
+    let late = rt.start("test-reset", "alice", T0 + 999_999_999).unwrap().flow;
+    assert!(late.decoy, "permanently locked");
+    assert_eq!(
+        rt.answer(&late.id, answer("no"), T0 + 999_999_999)
             .unwrap()
             .flow
             .state,
         State::Locked { until: None }
-    ));
+    );
 }
 
 #[test]

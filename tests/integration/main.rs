@@ -4,9 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod api;
 mod cache;
 mod cli;
 mod flows;
 mod host;
 mod hostile;
+mod local_users;
+mod page;
+mod tls;
 mod workflows;

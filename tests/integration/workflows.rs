@@ -106,6 +106,7 @@ fn every_example_workflow_loads_without_errors() {
         ..GatewayConfig::default()
     };
     let expected_warnings = [
+        ("demo.yaml", vec![]),
         ("enrollment.yaml", vec![]),
         ("reset-with-sync-and-vpn.yaml", vec!["questions-only"]),
         ("self-service-reset.yaml", vec!["questions-only"]),
@@ -139,7 +140,7 @@ fn every_example_workflow_loads_without_errors() {
         }
     }
     let (loaded, diagnostics) = workflow::load_dir(&host, &config, &root().join("workflows"));
-    assert_eq!(loaded.len(), 3);
+    assert_eq!(loaded.len(), 4);
     assert!(diagnostics.iter().all(|d| d.severity == Severity::Warning));
 }
 
@@ -338,7 +339,7 @@ fn check_paths_reports_every_file() {
         root().join("tests/workflows/no-such-file.yaml"),
     ];
     let report = workflow::check_report(&host, &config, &paths);
-    assert_eq!(report.workflows, 5);
+    assert_eq!(report.workflows, 6);
     assert_eq!(report.warnings(), 2);
     assert_eq!(
         report.errors(),
@@ -444,7 +445,7 @@ fn check_cli_passes_the_examples_and_fails_on_errors() {
     assert!(ok, "{err}");
     assert!(err.contains("warning[questions-only]"), "{err}");
     assert!(
-        err.ends_with("checked 3 workflows: 0 errors, 2 warnings\n"),
+        err.ends_with("checked 4 workflows: 0 errors, 2 warnings\n"),
         "{err}"
     );
 
@@ -472,7 +473,7 @@ fn check_cli_passes_the_examples_and_fails_on_errors() {
         "{err}"
     );
     assert!(
-        err.ends_with("checked 4 workflows: 9 errors, 3 warnings\n"),
+        err.ends_with("checked 5 workflows: 9 errors, 3 warnings\n"),
         "{err}"
     );
 }
@@ -527,5 +528,5 @@ fn a_plugin_host_is_shared_across_loads() {
         workflow::load_dir(&host, &config, &root().join("workflows"));
     }
     let stats = host.stats();
-    assert_eq!(stats.compiles, 5, "{stats:?}");
+    assert_eq!(stats.compiles, 7, "{stats:?}");
 }

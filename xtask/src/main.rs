@@ -13,11 +13,15 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  run [ARGS...]   build the plugins and the gateway, then `resetgate serve ARGS...`
+  run [ARGS...]   build the plugins and the gateway, add the demo user if there
+                  are no local users yet, then `resetgate serve ARGS...`
   test [ARGS...]  everything the test suite needs, then the whole suite
   plugins         build the first-party plugins into target/plugins/
   bench           run the criterion benchmarks (release), then `coldstart`
-  coldstart       time `resetgate serve` (release) from spawn to a healthy answer";
+  coldstart       time `resetgate serve` (release) from spawn to a healthy answer
+  loadtest [ARGS] complete resets against the release binary over loopback, with
+                  the hello-world baseline (tests/bin/load.rs; ARGS: --flows N
+                  --seconds S --tls)";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -31,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         "plugins" => plugins(&root).map(|_| ()),
         "bench" => bench(&root, &rest),
         "coldstart" => coldstart(&root),
+        "loadtest" => loadtest(&root, &rest),
         _ => {
             eprintln!("{USAGE}");
             if command.is_empty() || command == "help" || command == "--help" {
@@ -120,6 +125,77 @@ fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// The user `cargo xtask run` adds for the demo workflow, and the employee
+/// id the person types at its gate.
+const DEMO_USER: &str = "demo";
+const DEMO_EMPLOYEE_ID: &str = "12345";
+
+/// The value of `--flag VALUE` or `--flag=VALUE` in `args`, the last one given.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == flag {
+            found = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v.to_owned());
+        }
+    }
+    found
+}
+
+/// Adds the demo user (`workflows/demo.yaml`) to the data folder `serve`
+/// will use, if it has no local users yet, and tells the person how to try
+/// the demo. The password is random and never shown: a reset is the way in.
+fn seed_demo_user(bin: &Path, root: &Path, args: &[String]) -> anyhow::Result<()> {
+    // `users` reads the same `--config` / `--data-dir` (and environment) as `serve`.
+    let mut store_args = Vec::new();
+    for flag in ["--config", "--data-dir"] {
+        if let Some(v) = flag_value(args, flag) {
+            store_args.push(flag.to_owned());
+            store_args.push(v);
+        }
+    }
+    let list = Command::new(bin)
+        .args(["users", "list", "--json"])
+        .args(&store_args)
+        .current_dir(root)
+        .output()
+        .context("cannot run `resetgate users list`")?;
+    if !list.status.success() {
+        bail!(
+            "`resetgate users list` failed: {}",
+            String::from_utf8_lossy(&list.stderr).trim()
+        );
+    }
+    let users: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout)
+        .context("`resetgate users list --json` printed something else than JSON")?;
+    let mut employee_id = users
+        .iter()
+        .find(|u| u["name"] == DEMO_USER)
+        .map(|u| u["attributes"]["employee_id"].as_str().map(str::to_owned));
+    if users.is_empty() {
+        status(
+            Command::new(bin)
+                .args(["users", "add", DEMO_USER, "--random-password"])
+                .arg("--attr")
+                .arg(format!("employee_id={DEMO_EMPLOYEE_ID}"))
+                .args(&store_args)
+                .current_dir(root),
+        )?;
+        employee_id = Some(Some(DEMO_EMPLOYEE_ID.to_owned()));
+    }
+    if let Some(Some(id)) = employee_id {
+        let listen = flag_value(args, "--listen")
+            .or_else(|| std::env::var("RESETGATE_LISTEN").ok())
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        eprintln!(
+            "xtask: try it: open http://{listen}/, choose the workflow `demo`, type the user name `{DEMO_USER}` and the employee id `{id}`, then choose a new password"
+        );
+    }
+    Ok(())
+}
+
 fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let plugins_dir = plugins(root)?;
     status(
@@ -127,7 +203,9 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .args(["build", "--quiet", "-p", "resetgate", "--bin", "resetgate"])
             .current_dir(root),
     )?;
-    let mut cmd = Command::new(root.join("target/debug/resetgate"));
+    let bin = root.join("target/debug/resetgate");
+    seed_demo_user(&bin, root, args)?;
+    let mut cmd = Command::new(&bin);
     cmd.arg("serve")
         .current_dir(root)
         .env("RESETGATE_PLUGINS", &plugins_dir);
@@ -214,6 +292,22 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .current_dir(root),
     )?;
     coldstart(root)
+}
+
+/// Builds the release binary and runs the load client against it.
+fn loadtest(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    status(
+        cargo()
+            .args(["build", "--release", "-p", "resetgate", "--bin", "resetgate"])
+            .current_dir(root),
+    )?;
+    status(
+        cargo()
+            .args(["run", "--release", "-p", "resetgate-tests", "--bin", "load", "--"])
+            .args(args)
+            .env("RESETGATE_BINARY", root.join("target/release/resetgate"))
+            .current_dir(root),
+    )
 }
 
 /// Starts the release binary 21 times on one data folder (the first start

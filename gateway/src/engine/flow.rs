@@ -32,6 +32,15 @@ pub struct Flow {
     pub state: State,
     /// Ids of the gates passed, in order.
     pub passed: Vec<String>,
+    /// sha256 (hex) of the flow's bearer token; the token itself is given
+    /// to the portal once and never stored.
+    #[serde(default)]
+    pub token_hash: String,
+    /// The flow can never pass a gate: the user is unknown, or was locked
+    /// out when the flow started. Either way it looks like any other flow
+    /// until it fails at a gate.
+    #[serde(default)]
+    pub decoy: bool,
     /// What is going on inside one request; never stored.
     #[serde(skip)]
     pub phase: Phase,
@@ -58,6 +67,8 @@ impl Flow {
             absolute_ms: workflow.limits.absolute.as_millis() as u64,
             state: State::Resolving,
             passed: Vec::new(),
+            token_hash: String::new(),
+            decoy: false,
             phase: Phase::Idle,
             pending_password: None,
             notice: None,

@@ -231,6 +231,7 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             if user.is_none() {
                 // A decoy flow: indistinguishable until it fails at a gate.
                 fx.push(audit("flow.unknown-user", vec![]));
+                flow.decoy = true;
             }
             flow.user = user;
             flow.phase = Phase::Deciding(Then::Begin);
@@ -263,6 +264,18 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                     fx.push(Effect::VerifyPassword { password });
                 }
             },
+            Decision::LockedUntil(_) | Decision::LockedPermanently if then == Then::Begin => {
+                // Locked when the flow starts: saying so would tell a caller
+                // the name exists (and a gate could message a locked user).
+                // The flow runs as a decoy; the lockout answers the first
+                // attempt, as it does for an unknown name locked the same way.
+                fx.push(audit("lockout.refused-at-start", vec![]));
+                flow.decoy = true;
+                match wf.purpose {
+                    Purpose::Reset => begin_gate(flow, wf, 0, &mut fx),
+                    Purpose::Enrollment => flow.state = State::Authenticating,
+                }
+            }
             Decision::LockedUntil(until) => lock(flow, Some(until), &mut fx),
             Decision::LockedPermanently => lock(flow, None, &mut fx),
         },
@@ -301,8 +314,8 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
         (Phase::Judging { index }, Event::Judged(verdict)) => {
             let gate_id = wf.gates[index].id.clone();
             // A decoy can never pass a gate.
-            let verdict = match (&flow.user, verdict) {
-                (None, Verdict::Passed) => Verdict::Failed("unknown user".into()),
+            let verdict = match (flow.decoy || flow.user.is_none(), verdict) {
+                (true, Verdict::Passed) => Verdict::Failed("decoy flow".into()),
                 (_, v) => v,
             };
             match verdict {
@@ -383,7 +396,7 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             _ => return Err(Refusal::OutOfOrder),
         },
         (Phase::Verifying, Event::Verified(ok)) => {
-            if ok && flow.user.is_some() {
+            if ok && !flow.decoy && flow.user.is_some() {
                 fx.push(audit("enrollment.authenticated", vec![]));
                 fx.push(Effect::RecordSuccess { at_ms: now });
                 enroll_prompt(flow, 0, &mut fx);
@@ -551,7 +564,7 @@ fn fail(flow: &mut Flow, reason: String, fx: &mut Vec<Effect>) {
 }
 
 fn commit(flow: &mut Flow, wf: &Shape, password: Secret, _now: u64, fx: &mut Vec<Effect>) {
-    if flow.user.is_none() || flow.passed.len() != wf.gates.len() {
+    if flow.decoy || flow.user.is_none() || flow.passed.len() != wf.gates.len() {
         // Unreachable through `step`; refuse rather than trust it.
         fail(flow, "password set without every gate passed".into(), fx);
         return;

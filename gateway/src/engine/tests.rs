@@ -253,14 +253,20 @@ fn the_lockout_rule_locks_at_start_and_after_a_failure() {
     let wf = shape();
     let mut w = World::new();
     w.decision = Decision::LockedUntil(T0 + 60_000);
-    let flow = started(&mut w, &wf);
+    let mut flow = started(&mut w, &wf);
+    // Locked at start looks like any flow (no enumeration) but is a decoy...
+    assert!(matches!(flow.state, State::Gate { index: 0, round: 1, .. }));
+    assert!(flow.decoy);
+    // ...and the lockout answers the first attempt, without judging it.
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 1)
+        .unwrap();
     assert_eq!(
         flow.state,
         State::Locked {
             until: Some(T0 + 60_000)
         }
     );
-    assert!(!w.has("BeginGate"), "a locked user sees no gate");
+    assert!(!w.has("Judge"), "a locked user's answers are not judged");
 
     let mut w = World::new();
     let mut flow = started(&mut w, &wf);
@@ -269,6 +275,20 @@ fn the_lockout_rule_locks_at_start_and_after_a_failure() {
         .unwrap();
     assert_eq!(flow.state, State::Locked { until: None });
     assert!(!w.has("Judge"), "a locked user's answers are not judged");
+}
+
+#[test]
+fn a_flow_locked_at_start_never_passes_even_once_unlocked() {
+    let wf = shape();
+    let mut w = World::new();
+    w.decision = Decision::LockedUntil(T0 + 60_000);
+    let mut flow = started(&mut w, &wf);
+    // The lock expires while the flow waits; the right answer still fails.
+    w.decision = Decision::Allowed;
+    w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 60_001)
+        .unwrap();
+    assert!(matches!(flow.state, State::Gate { index: 0, .. }));
+    assert_eq!(flow.notice, Some(Notice::WrongAnswer));
 }
 
 #[test]

@@ -207,3 +207,19 @@ pub enum CallError {
         reason: String,
     },
 }
+
+impl CallError {
+    /// A short stable word for the kind of failure (a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "timeout",
+            CallError::MemoryLimit { .. } => "memory-limit",
+            CallError::StackOverflow { .. } => "stack-overflow",
+            CallError::Trap { .. } => "trap",
+            CallError::Refused { .. } => "refused",
+            CallError::OutputTooLarge { .. } => "output-too-large",
+            CallError::BadOutput { .. } => "bad-output",
+            CallError::Instantiate { .. } => "instantiate",
+        }
+    }
+}

@@ -19,7 +19,8 @@ pub enum Capability {
     Commands,
     /// TCP reachability probes.
     Probe,
-    /// Plugin-scoped key-value store.
+    /// The plugin's own key-value namespace (shared by every workflow that
+    /// uses the plugin).
     Kv,
 }
 
@@ -60,7 +61,7 @@ impl Capability {
 
     /// Whether the host implements this capability yet.
     pub fn available(self) -> bool {
-        false
+        matches!(self, Capability::Kv)
     }
 
     fn from_interface(name: &str) -> Option<Capability> {
@@ -228,6 +229,19 @@ mod tests {
             audit_import("resetgate:plugin/http@0.1.0", &http),
             Err(ImportProblem::Unavailable(Capability::Http))
         );
+    }
+
+    #[test]
+    fn kv_is_available_with_its_grant() {
+        assert_eq!(
+            audit_import("resetgate:plugin/kv@0.1.0", &Grants::default()),
+            Err(ImportProblem::NotGranted(Capability::Kv))
+        );
+        let kv = Grants {
+            kv: true,
+            ..Grants::default()
+        };
+        assert_eq!(audit_import("resetgate:plugin/kv@0.1.0", &kv), Ok(()));
     }
 
     #[test]

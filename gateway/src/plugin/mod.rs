@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceType};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
     PoolingAllocationConfig, Store, Trap,
@@ -34,8 +34,11 @@ use wasmtime::{
 pub use calls::{DirectoryCalls, GateCalls, LockoutCalls, SyncTargetCalls, VpnHookCalls};
 pub use error::{CallError, LoadError};
 pub use grants::{Capability, Grants};
+pub use state::{SlowHashError, hash_secret, verify_secret};
 
 use crate::contract::{CONTRACT_VERSION, PluginInfo, PluginKind};
+use crate::store::Store as DataStore;
+use crate::store::kv::{self, Kv};
 use bindings::base::resetgate::plugin as wit;
 use state::HostState;
 
@@ -168,6 +171,8 @@ struct Shared {
     warm_target: usize,
     calls: AtomicU64,
     failures: AtomicU64,
+    /// The store behind the `kv` capability, once the host is given one.
+    kv_store: std::sync::OnceLock<Arc<dyn DataStore>>,
 }
 
 impl Shared {
@@ -262,6 +267,7 @@ impl PluginHost {
             warm_target: config.warm_instances,
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            kv_store: std::sync::OnceLock::new(),
         });
         // Epochs tick for as long as anything (host or plugin) is alive.
         let ticking = Arc::downgrade(&shared);
@@ -294,7 +300,18 @@ impl PluginHost {
         wit::random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::slow_hash::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::credential::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         Ok(linker)
+    }
+
+    /// Gives the host the store behind the `kv` capability: each plugin
+    /// whose step grants `kv` gets the namespace named after its file
+    /// (`NAME` of `NAME.wasm`) in [`Tree::Kv`](crate::store::Tree::Kv).
+    /// Without a store (`resetgate check`, `plugin inspect`) a plugin that
+    /// calls `kv` is stopped with an error. Only the first store given is
+    /// kept; returns whether this one was.
+    pub fn set_kv_store(&self, store: Arc<dyn DataStore>) -> bool {
+        self.inner.shared.kv_store.set(store).is_ok()
     }
 
     /// Counters: compiles, cache hits, calls, failures.
@@ -393,6 +410,24 @@ impl PluginHost {
                 },
             })?;
         }
+        let kv_namespace = if spec.grants.kv {
+            let stem = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !kv::valid_namespace(&stem) {
+                return Err(LoadError::Limits {
+                    plugin: name,
+                    reason: format!(
+                        "its file name cannot name a kv namespace (1 to {} bytes)",
+                        kv::MAX_NAMESPACE
+                    ),
+                });
+            }
+            Some(stem)
+        } else {
+            None
+        };
         if spec.limits.memory > self.inner.config.max_memory {
             return Err(LoadError::Limits {
                 plugin: name,
@@ -403,7 +438,14 @@ impl PluginHost {
             });
         }
         let pre = prepare(&self.inner.linker, &component, kind, &name)?;
-        let plugin = self.plugin(&name, sha256, kind, pre, spec.limits, true);
+        let plugin = self.plugin(
+            &name,
+            sha256,
+            kind,
+            pre,
+            spec.limits,
+            Purpose::Step { kv_namespace },
+        );
         let info = plugin
             .call_describe()
             .map_err(|source| LoadError::Describe {
@@ -422,7 +464,7 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    /// A loaded plugin; `warm` allows it warm instances (not for `inspect`).
+    /// A loaded plugin, for a workflow step or for `inspect`.
     fn plugin(
         &self,
         name: &str,
@@ -430,8 +472,12 @@ impl PluginHost {
         kind: PluginKind,
         pre: calls::Pre,
         limits: Limits,
-        warm: bool,
+        purpose: Purpose,
     ) -> Plugin {
+        let (warm, kv_namespace) = match purpose {
+            Purpose::Step { kv_namespace } => (true, kv_namespace),
+            Purpose::Inspect => (false, None),
+        };
         Plugin {
             inner: Arc::new(PluginInner {
                 shared: self.inner.shared.clone(),
@@ -444,6 +490,9 @@ impl PluginHost {
                 // A refill already "pending" means none is ever requested.
                 refill_pending: AtomicBool::new(!warm),
                 info: std::sync::OnceLock::new(),
+                kv_namespace,
+                kv: std::sync::OnceLock::new(),
+                stats: PluginStats::default(),
             }),
         }
     }
@@ -479,6 +528,28 @@ impl PluginHost {
             plugin: name.clone(),
             reason: format!("{e:#}"),
         })?;
+        // An interface that uses `credential.{secret}` re-exports the
+        // resource type; linking proper finds it through `credential`, but
+        // the trap stubs would invent a type of their own for it there.
+        for interface in ["slow-hash", "http", "ldap"] {
+            linker
+                .instance(&format!("resetgate:plugin/{interface}@{CONTRACT_VERSION}"))
+                .and_then(|mut i| {
+                    i.resource(
+                        "secret",
+                        ResourceType::host::<state::SecretHandle>(),
+                        |mut store, rep| {
+                            let handle = Resource::<state::SecretHandle>::new_own(rep);
+                            store.data_mut().table.delete(handle)?;
+                            Ok(())
+                        },
+                    )
+                })
+                .map_err(|e| LoadError::Link {
+                    plugin: name.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        }
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| LoadError::Link {
@@ -486,7 +557,14 @@ impl PluginHost {
                 reason: format!("{e:#}"),
             })?;
         let pre = prepare(&linker, &component, kind, &name)?;
-        let plugin = self.plugin(&name, sha256.clone(), kind, pre, Limits::default(), false);
+        let plugin = self.plugin(
+            &name,
+            sha256.clone(),
+            kind,
+            pre,
+            Limits::default(),
+            Purpose::Inspect,
+        );
         let info = plugin
             .call_describe()
             .map_err(|source| LoadError::Describe {
@@ -516,6 +594,17 @@ impl Drop for HostInner {
             let _ = rx.recv();
         }
     }
+}
+
+/// What a plugin is loaded for.
+enum Purpose {
+    /// A workflow step: warm instances, and the `kv` namespace if granted.
+    Step {
+        /// The namespace, if the step grants `kv`.
+        kv_namespace: Option<String>,
+    },
+    /// `inspect`: no warm instances, no capabilities beyond the basic ones.
+    Inspect,
 }
 
 /// Links a component and types it by its world.
@@ -616,9 +705,44 @@ struct PluginInner {
     warm: Mutex<VecDeque<calls::Warm>>,
     refill_pending: AtomicBool,
     info: std::sync::OnceLock<PluginInfo>,
+    /// The `kv` namespace, if the step grants `kv`.
+    kv_namespace: Option<String>,
+    /// The namespace over the host's store, made at the first call after
+    /// the host was given one.
+    kv: std::sync::OnceLock<Kv>,
+    stats: PluginStats,
+}
+
+/// What `/metrics` reports for one loaded plugin.
+#[derive(Debug)]
+pub struct PluginStats {
+    /// Wall time of every call, failed or not.
+    pub duration: crate::metrics::Histogram,
+    /// Failed calls by [`CallError::kind`].
+    pub failures: crate::metrics::Family,
+}
+
+impl Default for PluginStats {
+    fn default() -> Self {
+        PluginStats {
+            duration: crate::metrics::Histogram::default(),
+            failures: crate::metrics::Family::new(&["kind"]),
+        }
+    }
 }
 
 impl PluginInner {
+    /// The `kv` namespace for a call, if granted and the host has a store.
+    fn kv(&self) -> Option<Kv> {
+        let namespace = self.kv_namespace.as_deref()?;
+        if let Some(kv) = self.kv.get() {
+            return Some(kv.clone());
+        }
+        let store = self.shared.kv_store.get()?;
+        let kv = Kv::new(store.clone(), namespace).ok()?;
+        Some(self.kv.get_or_init(|| kv).clone())
+    }
+
     fn instantiate(&self) -> Result<calls::Warm, CallError> {
         let mut waited = Duration::ZERO;
         loop {
@@ -675,6 +799,16 @@ impl Plugin {
         self.inner.kind
     }
 
+    /// The name the plugin was loaded under (`NAME` of `NAME.wasm`).
+    pub fn name(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// Call durations and failures so far.
+    pub fn stats(&self) -> &PluginStats {
+        &self.inner.stats
+    }
+
     /// sha256 of the `.wasm` file, hex.
     pub fn sha256(&self) -> &str {
         &self.inner.sha256
@@ -707,6 +841,21 @@ impl Plugin {
         f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let inner = &self.inner;
+        let started = std::time::Instant::now();
+        let outcome = self.call_inner(flow_id, f);
+        inner.stats.duration.observe(started.elapsed());
+        if let Err(e) = &outcome {
+            inner.stats.failures.inc(&[e.kind()]);
+        }
+        outcome
+    }
+
+    fn call_inner<R>(
+        &self,
+        flow_id: &str,
+        f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let inner = &self.inner;
         let warm = inner.warm.lock().ok().and_then(|mut w| w.pop_front());
         let low = inner
             .warm
@@ -721,6 +870,7 @@ impl Plugin {
             None => inner.instantiate()?,
         };
         warm.store.set_epoch_deadline(ticks(inner.limits.wall_time));
+        warm.store.data_mut().kv = inner.kv();
         let result = f(&mut warm.store, &warm.bound);
         let data = warm.store.data_mut();
         for line in data.logs.drain(..) {

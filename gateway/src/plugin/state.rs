@@ -1,5 +1,5 @@
 //! What a plugin's store holds, and the host side of the capabilities the
-//! gateway provides today: log, clock, random, slow-hash and credential.
+//! gateway provides today: log, clock, random, slow-hash, credential and kv.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::base::resetgate::plugin as wit;
 use crate::secret::Secret;
+use crate::store::kv::Kv;
 
 /// The largest input `slow-hash` accepts, in bytes.
 pub const SLOW_HASH_MAX_INPUT: usize = 1024;
@@ -75,6 +76,9 @@ pub struct HostState {
     pub logs_dropped: usize,
     /// Set when a host function refused the plugin's input (reason for the admin).
     pub refused: Option<String>,
+    /// The plugin's key-value namespace: set for each call of a plugin
+    /// whose step grants `kv` when the host has a store.
+    pub kv: Option<Kv>,
 }
 
 impl HostState {
@@ -91,6 +95,7 @@ impl HostState {
             logs: Vec::new(),
             logs_dropped: 0,
             refused: None,
+            kv: None,
         }
     }
 
@@ -189,36 +194,120 @@ pub fn argon2id() -> argon2::Argon2<'static> {
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
+/// Why [`hash_secret`] failed. Never carries the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SlowHashError {
+    /// Longer than [`SLOW_HASH_MAX_INPUT`].
+    #[error("slow-hash input is {len} bytes; the limit is {SLOW_HASH_MAX_INPUT}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The operating system's random source failed.
+    #[error("os random source failed: {0}")]
+    Random(String),
+    /// argon2id itself failed.
+    #[error("argon2id failed: {0}")]
+    Argon2(String),
+}
+
+/// Hashes `secret` with argon2id (the parameters of [`argon2id`]) and a
+/// fresh random salt; returns a PHC string. What `slow-hash.hash` and
+/// `slow-hash.hash-secret` do for plugins, for the gateway's own tools.
+pub fn hash_secret(secret: &Secret) -> Result<String, SlowHashError> {
+    let bytes = secret.expose().as_bytes();
+    if bytes.len() > SLOW_HASH_MAX_INPUT {
+        return Err(SlowHashError::TooLong { len: bytes.len() });
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| SlowHashError::Random(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| SlowHashError::Argon2(e.to_string()))?;
+    let phc = argon2id()
+        .hash_password(bytes, &salt)
+        .map_err(|e| SlowHashError::Argon2(e.to_string()))?;
+    Ok(phc.to_string())
+}
+
+/// Whether `secret` matches `phc` (an argon2id PHC string). Constant time;
+/// `false` for an unreadable PHC string or an over-long secret.
+pub fn verify_secret(secret: &Secret, phc: &str) -> bool {
+    let bytes = secret.expose().as_bytes();
+    if bytes.len() > SLOW_HASH_MAX_INPUT {
+        return false;
+    }
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    argon2id().verify_password(bytes, &parsed).is_ok()
+}
+
+impl HostState {
+    /// `hash` and `hash-secret`: an over-long input is refused (stops the
+    /// call), other failures trap.
+    fn slow_hash(&mut self, secret: &Secret) -> WasmResult<String> {
+        match hash_secret(secret) {
+            Ok(phc) => Ok(phc),
+            Err(e @ SlowHashError::TooLong { .. }) => self.refuse(e.to_string()),
+            Err(e) => Err(wasmtime::Error::msg(e.to_string())),
+        }
+    }
+
+    /// The key-value namespace of this call, or a refusal.
+    fn kv(&mut self) -> WasmResult<Kv> {
+        match &self.kv {
+            Some(kv) => Ok(kv.clone()),
+            None => self.refuse(
+                "the kv capability has no store here (only `resetgate serve` provides one)"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// A key-value result, with a refusal for anything the plugin asked
+    /// out of bounds or the store could not do.
+    fn kv_result<T>(&mut self, result: Result<T, crate::store::kv::KvError>) -> WasmResult<T> {
+        result.or_else(|e| self.refuse(e.to_string()))
+    }
+}
+
 impl wit::slow_hash::Host for HostState {
     fn hash(&mut self, secret: String) -> WasmResult<String> {
-        let secret = Secret::new(secret);
-        if secret.expose().len() > SLOW_HASH_MAX_INPUT {
-            return self.refuse(format!(
-                "slow-hash input longer than {SLOW_HASH_MAX_INPUT} bytes"
-            ));
-        }
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt)
-            .map_err(|e| wasmtime::Error::msg(format!("os random source failed: {e}")))?;
-        let salt =
-            SaltString::encode_b64(&salt).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-        let phc = argon2id()
-            .hash_password(secret.expose().as_bytes(), &salt)
-            .map_err(|e| wasmtime::Error::msg(format!("argon2id failed: {e}")))?;
-        Ok(phc.to_string())
+        self.slow_hash(&Secret::new(secret))
     }
 
     fn verify(&mut self, secret: String, phc: String) -> WasmResult<bool> {
-        let secret = Secret::new(secret);
-        if secret.expose().len() > SLOW_HASH_MAX_INPUT {
-            return Ok(false);
-        }
-        let Ok(parsed) = PasswordHash::new(&phc) else {
-            return Ok(false);
-        };
-        Ok(argon2id()
-            .verify_password(secret.expose().as_bytes(), &parsed)
-            .is_ok())
+        Ok(verify_secret(&Secret::new(secret), &phc))
+    }
+
+    fn hash_secret(&mut self, handle: Resource<SecretHandle>) -> WasmResult<String> {
+        let secret = self.table.get(&handle)?.0.clone();
+        self.slow_hash(&secret)
+    }
+
+    fn verify_secret(&mut self, handle: Resource<SecretHandle>, phc: String) -> WasmResult<bool> {
+        Ok(verify_secret(&self.table.get(&handle)?.0, &phc))
+    }
+}
+
+impl wit::kv::Host for HostState {
+    fn get(&mut self, key: String) -> WasmResult<Option<Vec<u8>>> {
+        let result = self.kv()?.get(&key);
+        self.kv_result(result)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> WasmResult<()> {
+        let result = self.kv()?.set(&key, value);
+        self.kv_result(result)
+    }
+
+    fn delete(&mut self, key: String) -> WasmResult<bool> {
+        let result = self.kv()?.delete(&key);
+        self.kv_result(result)
+    }
+
+    fn keys(&mut self, prefix: String, limit: u32) -> WasmResult<Vec<String>> {
+        let result = self.kv()?.keys(&prefix, limit);
+        self.kv_result(result)
     }
 }
 

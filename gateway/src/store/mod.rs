@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 mod audit;
+pub mod kv;
 mod sled;
 
 pub use self::sled::SledStore;
@@ -29,17 +30,21 @@ pub enum Tree {
     Timers,
     /// Small settings (schema version, keys' ids).
     Meta,
+    /// Plugins' key-value namespaces (the `kv` capability): key =
+    /// namespace, 0x00, the plugin's key. See [`kv`].
+    Kv,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 6] = [
+    pub const ALL: [Tree; 7] = [
         Tree::Flows,
         Tree::Enrollments,
         Tree::Lockout,
         Tree::Outbox,
         Tree::Timers,
         Tree::Meta,
+        Tree::Kv,
     ];
 
     /// The tree's name on disk.
@@ -51,6 +56,7 @@ impl Tree {
             Tree::Outbox => "outbox",
             Tree::Timers => "timers",
             Tree::Meta => "meta",
+            Tree::Kv => "kv",
         }
     }
 }
@@ -119,6 +125,13 @@ pub enum StoreError {
     /// The store has been closed (shutting down).
     #[error("the store is closed")]
     Closed,
+    /// Another process holds the database (sled allows one process at a
+    /// time): usually a running gateway.
+    #[error("the store in {path} is in use by another process (a running gateway?)")]
+    Locked {
+        /// The data folder.
+        path: PathBuf,
+    },
 }
 
 /// A key and its value, as [`Store::scan`] returns them.
@@ -130,6 +143,20 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order, at most `limit`.
     fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+    /// Every key that starts with `prefix`, in key order, at most `limit`,
+    /// without reading the values.
+    fn scan_keys(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .scan(tree, prefix, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
     /// Applies `writes` atomically (all or none, across trees) and returns
     /// once they are durable.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
@@ -152,4 +179,8 @@ pub trait Store: Send + Sync + 'static {
     fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Checks the whole audit chain.
     fn verify_audit(&self) -> Result<AuditSummary, AuditError>;
+    /// How long flushes to disk take, if the engine measures it.
+    fn flush_latency(&self) -> Option<&crate::metrics::Histogram> {
+        None
+    }
 }

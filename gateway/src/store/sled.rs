@@ -76,6 +76,7 @@ struct Trees {
     outbox: ::sled::Tree,
     timers: ::sled::Tree,
     meta: ::sled::Tree,
+    kv: ::sled::Tree,
 }
 
 impl Trees {
@@ -87,6 +88,7 @@ impl Trees {
             outbox: db.open_tree(Tree::Outbox.name())?,
             timers: db.open_tree(Tree::Timers.name())?,
             meta: db.open_tree(Tree::Meta.name())?,
+            kv: db.open_tree(Tree::Kv.name())?,
         })
     }
 
@@ -98,6 +100,7 @@ impl Trees {
             Tree::Outbox => &self.outbox,
             Tree::Timers => &self.timers,
             Tree::Meta => &self.meta,
+            Tree::Kv => &self.kv,
         }
     }
 }
@@ -114,6 +117,8 @@ struct Flush {
     /// Keeps sled transactions and batches out of the way of a flush; see
     /// [`Flush::exclusive`].
     gate: RwLock<()>,
+    /// How long each `db.flush()` took (for `/metrics`).
+    latency: crate::metrics::Histogram,
 }
 
 /// Generations count flushes: flush `g` is the `g`-th one to begin.
@@ -174,7 +179,10 @@ impl Flush {
     /// [`exclusive`](Flush::exclusive)).
     fn flush_db(&self, db: &::sled::Db) -> Result<usize, ::sled::Error> {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        db.flush()
+        let started = std::time::Instant::now();
+        let result = db.flush();
+        self.latency.observe(started.elapsed());
+        result
     }
 
     /// Takes a ticket for writes that have already been applied.
@@ -332,6 +340,12 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     builder.create(path)
 }
 
+/// Whether sled failed to open because another holder has the database's
+/// file lock (sled 0.34.7 reports it as `Io(Other)` with this text).
+fn is_lock_error(error: &::sled::Error) -> bool {
+    matches!(error, ::sled::Error::Io(e) if e.to_string().starts_with("could not acquire lock"))
+}
+
 /// How long [`open_db`] waits for another holder of the database's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -350,11 +364,7 @@ fn open_db(path: &Path) -> Result<::sled::Db, ::sled::Error> {
             .mode(::sled::Mode::HighThroughput)
             .flush_every_ms(None);
         match config.open() {
-            // sled 0.34.7 reports a held lock as `Io(Other)` with this text.
-            Err(::sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
+            Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             other => return other,
@@ -377,7 +387,13 @@ impl SledStore {
         };
         create_private_dir(&path)
             .map_err(|e| open_error(format!("cannot create the folder: {e}")))?;
-        let db = open_db(&path).map_err(|e| open_error(describe(&e)))?;
+        let db = open_db(&path).map_err(|e| {
+            if is_lock_error(&e) {
+                StoreError::Locked { path: path.clone() }
+            } else {
+                open_error(describe(&e))
+            }
+        })?;
         let trees = Trees::open(&db).map_err(|e| open_error(describe(&e)))?;
         let audit = db
             .open_tree(AUDIT_TREE)
@@ -390,6 +406,7 @@ impl SledStore {
             stopped: AtomicBool::new(false),
             work: Condvar::new(),
             gate: RwLock::new(()),
+            latency: crate::metrics::Histogram::default(),
         });
         let flusher = {
             let flush = Arc::clone(&flush);
@@ -652,6 +669,27 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn scan_keys(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.check_open()?;
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .trees
+            .get(tree)
+            .scan_prefix(prefix)
+            .keys()
+            .take(limit)
+        {
+            out.push(item.map_err(io("scan", tree.name()))?.to_vec());
+        }
+        Ok(out)
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.commit_audited(writes, Vec::new())
     }
@@ -717,6 +755,10 @@ impl Store for SledStore {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    fn flush_latency(&self) -> Option<&crate::metrics::Histogram> {
+        Some(&self.inner.flush.latency)
     }
 
     fn verify_audit(&self) -> Result<AuditSummary, AuditError> {

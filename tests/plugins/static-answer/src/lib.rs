@@ -1,6 +1,7 @@
 //! A cheap gate for engine tests and benchmarks: passes when the answer
-//! equals the step's config string (e.g. `"open sesame"`), fails otherwise.
-//! No slow hashing, so thousands of flows run per second.
+//! equals the step's config string (e.g. `"open sesame"`, or in a workflow
+//! file `{answer: open sesame}`), fails otherwise. No slow hashing, so
+//! thousands of flows run per second; a stand-in for a one-time-code gate.
 
 use resetgate_plugin_sdk::gate::{Field, FieldKind, FieldValue, Prompt, Round, Verdict};
 use resetgate_plugin_sdk::prelude::*;
@@ -10,7 +11,9 @@ struct StaticAnswer;
 impl Plugin for StaticAnswer {
     fn describe() -> PluginInfo {
         PluginInfo::new("static-answer", "0.1.0", PluginKind::Gate, "the answer is in the config")
-            .with_config_schema(r#"{"type":"string"}"#)
+            .with_config_schema(
+                r#"{"oneOf":[{"type":"string"},{"type":"object","required":["answer"],"additionalProperties":false,"properties":{"answer":{"type":"string"}}}]}"#,
+            )
     }
 }
 
@@ -33,7 +36,13 @@ impl Gate for StaticAnswer {
         _state: Vec<u8>,
         answers: Vec<FieldValue>,
     ) -> Result<Verdict, PluginError> {
-        let expected = ctx.config.trim_matches('"');
+        // `"x"` or `{"answer":"x"}` (no escapes: this is a test plugin).
+        let config = ctx.config.trim();
+        let expected = match config.strip_prefix('{') {
+            Some(rest) => rest.split_once(':').map(|(_, v)| v).unwrap_or("").trim_end_matches('}').trim(),
+            None => config,
+        }
+        .trim_matches('"');
         Ok(match FieldValue::find(&answers, "answer") {
             Some(a) if a == expected => Verdict::Passed,
             _ => Verdict::Failed("wrong answer".into()),

@@ -1,0 +1,723 @@
+//! The portal API under `/v1`, the operational routes and the self-service
+//! page. Only this module knows status codes and wire shapes; it turns
+//! requests into [`Runtime`] calls (on the blocking pool: they call plugins
+//! and wait for durable flushes) and outcomes into [`wire::FlowView`]s.
+//!
+//! Every request passes, in order: security headers, client identification
+//! (API key or anonymous, with its rate limit), then the route. Every error
+//! is a [`Problem`]. The guide for portal writers is `docs/http-api.md`.
+
+pub mod limit;
+pub mod problem;
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
+
+use crate::contract::FieldValue;
+use crate::engine::State as FlowState;
+use crate::metrics::{self, Family};
+use crate::runtime::Runtime;
+
+pub use limit::{Limiter, Rate};
+pub use problem::{Code, Problem};
+use wire::{AnswersRequest, FlowView, PasswordRequest, StartRequest};
+
+/// The self-service page and its assets, compiled in.
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const STYLE_CSS: &str = include_str!("../../assets/style.css");
+const FAVICON_SVG: &str = include_str!("../../assets/favicon.svg");
+
+/// How much of an oversized body is read (and dropped) before the 413, so
+/// that an ordinary client still sending it can read the answer.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// The Content-Security-Policy of every response: the page loads only its
+/// own script and style, talks only to this origin, and cannot be framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A portal's API key, as the config holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The portal's name (for logs and metrics).
+    pub name: String,
+    /// sha256 of the key.
+    pub sha256: [u8; 32],
+}
+
+/// The API's settings (the `api` section of the gateway config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Largest request body accepted.
+    pub body_limit: usize,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Duration,
+    /// Whether clients without an API key (the self-service page) are served.
+    pub anonymous: bool,
+    /// Portal keys.
+    pub keys: Vec<ApiKey>,
+    /// Rate per client address for anonymous clients.
+    pub anonymous_rate: Rate,
+    /// Rate per portal key.
+    pub portal_rate: Rate,
+    /// Flow starts per user name (whoever asks).
+    pub user_rate: Rate,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit: 16 * 1024,
+            body_timeout: Duration::from_secs(10),
+            anonymous: true,
+            keys: Vec::new(),
+            anonymous_rate: Rate::per_minute(120, 30),
+            portal_rate: Rate::per_minute(120_000, 4000),
+            user_rate: Rate::per_minute(10, 5),
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// A portal, by its key's name.
+    Portal(String),
+    /// The anonymous client (the self-service page), by address.
+    Anonymous(Option<IpAddr>),
+}
+
+/// The API's shared state.
+pub struct Api {
+    runtime: Arc<Runtime>,
+    config: ApiConfig,
+    clients: Limiter,
+    portals: Limiter,
+    users: Limiter,
+    ready: AtomicBool,
+    /// Responses by route and status (for `/metrics`).
+    responses: Family,
+}
+
+impl Api {
+    /// The API over `runtime` with `config`.
+    pub fn new(runtime: Arc<Runtime>, config: ApiConfig) -> Arc<Api> {
+        Arc::new(Api {
+            runtime,
+            clients: Limiter::new(config.anonymous_rate),
+            portals: Limiter::new(config.portal_rate),
+            users: Limiter::new(config.user_rate),
+            config,
+            ready: AtomicBool::new(true),
+            responses: Family::new(&["route", "status"]),
+        })
+    }
+
+    /// Marks the gateway ready or not (`/readyz`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// The runtime it drives.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+}
+
+/// The OpenAPI 3.1 description of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "resetgate portal API",
+        description = "Drive self-service password reset and enrollment flows. Guide: docs/http-api.md.",
+        license(name = "Apache-2.0")
+    ),
+    paths(start_flow, read_flow, answer_flow, set_password, authenticate, list_workflows),
+    components(schemas(Problem)),
+    modifiers(&Security),
+    tags((name = "flows", description = "Reset and enrollment flows"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey as Key, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "portal_key",
+            SecurityScheme::ApiKey(Key::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "A portal's API key. Without one the caller is the anonymous client (the self-service page).",
+            ))),
+        );
+        components.add_security_scheme(
+            "flow_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The flow's token, returned once by POST /v1/flows."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document as pretty JSON (what `schemas/openapi.json` holds).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default() + "\n"
+}
+
+/// The gateway's router.
+pub fn router(api: Arc<Api>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/flows", post(start_flow))
+        .route("/v1/flows/{id}", get(read_flow))
+        .route("/v1/flows/{id}/answers", post(answer_flow))
+        .route("/v1/flows/{id}/password", post(set_password))
+        .route("/v1/flows/{id}/authenticate", post(authenticate))
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics_text))
+        .route("/", get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route("/app.js", get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/style.css", get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/favicon.svg", get(|| async { page(FAVICON_SVG, "image/svg+xml") }))
+        .layer(middleware::from_fn_with_state(api.clone(), identify));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(v1)
+        .fallback(|| async { Problem::new(Code::NotFound) })
+        .method_not_allowed_fallback(|| async { Problem::new(Code::MethodNotAllowed) })
+        .layer(middleware::from_fn_with_state(api.clone(), headers))
+        .with_state(api)
+}
+
+fn page(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Security headers on every response, and the response count.
+async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let route = route_label(req.uri().path());
+    let mut response = next.run(req).await;
+    api.responses
+        .inc(&[route, response.status().as_str()]);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A fixed label per route (never a flow id) for metrics.
+fn route_label(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v1", "flows"] => "/v1/flows",
+        ["v1", "flows", _] => "/v1/flows/{id}",
+        ["v1", "flows", _, "answers"] => "/v1/flows/{id}/answers",
+        ["v1", "flows", _, "password"] => "/v1/flows/{id}/password",
+        ["v1", "flows", _, "authenticate"] => "/v1/flows/{id}/authenticate",
+        ["v1", "workflows"] => "/v1/workflows",
+        ["v1", "openapi.json"] => "/v1/openapi.json",
+        ["metrics"] => "/metrics",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        [""] | ["app.js"] | ["style.css"] | ["favicon.svg"] => "/",
+        _ => "other",
+    }
+}
+
+/// The peer's address, from the listener.
+fn peer(req: &Request) -> Option<SocketAddr> {
+    if let Some(peer) = req.extensions().get::<crate::listen::Peer>() {
+        return Some(peer.addr);
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Identifies the client (API key or anonymous) and applies its rate limit.
+async fn identify(
+    State(api): State<Arc<Api>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    let now = Instant::now();
+    let addr = peer(&req).map(|a| a.ip());
+    // A client certificate (verified against the configured client CA in
+    // the handshake) identifies a portal as well as a key does.
+    let certified = req
+        .extensions()
+        .get::<crate::listen::Peer>()
+        .and_then(|p| p.client_certificate())
+        .map(|c| format!("cert:{}", c.common_name.as_deref().unwrap_or(&c.sha256)));
+    let client = match req.headers().get("x-api-key") {
+        Some(key) => {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            // Compare every key in full, so timing says nothing about which
+            // prefix matched.
+            let mut found = None;
+            for k in &api.config.keys {
+                let same = k
+                    .sha256
+                    .iter()
+                    .zip(&digest)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+                if same {
+                    found = Some(k.name.clone());
+                }
+            }
+            let name = found.ok_or(Code::InvalidApiKey)?;
+            api.portals
+                .take(name.as_bytes(), now)
+                .map_err(Problem::rate_limited)?;
+            Client::Portal(name)
+        }
+        None if certified.is_some() => {
+            let name = certified.unwrap_or_default();
+            api.portals
+                .take(name.as_bytes(), now)
+                .map_err(Problem::rate_limited)?;
+            Client::Portal(name)
+        }
+        None => {
+            let is_metrics = req.uri().path() == "/metrics";
+            let loopback = addr.is_some_and(|a| a.is_loopback());
+            if is_metrics && !loopback {
+                // Counts are not for anonymous clients from elsewhere.
+                return Err(Code::AnonymousNotAllowed.into());
+            }
+            let allowed = api.config.anonymous || (is_metrics && loopback);
+            if !allowed {
+                return Err(Code::AnonymousNotAllowed.into());
+            }
+            let key = match addr {
+                Some(IpAddr::V4(a)) => a.octets().to_vec(),
+                // One IPv6 client usually owns a whole /64.
+                Some(IpAddr::V6(a)) => a.octets()[..8].to_vec(),
+                None => vec![],
+            };
+            api.clients
+                .take(&key, now)
+                .map_err(Problem::rate_limited)?;
+            Client::Anonymous(addr)
+        }
+    };
+    req.extensions_mut().insert(client);
+    Ok(next.run(req).await)
+}
+
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    if api.ready.load(Ordering::Acquire) && !api.runtime.workflows().is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        Problem::new(Code::Unavailable).into_response()
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
+        .into_response()
+}
+
+/// A JSON request body: `application/json`, at most the body limit,
+/// arriving within the body timeout; every failure is a [`Problem`].
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Api>> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, api: &Arc<Api>) -> Result<Self, Problem> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(Code::UnsupportedMediaType.into());
+        }
+        let limit = api.config.body_limit;
+        let mut body = req.into_body().into_data_stream();
+        let read = async {
+            let mut bytes = Vec::new();
+            let mut seen = 0usize;
+            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+                let chunk = chunk.map_err(|_| Code::BadJson)?;
+                seen += chunk.len();
+                if seen <= limit {
+                    bytes.extend_from_slice(&chunk);
+                } else if seen > DRAIN_LIMIT {
+                    // Too much to read politely: answer and let the
+                    // connection close.
+                    break;
+                }
+                // Past the limit the rest is read and dropped, so that the
+                // client, still sending, gets to read the 413.
+            }
+            if seen > limit {
+                Err(Code::BodyTooLarge)
+            } else {
+                Ok(bytes)
+            }
+        };
+        let bytes = match tokio::time::timeout(api.config.body_timeout, read).await {
+            Err(_) => return Err(Code::RequestTimeout.into()),
+            Ok(Err(code)) => return Err(code.into()),
+            Ok(Ok(b)) => b,
+        };
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Syntax | Category::Eof | Category::Io => Problem::new(Code::BadJson)
+                    .detail(format!("at line {} column {}", e.line(), e.column())),
+                Category::Data => {
+                    // serde names fields but may quote values; keep only
+                    // messages about fields, never about values.
+                    let msg = e.to_string();
+                    let detail = if msg.starts_with("missing field") || msg.starts_with("unknown field") {
+                        msg.split(" at line").next().unwrap_or("").to_owned()
+                    } else {
+                        format!(
+                            "a value has the wrong type (line {} column {})",
+                            e.line(),
+                            e.column()
+                        )
+                    };
+                    Problem::new(Code::InvalidRequest).detail(detail)
+                }
+            }
+        })
+    }
+}
+
+/// The flow token from `Authorization: Bearer`.
+pub struct Bearer(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        bearer(&parts.headers)
+            .map(Bearer)
+            .ok_or_else(|| Problem::new(Code::FlowNotFound))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs `f` on the blocking pool (runtime calls block on plugins and flushes).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "request task failed");
+        Err(Code::Internal.into())
+    })
+}
+
+fn flow_response(status: StatusCode, view: FlowView) -> Response {
+    let mut response = (status, Json(&view)).into_response();
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&format!("/v1/flows/{}", view.id))
+    {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// Start a flow.
+///
+/// A flow for an unknown, locked or disabled user starts exactly like a
+/// real one; it fails at its first gate with the generic message.
+#[utoipa::path(
+    post, path = "/v1/flows", tag = "flows",
+    request_body = StartRequest,
+    responses(
+        (status = 201, description = "Started; `token` is shown only here", body = FlowView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("portal_key" = []))
+)]
+async fn start_flow(
+    State(api): State<Arc<Api>>,
+    JsonBody(body): JsonBody<StartRequest>,
+) -> Result<Response, Problem> {
+    let chars = body.user.chars().count();
+    if chars == 0 || chars > wire::MAX_USER_NAME || body.user.chars().any(char::is_control) {
+        return Err(Problem::new(Code::InvalidRequest).detail(format!(
+            "`user` must be 1 to {} characters with no control characters",
+            wire::MAX_USER_NAME
+        )));
+    }
+    // Per user name, known or not, so the limit says nothing about existence.
+    let key = body.user.trim().to_lowercase();
+    api.users
+        .take(key.as_bytes(), Instant::now())
+        .map_err(Problem::rate_limited)?;
+    let rt = api.runtime.clone();
+    let view = blocking(move || {
+        let out = rt.start(&body.workflow, &body.user, now_ms())?;
+        let wf = rt.workflow_of(&out.flow)?;
+        let mut view = wire::view(&out.flow, &wf, out.notice.as_ref());
+        view.token = out.token.map(|t| t.expose().to_owned());
+        Ok(view)
+    })
+    .await?;
+    Ok(flow_response(StatusCode::CREATED, view))
+}
+
+/// Read a flow: its state and current prompt.
+#[utoipa::path(
+    get, path = "/v1/flows/{id}", tag = "flows",
+    params(("id" = String, Path, description = "The flow's id")),
+    responses(
+        (status = 200, description = "The flow", body = FlowView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("flow_token" = []), ("flow_token" = [], "portal_key" = []))
+)]
+async fn read_flow(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Bearer(token): Bearer,
+) -> Result<Response, Problem> {
+    let rt = api.runtime.clone();
+    let view = blocking(move || {
+        let flow = rt.authorize(&id, &token)?;
+        let wf = rt.workflow_of(&flow)?;
+        Ok(wire::view(&flow, &wf, None))
+    })
+    .await?;
+    Ok(flow_response(StatusCode::OK, view))
+}
+
+/// Answer the current gate (or register enrollment data).
+#[utoipa::path(
+    post, path = "/v1/flows/{id}/answers", tag = "flows",
+    params(("id" = String, Path, description = "The flow's id")),
+    request_body = AnswersRequest,
+    responses(
+        (status = 200, description = "The flow after the answers", body = FlowView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("flow_token" = []), ("flow_token" = [], "portal_key" = []))
+)]
+async fn answer_flow(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Bearer(token): Bearer,
+    JsonBody(body): JsonBody<AnswersRequest>,
+) -> Result<Response, Problem> {
+    let rt = api.runtime.clone();
+    let view = blocking(move || {
+        rt.authorize(&id, &token)?;
+        let answers = body
+            .answers
+            .into_iter()
+            .map(|(name, value)| FieldValue {
+                name,
+                value: value.0,
+            })
+            .collect();
+        let out = rt.answer_at(&id, &body.gate, body.round, answers, now_ms())?;
+        let wf = rt.workflow_of(&out.flow)?;
+        Ok(wire::view(&out.flow, &wf, out.notice.as_ref()))
+    })
+    .await?;
+    Ok(flow_response(StatusCode::OK, view))
+}
+
+/// Which password a call submits.
+#[derive(Clone, Copy)]
+enum Which {
+    New,
+    Current,
+}
+
+async fn submit_password(
+    api: Arc<Api>,
+    id: String,
+    token: String,
+    body: PasswordRequest,
+    which: Which,
+) -> Result<Response, Problem> {
+    let rt = api.runtime.clone();
+    let view = blocking(move || {
+        let flow = rt.authorize(&id, &token)?;
+        let expected = match which {
+            Which::New => matches!(flow.state, FlowState::AwaitingPassword),
+            Which::Current => matches!(flow.state, FlowState::Authenticating),
+        };
+        if !expected {
+            let code = if flow.state.is_terminal() {
+                Code::FlowEnded
+            } else {
+                Code::WrongState
+            };
+            return Err(code.into());
+        }
+        let out = rt.password(&id, body.password.0, now_ms())?;
+        let wf = rt.workflow_of(&out.flow)?;
+        Ok(wire::view(&out.flow, &wf, out.notice.as_ref()))
+    })
+    .await?;
+    Ok(flow_response(StatusCode::OK, view))
+}
+
+/// Set the new password (state `awaiting-password`).
+#[utoipa::path(
+    post, path = "/v1/flows/{id}/password", tag = "flows",
+    params(("id" = String, Path, description = "The flow's id")),
+    request_body = PasswordRequest,
+    responses(
+        (status = 200, description = "The flow after the attempt; `password-rejected` lists each rule broken", body = FlowView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("flow_token" = []), ("flow_token" = [], "portal_key" = []))
+)]
+async fn set_password(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Bearer(token): Bearer,
+    JsonBody(body): JsonBody<PasswordRequest>,
+) -> Result<Response, Problem> {
+    submit_password(api, id, token, body, Which::New).await
+}
+
+/// Prove the current password (enrollment, state `authenticating`).
+#[utoipa::path(
+    post, path = "/v1/flows/{id}/authenticate", tag = "flows",
+    params(("id" = String, Path, description = "The flow's id")),
+    request_body = PasswordRequest,
+    responses(
+        (status = 200, description = "The flow after the attempt", body = FlowView),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("flow_token" = []), ("flow_token" = [], "portal_key" = []))
+)]
+async fn authenticate(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Bearer(token): Bearer,
+    JsonBody(body): JsonBody<PasswordRequest>,
+) -> Result<Response, Problem> {
+    submit_password(api, id, token, body, Which::Current).await
+}
+
+/// The workflows served.
+#[utoipa::path(
+    get, path = "/v1/workflows", tag = "flows",
+    responses((status = 200, description = "Sorted by name", body = wire::WorkflowList)),
+    security((), ("portal_key" = []))
+)]
+async fn list_workflows(State(api): State<Arc<Api>>) -> Json<wire::WorkflowList> {
+    let mut workflows: Vec<wire::WorkflowView> = api
+        .runtime
+        .current()
+        .iter()
+        .map(|w| wire::WorkflowView {
+            name: w.name.clone(),
+            description: w.description.clone(),
+            version: w.version.clone(),
+            purpose: format!("{:?}", w.purpose).to_lowercase(),
+        })
+        .collect();
+    workflows.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(wire::WorkflowList { workflows })
+}
+
+/// `/metrics` in the Prometheus text format.
+async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
+    let mut out = String::new();
+    let m = &api.runtime.metrics;
+    metrics::header(&mut out, "resetgate_flows_total", "counter", "Flows started and ended, by workflow and outcome.");
+    m.flows.render(&mut out, "resetgate_flows_total");
+    metrics::header(&mut out, "resetgate_gate_results_total", "counter", "Gate verdicts by workflow, gate and result.");
+    m.gates.render(&mut out, "resetgate_gate_results_total");
+    metrics::header(&mut out, "resetgate_lockouts_total", "counter", "Users locked out, by workflow.");
+    m.lockouts.render(&mut out, "resetgate_lockouts_total");
+
+    // Several steps may load the same plugin: one series per plugin name.
+    let mut plugins: std::collections::BTreeMap<String, (metrics::Histogram, Vec<(String, u64)>)> =
+        Default::default();
+    for wf in api.runtime.current() {
+        for (step, _) in wf.steps() {
+            let name = step.plugin_name.clone();
+            let entry = plugins.entry(name).or_default();
+            entry.0.absorb(&step.plugin.stats().duration);
+            for (kind, n) in step.plugin.stats().failures.snapshot() {
+                let kind = kind.first().cloned().unwrap_or_default();
+                match entry.1.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, total)) => *total += n,
+                    None => entry.1.push((kind, n)),
+                }
+            }
+        }
+    }
+    metrics::header(&mut out, "resetgate_plugin_call_seconds", "histogram", "Plugin call wall time, by plugin.");
+    for (name, (h, _)) in &plugins {
+        let labels = format!("plugin=\"{}\"", metrics::escape(name));
+        h.render(&mut out, "resetgate_plugin_call_seconds", &labels);
+    }
+    metrics::header(&mut out, "resetgate_plugin_call_failures_total", "counter", "Plugin calls stopped by the host (timeout, trap, limits), by plugin and kind.");
+    for (name, (_, failures)) in &plugins {
+        for (kind, n) in failures {
+            out.push_str(&format!(
+                "resetgate_plugin_call_failures_total{{plugin=\"{}\",kind=\"{}\"}} {n}\n",
+                metrics::escape(name),
+                metrics::escape(kind)
+            ));
+        }
+    }
+    if let Some(h) = api.runtime.flush_latency() {
+        metrics::header(&mut out, "resetgate_store_flush_seconds", "histogram", "Durable flushes of the store to disk.");
+        h.render(&mut out, "resetgate_store_flush_seconds", "");
+    }
+    metrics::header(&mut out, "resetgate_http_responses_total", "counter", "HTTP responses by route and status.");
+    api.responses.render(&mut out, "resetgate_http_responses_total");
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,260 @@
+//! RFC 9457 problem details: every error the API returns, each with a
+//! stable machine-readable code. Only fixed texts reach the client; the
+//! cause (plugin text, store error) goes to the gateway's log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::Refusal;
+use crate::runtime::RuntimeError;
+
+/// The kinds of error, one stable code each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// The body is not JSON.
+    BadJson,
+    /// JSON of the wrong shape.
+    InvalidRequest,
+    /// `X-Api-Key` matches no configured key.
+    InvalidApiKey,
+    /// No key and anonymous access is off.
+    AnonymousNotAllowed,
+    /// No such route.
+    NotFound,
+    /// Unknown flow or wrong token.
+    FlowNotFound,
+    /// No workflow of that name.
+    WorkflowNotFound,
+    /// The route does not take this method.
+    MethodNotAllowed,
+    /// The client was too slow sending the request.
+    RequestTimeout,
+    /// The answers name a step the flow is not at.
+    StaleStep,
+    /// The call does not fit the flow's state.
+    WrongState,
+    /// The flow has ended.
+    FlowEnded,
+    /// The flow's workflow version is gone.
+    WorkflowChanged,
+    /// Body over the limit.
+    BodyTooLarge,
+    /// Body is not `application/json`.
+    UnsupportedMediaType,
+    /// Too many requests.
+    RateLimited,
+    /// A bug or a store failure.
+    Internal,
+    /// Starting or stopping.
+    Unavailable,
+}
+
+impl Code {
+    /// Every code, for the docs test.
+    pub const ALL: [Code; 18] = [
+        Code::BadJson,
+        Code::InvalidRequest,
+        Code::InvalidApiKey,
+        Code::AnonymousNotAllowed,
+        Code::NotFound,
+        Code::FlowNotFound,
+        Code::WorkflowNotFound,
+        Code::MethodNotAllowed,
+        Code::RequestTimeout,
+        Code::StaleStep,
+        Code::WrongState,
+        Code::FlowEnded,
+        Code::WorkflowChanged,
+        Code::BodyTooLarge,
+        Code::UnsupportedMediaType,
+        Code::RateLimited,
+        Code::Internal,
+        Code::Unavailable,
+    ];
+
+    /// The stable code, e.g. `bad-json`.
+    pub fn as_str(self) -> &'static str {
+        self.describe().0
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        self.describe().1
+    }
+
+    fn describe(self) -> (&'static str, StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Code::BadJson => ("bad-json", S::BAD_REQUEST, "The body is not valid JSON."),
+            Code::InvalidRequest => (
+                "invalid-request",
+                S::BAD_REQUEST,
+                "The request does not have the expected fields.",
+            ),
+            Code::InvalidApiKey => (
+                "invalid-api-key",
+                S::UNAUTHORIZED,
+                "The API key is not valid.",
+            ),
+            Code::AnonymousNotAllowed => (
+                "anonymous-not-allowed",
+                S::UNAUTHORIZED,
+                "This gateway requires an API key.",
+            ),
+            Code::NotFound => ("not-found", S::NOT_FOUND, "There is nothing at this address."),
+            Code::FlowNotFound => (
+                "flow-not-found",
+                S::NOT_FOUND,
+                "No such flow, or the token does not match it.",
+            ),
+            Code::WorkflowNotFound => (
+                "workflow-not-found",
+                S::NOT_FOUND,
+                "No workflow of that name is served.",
+            ),
+            Code::MethodNotAllowed => (
+                "method-not-allowed",
+                S::METHOD_NOT_ALLOWED,
+                "This address does not accept this method.",
+            ),
+            Code::RequestTimeout => (
+                "request-timeout",
+                S::REQUEST_TIMEOUT,
+                "The request took too long to arrive.",
+            ),
+            Code::StaleStep => (
+                "stale-step",
+                S::CONFLICT,
+                "The flow is no longer at that step; read the flow and answer its current prompt.",
+            ),
+            Code::WrongState => (
+                "wrong-state",
+                S::CONFLICT,
+                "The flow is not waiting for this; read the flow to see what it expects.",
+            ),
+            Code::FlowEnded => ("flow-ended", S::CONFLICT, "The flow has ended; start a new one."),
+            Code::WorkflowChanged => (
+                "workflow-changed",
+                S::CONFLICT,
+                "The workflow of this flow has changed; start a new one.",
+            ),
+            Code::BodyTooLarge => (
+                "body-too-large",
+                S::PAYLOAD_TOO_LARGE,
+                "The request body is too large.",
+            ),
+            Code::UnsupportedMediaType => (
+                "unsupported-media-type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Send the body as application/json.",
+            ),
+            Code::RateLimited => (
+                "rate-limited",
+                S::TOO_MANY_REQUESTS,
+                "Too many requests; retry after the time in Retry-After.",
+            ),
+            Code::Internal => (
+                "internal",
+                S::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side; nothing was changed. Try again.",
+            ),
+            Code::Unavailable => (
+                "unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "The gateway is not ready; try again shortly.",
+            ),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:resetgate:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A fixed sentence for the code.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable code.
+    pub code: &'static str,
+    /// More about this occurrence (never internal detail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Seconds to wait, with `rate-limited`.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// The problem for `code`.
+    pub fn new(code: Code) -> Problem {
+        let (name, status, title) = code.describe();
+        Problem {
+            kind: format!("urn:resetgate:problem:{name}"),
+            title,
+            status: status.as_u16(),
+            code: name,
+            detail: None,
+            retry_after: None,
+        }
+    }
+
+    /// With a detail line (must never carry a secret or internal detail).
+    pub fn detail(mut self, detail: impl Into<String>) -> Problem {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// A `429` asking to retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Problem {
+        let mut p = Problem::new(Code::RateLimited);
+        p.retry_after = Some(secs.max(1));
+        p
+    }
+}
+
+impl From<Code> for Problem {
+    fn from(code: Code) -> Problem {
+        Problem::new(code)
+    }
+}
+
+impl From<RuntimeError> for Problem {
+    fn from(e: RuntimeError) -> Problem {
+        match e {
+            RuntimeError::UnknownWorkflow(_) => Code::WorkflowNotFound.into(),
+            RuntimeError::UnknownFlow => Code::FlowNotFound.into(),
+            RuntimeError::WorkflowChanged => Code::WorkflowChanged.into(),
+            RuntimeError::Stale => Code::StaleStep.into(),
+            RuntimeError::Refused(Refusal::OutOfOrder) => Code::WrongState.into(),
+            RuntimeError::Refused(Refusal::Finished) => Code::FlowEnded.into(),
+            e @ (RuntimeError::Store(_) | RuntimeError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "request failed");
+                Code::Internal.into()
+            }
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

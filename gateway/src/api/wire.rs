@@ -1,0 +1,422 @@
+//! The API's request and response bodies, and how a flow becomes a
+//! [`FlowView`]. The OpenAPI document is derived from these types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::contract::{FieldKind, Prompt};
+use crate::engine::{self, Flow, Notice, State};
+use crate::policy::Violation;
+use crate::secret::Secret;
+use crate::workflow::Workflow;
+
+/// Longest user name accepted, in characters.
+pub const MAX_USER_NAME: usize = 256;
+
+/// `POST /v1/flows`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The workflow's name (see `GET /v1/workflows`).
+    #[schema(example = "self-service-reset")]
+    pub workflow: String,
+    /// The user name as the person typed it.
+    #[schema(example = "alice")]
+    pub user: String,
+}
+
+/// `POST /v1/flows/{id}/answers`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersRequest {
+    /// The gate being answered: `prompt.gate` of the flow view.
+    #[schema(example = "q1")]
+    pub gate: String,
+    /// The round being answered: `prompt.round` of the flow view.
+    #[schema(example = 1, minimum = 1)]
+    pub round: u32,
+    /// One value per field of the prompt, by the field's `name`.
+    #[schema(value_type = BTreeMap<String, String>, example = json!({"answer": "blue"}))]
+    pub answers: BTreeMap<String, SecretString>,
+}
+
+/// `POST /v1/flows/{id}/password` and `/authenticate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    /// The new password (reset) or the current one (enrollment).
+    #[schema(value_type = String, example = "correct horse battery staple")]
+    pub password: SecretString,
+}
+
+/// A string from a request body that is a secret: zeroised when dropped and
+/// redacted in `Debug`.
+pub struct SecretString(pub Secret);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SecretString(Secret::new(s)))
+    }
+}
+
+/// A flow as a portal sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowView {
+    /// The flow's id (128 random bits, hex).
+    pub id: String,
+    /// The flow's bearer token: only in the answer to `POST /v1/flows`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Where the flow is.
+    pub state: StateName,
+    /// What to ask, in `gate` and `enrolling`.
+    pub prompt: Option<PromptView>,
+    /// The password rules, in `awaiting-password`.
+    pub password_policy: Option<PolicyView>,
+    /// What the last call should tell the person.
+    pub notice: Option<NoticeView>,
+    /// Each rule the refused password broke (with `password-rejected`).
+    pub violations: Vec<ViolationView>,
+    /// What the reset did, once it began committing.
+    pub receipt: Option<ReceiptView>,
+    /// When the flow expires if nothing happens (RFC 3339, UTC).
+    #[schema(example = "2026-11-23T10:15:00Z")]
+    pub expires_at: String,
+}
+
+/// Where a flow is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateName {
+    /// Answering a gate's prompt.
+    Gate,
+    /// Enrollment: registering a gate's data.
+    Enrolling,
+    /// Enrollment: proving the current password.
+    Authenticating,
+    /// Every gate passed: choose the new password.
+    AwaitingPassword,
+    /// The password is being set (seen only after a crash mid-commit).
+    Committing,
+    /// Done (final).
+    Completed,
+    /// Failed (final).
+    Failed,
+    /// Locked out (final).
+    Locked,
+    /// Past its time limit (final).
+    Expired,
+}
+
+/// One round of a gate, as a portal renders it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PromptView {
+    /// The gate's id: send it back with the answers.
+    pub gate: String,
+    /// The round: send it back with the answers.
+    pub round: u32,
+    /// Heading.
+    pub title: String,
+    /// Help line.
+    pub help: Option<String>,
+    /// The inputs, in order.
+    pub fields: Vec<FieldView>,
+}
+
+/// One input of a prompt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldView {
+    /// Key of the value in `answers`.
+    pub name: String,
+    /// What the person reads.
+    pub label: String,
+    /// How to render it.
+    pub kind: FieldKindName,
+    /// The values allowed, for `choice`.
+    pub choices: Vec<String>,
+    /// Longest accepted value, in characters.
+    pub max_length: u32,
+}
+
+/// How to render a field.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldKindName {
+    /// One line of text.
+    Text,
+    /// Hidden input.
+    Secret,
+    /// A short one-time code.
+    Code,
+    /// One of `choices`.
+    Choice,
+}
+
+/// The workflow's password rules.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    /// Fewest characters (Unicode code points).
+    pub min_length: u32,
+    /// Most characters.
+    pub max_length: u32,
+    /// Every rule, as a sentence for the person.
+    pub rules: Vec<String>,
+}
+
+/// What the last call should tell the person.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NoticeView {
+    /// Stable code: `not-verified`, `password-rejected`,
+    /// `directory-refused`, `invalid-input`, `locked`, `expired`.
+    pub code: String,
+    /// A sentence for the person.
+    pub message: String,
+}
+
+/// A rule the password broke.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViolationView {
+    /// Stable code: `too-short`, `too-long`, `blocklisted`, `contains-user-name`.
+    pub code: String,
+    /// A sentence for the person.
+    pub message: String,
+}
+
+/// What a reset did, target by target.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    /// The directory: `ok`, `failed` or `pending`.
+    pub directory: &'static str,
+    /// Each sync target, in the order they ran.
+    pub sync: Vec<SyncView>,
+    /// The VPN hook, if it ran.
+    pub vpn: Option<&'static str>,
+}
+
+/// One sync target's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncView {
+    /// The target's id in the workflow.
+    pub id: String,
+    /// `ok`, `failed` or `pending`.
+    pub status: &'static str,
+}
+
+/// A workflow as listed by `GET /v1/workflows`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowView {
+    /// Its name.
+    pub name: String,
+    /// One line for people.
+    pub description: Option<String>,
+    /// sha256 of its file.
+    pub version: String,
+    /// `reset` or `enrollment`.
+    pub purpose: String,
+}
+
+/// `GET /v1/workflows`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowList {
+    /// Sorted by name.
+    pub workflows: Vec<WorkflowView>,
+}
+
+fn outcome(o: engine::Outcome) -> &'static str {
+    match o {
+        engine::Outcome::Pending => "pending",
+        engine::Outcome::Ok => "ok",
+        engine::Outcome::Failed => "failed",
+    }
+}
+
+fn prompt(gate: &str, round: u32, p: &Prompt) -> PromptView {
+    PromptView {
+        gate: gate.to_owned(),
+        round,
+        title: p.title.clone(),
+        help: p.help.clone(),
+        fields: p
+            .fields
+            .iter()
+            .map(|f| {
+                let (kind, choices) = match &f.kind {
+                    FieldKind::Text => (FieldKindName::Text, vec![]),
+                    FieldKind::Secret => (FieldKindName::Secret, vec![]),
+                    FieldKind::Code => (FieldKindName::Code, vec![]),
+                    FieldKind::Choice(c) => (FieldKindName::Choice, c.clone()),
+                };
+                FieldView {
+                    name: f.name.clone(),
+                    label: f.label.clone(),
+                    kind,
+                    choices,
+                    max_length: f.max_length,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The rules of `wf`'s password policy as sentences.
+pub fn policy(wf: &Workflow) -> PolicyView {
+    let p = &wf.password;
+    let mut rules = vec![format!(
+        "Use {} to {} characters; spaces and any symbols are allowed.",
+        p.min_length, p.max_length
+    )];
+    if !p.blocklist.is_empty() {
+        rules.push("Avoid common or previously breached passwords.".to_owned());
+    }
+    if p.reject_user_name {
+        rules.push("Do not include your user name.".to_owned());
+    }
+    PolicyView {
+        min_length: p.min_length,
+        max_length: p.max_length,
+        rules,
+    }
+}
+
+fn notice(n: &Notice) -> NoticeView {
+    let (code, message) = match n {
+        Notice::WrongAnswer => (
+            "not-verified",
+            "We could not verify your identity. Check your answers and try again.",
+        ),
+        Notice::Policy(_) => (
+            "password-rejected",
+            "This password does not meet the rules below. Choose another one.",
+        ),
+        Notice::DirectoryRefused => (
+            "directory-refused",
+            "The directory did not accept this password. Choose another one.",
+        ),
+        Notice::InvalidInput => (
+            "invalid-input",
+            "Some of what you entered is missing or not valid. Check it and try again.",
+        ),
+        Notice::Locked => (
+            "locked",
+            "Too many attempts. Try again later, or contact your helpdesk.",
+        ),
+        Notice::Expired => (
+            "expired",
+            "This reset took too long and has expired. Please start again.",
+        ),
+    };
+    NoticeView {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn violation(v: &Violation) -> ViolationView {
+    let code = match v {
+        Violation::TooShort { .. } => "too-short",
+        Violation::TooLong { .. } => "too-long",
+        Violation::Blocklisted => "blocklisted",
+        Violation::ContainsUserName => "contains-user-name",
+    };
+    ViolationView {
+        code: code.to_owned(),
+        message: v.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The view of `flow` (running on `wf`), with `notice` from the last call.
+pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView {
+    let gate_id = |i: usize| wf.gates.get(i).map(|g| g.step.id.as_str()).unwrap_or("");
+    let (state, prompt_view, receipt) = match &flow.state {
+        State::Resolving => (StateName::Gate, None, None),
+        State::Gate {
+            index,
+            round,
+            prompt: p,
+            ..
+        } => (StateName::Gate, Some(prompt(gate_id(*index), *round, p)), None),
+        State::Enrolling { index, prompt: p } => (
+            StateName::Enrolling,
+            Some(prompt(gate_id(*index), 1, p)),
+            None,
+        ),
+        State::Authenticating => (StateName::Authenticating, None, None),
+        State::AwaitingPassword => (StateName::AwaitingPassword, None, None),
+        State::Committing { receipt } => (StateName::Committing, None, Some(receipt)),
+        State::Completed { receipt } => (StateName::Completed, None, Some(receipt)),
+        State::Failed { receipt } => (StateName::Failed, None, receipt.as_ref()),
+        State::Locked { .. } => (StateName::Locked, None, None),
+        State::Expired => (StateName::Expired, None, None),
+    };
+    let violations = match notice_of {
+        Some(Notice::Policy(v)) => v.iter().map(violation).collect(),
+        _ => vec![],
+    };
+    FlowView {
+        id: flow.id.clone(),
+        token: None,
+        workflow: flow.workflow.clone(),
+        state,
+        prompt: prompt_view,
+        password_policy: (state == StateName::AwaitingPassword).then(|| policy(wf)),
+        notice: notice_of.map(notice),
+        violations,
+        receipt: receipt.map(|r| ReceiptView {
+            directory: outcome(r.directory),
+            sync: r
+                .sync
+                .iter()
+                .map(|(id, o)| SyncView {
+                    id: id.clone(),
+                    status: outcome(*o),
+                })
+                .collect(),
+            vpn: r.vpn.map(outcome),
+        }),
+        expires_at: rfc3339(flow.expires_at()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_430_096_999), "2026-11-23T10:34:56Z");
+    }
+}

@@ -1,0 +1,325 @@
+//! The load client: complete password resets against the real `resetgate`
+//! binary over loopback, with the store flushing for real, and the
+//! hello-world route of the same server (`GET /healthz`) measured in the same
+//! run as the baseline.
+//!
+//! `cargo xtask loadtest` builds the release binary and runs this; by hand:
+//! `RESETGATE_BINARY=target/release/resetgate cargo run --release -p
+//! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]`.
+//!
+//! Each of `--flows` client threads holds one keep-alive connection and runs
+//! resets back to back: start, answer gate 1, answer gate 2 (the
+//! `static-answer` test gate: a one-time-code-style check, no slow hashing),
+//! set the password. Prints a Markdown table for BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use resetgate_tests::pki::Pki;
+use resetgate_tests::{FIRST_PARTY, Gateway, wasm, write_config};
+use serde_json::{Value, json};
+
+const KEY: &str = "rgk_load-client";
+const STEPS: [&str; 4] = ["start", "answer 1", "answer 2", "password"];
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Value {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("X-Api-Key", KEY);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = match body {
+            Some(b) => self.agent.run(
+                req.header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .unwrap(),
+            ),
+            None => self.agent.run(req.body(()).unwrap()),
+        }
+        .unwrap();
+        assert!(resp.status().is_success(), "{method} {path}: {}", resp.status());
+        let text = resp.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+/// Runs complete resets for `user` until `deadline`; returns how many and
+/// each step's latencies (µs).
+fn run_resets(c: &Client, user: &str, deadline: Instant) -> (u64, [Vec<u32>; 4]) {
+    let mut lat: [Vec<u32>; 4] = Default::default();
+    let mut done = 0u64;
+    let timed = |lat: &mut Vec<u32>, f: &mut dyn FnMut() -> Value| {
+        let t = Instant::now();
+        let v = f();
+        lat.push(t.elapsed().as_micros() as u32);
+        v
+    };
+    while Instant::now() < deadline {
+        let v = timed(&mut lat[0], &mut || {
+            c.call(
+                "POST",
+                "/v1/flows",
+                None,
+                Some(&json!({"workflow": "load", "user": user})),
+            )
+        });
+        let id = v["id"].as_str().unwrap().to_owned();
+        let token = v["token"].as_str().unwrap().to_owned();
+        let path = format!("/v1/flows/{id}/answers");
+        let v = timed(&mut lat[1], &mut || {
+            c.call(
+                "POST",
+                &path,
+                Some(&token),
+                Some(&json!({"gate": "code", "round": 1, "answers": {"answer": "123456"}})),
+            )
+        });
+        assert_eq!(v["prompt"]["gate"], "second", "{v}");
+        timed(&mut lat[2], &mut || {
+            c.call(
+                "POST",
+                &path,
+                Some(&token),
+                Some(&json!({"gate": "second", "round": 1, "answers": {"answer": "654321"}})),
+            )
+        });
+        let v = timed(&mut lat[3], &mut || {
+            c.call(
+                "POST",
+                &format!("/v1/flows/{id}/password"),
+                Some(&token),
+                Some(&json!({"password": "purple monkey dishwasher"})),
+            )
+        });
+        assert_eq!(v["state"], "completed", "{v}");
+        done += 1;
+    }
+    (done, lat)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+fn main() {
+    let flows = arg("--flows", 64) as usize;
+    let seconds = arg("--seconds", 10);
+    let tls = std::env::args().any(|a| a == "--tls");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (plugins, workflows) = (dir.path().join("plugins"), dir.path().join("workflows"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&workflows).unwrap();
+    for name in FIRST_PARTY.iter().chain(["static-answer"].iter()) {
+        std::fs::copy(wasm(name), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let users: Vec<String> = (0..flows).map(|i| format!("user{i}")).collect();
+    let user_list: Vec<String> = users.iter().map(|u| format!("{{ name: {u} }}")).collect();
+    std::fs::write(
+        workflows.join("load.yaml"),
+        format!(
+            r#"version: 1
+name: load
+limits: {{ idle: 5m, absolute: 15m }}
+directory:
+  plugin: example-directory
+  config: {{ users: [{}] }}
+lockout:
+  plugin: example-lockout
+  config: {{ threshold: 5, lockout_ms: [900000], max_lockouts: 3 }}
+gates:
+  - id: code
+    plugin: static-answer
+    config: {{ answer: "123456" }}
+  - id: second
+    plugin: static-answer
+    config: {{ answer: "654321" }}
+password: {{ min_length: 12, max_length: 64 }}
+"#,
+            user_list.join(", ")
+        ),
+    )
+    .unwrap();
+    let pki = Pki::new();
+    let digest = resetgate_tests::pki::sha256(KEY.as_bytes());
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n",
+            if tls { pki.tls_yaml(None) } else { String::new() }
+        ),
+    );
+    let gw = Gateway::start_config(&config, &[]);
+    let base = gw.base_url();
+    let client = |_: usize| Client {
+        agent: if tls {
+            pki.client(false)
+        } else {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+        },
+        base: base.clone(),
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "resetgate load client: {flows} concurrent flows, {seconds} s per phase, {} over loopback, {cores} cores",
+        if tls { "HTTPS" } else { "HTTP" }
+    );
+
+    // Phase 1: the hello-world baseline, same server, same client.
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let hello: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..flows)
+            .map(|i| {
+                let c = client(i);
+                s.spawn(move || {
+                    let mut lat = vec![];
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let mut r = c
+                            .agent
+                            .get(format!("{}/healthz", c.base))
+                            .header("X-Api-Key", KEY)
+                            .call()
+                            .unwrap();
+                        let _ = r.body_mut().read_to_string();
+                        lat.push(t.elapsed().as_micros() as u32);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut hello: Vec<u32> = hello.into_iter().flatten().collect();
+    hello.sort_unstable();
+    let hello_rps = hello.len() as f64 / seconds as f64;
+
+    // Phase 2: complete resets.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let per_thread: Vec<(u64, [Vec<u32>; 4])> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..flows)
+            .map(|i| {
+                let c = client(i);
+                let user = users[i].clone();
+                s.spawn(move || run_resets(&c, &user, deadline))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let resets: u64 = per_thread.iter().map(|(d, _)| d).sum();
+    let mut steps: [Vec<u32>; 4] = Default::default();
+    for (_, lat) in per_thread {
+        for (all, mine) in steps.iter_mut().zip(lat) {
+            all.extend(mine);
+        }
+    }
+    let requests: usize = steps.iter().map(Vec::len).sum();
+    let rps = requests as f64 / elapsed;
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| hello-world `GET /healthz` | {hello_rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+        percentile(&hello, 0.5),
+        percentile(&hello, 0.99)
+    );
+    println!(
+        "| completed resets | **{:.0} /s** ({resets} in {elapsed:.1} s) |",
+        resets as f64 / elapsed
+    );
+    println!(
+        "| API requests (4 per reset) | {rps:.0} req/s = {:.2} × hello-world |",
+        rps / hello_rps
+    );
+    for (name, lat) in STEPS.iter().zip(steps.iter_mut()) {
+        lat.sort_unstable();
+        println!(
+            "| step `{name}` | p50 {:.2} ms, p99 {:.2} ms |",
+            percentile(lat, 0.5),
+            percentile(lat, 0.99)
+        );
+    }
+    let mut all: Vec<u32> = steps.into_iter().flatten().collect();
+    all.sort_unstable();
+    println!(
+        "| every step | p50 {:.2} ms, p99 {:.2} ms |",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99)
+    );
+
+    if std::env::args().any(|a| a == "--flood") {
+        // One portal's resets alone, then while 32 anonymous clients flood
+        // the gateway (all from 127.0.0.1: rate-limited to 429s).
+        let victim = client(0);
+        let steps_p50 = |lat: [Vec<u32>; 4]| {
+            let mut all: Vec<u32> = lat.into_iter().flatten().collect();
+            all.sort_unstable();
+            (percentile(&all, 0.5), percentile(&all, 0.99))
+        };
+        let (alone_n, alone) = run_resets(&victim, &users[0], Instant::now() + Duration::from_secs(seconds));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let flooded: std::sync::atomic::AtomicU64 = Default::default();
+        let (flood_n, during) = std::thread::scope(|s| {
+            for i in 0..32 {
+                let (stop, flooded, base, pki) = (&stop, &flooded, base.clone(), &pki);
+                s.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .new_agent();
+                    let agent = if tls { pki.client(false) } else { agent };
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = agent
+                            .post(format!("{base}/v1/flows"))
+                            .header("Content-Type", "application/json")
+                            .send(format!("{{\"workflow\":\"load\",\"user\":\"flood{i}\"}}"));
+                        flooded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+            let r = run_resets(&victim, &users[0], Instant::now() + Duration::from_secs(seconds));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+        let (a50, a99) = steps_p50(alone);
+        let (d50, d99) = steps_p50(during);
+        println!(
+            "| one portal's steps, alone | p50 {a50:.2} ms, p99 {a99:.2} ms ({:.0} resets/s) |",
+            alone_n as f64 / seconds as f64
+        );
+        println!(
+            "| same, while 32 anonymous clients flood ({:.0} req/s, answered 429) | p50 {d50:.2} ms, p99 {d99:.2} ms ({:.0} resets/s); p50 ratio {:.2} |",
+            flooded.load(std::sync::atomic::Ordering::Relaxed) as f64 / seconds as f64,
+            flood_n as f64 / seconds as f64,
+            d50 / a50
+        );
+    }
+    assert!(gw.stop(), "the gateway did not stop cleanly");
+}

@@ -1,0 +1,512 @@
+//! The self-service page in a real browser: the `resetgate` binary over
+//! TLS, and headless Chromium driven through chromedriver (W3C WebDriver,
+//! [`resetgate_tests::webdriver`]) the way a person uses the page — typing,
+//! pressing Enter, clicking — through a complete reset.
+//!
+//! Chromium trusts exactly the gateway's certificate key
+//! (`--ignore-certificate-errors-spki-list`), not every certificate. The
+//! screenshot of the completed page is saved as the build artifact
+//! `target/artifacts/self-service-completed.png`.
+
+use std::path::Path;
+
+use resetgate_tests::pki::Pki;
+use resetgate_tests::webdriver::{Browser, ENTER, base64_encode};
+use resetgate_tests::{FIRST_PARTY, Gateway, root, wasm, write_config};
+use serde_json::{Value, json};
+
+/// Two reset workflows (so the page offers a choice): `page-reset` asks
+/// for the user's mail address (a text field), then a code (a code field);
+/// the FIM lockout with threshold 3; one sync target.
+fn workflows(dir: &Path) {
+    let reset = |name: &str, description: &str| {
+        format!(
+            r#"version: 1
+name: {name}
+description: "{description}"
+purpose: reset
+limits: {{ idle: 5m, absolute: 15m }}
+directory:
+  plugin: example-directory
+  config: {{ users: [{{ name: alice, mail: alice@example.com }}, {{ name: bob, mail: bob@example.com }}] }}
+lockout:
+  plugin: example-lockout
+  config: {{ threshold: 3, lockout_ms: [900000], max_lockouts: 3 }}
+gates:
+  - id: work-mail
+    plugin: attribute-gate
+    enrollment: none
+    config: {{ attribute: mail, label: Work e-mail address, help: "The address your work mail goes to." }}
+  - id: code
+    plugin: static-answer
+    config: {{ answer: "654321" }}
+password:
+  min_length: 12
+  max_length: 64
+  reject_user_name: true
+sync:
+  - id: mail
+    plugin: example-sync
+    mode: sync
+    timeout: 5s
+    on_failure: allow
+"#
+        )
+    };
+    std::fs::write(
+        dir.join("page-reset.yaml"),
+        reset(
+            "page-reset",
+            "Reset your password with your e-mail address and a code",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("other-reset.yaml"),
+        reset("other-reset", "Reset your password another way"),
+    )
+    .unwrap();
+}
+
+fn plugins(dir: &Path) {
+    for name in FIRST_PARTY.iter().chain(["static-answer"].iter()) {
+        std::fs::copy(wasm(name), dir.join(format!("{name}.wasm"))).unwrap();
+    }
+}
+
+/// The gateway over HTTPS with the page's workflows.
+struct Site {
+    gw: Gateway,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn start() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["plugins", "workflows"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        plugins(&dir.path().join("plugins"));
+        workflows(&dir.path().join("workflows"));
+        let pki = Pki::new();
+        let file = write_config(dir.path(), &pki.tls_yaml(None));
+        let gw = Gateway::start_config(&file, &[]);
+        assert!(gw.is_tls());
+        Site { gw, pki, _dir: dir }
+    }
+
+    /// Chromium's flag trusting the gateway's certificate key, and only it:
+    /// base64 of the sha256 of its SubjectPublicKeyInfo.
+    fn trust_flag(&self) -> String {
+        use rcgen::PublicKeyData;
+        use sha2::Digest;
+        let pem = std::fs::read_to_string(self.pki.key_file()).unwrap();
+        let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+        let pin = base64_encode(&sha2::Sha256::digest(key.subject_public_key_info()));
+        format!("--ignore-certificate-errors-spki-list={pin}")
+    }
+
+    /// A headless Chromium trusting the site's certificate, recording CSP
+    /// violations from the first script on.
+    fn browser(&self) -> Browser {
+        let browser = Browser::start(&[self.trust_flag()]);
+        browser.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": CSP_RECORDER }),
+        );
+        browser
+    }
+}
+
+/// Installed before any script of every page: records each CSP violation
+/// the browser reports, whatever caused it.
+const CSP_RECORDER: &str = "window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) =>
+  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`));";
+
+/// The page as the test sees it.
+struct Page<'a> {
+    b: &'a Browser,
+}
+
+impl Page<'_> {
+    fn js(&self, script: &str) -> Value {
+        self.b.execute(script, vec![])
+    }
+
+    fn js_str(&self, script: &str) -> String {
+        self.js(script).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the page shows `step` and no request is under way.
+    fn wait_step(&self, step: &str) {
+        self.b.wait_until(
+            &format!("step {step:?}"),
+            &format!(
+                "const m = document.querySelector('main'); \
+                 return m.dataset.step === {step:?} && !m.hasAttribute('aria-busy');"
+            ),
+        );
+    }
+
+    /// Waits until the page is at `step` under `heading`.
+    fn wait_heading(&self, step: &str, heading: &str) {
+        self.wait_step(step);
+        self.b.wait_until(
+            &format!("heading {heading:?}"),
+            &format!("return document.getElementById('heading').textContent === {heading:?};"),
+        );
+    }
+
+    fn text(&self, selector: &str) -> String {
+        self.b.text(&self.b.find(selector))
+    }
+
+    fn attr(&self, selector: &str, name: &str) -> Option<String> {
+        self.b.attribute(&self.b.find(selector), name)
+    }
+
+    fn notice(&self) -> String {
+        self.text("#notice")
+    }
+
+    /// The id of the focused element.
+    fn focused(&self) -> String {
+        self.js_str("return document.activeElement ? document.activeElement.id : '';")
+    }
+
+    /// Every visible form control has a label.
+    fn assert_labelled(&self) {
+        let unlabelled = self.js(
+            "return [...document.querySelectorAll('input, select, textarea')]
+               .filter((e) => e.checkVisibility() && e.labels.length === 0)
+               .map((e) => e.id || e.name);",
+        );
+        assert_eq!(unlabelled, json!([]), "inputs without a <label>");
+    }
+
+    /// How many requests the page made to a URL ending in `suffix`.
+    fn requests_to(&self, suffix: &str) -> u64 {
+        self.js(&format!(
+            "return performance.getEntriesByType('resource')
+               .filter((e) => e.name.endsWith({suffix:?})).length;"
+        ))
+        .as_u64()
+        .unwrap()
+    }
+}
+
+#[test]
+fn a_person_resets_a_password_in_the_browser() {
+    let site = Site::start();
+    let origin = site.gw.base_url();
+    let browser = site.browser();
+    let page = Page { b: &browser };
+    let b = &browser;
+    b.goto(&format!("{origin}/?workflow=page-reset"));
+
+    // Start: two reset workflows, the one named in the URL preselected.
+    b.wait_until(
+        "the workflows to load",
+        "return !document.getElementById('start-fields').disabled;",
+    );
+    page.wait_heading("start", "Reset your password");
+    let select = b.find("#workflow");
+    assert!(b.is_displayed(&select), "several workflows: a select");
+    assert_eq!(
+        page.js_str("return document.getElementById('workflow').value;"),
+        "page-reset"
+    );
+    assert_eq!(b.find_all("#workflow option").len(), 2);
+    assert_eq!(
+        page.attr("#user", "autocomplete").as_deref(),
+        Some("username")
+    );
+    page.assert_labelled();
+    b.send_keys(&b.find("#user"), &format!("alice{ENTER}"));
+
+    // The first gate: a text field; focus on the new step's heading.
+    page.wait_heading("gate", "Work e-mail address");
+    assert_eq!(page.focused(), "heading");
+    assert_eq!(
+        page.text("#gate-help"),
+        "The address your work mail goes to."
+    );
+    assert_eq!(page.attr("#field-0", "type").as_deref(), Some("text"));
+    assert_eq!(page.text("label[for=field-0]"), "Work e-mail address");
+    page.assert_labelled();
+
+    // A wrong answer: the generic message, still on the gate, the field
+    // marked invalid and pointing at the message.
+    b.send_keys(&b.find("#field-0"), &format!("bob@example.com{ENTER}"));
+    b.wait_until(
+        "the not-verified notice",
+        "return document.getElementById('notice').textContent.includes('could not verify');",
+    );
+    page.wait_heading("gate", "Work e-mail address");
+    assert_eq!(
+        page.notice(),
+        "We could not verify your identity. Check your answers and try again."
+    );
+    assert_eq!(
+        page.attr("#field-0", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    assert!(
+        page.attr("#field-0", "aria-describedby")
+            .unwrap()
+            .split(' ')
+            .any(|id| id == "notice")
+    );
+    assert_eq!(page.focused(), "field-0", "focus back on the field");
+    assert_eq!(page.attr("#notice", "aria-live").as_deref(), Some("polite"));
+
+    // The right answer; the second gate asks for a code.
+    b.send_keys(&b.find("#field-0"), &format!("alice@example.com{ENTER}"));
+    page.wait_heading("gate", "Say the word");
+    assert_eq!(page.notice(), "");
+    assert_eq!(page.focused(), "heading");
+    assert_eq!(
+        page.attr("#field-0", "inputmode").as_deref(),
+        Some("numeric")
+    );
+    assert_eq!(
+        page.attr("#field-0", "autocomplete").as_deref(),
+        Some("one-time-code")
+    );
+    b.send_keys(&b.find("#field-0"), &format!("654321{ENTER}"));
+
+    // The new password: the rules shown, a confirmation field.
+    page.wait_heading("password", "Choose a new password");
+    assert_eq!(page.focused(), "heading");
+    let rules = page.text("#password-rules");
+    assert!(rules.contains("Use 12 to 64 characters"), "{rules}");
+    assert!(rules.contains("Do not include your user name."), "{rules}");
+    assert_eq!(
+        page.attr("#new-password", "autocomplete").as_deref(),
+        Some("new-password")
+    );
+    assert_eq!(
+        page.attr("#new-password", "type").as_deref(),
+        Some("password")
+    );
+    page.assert_labelled();
+
+    // A mismatched confirmation is explained before anything is sent.
+    b.send_keys(&b.find("#new-password"), "alice-in-wonderland");
+    b.send_keys(&b.find("#confirm-password"), "alice-in-wonderlnd");
+    b.click(&b.find("#password-submit"));
+    b.wait_until(
+        "the mismatch explained",
+        "return !document.getElementById('confirm-password-error').hidden;",
+    );
+    assert!(
+        page.text("#confirm-password-error")
+            .contains("do not match")
+    );
+    assert_eq!(
+        page.attr("#confirm-password", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    assert_eq!(page.requests_to("/password"), 0, "nothing sent");
+
+    // A password that breaks a rule: the server's reason next to the field.
+    let confirm = b.find("#confirm-password");
+    b.clear(&confirm);
+    b.send_keys(&confirm, &format!("alice-in-wonderland{ENTER}"));
+    b.wait_until(
+        "the rule broken",
+        "return !document.getElementById('new-password-error').hidden;",
+    );
+    page.wait_step("password");
+    assert_eq!(
+        page.text("#new-password-error"),
+        "The password must not contain your user name."
+    );
+    assert!(
+        b.try_find("#new-password-error li[data-code=contains-user-name]")
+            .is_some()
+    );
+    assert!(
+        page.notice().contains("does not meet the rules"),
+        "{}",
+        page.notice()
+    );
+    assert_eq!(
+        page.attr("#new-password", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    assert!(
+        page.attr("#new-password", "aria-describedby")
+            .unwrap()
+            .contains("new-password-error")
+    );
+    assert_eq!(page.focused(), "new-password");
+    assert!(
+        page.text("#confirm-password-error").is_empty(),
+        "mismatch cleared"
+    );
+    assert_eq!(page.requests_to("/password"), 1);
+
+    // A good one.
+    b.send_keys(&b.find("#new-password"), "purple monkey dishwasher");
+    b.send_keys(&b.find("#confirm-password"), "purple monkey dishwasher");
+    b.click(&b.find("#password-submit"));
+
+    // Completed: the directory's and the sync target's status.
+    page.wait_heading("done", "Your password has been changed");
+    assert_eq!(page.focused(), "heading");
+    assert_eq!(page.notice(), "Use your new password from now on.");
+    let directory = "#receipt li[data-target=directory]";
+    assert_eq!(page.attr(directory, "data-status").as_deref(), Some("ok"));
+    assert_eq!(page.text(&format!("{directory} .status")), "Updated");
+    let mail = "#receipt li[data-target=sync][data-id=mail]";
+    assert_eq!(page.attr(mail, "data-status").as_deref(), Some("ok"));
+    assert_eq!(page.text(&format!("{mail} .target")), "mail:");
+    assert_eq!(page.text(&format!("{mail} .status")), "Updated");
+    assert!(
+        b.try_find("#receipt li[data-target=vpn]").is_none(),
+        "no VPN in this workflow"
+    );
+
+    let artifacts = root().join("target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = b.screenshot();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    std::fs::write(artifacts.join("self-service-completed.png"), png).unwrap();
+
+    // The token was never put anywhere but a variable.
+    assert_eq!(
+        page.js(
+            "return [localStorage.length, sessionStorage.length, document.cookie, location.href];"
+        ),
+        json!([0, 0, "", format!("{origin}/?workflow=page-reset")])
+    );
+
+    // Every request went to the gateway, and nothing broke the CSP.
+    let resources = page.js("return performance.getEntriesByType('resource').map((e) => e.name);");
+    let resources: Vec<&str> = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for r in &resources {
+        assert!(
+            r.starts_with(&format!("{origin}/")),
+            "a request to another origin: {r}"
+        );
+    }
+    for path in ["/app.js", "/style.css", "/v1/workflows", "/v1/flows"] {
+        assert!(
+            resources.contains(&format!("{origin}{path}").as_str()),
+            "{path} not among {resources:?}"
+        );
+    }
+    assert_eq!(page.js("return window.__cspViolations;"), json!([]));
+    let problems: Vec<Value> = b
+        .console_log()
+        .into_iter()
+        .filter(|e| {
+            e["level"] == "SEVERE"
+                || e["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Content Security Policy")
+        })
+        .collect();
+    assert!(problems.is_empty(), "console errors: {problems:#?}");
+
+    // Start again, from the keyboard.
+    b.send_keys(&b.find("#restart"), ENTER);
+    page.wait_heading("start", "Reset your password");
+    assert_eq!(page.focused(), "heading");
+    assert_eq!(
+        page.js_str("return document.getElementById('user').value;"),
+        "alice"
+    );
+
+    // The CSP checks above can fail: a violation is seen by both.
+    page.js(
+        "const img = document.createElement('img'); img.src = 'https://example.invalid/x.png'; \
+         document.body.append(img);",
+    );
+    let seen = b.wait_until(
+        "the deliberate violation to be recorded",
+        "return window.__cspViolations.length && window.__cspViolations;",
+    );
+    assert!(
+        seen[0]
+            .as_str()
+            .unwrap()
+            .starts_with("img-src https://example.invalid"),
+        "{seen}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut logged = vec![];
+    while !logged.iter().any(|e: &Value| {
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Content Security Policy")
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deliberate violation is not in the console log: {logged:#?}"
+        );
+        logged.extend(b.console_log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_page_says_when_to_retry_and_can_start_over() {
+    let site = Site::start();
+    let browser = site.browser();
+    let page = Page { b: &browser };
+    let b = &browser;
+    b.goto(&site.gw.base_url());
+    b.wait_until(
+        "the workflows to load",
+        "return !document.getElementById('start-fields').disabled;",
+    );
+    // Without `?workflow=` the first one is chosen.
+    assert_eq!(
+        page.js_str("return document.getElementById('workflow').value;"),
+        "other-reset"
+    );
+    b.send_keys(&b.find("#user"), "dave");
+    // Five starts for one user name a minute pass; the person starts over
+    // from each first gate with the keyboard.
+    for _ in 0..5 {
+        b.send_keys(&b.find("#user"), ENTER);
+        page.wait_heading("gate", "Work e-mail address");
+        b.send_keys(&b.find("#start-over"), ENTER);
+        page.wait_heading("start", "Reset your password");
+        assert_eq!(page.focused(), "heading");
+    }
+    // The sixth is refused: the person is told when to try again.
+    b.send_keys(&b.find("#user"), ENTER);
+    b.wait_until(
+        "the rate-limit notice",
+        "return document.getElementById('notice').textContent.startsWith('Too many attempts');",
+    );
+    page.wait_step("start");
+    let notice = page.notice();
+    let secs: u64 = notice
+        .strip_prefix("Too many attempts. Try again in ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{notice:?}"));
+    assert!((1..=60).contains(&secs), "{notice}");
+    assert!(
+        notice.ends_with(" seconds.") || notice.ends_with(" second."),
+        "{notice}"
+    );
+    assert_eq!(
+        page.js_str("return document.getElementById('user').value;"),
+        "dave"
+    );
+    assert_eq!(page.js("return window.__cspViolations;"), json!([]));
+}
