@@ -1,7 +1,8 @@
 //! Support for resetgate's integration tests: where the built plugins are,
 //! a plugin host in a temporary folder, and the real `resetgate` binary
 //! started on a free loopback port (plain HTTP, or HTTPS with a throwaway
-//! PKI from [`pki`]).
+//! PKI from [`pki`]); and a headless Chromium to drive the self-service
+//! page with ([`webdriver`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 

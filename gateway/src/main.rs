@@ -161,7 +161,9 @@ fn api_key_new(name: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !valid {
-        anyhow::bail!("`{name}` is not a portal name: use lowercase letters, digits and `-`, starting with a letter");
+        anyhow::bail!(
+            "`{name}` is not a portal name: use lowercase letters, digits and `-`, starting with a letter"
+        );
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;

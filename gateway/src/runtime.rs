@@ -460,7 +460,12 @@ impl Runtime {
             .audit
             .iter()
             .filter_map(|r| {
-                let gate = || r.detail.get("gate").and_then(|g| g.as_str()).map(str::to_owned);
+                let gate = || {
+                    r.detail
+                        .get("gate")
+                        .and_then(|g| g.as_str())
+                        .map(str::to_owned)
+                };
                 match r.kind.as_str() {
                     "gate.passed" => Some(("passed", gate())),
                     "gate.failed" => Some(("failed", gate())),

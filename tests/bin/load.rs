@@ -55,7 +55,11 @@ impl Client {
             None => self.agent.run(req.body(()).unwrap()),
         }
         .unwrap();
-        assert!(resp.status().is_success(), "{method} {path}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "{method} {path}: {}",
+            resp.status()
+        );
         let text = resp.body_mut().read_to_string().unwrap();
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
@@ -168,7 +172,11 @@ password: {{ min_length: 12, max_length: 64 }}
         dir.path(),
         &format!(
             "{}api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n",
-            if tls { pki.tls_yaml(None) } else { String::new() }
+            if tls {
+                pki.tls_yaml(None)
+            } else {
+                String::new()
+            }
         ),
     );
     let gw = Gateway::start_config(&config, &[]);
@@ -283,7 +291,11 @@ password: {{ min_length: 12, max_length: 64 }}
             all.sort_unstable();
             (percentile(&all, 0.5), percentile(&all, 0.99))
         };
-        let (alone_n, alone) = run_resets(&victim, &users[0], Instant::now() + Duration::from_secs(seconds));
+        let (alone_n, alone) = run_resets(
+            &victim,
+            &users[0],
+            Instant::now() + Duration::from_secs(seconds),
+        );
         let stop = std::sync::atomic::AtomicBool::new(false);
         let flooded: std::sync::atomic::AtomicU64 = Default::default();
         let (flood_n, during) = std::thread::scope(|s| {
@@ -304,7 +316,11 @@ password: {{ min_length: 12, max_length: 64 }}
                     }
                 });
             }
-            let r = run_resets(&victim, &users[0], Instant::now() + Duration::from_secs(seconds));
+            let r = run_resets(
+                &victim,
+                &users[0],
+                Instant::now() + Duration::from_secs(seconds),
+            );
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             r
         });
@@ -319,6 +335,53 @@ password: {{ min_length: 12, max_length: 64 }}
             flooded.load(std::sync::atomic::Ordering::Relaxed) as f64 / seconds as f64,
             flood_n as f64 / seconds as f64,
             d50 / a50
+        );
+    }
+    if std::env::args().any(|a| a == "--enumeration") {
+        // Start latency for a known, an unknown and a locked-out user,
+        // interleaved so that drift affects all three alike.
+        let c = client(0);
+        let locked = &users[1];
+        for _ in 0..5 {
+            let v = c.call(
+                "POST",
+                "/v1/flows",
+                None,
+                Some(&json!({"workflow": "load", "user": locked})),
+            );
+            let id = v["id"].as_str().unwrap();
+            c.call(
+                "POST",
+                &format!("/v1/flows/{id}/answers"),
+                v["token"].as_str(),
+                Some(&json!({"gate": "code", "round": 1, "answers": {"answer": "000000"}})),
+            );
+        }
+        let names = [users[0].as_str(), "nobody-by-this-name", locked.as_str()];
+        let mut lat: [Vec<u32>; 3] = Default::default();
+        for _ in 0..1000 {
+            for (i, name) in names.iter().enumerate() {
+                let t = Instant::now();
+                c.call(
+                    "POST",
+                    "/v1/flows",
+                    None,
+                    Some(&json!({"workflow": "load", "user": name})),
+                );
+                lat[i].push(t.elapsed().as_micros() as u32);
+            }
+        }
+        let mut row = vec![];
+        for (label, l) in ["known", "unknown", "locked out"]
+            .iter()
+            .zip(lat.iter_mut())
+        {
+            l.sort_unstable();
+            row.push(format!("{label} p50 {:.3} ms", percentile(l, 0.5)));
+        }
+        println!(
+            "| `POST /v1/flows` latency, 1000 each, one client | {} |",
+            row.join(", ")
         );
     }
     assert!(gw.stop(), "the gateway did not stop cleanly");

@@ -199,7 +199,11 @@ impl Portal {
 
     /// Starts a flow; returns (id, token, reply).
     fn begin(&self, workflow: &str, user: &str) -> (String, String, Reply) {
-        let r = self.post("/v1/flows", None, json!({"workflow": workflow, "user": user}));
+        let r = self.post(
+            "/v1/flows",
+            None,
+            json!({"workflow": workflow, "user": user}),
+        );
         assert_eq!(r.status, 201, "{}", r.raw);
         let id = r.json["id"].as_str().unwrap().to_owned();
         let token = r.json["token"].as_str().unwrap().to_owned();
@@ -238,7 +242,10 @@ fn problem(r: &Reply, status: u16, code: &str) {
 fn a_full_reset_through_the_api_then_the_token_is_spent() {
     let p = Portal::start();
     let (id, token, started) = p.begin("api-reset", "alice");
-    assert_eq!(started.header("location"), Some(&*format!("/v1/flows/{id}")));
+    assert_eq!(
+        started.header("location"),
+        Some(&*format!("/v1/flows/{id}"))
+    );
     assert_eq!((id.len(), token.len()), (32, 32), "128 bits each, hex");
     let v = &started.json;
     assert_eq!(v["state"], "gate");
@@ -370,7 +377,11 @@ fn wrong_answers_get_one_generic_message_then_lock_the_user_out() {
             view = r.json;
             notices.push(view["notice"]["code"].as_str().unwrap().to_owned());
         }
-        assert_eq!(notices, ["not-verified", "not-verified", "locked"], "{user}");
+        assert_eq!(
+            notices,
+            ["not-verified", "not-verified", "locked"],
+            "{user}"
+        );
         assert_eq!(view["state"], "locked");
         assert!(view["prompt"].is_null());
         // A new flow for the locked name fails at its first answer.
@@ -450,7 +461,11 @@ fn tokens_gates_and_states_are_checked() {
         "second"
     );
     problem(
-        &p.post("/v1/flows", None, json!({"workflow": "nope", "user": "alice"})),
+        &p.post(
+            "/v1/flows",
+            None,
+            json!({"workflow": "nope", "user": "alice"}),
+        ),
         404,
         "workflow-not-found",
     );
@@ -461,7 +476,13 @@ fn bad_requests_get_problem_documents_with_stable_codes() {
     let p = Portal::start();
     let big = vec![b' '; 17 * 1024];
     problem(
-        &p.send("POST", "/v1/flows", None, Some("application/json"), Some(&big)),
+        &p.send(
+            "POST",
+            "/v1/flows",
+            None,
+            Some("application/json"),
+            Some(&big),
+        ),
         413,
         "body-too-large",
     );
@@ -491,7 +512,11 @@ fn bad_requests_get_problem_documents_with_stable_codes() {
     );
     let r = p.post("/v1/flows", None, json!({"workflow": "api-reset"}));
     problem(&r, 400, "invalid-request");
-    assert!(r.json["detail"].as_str().unwrap().contains("user"), "{}", r.raw);
+    assert!(
+        r.json["detail"].as_str().unwrap().contains("user"),
+        "{}",
+        r.raw
+    );
     let r = p.post(
         "/v1/flows",
         None,
@@ -528,8 +553,12 @@ fn starts_per_user_name_are_rate_limited_with_retry_after() {
     let mut statuses = vec![];
     for _ in 0..6 {
         statuses.push(
-            p.post("/v1/flows", None, json!({"workflow": "api-reset", "user": "Alice "}))
-                .status,
+            p.post(
+                "/v1/flows",
+                None,
+                json!({"workflow": "api-reset", "user": "Alice "}),
+            )
+            .status,
         );
     }
     assert_eq!(statuses, [201, 201, 201, 201, 201, 429]);
@@ -599,7 +628,11 @@ fn metrics_count_flows_gates_lockouts_plugin_calls_and_flushes() {
     p.answer(&id, &token, &r.json, "000000");
     let m = p.get("/metrics", None);
     assert_eq!(m.status, 200);
-    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     for line in [
         "resetgate_flows_total{workflow=\"api-reset\",outcome=\"started\"} 1",
         "resetgate_gate_results_total{workflow=\"api-reset\",gate=\"code\",result=\"passed\"} 1",
@@ -649,13 +682,21 @@ fn portals_authenticate_with_keys_and_anonymous_access_can_be_turned_off() {
     ));
     // No key: refused, the page's API too.
     problem(
-        &p.post("/v1/flows", None, json!({"workflow": "api-reset", "user": "alice"})),
+        &p.post(
+            "/v1/flows",
+            None,
+            json!({"workflow": "api-reset", "user": "alice"}),
+        ),
         401,
         "anonymous-not-allowed",
     );
     p.key = Some("rgk_wrong".into());
     problem(
-        &p.post("/v1/flows", None, json!({"workflow": "api-reset", "user": "alice"})),
+        &p.post(
+            "/v1/flows",
+            None,
+            json!({"workflow": "api-reset", "user": "alice"}),
+        ),
         401,
         "invalid-api-key",
     );
@@ -706,7 +747,11 @@ fn every_acknowledged_step_survives_a_sigkill_under_load() {
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let user = users[(t + i) % users.len()];
-                    let r = p.post("/v1/flows", None, json!({"workflow": "api-reset", "user": user}));
+                    let r = p.post(
+                        "/v1/flows",
+                        None,
+                        json!({"workflow": "api-reset", "user": user}),
+                    );
                     if r.status != 201 {
                         return; // the gateway is gone
                     }
@@ -714,7 +759,10 @@ fn every_acknowledged_step_survives_a_sigkill_under_load() {
                     let token = r.json["token"].as_str().unwrap().to_owned();
                     let mut view = r.json;
                     let record = |view: &Value| {
-                        acked.lock().unwrap().push((id.clone(), token.clone(), rank(view)));
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push((id.clone(), token.clone(), rank(view)));
                         count.fetch_add(1, Ordering::Relaxed);
                     };
                     record(&view);
@@ -769,5 +817,169 @@ fn every_acknowledged_step_survives_a_sigkill_under_load() {
             ahead += 1;
         }
     }
-    assert!(ahead <= 8, "at most one request under way per client thread");
+    assert!(
+        ahead <= 8,
+        "at most one request under way per client thread"
+    );
+}
+
+/// Enrollment then reset through the API, against the `local-users`
+/// directory (a user added with `resetgate users add`) and two security
+/// questions whose answers are registered in the enrollment flow.
+#[test]
+fn enrollment_registers_answers_that_a_reset_then_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugins_dir, workflows_dir) = (dir.path().join("plugins"), dir.path().join("workflows"));
+    std::fs::create_dir_all(&plugins_dir).unwrap();
+    std::fs::create_dir_all(&workflows_dir).unwrap();
+    plugins(&plugins_dir);
+    let common = r#"
+limits: { idle: 5m, absolute: 15m }
+directory:
+  plugin: local-users
+  grants: { kv: true }
+  limits: { wall_time: 5s }
+lockout:
+  plugin: example-lockout
+  config: { threshold: 3, lockout_ms: [900000], max_lockouts: 3 }
+gates:
+  - id: first-pet
+    plugin: example-question
+    enrollment: required
+    config: { question: "What was the name of your first pet?" }
+  - id: birth-city
+    plugin: example-question
+    enrollment: required
+    config: { question: "In which city were you born?" }
+"#;
+    std::fs::write(
+        workflows_dir.join("enroll.yaml"),
+        format!("version: 1\nname: enroll\npurpose: enrollment\n{common}"),
+    )
+    .unwrap();
+    std::fs::write(
+        workflows_dir.join("reset.yaml"),
+        format!("version: 1\nname: reset\npurpose: reset\n{common}password: {{ min_length: 12, max_length: 64 }}\n"),
+    )
+    .unwrap();
+    let pki = Pki::new();
+    let config = write_config(dir.path(), &pki.tls_yaml(None));
+    // The user, added while the gateway is stopped.
+    let mut add = std::process::Command::new(resetgate_tests::binary())
+        .args(["users", "add", "erin", "--password-stdin", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"the current password\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+
+    let gw = Gateway::start_config(&config, &[]);
+    let p = Portal {
+        gw,
+        agent: pki.client(false),
+        pki,
+        dir,
+        key: None,
+        config,
+    };
+    // Enrollment: the current password first (a wrong one is not accepted).
+    let (id, token, r) = p.begin("enroll", "erin");
+    assert_eq!(r.json["state"], "authenticating", "{}", r.raw);
+    let auth = |pw: &str| {
+        p.post(
+            &format!("/v1/flows/{id}/authenticate"),
+            Some(&token),
+            json!({"password": pw}),
+        )
+    };
+    let r = auth("not the password");
+    assert_eq!(r.json["state"], "authenticating", "{}", r.raw);
+    assert_eq!(r.json["notice"]["code"], "not-verified");
+    let r = auth("the current password");
+    assert_eq!(r.json["state"], "enrolling", "{}", r.raw);
+    assert_eq!(r.json["prompt"]["gate"], "first-pet");
+    let r = p.answer(&id, &token, &r.json, "Rex the dog");
+    assert_eq!(r.json["prompt"]["gate"], "birth-city", "{}", r.raw);
+    let r = p.answer(&id, &token, &r.json, "Lisbon");
+    assert_eq!(r.json["state"], "completed", "{}", r.raw);
+
+    // A reset asks for the registered answers (normalised: case, spaces).
+    let (id, token, r) = p.begin("reset", "erin");
+    let wrong = p.answer(&id, &token, &r.json, "Fido");
+    assert_eq!(
+        wrong.json["notice"]["code"], "not-verified",
+        "{}",
+        wrong.raw
+    );
+    let r = p.answer(&id, &token, &wrong.json, "  rex THE dog ");
+    assert_eq!(r.json["prompt"]["gate"], "birth-city", "{}", r.raw);
+    let r = p.answer(&id, &token, &r.json, "lisbon");
+    assert_eq!(r.json["state"], "awaiting-password", "{}", r.raw);
+    let r = p.post(
+        &format!("/v1/flows/{id}/password"),
+        Some(&token),
+        json!({"password": "a brand new password"}),
+    );
+    assert_eq!(r.json["state"], "completed", "{}", r.raw);
+    assert_eq!(r.json["receipt"]["directory"], "ok");
+
+    // The directory now takes the new password, not the old one.
+    let (id, token, _) = p.begin("enroll", "erin");
+    let r = p.post(
+        &format!("/v1/flows/{id}/authenticate"),
+        Some(&token),
+        json!({"password": "the current password"}),
+    );
+    assert_eq!(r.json["notice"]["code"], "not-verified", "{}", r.raw);
+    let r = p.post(
+        &format!("/v1/flows/{id}/authenticate"),
+        Some(&token),
+        json!({"password": "a brand new password"}),
+    );
+    assert_eq!(r.json["state"], "enrolling", "{}", r.raw);
+}
+
+#[test]
+fn a_client_certificate_identifies_a_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["plugins", "workflows"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    plugins(&dir.path().join("plugins"));
+    workflows(&dir.path().join("workflows"));
+    let pki = Pki::new();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}api:\n  anonymous: false\n",
+            pki.tls_yaml(Some("optional"))
+        ),
+    );
+    let gw = Gateway::start_config(&config, &[]);
+    let mut p = Portal {
+        gw,
+        agent: pki.client(false),
+        pki,
+        dir,
+        key: None,
+        config,
+    };
+    problem(
+        &p.post(
+            "/v1/flows",
+            None,
+            json!({"workflow": "api-reset", "user": "alice"}),
+        ),
+        401,
+        "anonymous-not-allowed",
+    );
+    p.agent = p.pki.client(true);
+    let (id, token, _) = p.begin("api-reset", "alice");
+    assert_eq!(p.get(&format!("/v1/flows/{id}"), Some(&token)).status, 200);
 }

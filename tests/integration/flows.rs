@@ -84,7 +84,10 @@ fn fifty_parallel_wrong_answers_count_exactly_up_to_the_threshold() {
     let again = rt.start("test-reset", "ALICE ", T0 + 2).unwrap().flow;
     assert!(matches!(again.state, State::Gate { .. }));
     assert!(matches!(
-        rt.answer(&again.id, answer("first answer"), T0 + 3).unwrap().flow.state,
+        rt.answer(&again.id, answer("first answer"), T0 + 3)
+            .unwrap()
+            .flow
+            .state,
         State::Locked { .. }
     ));
     assert!(matches!(
@@ -109,7 +112,12 @@ fn the_fim_ladder_locks_for_a_while_then_permanently() {
     );
     // Still locked a millisecond before the end; free again at the end.
     // (A flow started while locked is a decoy that can never pass.)
-    assert!(rt.start("test-reset", "alice", T0 + 60_000).unwrap().flow.decoy);
+    assert!(
+        rt.start("test-reset", "alice", T0 + 60_000)
+            .unwrap()
+            .flow
+            .decoy
+    );
     let flow = rt.start("test-reset", "alice", T0 + 60_001).unwrap().flow;
     assert!(matches!(flow.state, State::Gate { .. }));
     assert!(!flow.decoy);
@@ -120,7 +128,10 @@ fn the_fim_ladder_locks_for_a_while_then_permanently() {
         State::Locked { until: None },
         "second lockout is permanent"
     );
-    let late = rt.start("test-reset", "alice", T0 + 999_999_999).unwrap().flow;
+    let late = rt
+        .start("test-reset", "alice", T0 + 999_999_999)
+        .unwrap()
+        .flow;
     assert!(late.decoy, "permanently locked");
     assert_eq!(
         rt.answer(&late.id, answer("no"), T0 + 999_999_999)

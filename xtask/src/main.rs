@@ -298,12 +298,27 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
 fn loadtest(root: &Path, args: &[String]) -> anyhow::Result<()> {
     status(
         cargo()
-            .args(["build", "--release", "-p", "resetgate", "--bin", "resetgate"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "resetgate",
+                "--bin",
+                "resetgate",
+            ])
             .current_dir(root),
     )?;
     status(
         cargo()
-            .args(["run", "--release", "-p", "resetgate-tests", "--bin", "load", "--"])
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "resetgate-tests",
+                "--bin",
+                "load",
+                "--",
+            ])
             .args(args)
             .env("RESETGATE_BINARY", root.join("target/release/resetgate"))
             .current_dir(root),

@@ -158,7 +158,9 @@ struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{ApiKey as Key, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey as Key, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "portal_key",
@@ -195,10 +197,22 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
-        .route("/", get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }))
-        .route("/app.js", get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/style.css", get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }))
-        .route("/favicon.svg", get(|| async { page(FAVICON_SVG, "image/svg+xml") }))
+        .route(
+            "/",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/favicon.svg",
+            get(|| async { page(FAVICON_SVG, "image/svg+xml") }),
+        )
         .layer(middleware::from_fn_with_state(api.clone(), identify));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -218,12 +232,20 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
 async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
     let route = route_label(req.uri().path());
     let mut response = next.run(req).await;
-    api.responses
-        .inc(&[route, response.status().as_str()]);
+    api.responses.inc(&[route, response.status().as_str()]);
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -320,9 +342,7 @@ async fn identify(
                 Some(IpAddr::V6(a)) => a.octets()[..8].to_vec(),
                 None => vec![],
             };
-            api.clients
-                .take(&key, now)
-                .map_err(Problem::rate_limited)?;
+            api.clients.take(&key, now).map_err(Problem::rate_limited)?;
             Client::Anonymous(addr)
         }
     };
@@ -339,11 +359,7 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi_json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
 /// A JSON request body: `application/json`, at most the body limit,
@@ -401,15 +417,16 @@ impl<T: DeserializeOwned> FromRequest<Arc<Api>> for JsonBody<T> {
                     // serde names fields but may quote values; keep only
                     // messages about fields, never about values.
                     let msg = e.to_string();
-                    let detail = if msg.starts_with("missing field") || msg.starts_with("unknown field") {
-                        msg.split(" at line").next().unwrap_or("").to_owned()
-                    } else {
-                        format!(
-                            "a value has the wrong type (line {} column {})",
-                            e.line(),
-                            e.column()
-                        )
-                    };
+                    let detail =
+                        if msg.starts_with("missing field") || msg.starts_with("unknown field") {
+                            msg.split(" at line").next().unwrap_or("").to_owned()
+                        } else {
+                            format!(
+                                "a value has the wrong type (line {} column {})",
+                                e.line(),
+                                e.column()
+                            )
+                        };
                     Problem::new(Code::InvalidRequest).detail(detail)
                 }
             }
@@ -670,11 +687,26 @@ async fn list_workflows(State(api): State<Arc<Api>>) -> Json<wire::WorkflowList>
 async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     let mut out = String::new();
     let m = &api.runtime.metrics;
-    metrics::header(&mut out, "resetgate_flows_total", "counter", "Flows started and ended, by workflow and outcome.");
+    metrics::header(
+        &mut out,
+        "resetgate_flows_total",
+        "counter",
+        "Flows started and ended, by workflow and outcome.",
+    );
     m.flows.render(&mut out, "resetgate_flows_total");
-    metrics::header(&mut out, "resetgate_gate_results_total", "counter", "Gate verdicts by workflow, gate and result.");
+    metrics::header(
+        &mut out,
+        "resetgate_gate_results_total",
+        "counter",
+        "Gate verdicts by workflow, gate and result.",
+    );
     m.gates.render(&mut out, "resetgate_gate_results_total");
-    metrics::header(&mut out, "resetgate_lockouts_total", "counter", "Users locked out, by workflow.");
+    metrics::header(
+        &mut out,
+        "resetgate_lockouts_total",
+        "counter",
+        "Users locked out, by workflow.",
+    );
     m.lockouts.render(&mut out, "resetgate_lockouts_total");
 
     // Several steps may load the same plugin: one series per plugin name.
@@ -694,12 +726,22 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
             }
         }
     }
-    metrics::header(&mut out, "resetgate_plugin_call_seconds", "histogram", "Plugin call wall time, by plugin.");
+    metrics::header(
+        &mut out,
+        "resetgate_plugin_call_seconds",
+        "histogram",
+        "Plugin call wall time, by plugin.",
+    );
     for (name, (h, _)) in &plugins {
         let labels = format!("plugin=\"{}\"", metrics::escape(name));
         h.render(&mut out, "resetgate_plugin_call_seconds", &labels);
     }
-    metrics::header(&mut out, "resetgate_plugin_call_failures_total", "counter", "Plugin calls stopped by the host (timeout, trap, limits), by plugin and kind.");
+    metrics::header(
+        &mut out,
+        "resetgate_plugin_call_failures_total",
+        "counter",
+        "Plugin calls stopped by the host (timeout, trap, limits), by plugin and kind.",
+    );
     for (name, (_, failures)) in &plugins {
         for (kind, n) in failures {
             out.push_str(&format!(
@@ -710,13 +752,27 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
         }
     }
     if let Some(h) = api.runtime.flush_latency() {
-        metrics::header(&mut out, "resetgate_store_flush_seconds", "histogram", "Durable flushes of the store to disk.");
+        metrics::header(
+            &mut out,
+            "resetgate_store_flush_seconds",
+            "histogram",
+            "Durable flushes of the store to disk.",
+        );
         h.render(&mut out, "resetgate_store_flush_seconds", "");
     }
-    metrics::header(&mut out, "resetgate_http_responses_total", "counter", "HTTP responses by route and status.");
-    api.responses.render(&mut out, "resetgate_http_responses_total");
+    metrics::header(
+        &mut out,
+        "resetgate_http_responses_total",
+        "counter",
+        "HTTP responses by route and status.",
+    );
+    api.responses
+        .render(&mut out, "resetgate_http_responses_total");
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response()

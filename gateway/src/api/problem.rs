@@ -103,7 +103,11 @@ impl Code {
                 S::UNAUTHORIZED,
                 "This gateway requires an API key.",
             ),
-            Code::NotFound => ("not-found", S::NOT_FOUND, "There is nothing at this address."),
+            Code::NotFound => (
+                "not-found",
+                S::NOT_FOUND,
+                "There is nothing at this address.",
+            ),
             Code::FlowNotFound => (
                 "flow-not-found",
                 S::NOT_FOUND,
@@ -134,7 +138,11 @@ impl Code {
                 S::CONFLICT,
                 "The flow is not waiting for this; read the flow to see what it expects.",
             ),
-            Code::FlowEnded => ("flow-ended", S::CONFLICT, "The flow has ended; start a new one."),
+            Code::FlowEnded => (
+                "flow-ended",
+                S::CONFLICT,
+                "The flow has ended; start a new one.",
+            ),
             Code::WorkflowChanged => (
                 "workflow-changed",
                 S::CONFLICT,

@@ -366,7 +366,11 @@ pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView 
             round,
             prompt: p,
             ..
-        } => (StateName::Gate, Some(prompt(gate_id(*index), *round, p)), None),
+        } => (
+            StateName::Gate,
+            Some(prompt(gate_id(*index), *round, p)),
+            None,
+        ),
         State::Enrolling { index, prompt: p } => (
             StateName::Enrolling,
             Some(prompt(gate_id(*index), 1, p)),

@@ -255,7 +255,14 @@ fn the_lockout_rule_locks_at_start_and_after_a_failure() {
     w.decision = Decision::LockedUntil(T0 + 60_000);
     let mut flow = started(&mut w, &wf);
     // Locked at start looks like any flow (no enumeration) but is a decoy...
-    assert!(matches!(flow.state, State::Gate { index: 0, round: 1, .. }));
+    assert!(matches!(
+        flow.state,
+        State::Gate {
+            index: 0,
+            round: 1,
+            ..
+        }
+    ));
     assert!(flow.decoy);
     // ...and the lockout answers the first attempt, without judging it.
     w.run(&mut flow, &wf, Event::Answers(answer("rex")), T0 + 1)
