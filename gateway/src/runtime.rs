@@ -286,15 +286,7 @@ impl Runtime {
     /// unknown flow are the same error, so flow ids cannot be probed.
     pub fn authorize(&self, flow_id: &str, token: &str) -> Result<Flow, RuntimeError> {
         let flow = self.flow(flow_id)?;
-        let presented = hashed(token);
-        // Both are sha256 hex digests of equal length; compare every byte.
-        let differs = presented
-            .bytes()
-            .zip(flow.token_hash.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if flow.token_hash.len() != presented.len() || differs != 0 {
-            return Err(RuntimeError::UnknownFlow);
-        }
+        token_matches(&flow, token)?;
         Ok(flow)
     }
 
@@ -303,18 +295,46 @@ impl Runtime {
         Ok(self.by_version(&flow.version)?.workflow.clone())
     }
 
-    /// Like [`Runtime::answer`], but only if the flow is still at gate
-    /// `gate`, round `round` (or enrolling gate `gate`, round 1): a replayed
-    /// or duplicated request changes nothing and gets [`RuntimeError::Stale`].
-    pub fn answer_at(
+    /// Answers from a portal: like [`Runtime::answer`], for the holder of
+    /// the flow's `token` (else [`RuntimeError::UnknownFlow`], before any
+    /// lock is taken), and only if the flow is still at gate `gate`, round
+    /// `round` (or enrolling gate `gate`, round 1): a replayed or duplicated
+    /// request changes nothing and gets [`RuntimeError::Stale`].
+    pub fn answer_as(
         &self,
         flow_id: &str,
+        token: &str,
         gate: &str,
         round: u32,
         answers: Vec<FieldValue>,
         now: u64,
     ) -> Result<Outcome, RuntimeError> {
-        self.request_at(flow_id, Some((gate, round)), Event::Answers(answers), now)
+        let guard = Guard {
+            token: Some(token),
+            at: Some((gate, round)),
+            password: None,
+        };
+        self.request_at(flow_id, guard, Event::Answers(answers), now)
+    }
+
+    /// A password from a portal: like [`Runtime::password`], for the holder
+    /// of the flow's `token`, and only if the flow waits for this kind of
+    /// password (else [`Refusal::OutOfOrder`], or [`Refusal::Finished`] for
+    /// an ended flow).
+    pub fn password_as(
+        &self,
+        flow_id: &str,
+        token: &str,
+        which: PasswordFor,
+        password: Secret,
+        now: u64,
+    ) -> Result<Outcome, RuntimeError> {
+        let guard = Guard {
+            token: Some(token),
+            at: None,
+            password: Some(which),
+        };
+        self.request_at(flow_id, guard, Event::Password(password), now)
     }
 
     /// Submits answers to the flow's current gate (or enrollment input).
@@ -350,23 +370,43 @@ impl Runtime {
     }
 
     fn request(&self, flow_id: &str, event: Event, now: u64) -> Result<Outcome, RuntimeError> {
-        self.request_at(flow_id, None, event, now)
+        let guard = Guard {
+            token: None,
+            at: None,
+            password: None,
+        };
+        self.request_at(flow_id, guard, event, now)
     }
 
     fn request_at(
         &self,
         flow_id: &str,
-        at: Option<(&str, u32)>,
+        check: Guard<'_>,
         event: Event,
         now: u64,
     ) -> Result<Outcome, RuntimeError> {
         let flow = self.flow(flow_id)?;
+        if let Some(token) = check.token {
+            token_matches(&flow, token)?;
+        }
         let loaded = self.by_version(&flow.version)?;
         // Serialise with every other request of the same user, then re-read:
         // another request may have moved the flow while we waited.
         let guard = self.lock(&user_key(&flow));
         let flow = self.flow(flow_id)?;
-        if let Some((gate, round)) = at
+        if let Some(which) = check.password {
+            let expected = match which {
+                PasswordFor::New => flow.state == State::AwaitingPassword,
+                PasswordFor::Current => flow.state == State::Authenticating,
+            };
+            if flow.state.is_terminal() {
+                return Err(Refusal::Finished.into());
+            }
+            if !expected {
+                return Err(Refusal::OutOfOrder.into());
+            }
+        }
+        if let Some((gate, round)) = check.at
             && !flow.state.is_terminal()
             && !flow.expired(now)
         {
@@ -585,6 +625,39 @@ impl Runtime {
         })?;
         Ok(())
     }
+}
+
+/// Which password a portal submits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordFor {
+    /// The new password (state `awaiting-password`).
+    New,
+    /// The current password, for enrollment (state `authenticating`).
+    Current,
+}
+
+/// What a portal's request must satisfy before the engine sees it.
+struct Guard<'a> {
+    /// The flow's bearer token.
+    token: Option<&'a str>,
+    /// The gate and round being answered.
+    at: Option<(&'a str, u32)>,
+    /// The password expected.
+    password: Option<PasswordFor>,
+}
+
+/// Whether `token` is the flow's token: both sides are sha256 hex digests,
+/// compared in full.
+fn token_matches(flow: &Flow, token: &str) -> Result<(), RuntimeError> {
+    let presented = hashed(token);
+    let differs = presented
+        .bytes()
+        .zip(flow.token_hash.bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if flow.token_hash.len() != presented.len() || differs != 0 {
+        return Err(RuntimeError::UnknownFlow);
+    }
+    Ok(())
 }
 
 /// Who a flow is about, for lockout and enrollment: the directory's id for a

@@ -28,9 +28,8 @@ use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
 use crate::contract::FieldValue;
-use crate::engine::State as FlowState;
 use crate::metrics::{self, Family};
-use crate::runtime::Runtime;
+use crate::runtime::{PasswordFor, Runtime};
 
 pub use limit::{Limiter, Rate};
 pub use problem::{Code, Problem};
@@ -567,7 +566,6 @@ async fn answer_flow(
 ) -> Result<Response, Problem> {
     let rt = api.runtime.clone();
     let view = blocking(move || {
-        rt.authorize(&id, &token)?;
         let answers = body
             .answers
             .into_iter()
@@ -576,7 +574,7 @@ async fn answer_flow(
                 value: value.0,
             })
             .collect();
-        let out = rt.answer_at(&id, &body.gate, body.round, answers, now_ms())?;
+        let out = rt.answer_as(&id, &token, &body.gate, body.round, answers, now_ms())?;
         let wf = rt.workflow_of(&out.flow)?;
         Ok(wire::view(&out.flow, &wf, out.notice.as_ref()))
     })
@@ -584,36 +582,16 @@ async fn answer_flow(
     Ok(flow_response(StatusCode::OK, view))
 }
 
-/// Which password a call submits.
-#[derive(Clone, Copy)]
-enum Which {
-    New,
-    Current,
-}
-
 async fn submit_password(
     api: Arc<Api>,
     id: String,
     token: String,
     body: PasswordRequest,
-    which: Which,
+    which: PasswordFor,
 ) -> Result<Response, Problem> {
     let rt = api.runtime.clone();
     let view = blocking(move || {
-        let flow = rt.authorize(&id, &token)?;
-        let expected = match which {
-            Which::New => matches!(flow.state, FlowState::AwaitingPassword),
-            Which::Current => matches!(flow.state, FlowState::Authenticating),
-        };
-        if !expected {
-            let code = if flow.state.is_terminal() {
-                Code::FlowEnded
-            } else {
-                Code::WrongState
-            };
-            return Err(code.into());
-        }
-        let out = rt.password(&id, body.password.0, now_ms())?;
+        let out = rt.password_as(&id, &token, which, body.password.0, now_ms())?;
         let wf = rt.workflow_of(&out.flow)?;
         Ok(wire::view(&out.flow, &wf, out.notice.as_ref()))
     })
@@ -638,7 +616,7 @@ async fn set_password(
     Bearer(token): Bearer,
     JsonBody(body): JsonBody<PasswordRequest>,
 ) -> Result<Response, Problem> {
-    submit_password(api, id, token, body, Which::New).await
+    submit_password(api, id, token, body, PasswordFor::New).await
 }
 
 /// Prove the current password (enrollment, state `authenticating`).
@@ -658,7 +636,7 @@ async fn authenticate(
     Bearer(token): Bearer,
     JsonBody(body): JsonBody<PasswordRequest>,
 ) -> Result<Response, Problem> {
-    submit_password(api, id, token, body, Which::Current).await
+    submit_password(api, id, token, body, PasswordFor::Current).await
 }
 
 /// The workflows served.
