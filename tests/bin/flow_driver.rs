@@ -64,12 +64,39 @@ fn main() {
         "run" => run(rt, names.len() as u64),
         "check" => {
             rt.recover(now()).unwrap();
+            // The audit chain has no hole, and every stored step has its
+            // audit records (they are committed first, in the same flush).
+            let summary = store
+                .verify_audit()
+                .unwrap_or_else(|e| panic!("the audit log does not verify after the crash: {e}"));
+            let mut audited: std::collections::HashMap<(String, String), usize> =
+                Default::default();
+            for entry in store.audit_entries(0, usize::MAX).unwrap() {
+                if let Some(flow) = entry.record.flow {
+                    *audited.entry((flow, entry.record.kind)).or_default() += 1;
+                }
+            }
+            let count = |flow: &Flow, kind: &str| {
+                audited
+                    .get(&(flow.id.clone(), kind.to_owned()))
+                    .copied()
+                    .unwrap_or(0)
+            };
             let out = std::io::stdout();
             let mut out = out.lock();
             for (_, bytes) in store.scan(Tree::Flows, b"", usize::MAX).unwrap() {
                 let flow: Flow = serde_json::from_slice(&bytes).unwrap();
+                assert!(
+                    count(&flow, "flow.started") == 1
+                        && count(&flow, "gate.passed") >= flow.passed.len()
+                        && (tag(&flow) != "completed" || count(&flow, "flow.completed") == 1),
+                    "flow {} is stored as {} but its audit records are missing",
+                    flow.id,
+                    tag(&flow)
+                );
                 writeln!(out, "FLOW {} {} {}", flow.id, flow.passed.len(), tag(&flow)).unwrap();
             }
+            writeln!(out, "AUDIT {}", summary.entries).unwrap();
         }
         _ => panic!("usage: flow-driver run|check DATA_DIR"),
     }

@@ -279,12 +279,33 @@ fn peer(req: &Request) -> Option<SocketAddr> {
         .map(|c| c.0)
 }
 
+/// How long a `429` is held back: a flooding client then gets at most one
+/// answer per connection per [`TARPIT`], so its flood costs the gateway
+/// next to nothing (and costs its sender the wait).
+const TARPIT: Duration = Duration::from_millis(500);
+
+/// Holds a rate-limited answer back for [`TARPIT`] (or less, if the client
+/// may retry sooner); other problems pass at once.
+async fn tarpit(problem: Problem) -> Problem {
+    if let Some(secs) = problem.retry_after {
+        tokio::time::sleep(TARPIT.min(Duration::from_secs(secs))).await;
+    }
+    problem
+}
+
 /// Identifies the client (API key or anonymous) and applies its rate limit.
 async fn identify(
     State(api): State<Arc<Api>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Result<Response, Problem> {
+    match identified(&api, req).await {
+        Ok(req) => Ok(next.run(req).await),
+        Err(problem) => Err(tarpit(problem).await),
+    }
+}
+
+async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
     let now = Instant::now();
     let addr = peer(&req).map(|a| a.ip());
     // A client certificate (verified against the configured client CA in
@@ -346,7 +367,7 @@ async fn identify(
         }
     };
     req.extensions_mut().insert(client);
-    Ok(next.run(req).await)
+    Ok(req)
 }
 
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
@@ -507,9 +528,9 @@ async fn start_flow(
     }
     // Per user name, known or not, so the limit says nothing about existence.
     let key = body.user.trim().to_lowercase();
-    api.users
-        .take(key.as_bytes(), Instant::now())
-        .map_err(Problem::rate_limited)?;
+    if let Err(secs) = api.users.take(key.as_bytes(), Instant::now()) {
+        return Err(tarpit(Problem::rate_limited(secs)).await);
+    }
     let rt = api.runtime.clone();
     let view = blocking(move || {
         let out = rt.start(&body.workflow, &body.user, now_ms())?;

@@ -1,8 +1,7 @@
 //! The audit log's records and its hash chain.
 //!
-//! Entries are append-only and keyed by their sequence number (8 bytes, big
-//! endian, so key order is sequence order). Each entry carries the hash of
-//! the previous one, and its own hash is
+//! Every entry has a sequence number, from 0 without gaps, and carries the
+//! hash of the previous entry; its own hash is
 //!
 //! ```text
 //! hex(sha256(prev_hash as 64 ASCII hex digits ‖ seq as 8 bytes big endian ‖ canonical JSON of the record))
@@ -14,6 +13,22 @@
 //! [`ChainVerifier`] finds the first break. Rewriting the whole tail with
 //! fresh hashes is only detectable against a head recorded elsewhere, which
 //! is what [`AuditSummary::head`] is for.
+//!
+//! On disk, the entries appended together (one request's records) are
+//! stored as one *group*, under the key of the group's first entry (8
+//! bytes, big endian, so key order is sequence order):
+//!
+//! ```text
+//! group = 0x01 ‖ count (u32 BE, at least 1) ‖ entry × count
+//! entry = seq (u64 BE) ‖ prev_hash (32 bytes) ‖ hash (32 bytes)
+//!         ‖ length (u32 BE) ‖ canonical JSON of the record (length bytes)
+//! ```
+//!
+//! The hashes are stored as the 32 bytes of the digest; the chain and the
+//! API use their hex form. Every entry of a group is chained and checked on
+//! its own, exactly as if it were stored alone. The format before groups
+//! (one JSON object per entry, so its first byte is `{`) is recognised and
+//! refused, never misread.
 //!
 //! This module knows nothing of the engine: the engine hands it keys and
 //! stored bytes.
@@ -77,6 +92,14 @@ pub enum ChainBreak {
     /// The stored bytes are not an audit entry.
     #[error("the entry cannot be decoded")]
     Undecodable,
+    /// The entry is stored in the format of a resetgate from before audit
+    /// groups (one JSON object per key), which this version does not read.
+    #[error("the entry is in an older on-disk format, which this version does not read")]
+    OldFormat,
+    /// A group's key is a sequence number that an earlier group already
+    /// holds (groups overlap).
+    #[error("the entry is stored twice")]
+    Duplicate,
     /// The entry stored under this sequence number names another one
     /// (entries were moved or reordered).
     #[error("the entry stored here says it is entry {found}")]
@@ -111,7 +134,7 @@ pub enum AuditError {
     Store(#[from] StoreError),
 }
 
-/// The key of entry `seq`.
+/// The key of entry `seq` (of the group it starts).
 pub(super) fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
@@ -144,85 +167,261 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// The record as canonical JSON: sorted keys, no whitespace.
+#[cfg(test)]
 pub(super) fn canonical_json(record: &AuditRecord) -> Result<Vec<u8>, serde_json::Error> {
-    let value = canonical(serde_json::to_value(record)?);
-    serde_json::to_vec(&value)
+    let mut out = Vec::new();
+    write_canonical_json(&mut out, record)?;
+    Ok(out)
 }
 
-/// The hash of the entry `seq` holding `record` after `prev_hash`.
+/// Appends the record's canonical JSON to `out`.
+fn write_canonical_json(out: &mut Vec<u8>, record: &AuditRecord) -> Result<(), serde_json::Error> {
+    let value = canonical(serde_json::to_value(record)?);
+    serde_json::to_writer(out, &value)
+}
+
+/// The hash of the entry `seq` holding `record` after `prev_hash`, by the
+/// definition in the module documentation (a reference for tests).
+#[cfg(test)]
 pub(super) fn entry_hash(
     prev_hash: &str,
     seq: u64,
     record: &AuditRecord,
 ) -> Result<String, serde_json::Error> {
-    Ok(json_hash(prev_hash, seq, &canonical_json(record)?))
-}
-
-/// The hash of the entry `seq` whose record's canonical JSON is `json`,
-/// after `prev_hash`. Infallible, so that it can run under the chain-head
-/// lock with the JSON prepared before the lock is taken.
-fn json_hash(prev_hash: &str, seq: u64, json: &[u8]) -> String {
+    let json = canonical_json(record)?;
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(seq.to_be_bytes());
+    hasher.update(&json);
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A sha256 digest, as stored.
+type Digest32 = [u8; DIGEST_LEN];
+
+/// The hash of the entry `seq` whose record's canonical JSON is `json`,
+/// after the entry whose hash is `prev`. No allocation: it runs under the
+/// chain-head lock.
+fn json_hash(prev: &Digest32, seq: u64, json: &[u8]) -> Digest32 {
+    let mut prev_hex = [0u8; 2 * DIGEST_LEN];
+    // Cannot fail: the output is exactly twice the input's length.
+    let _ = hex::encode_to_slice(prev, &mut prev_hex);
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hex);
+    hasher.update(seq.to_be_bytes());
     hasher.update(json);
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
-/// The bytes stored for an entry.
-#[cfg(test)]
-pub(super) fn encode(entry: &AuditEntry) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(entry)
+/// The first byte of a stored group.
+const GROUP_FORMAT: u8 = 0x01;
+/// The first byte of an entry stored in the format before groups (a JSON
+/// object).
+const OLD_FORMAT: u8 = b'{';
+/// The length of a sha256 digest.
+const DIGEST_LEN: usize = 32;
+/// The group's header: format and count.
+const GROUP_HEADER: usize = 1 + 4;
+/// An entry's fixed part: seq, prev_hash, hash, length of the JSON.
+const ENTRY_HEADER: usize = 8 + DIGEST_LEN + DIGEST_LEN + 4;
+
+/// Where each entry of a group laid out by [`prepare`] sits in its bytes:
+/// the offset of its fixed part and the length of its JSON.
+pub(super) struct Layout {
+    entries: Vec<(usize, usize)>,
 }
 
-/// A record made ready for the chain outside the chain-head lock: its
-/// canonical JSON (the hash input, and what is stored as the entry's
-/// record, so the record is serialised once).
-pub(super) struct Prepared {
-    json: Vec<u8>,
+/// Lays out `records` as one group, outside the chain-head lock: every
+/// record is serialised canonically into its place, and only the chain
+/// fields (seq, prev_hash, hash) are left for [`Layout::link`] to fill in
+/// under the lock. `None` if there are no records.
+pub(super) fn prepare(
+    records: &[AuditRecord],
+) -> Result<Option<(Vec<u8>, Layout)>, serde_json::Error> {
+    let Ok(count) = u32::try_from(records.len()) else {
+        return Err(serde::ser::Error::custom("too many audit records at once"));
+    };
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(GROUP_HEADER + records.len() * (ENTRY_HEADER + 320));
+    bytes.push(GROUP_FORMAT);
+    bytes.extend_from_slice(&count.to_be_bytes());
+    let mut entries = Vec::with_capacity(records.len());
+    for record in records {
+        let at = bytes.len();
+        bytes.resize(at + ENTRY_HEADER, 0);
+        write_canonical_json(&mut bytes, record)?;
+        let len = bytes.len() - at - ENTRY_HEADER;
+        let Ok(len32) = u32::try_from(len) else {
+            return Err(serde::ser::Error::custom("an audit record is too large"));
+        };
+        if let Some(slot) = bytes.get_mut(at + ENTRY_HEADER - 4..at + ENTRY_HEADER) {
+            slot.copy_from_slice(&len32.to_be_bytes());
+        }
+        entries.push((at, len));
+    }
+    Ok(Some((bytes, Layout { entries })))
 }
 
-impl Prepared {
-    /// Serialises `record` canonically.
-    pub(super) fn new(record: &AuditRecord) -> Result<Prepared, serde_json::Error> {
-        Ok(Prepared {
-            json: canonical_json(record)?,
+impl Layout {
+    /// Chains the group's entries after `head`, in place in `bytes` (the
+    /// bytes [`prepare`] returned with this layout), and moves `head` past
+    /// them. Returns the group's key: its first entry's sequence number.
+    /// Hashing and copying only, no allocation: the caller holds the
+    /// chain-head lock. `None` if `bytes` do not fit the layout.
+    pub(super) fn link(&self, head: &mut Head, bytes: &mut [u8]) -> Option<u64> {
+        let first = head.next_seq;
+        for &(at, len) in &self.entries {
+            let seq = head.next_seq;
+            let entry = bytes.get_mut(at..at + ENTRY_HEADER + len)?;
+            let (fixed, json) = entry.split_at_mut(ENTRY_HEADER);
+            let hash = json_hash(&head.hash, seq, json);
+            fixed.get_mut(..8)?.copy_from_slice(&seq.to_be_bytes());
+            fixed
+                .get_mut(8..8 + DIGEST_LEN)?
+                .copy_from_slice(&head.hash);
+            fixed
+                .get_mut(8 + DIGEST_LEN..8 + 2 * DIGEST_LEN)?
+                .copy_from_slice(&hash);
+            head.next_seq = seq.saturating_add(1);
+            head.hash = hash;
+        }
+        Some(first)
+    }
+}
+
+/// One entry of a stored group, borrowed from the group's bytes.
+#[derive(Debug)]
+pub(super) struct Stored<'a> {
+    /// The entry's sequence number.
+    pub(super) seq: u64,
+    prev_hash: Digest32,
+    hash: Digest32,
+    json: &'a [u8],
+}
+
+impl Stored<'_> {
+    /// Whether the stored hash is the hash of the stored contents.
+    fn hash_matches(&self) -> bool {
+        json_hash(&self.prev_hash, self.seq, self.json) == self.hash
+    }
+
+    /// The record it holds, if its JSON is one.
+    fn record(&self) -> Option<AuditRecord> {
+        serde_json::from_slice(self.json).ok()
+    }
+
+    /// The entry as the API shows it; `None` if the record is not one.
+    pub(super) fn entry(&self) -> Option<AuditEntry> {
+        Some(AuditEntry {
+            seq: self.seq,
+            prev_hash: hex::encode(self.prev_hash),
+            hash: hex::encode(self.hash),
+            record: self.record()?,
         })
     }
 }
 
-/// The bytes stored for entry `seq` with `prev_hash` and `hash` holding the
-/// prepared record. Decodes to the same [`AuditEntry`] as [`encode`] of the
-/// equivalent entry (the record's keys are merely sorted); infallible.
-fn encode_prepared(seq: u64, prev_hash: &str, hash: &str, prepared: &Prepared) -> Vec<u8> {
-    // The hashes are normally hex, but a head read back from disk could hold
-    // anything: quote them as JSON strings rather than trusting them.
-    let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
-    let mut out = Vec::with_capacity(prepared.json.len() + 200);
-    out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
-    out.extend_from_slice(b",\"prev_hash\":");
-    out.extend_from_slice(quote(prev_hash).as_bytes());
-    out.extend_from_slice(b",\"hash\":");
-    out.extend_from_slice(quote(hash).as_bytes());
-    out.extend_from_slice(b",\"record\":");
-    out.extend_from_slice(&prepared.json);
-    out.push(b'}');
-    out
+/// Why stored bytes are not a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// An entry of the format before groups.
+    OldFormat,
+    /// Anything else that is not a group.
+    Undecodable,
 }
 
-/// The entry stored as `bytes`, if they are one.
-pub(super) fn decode(bytes: &[u8]) -> Option<AuditEntry> {
-    serde_json::from_slice(bytes).ok()
+impl Unreadable {
+    /// How the chain is broken by such an entry.
+    fn chain_break(self) -> ChainBreak {
+        match self {
+            Unreadable::OldFormat => ChainBreak::OldFormat,
+            Unreadable::Undecodable => ChainBreak::Undecodable,
+        }
+    }
+
+    /// What to say about entry `seq` (or an entry, if the key is not a
+    /// sequence number); never quotes the bytes.
+    pub(super) fn describe(self, seq: Option<u64>) -> String {
+        let what = match seq {
+            Some(seq) => format!("entry {seq}"),
+            None => "an entry".to_owned(),
+        };
+        match self {
+            Unreadable::OldFormat => format!(
+                "{what} is in the audit log format of an older resetgate (one entry per key), \
+                 which this version does not read"
+            ),
+            Unreadable::Undecodable => format!("{what} cannot be decoded"),
+        }
+    }
+}
+
+/// Splits `n` bytes off the front of `bytes`.
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if bytes.len() < n {
+        return None;
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(head)
+}
+
+/// The entries of the group stored as `bytes`, in order. Checks the layout
+/// only (every byte accounted for), not the chain.
+pub(super) fn decode_group(bytes: &[u8]) -> Result<Vec<Stored<'_>>, Unreadable> {
+    let undecodable = Unreadable::Undecodable;
+    let mut rest = bytes;
+    match take(&mut rest, 1) {
+        Some([GROUP_FORMAT]) => {}
+        Some([OLD_FORMAT]) => return Err(Unreadable::OldFormat),
+        _ => return Err(undecodable),
+    }
+    let count = take(&mut rest, 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or(undecodable)?;
+    if count == 0 {
+        return Err(undecodable);
+    }
+    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(64));
+    for _ in 0..count {
+        let fixed = take(&mut rest, ENTRY_HEADER).ok_or(undecodable)?;
+        let (seq, fixed) = fixed.split_at(8);
+        let (prev_hash, fixed) = fixed.split_at(DIGEST_LEN);
+        let (hash, len) = fixed.split_at(DIGEST_LEN);
+        let len = len
+            .try_into()
+            .ok()
+            .map(u32::from_be_bytes)
+            .and_then(|len| usize::try_from(len).ok())
+            .ok_or(undecodable)?;
+        entries.push(Stored {
+            seq: seq
+                .try_into()
+                .ok()
+                .map(u64::from_be_bytes)
+                .ok_or(undecodable)?,
+            prev_hash: prev_hash.try_into().map_err(|_| undecodable)?,
+            hash: hash.try_into().map_err(|_| undecodable)?,
+            json: take(&mut rest, len).ok_or(undecodable)?,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(undecodable);
+    }
+    Ok(entries)
 }
 
 /// The end of the chain: where the next entry goes and what it links to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Copy`: the chain-head lock never allocates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Head {
     /// The next entry's sequence number (the number of entries).
     pub(super) next_seq: u64,
     /// The last entry's hash.
-    pub(super) hash: String,
+    hash: Digest32,
 }
 
 impl Head {
@@ -230,70 +429,41 @@ impl Head {
     pub(super) fn empty() -> Head {
         Head {
             next_seq: 0,
-            hash: GENESIS_HASH.to_owned(),
+            hash: [0; DIGEST_LEN],
         }
     }
 
-    /// The head after the last stored entry, `last`.
-    pub(super) fn after(last: &AuditEntry) -> Head {
+    /// The head after the stored entry `last`.
+    pub(super) fn after(last: &Stored<'_>) -> Head {
         Head {
             next_seq: last.seq.saturating_add(1),
-            hash: last.hash.clone(),
+            hash: last.hash,
         }
     }
 
-    /// Appends the prepared record after the head and moves the head past
-    /// it; returns the entry's sequence number and stored bytes. Only the
-    /// hash is computed here (the caller holds the chain-head lock); the
-    /// bytes are assembled after, from the links this returns.
-    pub(super) fn link(&mut self, prepared: &Prepared) -> Link {
-        let seq = self.next_seq;
-        let hash = json_hash(&self.hash, seq, &prepared.json);
-        let prev_hash = std::mem::replace(&mut self.hash, hash.clone());
-        self.next_seq = seq.saturating_add(1);
-        Link {
-            seq,
-            prev_hash,
-            hash,
+    /// Reads the head from the last group of the log; `Err` if the group
+    /// cannot be read. Logs a warning if the last entry does not match its
+    /// hash (the log then needs verifying; appending goes on after it).
+    pub(super) fn from_last_group(bytes: &[u8]) -> Result<Head, Unreadable> {
+        let entries = decode_group(bytes)?;
+        let last = entries.last().ok_or(Unreadable::Undecodable)?;
+        if !last.hash_matches() {
+            tracing::warn!(
+                seq = last.seq,
+                "the last audit entry does not match its hash; the audit log needs verifying"
+            );
         }
+        Ok(Head::after(last))
     }
 
-    /// The entry that would follow the head.
-    #[cfg(test)]
-    pub(super) fn next_entry(&self, record: AuditRecord) -> Result<AuditEntry, serde_json::Error> {
-        let hash = entry_hash(&self.hash, self.next_seq, &record)?;
-        Ok(AuditEntry {
-            seq: self.next_seq,
-            prev_hash: self.hash.clone(),
-            hash,
-            record,
-        })
-    }
-
-    /// Moves the head past `entry`, once it is stored.
-    pub(super) fn advance(&mut self, entry: &AuditEntry) {
-        self.next_seq = entry.seq.saturating_add(1);
-        self.hash.clone_from(&entry.hash);
+    /// The head's hash in hex.
+    pub(super) fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
     }
 }
 
-/// An entry's place in the chain, as [`Head::link`] assigned it.
-pub(super) struct Link {
-    /// The entry's sequence number.
-    pub(super) seq: u64,
-    prev_hash: String,
-    hash: String,
-}
-
-impl Link {
-    /// The bytes stored for this entry holding `prepared` (the record
-    /// [`Head::link`] was given).
-    pub(super) fn encode(&self, prepared: &Prepared) -> Vec<u8> {
-        encode_prepared(self.seq, &self.prev_hash, &self.hash, prepared)
-    }
-}
-
-/// Walks a chain entry by entry, in key order, and stops at the first break.
+/// Walks a chain group by group, in key order, and stops at the first
+/// break.
 #[derive(Debug)]
 pub(super) struct ChainVerifier {
     expected: Head,
@@ -307,31 +477,41 @@ impl ChainVerifier {
         }
     }
 
-    /// Checks the next stored entry.
+    /// Checks the next stored group, entry by entry.
     pub(super) fn feed(&mut self, key: &[u8], value: &[u8]) -> Result<(), AuditError> {
         let expected = self.expected.next_seq;
         let broken = |seq, why| Err(AuditError::Broken { seq, why });
-        let Some(seq) = key_seq(key) else {
+        let Some(first) = key_seq(key) else {
             return broken(expected, ChainBreak::BadKey);
         };
-        if seq != expected {
+        if first > expected {
             // Keys come in order, so a larger key means `expected` is gone.
             return broken(expected, ChainBreak::Missing);
         }
-        let Some(entry) = decode(value) else {
-            return broken(seq, ChainBreak::Undecodable);
+        if first < expected {
+            // An earlier group already held `first`.
+            return broken(first, ChainBreak::Duplicate);
+        }
+        let entries = match decode_group(value) {
+            Ok(entries) => entries,
+            Err(why) => return broken(first, why.chain_break()),
         };
-        if entry.seq != seq {
-            return broken(seq, ChainBreak::SeqMismatch { found: entry.seq });
+        for stored in &entries {
+            let seq = self.expected.next_seq;
+            if stored.seq != seq {
+                return broken(seq, ChainBreak::SeqMismatch { found: stored.seq });
+            }
+            if stored.prev_hash != self.expected.hash {
+                return broken(seq, ChainBreak::PrevHashMismatch);
+            }
+            if !stored.hash_matches() {
+                return broken(seq, ChainBreak::HashMismatch);
+            }
+            if stored.record().is_none() {
+                return broken(seq, ChainBreak::Undecodable);
+            }
+            self.expected = Head::after(stored);
         }
-        if entry.prev_hash != self.expected.hash {
-            return broken(seq, ChainBreak::PrevHashMismatch);
-        }
-        match entry_hash(&entry.prev_hash, seq, &entry.record) {
-            Ok(hash) if hash == entry.hash => {}
-            _ => return broken(seq, ChainBreak::HashMismatch),
-        }
-        self.expected.advance(&entry);
         Ok(())
     }
 
@@ -355,7 +535,7 @@ impl ChainVerifier {
         }
         Ok(AuditSummary {
             entries: self.expected.next_seq,
-            head: self.expected.hash,
+            head: self.expected.hash_hex(),
         })
     }
 }
@@ -375,15 +555,76 @@ mod tests {
         }
     }
 
-    fn chain(n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut head = Head::empty();
-        let mut out = Vec::new();
-        for i in 0..n {
-            let entry = head.next_entry(record(i)).unwrap();
-            head.advance(&entry);
-            out.push((seq_key(entry.seq).to_vec(), encode(&entry).unwrap()));
+    /// An entry of a group, owned, for tests that take groups apart.
+    #[derive(Clone)]
+    struct Raw {
+        seq: u64,
+        prev_hash: Digest32,
+        hash: Digest32,
+        json: Vec<u8>,
+    }
+
+    fn raw(value: &[u8]) -> Vec<Raw> {
+        decode_group(value)
+            .unwrap()
+            .into_iter()
+            .map(|s| Raw {
+                seq: s.seq,
+                prev_hash: s.prev_hash,
+                hash: s.hash,
+                json: s.json.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Encodes entries as a group, whatever they hold.
+    fn encode_raw(entries: &[Raw]) -> Vec<u8> {
+        let mut out = vec![GROUP_FORMAT];
+        out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for e in entries {
+            out.extend_from_slice(&e.seq.to_be_bytes());
+            out.extend_from_slice(&e.prev_hash);
+            out.extend_from_slice(&e.hash);
+            out.extend_from_slice(&(e.json.len() as u32).to_be_bytes());
+            out.extend_from_slice(&e.json);
         }
         out
+    }
+
+    /// Takes a stored group apart, changes it and puts it back together.
+    fn rewrite(value: &[u8], change: impl FnOnce(&mut Vec<Raw>)) -> Vec<u8> {
+        let mut entries = raw(value);
+        change(&mut entries);
+        encode_raw(&entries)
+    }
+
+    /// The same JSON with one word changed (still valid JSON).
+    fn edited(json: &[u8]) -> Vec<u8> {
+        String::from_utf8(json.to_vec())
+            .unwrap()
+            .replacen("flow.started", "flow.stopped", 1)
+            .into_bytes()
+    }
+
+    /// A chain stored as groups of the given sizes; records are numbered
+    /// by their sequence number.
+    fn chain_of(sizes: &[usize]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut head = Head::empty();
+        let mut out = Vec::new();
+        for &size in sizes {
+            let records: Vec<_> = (head.next_seq..head.next_seq + size as u64)
+                .map(record)
+                .collect();
+            let (mut bytes, layout) = prepare(&records).unwrap().unwrap();
+            let first = layout.link(&mut head, &mut bytes).unwrap();
+            out.push((seq_key(first).to_vec(), bytes));
+        }
+        out
+    }
+
+    /// A chain of `n` groups of one entry each.
+    fn chain(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        chain_of(&vec![1; n])
     }
 
     fn verify(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<AuditSummary, AuditError> {
@@ -399,6 +640,14 @@ mod tests {
             Err(AuditError::Broken { seq, why }) => (seq, why),
             other => panic!("expected a broken chain, got {other:?}"),
         }
+    }
+
+    fn entries_of(stored: &[(Vec<u8>, Vec<u8>)]) -> Vec<AuditEntry> {
+        stored
+            .iter()
+            .flat_map(|(_, v)| decode_group(v).unwrap())
+            .map(|s| s.entry().unwrap())
+            .collect()
     }
 
     #[test]
@@ -424,36 +673,45 @@ mod tests {
     }
 
     #[test]
-    fn linked_entries_match_the_reference_encoding() {
-        let mut reference = Head::empty();
-        let mut linked = Head::empty();
-        let mut verifier = ChainVerifier::new();
-        for i in 0..4 {
-            let entry = reference.next_entry(record(i)).unwrap();
-            reference.advance(&entry);
-            let prepared = Prepared::new(&record(i)).unwrap();
-            let link = linked.link(&prepared);
-            let bytes = link.encode(&prepared);
-            assert_eq!(decode(&bytes).unwrap(), entry);
-            verifier.feed(&seq_key(link.seq), &bytes).unwrap();
+    fn grouped_entries_are_chained_one_by_one_by_the_reference_definition() {
+        let stored = chain_of(&[1, 3, 2]);
+        assert_eq!(
+            stored
+                .iter()
+                .map(|(k, _)| key_seq(k).unwrap())
+                .collect::<Vec<_>>(),
+            vec![0, 1, 4]
+        );
+        let entries = entries_of(&stored);
+        let mut prev = GENESIS_HASH.to_owned();
+        for (i, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.seq, i as u64);
+            assert_eq!(entry.record, record(i as u64));
+            assert_eq!(entry.prev_hash, prev);
+            assert_eq!(
+                entry.hash,
+                entry_hash(&entry.prev_hash, entry.seq, &entry.record).unwrap()
+            );
+            prev = entry.hash.clone();
         }
-        assert_eq!(linked, reference);
-        assert_eq!(verifier.finish(Some(&linked)).unwrap().entries, 4);
-        // A head read from a damaged store is quoted, not trusted.
-        let mut odd = Head {
-            next_seq: 7,
-            hash: "a\"b".to_owned(),
-        };
-        let prepared = Prepared::new(&record(0)).unwrap();
-        let bytes = odd.link(&prepared).encode(&prepared);
-        assert_eq!(decode(&bytes).unwrap().prev_hash, "a\"b");
+        let summary = verify(&stored).unwrap();
+        assert_eq!(summary.entries, 6);
+        assert_eq!(summary.head, prev);
+        // The head read back from the last group is where linking stopped.
+        let mut linked = Head::empty();
+        for (_, v) in &stored {
+            linked = Head::from_last_group(v).unwrap();
+        }
+        assert_eq!(linked.next_seq, 6);
+        assert_eq!(linked.hash_hex(), prev);
+        assert_eq!(prepare(&[]).unwrap().map(|(b, _)| b), None);
     }
 
     #[test]
     fn an_intact_chain_verifies() {
         let summary = verify(&chain(5)).unwrap();
         assert_eq!(summary.entries, 5);
-        assert_eq!(summary.head, decode(&chain(5)[4].1).unwrap().hash);
+        assert_eq!(summary.head, entries_of(&chain(5))[4].hash);
         assert_eq!(
             verify(&[]).unwrap(),
             AuditSummary {
@@ -467,23 +725,36 @@ mod tests {
     fn every_kind_of_damage_names_the_first_bad_entry() {
         // Modified record.
         let mut entries = chain(5);
-        let mut entry = decode(&entries[2].1).unwrap();
-        entry.record.kind = "flow.finished".to_owned();
-        entries[2].1 = encode(&entry).unwrap();
+        entries[2].1 = rewrite(&entries[2].1, |g| g[0].json = edited(&g[0].json));
         assert_eq!(broken_at(verify(&entries)), (2, ChainBreak::HashMismatch));
 
         // Modified record with a recomputed hash: the next link breaks.
-        entry.hash = entry_hash(&entry.prev_hash, 2, &entry.record).unwrap();
-        entries[2].1 = encode(&entry).unwrap();
+        entries[2].1 = rewrite(&entries[2].1, |g| {
+            g[0].hash = json_hash(&g[0].prev_hash, 2, &g[0].json)
+        });
         assert_eq!(
             broken_at(verify(&entries)),
             (3, ChainBreak::PrevHashMismatch)
         );
 
+        // A record that is not one, with a matching hash.
+        let mut entries = chain(5);
+        entries[4].1 = rewrite(&entries[4].1, |g| {
+            g[0].json = b"[]".to_vec();
+            g[0].hash = json_hash(&g[0].prev_hash, 4, &g[0].json);
+        });
+        assert_eq!(broken_at(verify(&entries)), (4, ChainBreak::Undecodable));
+
         // Garbage bytes.
         let mut entries = chain(5);
         entries[1].1 = b"not json".to_vec();
         assert_eq!(broken_at(verify(&entries)), (1, ChainBreak::Undecodable));
+
+        // An entry of the format before groups.
+        let mut entries = chain(5);
+        let old = entries_of(&entries)[1].clone();
+        entries[1].1 = serde_json::to_vec(&old).unwrap();
+        assert_eq!(broken_at(verify(&entries)), (1, ChainBreak::OldFormat));
 
         // Deleted entry.
         let mut entries = chain(5);
@@ -507,14 +778,113 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_tail_is_caught_against_the_recorded_head() {
-        let entries = chain(5);
-        let mut head = Head::empty();
-        for (_, v) in &entries {
-            head.advance(&decode(v).unwrap());
+    fn damage_inside_a_group_names_the_entry() {
+        // Groups hold entries 0–1, 2–4 and 5–6; entry 3 is a middle record.
+        let intact = chain_of(&[2, 3, 2]);
+        verify(&intact).unwrap();
+
+        // A tampered middle record.
+        let mut entries = intact.clone();
+        entries[1].1 = rewrite(&entries[1].1, |g| g[1].json = edited(&g[1].json));
+        assert_eq!(broken_at(verify(&entries)), (3, ChainBreak::HashMismatch));
+
+        // ... with its hash recomputed: the record after it breaks.
+        entries[1].1 = rewrite(&entries[1].1, |g| {
+            g[1].hash = json_hash(&g[1].prev_hash, 3, &g[1].json)
+        });
+        assert_eq!(
+            broken_at(verify(&entries)),
+            (4, ChainBreak::PrevHashMismatch)
+        );
+
+        // ... and the rest of the group rehashed: the next group breaks.
+        entries[1].1 = rewrite(&entries[1].1, |g| {
+            g[2].prev_hash = g[1].hash;
+            g[2].hash = json_hash(&g[2].prev_hash, 4, &g[2].json);
+        });
+        assert_eq!(
+            broken_at(verify(&entries)),
+            (5, ChainBreak::PrevHashMismatch)
+        );
+
+        // A middle record removed.
+        let mut entries = intact.clone();
+        entries[1].1 = rewrite(&entries[1].1, |g| {
+            g.remove(1);
+        });
+        assert_eq!(
+            broken_at(verify(&entries)),
+            (3, ChainBreak::SeqMismatch { found: 4 })
+        );
+
+        // The first record of a group removed.
+        let mut entries = intact.clone();
+        entries[1].1 = rewrite(&entries[1].1, |g| {
+            g.remove(0);
+        });
+        assert_eq!(
+            broken_at(verify(&entries)),
+            (2, ChainBreak::SeqMismatch { found: 3 })
+        );
+
+        // Two records of a group swapped.
+        let mut entries = intact.clone();
+        entries[1].1 = rewrite(&entries[1].1, |g| g.swap(1, 2));
+        assert_eq!(
+            broken_at(verify(&entries)),
+            (3, ChainBreak::SeqMismatch { found: 4 })
+        );
+
+        // A whole group deleted.
+        let mut entries = intact.clone();
+        entries.remove(1);
+        assert_eq!(broken_at(verify(&entries)), (2, ChainBreak::Missing));
+
+        // A group stored again under the key of one of its middle records.
+        let mut entries = intact.clone();
+        entries.insert(2, (seq_key(3).to_vec(), entries[1].1.clone()));
+        assert_eq!(broken_at(verify(&entries)), (3, ChainBreak::Duplicate));
+
+        // Layouts that do not add up.
+        let bytes = &intact[1].1;
+        let mut damaged: Vec<Vec<u8>> = vec![
+            bytes[..bytes.len() - 1].to_vec(),
+            [bytes.as_slice(), b"x"].concat(),
+            vec![],
+            vec![GROUP_FORMAT, 0, 0, 0, 0],
+        ];
+        let mut more = bytes.clone();
+        more[4] += 1; // one entry more than it holds
+        damaged.push(more);
+        let mut less = bytes.clone();
+        less[4] -= 1; // one entry less: bytes left over
+        damaged.push(less);
+        for value in damaged {
+            let mut entries = intact.clone();
+            entries[1].1 = value;
+            assert_eq!(broken_at(verify(&entries)), (2, ChainBreak::Undecodable));
         }
+    }
+
+    #[test]
+    fn the_format_before_groups_is_refused_not_misread() {
+        let old = entries_of(&chain(1))[0].clone();
+        let bytes = serde_json::to_vec(&old).unwrap();
+        assert_eq!(decode_group(&bytes).unwrap_err(), Unreadable::OldFormat);
+        assert_eq!(
+            Head::from_last_group(&bytes).unwrap_err(),
+            Unreadable::OldFormat
+        );
+        let said = Unreadable::OldFormat.describe(Some(0));
+        assert!(said.contains("entry 0") && said.contains("older"), "{said}");
+    }
+
+    #[test]
+    fn a_deleted_tail_is_caught_against_the_recorded_head() {
+        let entries = chain_of(&[1, 2, 2]);
+        let head = Head::from_last_group(&entries[2].1).unwrap();
         let mut verifier = ChainVerifier::new();
-        for (k, v) in &entries[..3] {
+        for (k, v) in &entries[..2] {
             verifier.feed(k, v).unwrap();
         }
         assert_eq!(
@@ -531,11 +901,20 @@ mod tests {
 
     #[test]
     fn errors_do_not_quote_entries() {
-        let mut entries = chain(3);
-        let mut entry = decode(&entries[1].1).unwrap();
-        entry.record.detail = serde_json::json!({ "note": "CANARY-3f9a" });
-        entries[1].1 = encode(&entry).unwrap();
+        let mut entries = chain_of(&[1, 2]);
+        entries[1].1 = rewrite(&entries[1].1, |g| {
+            let mut record: AuditRecord = serde_json::from_slice(&g[1].json).unwrap();
+            record.detail = serde_json::json!({ "note": "CANARY-3f9a" });
+            g[1].json = canonical_json(&record).unwrap();
+        });
         let err = verify(&entries).unwrap_err();
+        assert!(matches!(
+            err,
+            AuditError::Broken {
+                seq: 2,
+                why: ChainBreak::HashMismatch
+            }
+        ));
         assert!(!err.to_string().contains("CANARY-3f9a"));
         assert!(!format!("{err:?}").contains("CANARY-3f9a"));
     }

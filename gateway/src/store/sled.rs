@@ -432,31 +432,24 @@ impl SledStore {
         })
     }
 
-    /// The head of the audit chain as stored: after the last entry.
+    /// The head of the audit chain as stored: after the last entry of the
+    /// last group.
     fn read_head(audit: &::sled::Tree) -> Result<Head, String> {
         let Some((key, value)) = audit.last().map_err(|e| describe(&e))? else {
             return Ok(Head::empty());
         };
-        let seq = audit::key_seq(&key);
-        match (seq, audit::decode(&value)) {
-            (Some(seq), Some(entry)) if entry.seq == seq => {
-                if audit::entry_hash(&entry.prev_hash, seq, &entry.record)
-                    .ok()
-                    .as_deref()
-                    != Some(entry.hash.as_str())
-                {
-                    tracing::warn!(
-                        seq,
-                        "the last audit entry does not match its hash; the audit log needs verifying"
-                    );
-                }
-                Ok(Head::after(&entry))
+        let Some(seq) = audit::key_seq(&key) else {
+            return Err("the last key of the audit log is not a sequence number".to_owned());
+        };
+        Head::from_last_group(&value).map_err(|why| match why {
+            audit::Unreadable::OldFormat => format!(
+                "the last audit entry ({seq}) is in the audit log format of an older resetgate \
+                 (one entry per key), which this version does not read"
+            ),
+            audit::Unreadable::Undecodable => {
+                format!("the last audit entry ({seq}) cannot be read")
             }
-            _ => Err(match seq {
-                Some(seq) => format!("the last audit entry ({seq}) cannot be read"),
-                None => "the last key of the audit log is not a sequence number".to_owned(),
-            }),
-        }
+        })
     }
 
     /// Closes the store: refuses new writes and reads, lets writes already
@@ -495,46 +488,47 @@ impl SledStore {
 }
 
 impl Inner {
-    /// Appends audit records to the chain (not yet flushed); returns the
-    /// last one's sequence number. One insert per entry: a sled batch takes
-    /// sled's global write lock (see [`Flush::exclusive`]) and measured 40%
-    /// slower here.
+    /// Appends audit records to the chain (not yet flushed) as one group
+    /// under one key; returns the last one's sequence number. One sled
+    /// insert per call, whatever the number of records (a sled batch would
+    /// take sled's global write lock, see [`Flush::exclusive`], and measured
+    /// 40% slower here).
     ///
-    /// The records are serialised before the chain-head lock is taken; under
-    /// it, only each entry's hash is computed and the entry inserted.
-    /// Inserting under the lock, in sequence order, is what keeps the log
-    /// free of holes on disk: sled recovers a prefix of its log, and entries
-    /// reach the log in the order they are inserted, so whatever prefix
-    /// survives a crash holds entry `n - 1` whenever it holds entry `n`.
-    /// (Inserting outside the lock would let any flush, or sled writing out
-    /// a full buffer, persist `n` before `n - 1` was even inserted.)
-    fn append(&self, records: Vec<AuditRecord>) -> Result<Option<u64>, StoreError> {
-        let mut last = None;
-        if records.is_empty() {
-            return Ok(last);
-        }
-        let prepared = records
-            .iter()
-            .map(audit::Prepared::new)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Io {
-                op: "append",
-                tree: AUDIT_TREE,
-                reason: format!("cannot encode the entry: {e}"),
-            })?;
+    /// The group is laid out (records serialised, buffer allocated) before
+    /// the chain-head lock is taken; under it, only each entry's hash is
+    /// computed and written into place, and the group inserted. Inserting
+    /// under the lock, in sequence order, is what keeps the log free of
+    /// holes on disk: sled recovers a prefix of its log, and groups reach
+    /// the log in the order they are inserted, so whatever prefix survives
+    /// a crash holds entry `n - 1` whenever it holds entry `n`. (Inserting
+    /// outside the lock would let any flush, or sled writing out a full
+    /// buffer, persist `n` before `n - 1` was even inserted.)
+    fn append(&self, records: &[AuditRecord]) -> Result<Option<u64>, StoreError> {
+        let encode_error = |reason: String| StoreError::Io {
+            op: "append",
+            tree: AUDIT_TREE,
+            reason,
+        };
+        let Some((bytes, layout)) = audit::prepare(records)
+            .map_err(|e| encode_error(format!("cannot encode the entry: {e}")))?
+        else {
+            return Ok(None);
+        };
+        // Converted before the lock: this copies the bytes once more.
+        let mut value = ::sled::IVec::from(bytes);
         let mut head = lock(&self.head);
-        for prepared in &prepared {
-            // Link a copy, so that a failed insert leaves the head where the
-            // stored chain ends.
-            let mut next = head.clone();
-            let link = next.link(prepared);
-            self.audit
-                .insert(audit::seq_key(link.seq), link.encode(prepared))
-                .map_err(io("append", AUDIT_TREE))?;
-            *head = next;
-            last = Some(link.seq);
-        }
-        Ok(last)
+        // Link a copy, so that a failed insert leaves the head where the
+        // stored chain ends.
+        let mut next = *head;
+        let first = layout
+            .link(&mut next, &mut value)
+            .ok_or_else(|| encode_error("internal error: the group lost its layout".to_owned()))?;
+        self.audit
+            .insert(audit::seq_key(first), value)
+            .map_err(io("append", AUDIT_TREE))?;
+        *head = next;
+        drop(head);
+        Ok(next.next_seq.checked_sub(1))
     }
 
     fn close(&self) {
@@ -713,7 +707,7 @@ impl Store for SledStore {
             }
             // The audit records first: a crash before the flush loses both,
             // a crash after it keeps both.
-            self.inner.append(records)?;
+            self.inner.append(&records)?;
             if !writes.is_empty() {
                 self.inner.apply(&writes)?;
             }
@@ -732,7 +726,10 @@ impl Store for SledStore {
             if *closed {
                 return Err(StoreError::Closed);
             }
-            let seq = self.inner.append(vec![record])?.unwrap_or_default();
+            let seq = self
+                .inner
+                .append(std::slice::from_ref(&record))?
+                .unwrap_or_default();
             (seq, self.inner.flush.register()?)
         };
         self.inner.flush.wait(ticket)?;
@@ -742,17 +739,32 @@ impl Store for SledStore {
     fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.check_open()?;
         let mut out = Vec::new();
-        for item in self.inner.audit.range(audit::seq_key(from)..).take(limit) {
+        if limit == 0 {
+            return Ok(out);
+        }
+        let unreadable = |why: audit::Unreadable, seq: Option<u64>| StoreError::Io {
+            op: "read",
+            tree: AUDIT_TREE,
+            reason: why.describe(seq),
+        };
+        // Entry `from` is in the last group that starts at or before it.
+        let start = match self.inner.audit.range(..=audit::seq_key(from)).next_back() {
+            Some(item) => item.map_err(io("read", AUDIT_TREE))?.0,
+            None => ::sled::IVec::from(&audit::seq_key(from)),
+        };
+        for item in self.inner.audit.range(start..) {
             let (key, value) = item.map_err(io("read", AUDIT_TREE))?;
-            let entry = audit::decode(&value).ok_or_else(|| StoreError::Io {
-                op: "read",
-                tree: AUDIT_TREE,
-                reason: match audit::key_seq(&key) {
-                    Some(seq) => format!("entry {seq} cannot be decoded"),
-                    None => "an entry cannot be decoded".to_owned(),
-                },
-            })?;
-            out.push(entry);
+            let group =
+                audit::decode_group(&value).map_err(|why| unreadable(why, audit::key_seq(&key)))?;
+            for stored in group.iter().filter(|s| s.seq >= from) {
+                let entry = stored
+                    .entry()
+                    .ok_or_else(|| unreadable(audit::Unreadable::Undecodable, Some(stored.seq)))?;
+                out.push(entry);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
         }
         Ok(out)
     }
@@ -763,9 +775,10 @@ impl Store for SledStore {
 
     fn verify_audit(&self) -> Result<AuditSummary, AuditError> {
         self.check_open()?;
-        // Entries before the head are all written (the head moves after the
-        // write), so the walk up to it sees a settled chain.
-        let head = lock(&self.inner.head).clone();
+        // Groups that start before the head are written whole (the head
+        // moves past a group after its insert), so the walk up to it sees a
+        // settled chain.
+        let head = *lock(&self.inner.head);
         let mut verifier = ChainVerifier::new();
         for item in self.inner.audit.range(..audit::seq_key(head.next_seq)) {
             let (key, value) = item.map_err(io("verify", AUDIT_TREE))?;
@@ -814,6 +827,18 @@ mod tests {
             Err(AuditError::Broken { seq, why }) => (seq, why),
             other => panic!("expected a broken chain, got {other:?}"),
         }
+    }
+
+    /// `bytes` with the first `from` replaced by `to` (of the same length).
+    fn replaced(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .unwrap();
+        let mut out = bytes.to_vec();
+        out[at..at + to.len()].copy_from_slice(to.as_bytes());
+        out
     }
 
     #[test]
@@ -1177,14 +1202,8 @@ mod tests {
         // Change one byte of entry 37's record, keeping it valid JSON.
         let key = audit::seq_key(37);
         let original = raw.get(key).unwrap().unwrap().to_vec();
-        let text = String::from_utf8(original.clone()).unwrap();
-        assert!(text.contains("flow.started"));
-        raw.insert(
-            key,
-            text.replacen("flow.started", "flow.stopped", 1)
-                .into_bytes(),
-        )
-        .unwrap();
+        raw.insert(key, replaced(&original, "flow.started", "flow.stopped"))
+            .unwrap();
         assert_eq!(
             broken_at(store.verify_audit()),
             (37, ChainBreak::HashMismatch)
@@ -1228,6 +1247,128 @@ mod tests {
     }
 
     #[test]
+    fn a_request_s_records_are_one_group_of_individually_chained_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append_audit(record(0)).unwrap();
+        store
+            .commit_audited(
+                vec![put(Tree::Flows, b"f", b"v")],
+                vec![record(1), record(2), record(3), record(4)],
+            )
+            .unwrap();
+        store
+            .commit_audited(vec![], vec![record(5), record(6)])
+            .unwrap();
+        assert_eq!(store.append_audit(record(7)).unwrap(), 7);
+        let raw = store.raw_audit();
+        assert_eq!(
+            raw.iter()
+                .keys()
+                .map(|k| audit::key_seq(&k.unwrap()).unwrap())
+                .collect::<Vec<_>>(),
+            vec![0, 1, 5, 7]
+        );
+        let entries = store.audit_entries(0, 100).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
+            (0..8).map(record).collect::<Vec<_>>()
+        );
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        // Reading from the middle of a group, and limits across groups.
+        let seqs = |from, limit| {
+            store
+                .audit_entries(from, limit)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(3, 100), vec![3, 4, 5, 6, 7]);
+        assert_eq!(seqs(2, 4), vec![2, 3, 4, 5]);
+        assert_eq!(seqs(6, 1), vec![6]);
+        assert_eq!(seqs(8, 10), Vec::<u64>::new());
+        assert_eq!(seqs(0, 0), Vec::<u64>::new());
+        let summary = store.verify_audit().unwrap();
+        assert_eq!(summary.entries, 8);
+        assert_eq!(summary.head, entries[7].hash);
+
+        // A tampered middle record of a group is found, also after reopening.
+        let original = raw.get(audit::seq_key(1)).unwrap().unwrap();
+        let text = serde_json::to_vec(&serde_json::json!({ "i": 2 })).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        raw.insert(
+            audit::seq_key(1),
+            replaced(&original, &text, &text.replace('2', "9")),
+        )
+        .unwrap();
+        assert_eq!(
+            broken_at(store.verify_audit()),
+            (2, ChainBreak::HashMismatch)
+        );
+        drop(raw);
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            broken_at(store.verify_audit()),
+            (2, ChainBreak::HashMismatch)
+        );
+        // The chain goes on after the last group.
+        assert_eq!(store.append_audit(record(8)).unwrap(), 8);
+        assert_eq!(
+            store.audit_entries(8, 1).unwrap()[0].prev_hash,
+            summary.head
+        );
+        store
+            .raw_audit()
+            .insert(audit::seq_key(1), original)
+            .unwrap();
+        assert_eq!(store.verify_audit().unwrap().entries, 9);
+    }
+
+    #[test]
+    fn an_audit_log_of_the_format_before_groups_is_refused_clearly() {
+        // One JSON object per key, as resetgate stored entries before.
+        let entry = AuditEntry {
+            seq: 0,
+            prev_hash: audit::GENESIS_HASH.to_owned(),
+            hash: audit::entry_hash(audit::GENESIS_HASH, 0, &record(0)).unwrap(),
+            record: record(0),
+        };
+        let old = serde_json::to_vec(&entry).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .raw_audit()
+            .insert(audit::seq_key(0), old.clone())
+            .unwrap();
+        let err = store.audit_entries(0, 10).unwrap_err().to_string();
+        assert!(err.contains("entry 0") && err.contains("older"), "{err}");
+        drop(store);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Open { reason, .. }) => {
+                assert!(
+                    reason.contains("(0)") && reason.contains("older"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // An old entry in the middle of new ones.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..3 {
+            store.append_audit(record(i)).unwrap();
+        }
+        store.raw_audit().insert(audit::seq_key(1), old).unwrap();
+        assert_eq!(broken_at(store.verify_audit()), (1, ChainBreak::OldFormat));
+    }
+
+    #[test]
     fn errors_never_carry_stored_values() {
         const CANARY: &str = "CANARY-3f9a";
         let dir = tempfile::tempdir().unwrap();
@@ -1261,10 +1402,11 @@ mod tests {
         let err = store.verify_audit().unwrap_err();
         keep(format!("{err:?}"), err.to_string());
         // A modified entry that holds the canary.
-        let text = String::from_utf8(stored)
-            .unwrap()
-            .replacen("flow.started", "flow.stopped", 1);
-        raw.insert(audit::seq_key(0), text.into_bytes()).unwrap();
+        raw.insert(
+            audit::seq_key(0),
+            replaced(&stored, "flow.started", "flow.stopped"),
+        )
+        .unwrap();
         let err = store.verify_audit().unwrap_err();
         keep(format!("{err:?}"), err.to_string());
 
