@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use resetgate::plugin::{HostConfig, PluginHost};
 
+pub mod fixtures;
 pub mod pki;
 pub mod webdriver;
 

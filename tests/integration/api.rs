@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use resetgate_tests::pki::Pki;
-use resetgate_tests::{FIRST_PARTY, Gateway, root, wasm, write_config};
+use resetgate_tests::{Gateway, root, write_config};
 use serde_json::{Value, json};
 
 /// The test workflows: a reset with two cheap gates (a stand-in for
@@ -48,12 +48,6 @@ sync:
     std::fs::write(dir.join("short.yaml"), reset("short", "1s")).unwrap();
 }
 
-fn plugins(dir: &Path) {
-    for name in FIRST_PARTY.iter().chain(["static-answer"].iter()) {
-        std::fs::copy(wasm(name), dir.join(format!("{name}.wasm"))).unwrap();
-    }
-}
-
 /// A running gateway (HTTPS, its own CA) and a client for it.
 struct Portal {
     gw: Gateway,
@@ -94,7 +88,7 @@ impl Portal {
         for sub in ["plugins", "workflows"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        plugins(&dir.path().join("plugins"));
+        resetgate_tests::fixtures::copy_plugins(&dir.path().join("plugins"));
         workflows(&dir.path().join("workflows"));
         let pki = Pki::new();
         let file = write_config(dir.path(), &format!("{}{config}", pki.tls_yaml(None)));
@@ -832,52 +826,12 @@ fn enrollment_registers_answers_that_a_reset_then_asks_for() {
     let (plugins_dir, workflows_dir) = (dir.path().join("plugins"), dir.path().join("workflows"));
     std::fs::create_dir_all(&plugins_dir).unwrap();
     std::fs::create_dir_all(&workflows_dir).unwrap();
-    plugins(&plugins_dir);
-    let common = r#"
-limits: { idle: 5m, absolute: 15m }
-directory:
-  plugin: local-users
-  grants: { kv: true }
-  limits: { wall_time: 5s }
-lockout:
-  plugin: example-lockout
-  config: { threshold: 3, lockout_ms: [900000], max_lockouts: 3 }
-gates:
-  - id: first-pet
-    plugin: example-question
-    enrollment: required
-    config: { question: "What was the name of your first pet?" }
-  - id: birth-city
-    plugin: example-question
-    enrollment: required
-    config: { question: "In which city were you born?" }
-"#;
-    std::fs::write(
-        workflows_dir.join("enroll.yaml"),
-        format!("version: 1\nname: enroll\npurpose: enrollment\n{common}"),
-    )
-    .unwrap();
-    std::fs::write(
-        workflows_dir.join("reset.yaml"),
-        format!("version: 1\nname: reset\npurpose: reset\n{common}password: {{ min_length: 12, max_length: 64 }}\n"),
-    )
-    .unwrap();
+    resetgate_tests::fixtures::copy_plugins(&plugins_dir);
+    resetgate_tests::fixtures::enrollment_workflows(&workflows_dir);
     let pki = Pki::new();
     let config = write_config(dir.path(), &pki.tls_yaml(None));
     // The user, added while the gateway is stopped.
-    let mut add = std::process::Command::new(resetgate_tests::binary())
-        .args(["users", "add", "erin", "--password-stdin", "--config"])
-        .arg(&config)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"the current password\n")
-        .unwrap();
-    assert!(add.wait().unwrap().success());
+    resetgate_tests::fixtures::add_local_user(&config, "erin", "the current password");
 
     let gw = Gateway::start_config(&config, &[]);
     let p = Portal {
@@ -951,7 +905,7 @@ fn a_client_certificate_identifies_a_portal() {
     for sub in ["plugins", "workflows"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
-    plugins(&dir.path().join("plugins"));
+    resetgate_tests::fixtures::copy_plugins(&dir.path().join("plugins"));
     workflows(&dir.path().join("workflows"));
     let pki = Pki::new();
     let config = write_config(

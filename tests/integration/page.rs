@@ -12,7 +12,7 @@ use std::path::Path;
 
 use resetgate_tests::pki::Pki;
 use resetgate_tests::webdriver::{Browser, ENTER, base64_encode};
-use resetgate_tests::{FIRST_PARTY, Gateway, root, wasm, write_config};
+use resetgate_tests::{Gateway, root, write_config};
 use serde_json::{Value, json};
 
 /// Two reset workflows (so the page offers a choice): `page-reset` asks
@@ -68,12 +68,6 @@ sync:
     .unwrap();
 }
 
-fn plugins(dir: &Path) {
-    for name in FIRST_PARTY.iter().chain(["static-answer"].iter()) {
-        std::fs::copy(wasm(name), dir.join(format!("{name}.wasm"))).unwrap();
-    }
-}
-
 /// The gateway over HTTPS with the page's workflows.
 struct Site {
     gw: Gateway,
@@ -93,7 +87,7 @@ impl Site {
         for sub in ["plugins", "workflows"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        plugins(&dir.path().join("plugins"));
+        resetgate_tests::fixtures::copy_plugins(&dir.path().join("plugins"));
         write(&dir.path().join("workflows"));
         let pki = Pki::new();
         let file = write_config(dir.path(), &pki.tls_yaml(None));
@@ -529,60 +523,11 @@ fn the_page_says_when_to_retry_and_can_start_over() {
     assert_eq!(page.js("return window.__cspViolations;"), json!([]));
 }
 
-/// An enrollment workflow and a reset workflow over local users, with two
-/// security questions to register.
-fn enrollment_workflows(dir: &Path) {
-    let common = r#"
-limits: { idle: 5m, absolute: 15m }
-directory:
-  plugin: local-users
-  grants: { kv: true }
-  limits: { wall_time: 5s }
-lockout:
-  plugin: example-lockout
-  config: { threshold: 3, lockout_ms: [900000], max_lockouts: 3 }
-gates:
-  - id: first-pet
-    plugin: example-question
-    enrollment: required
-    config: { question: "What was the name of your first pet?" }
-  - id: birth-city
-    plugin: example-question
-    enrollment: required
-    config: { question: "In which city were you born?" }
-"#;
-    std::fs::write(
-        dir.join("enroll.yaml"),
-        format!("version: 1\nname: enroll\ndescription: Set up your security questions\npurpose: enrollment\n{common}"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("reset.yaml"),
-        format!("version: 1\nname: reset\npurpose: reset\n{common}password: {{ min_length: 12, max_length: 64 }}\n"),
-    )
-    .unwrap();
-}
-
-/// `resetgate users add erin` with a known password, gateway stopped.
-fn add_erin(config: &Path) {
-    use std::io::Write as _;
-    let mut add = std::process::Command::new(resetgate_tests::binary())
-        .args(["users", "add", "erin", "--password-stdin", "--config"])
-        .arg(config)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"the current password\n")
-        .unwrap();
-    assert!(add.wait().unwrap().success());
-}
-
 #[test]
 fn a_person_registers_security_answers_in_the_browser() {
-    let site = Site::start_with(enrollment_workflows, add_erin);
+    let site = Site::start_with(resetgate_tests::fixtures::enrollment_workflows, |config| {
+        resetgate_tests::fixtures::add_local_user(config, "erin", "the current password")
+    });
     let browser = site.browser();
     let page = Page { b: &browser };
     let b = &browser;

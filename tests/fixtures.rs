@@ -1,0 +1,72 @@
+//! Setups several test modules share: the plugins a test gateway loads,
+//! enrollment workflows over local users, and adding a local user.
+
+use std::path::Path;
+
+use crate::{FIRST_PARTY, binary, wasm};
+
+/// Copies the first-party plugins and the `static-answer` test gate into
+/// `dir` as `NAME.wasm`, the way a gateway's plugin folder holds them.
+pub fn copy_plugins(dir: &Path) {
+    for name in FIRST_PARTY.iter().chain(["static-answer"].iter()) {
+        std::fs::copy(wasm(name), dir.join(format!("{name}.wasm"))).unwrap();
+    }
+}
+
+/// Writes `enroll.yaml` (purpose enrollment) and `reset.yaml` (purpose
+/// reset) into `dir`: the `local-users` directory, the FIM lockout with
+/// threshold 3, and two security questions (`first-pet`, `birth-city`)
+/// registered by the first and asked by the second.
+pub fn enrollment_workflows(dir: &Path) {
+    let common = r#"
+limits: { idle: 5m, absolute: 15m }
+directory:
+  plugin: local-users
+  grants: { kv: true }
+  limits: { wall_time: 5s }
+lockout:
+  plugin: example-lockout
+  config: { threshold: 3, lockout_ms: [900000], max_lockouts: 3 }
+gates:
+  - id: first-pet
+    plugin: example-question
+    enrollment: required
+    config: { question: "What was the name of your first pet?" }
+  - id: birth-city
+    plugin: example-question
+    enrollment: required
+    config: { question: "In which city were you born?" }
+"#;
+    std::fs::write(
+        dir.join("enroll.yaml"),
+        format!(
+            "version: 1\nname: enroll\ndescription: Set up your security questions\npurpose: enrollment\n{common}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("reset.yaml"),
+        format!(
+            "version: 1\nname: reset\npurpose: reset\n{common}password: {{ min_length: 12, max_length: 64 }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// `resetgate users add NAME --password-stdin --config CONFIG` (the gateway
+/// must be stopped).
+pub fn add_local_user(config: &Path, name: &str, password: &str) {
+    use std::io::Write as _;
+    let mut add = std::process::Command::new(binary())
+        .args(["users", "add", name, "--password-stdin", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(add.wait().unwrap().success(), "users add {name} failed");
+}
