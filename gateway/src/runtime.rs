@@ -46,6 +46,11 @@ pub enum RuntimeError {
     /// duplicated request); nothing changed.
     #[error("the flow is not at that step")]
     Stale,
+    /// The answers do not fit the prompt (a field missing, unknown, too
+    /// long, or not one of its choices); nothing changed. The text names
+    /// fields, never values.
+    #[error("{0}")]
+    BadAnswers(String),
     /// The engine refused the event.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -426,6 +431,13 @@ impl Runtime {
             if !matches {
                 return Err(RuntimeError::Stale);
             }
+            if let (
+                Event::Answers(answers),
+                State::Gate { prompt, .. } | State::Enrolling { prompt, .. },
+            ) = (&event, &flow.state)
+            {
+                fit(prompt, answers).map_err(RuntimeError::BadAnswers)?;
+            }
         }
         self.run_locked(&loaded, flow, event, now, Some(guard))
     }
@@ -625,6 +637,34 @@ impl Runtime {
         })?;
         Ok(())
     }
+}
+
+/// Whether `answers` fit `prompt`: one value per field, no other, each at
+/// most the field's length in code points, a choice one of its values.
+fn fit(prompt: &crate::contract::Prompt, answers: &[FieldValue]) -> Result<(), String> {
+    use crate::contract::FieldKind;
+    for a in answers {
+        let Some(field) = prompt.fields.iter().find(|f| f.name == a.name) else {
+            return Err(format!("the prompt has no field `{}`", a.name));
+        };
+        if a.value.code_points() > field.max_length as usize {
+            return Err(format!(
+                "`{}` is longer than {} characters",
+                field.name, field.max_length
+            ));
+        }
+        if let FieldKind::Choice(choices) = &field.kind
+            && !choices.iter().any(|c| c == a.value.expose())
+        {
+            return Err(format!("`{}` must be one of its choices", field.name));
+        }
+    }
+    for field in &prompt.fields {
+        if !answers.iter().any(|a| a.name == field.name) {
+            return Err(format!("a value for `{}` is missing", field.name));
+        }
+    }
+    Ok(())
 }
 
 /// Which password a portal submits.

@@ -937,3 +937,35 @@ fn a_client_certificate_identifies_a_portal() {
     let (id, token, _) = p.begin("api-reset", "alice");
     assert_eq!(p.get(&format!("/v1/flows/{id}"), Some(&token)).status, 200);
 }
+
+#[test]
+fn answers_that_do_not_fit_the_prompt_are_refused_and_change_nothing() {
+    let p = Portal::start();
+    let (id, token, r) = p.begin("api-reset", "alice");
+    let path = format!("/v1/flows/{id}/answers");
+    let long = "9".repeat(65);
+    for (answers, says) in [
+        (json!({}), "`answer` is missing"),
+        (
+            json!({"answer": "123456", "other": "x"}),
+            "no field `other`",
+        ),
+        (json!({"answer": long}), "`answer` is longer than 64"),
+    ] {
+        let r = p.post(
+            &path,
+            Some(&token),
+            json!({"gate": "code", "round": 1, "answers": answers}),
+        );
+        problem(&r, 400, "invalid-request");
+        assert!(
+            r.json["detail"].as_str().unwrap().contains(says),
+            "{}",
+            r.raw
+        );
+        assert!(!r.raw.contains(&long));
+    }
+    // Nothing was counted: three refusals would have locked at threshold 3.
+    let r = p.answer(&id, &token, &r.json, "123456");
+    assert_eq!(r.json["prompt"]["gate"], "second", "{}", r.raw);
+}

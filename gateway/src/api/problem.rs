@@ -238,6 +238,7 @@ impl From<RuntimeError> for Problem {
             RuntimeError::UnknownFlow => Code::FlowNotFound.into(),
             RuntimeError::WorkflowChanged => Code::WorkflowChanged.into(),
             RuntimeError::Stale => Code::StaleStep.into(),
+            RuntimeError::BadAnswers(detail) => Problem::new(Code::InvalidRequest).detail(detail),
             RuntimeError::Refused(Refusal::OutOfOrder) => Code::WrongState.into(),
             RuntimeError::Refused(Refusal::Finished) => Code::FlowEnded.into(),
             e @ (RuntimeError::Store(_) | RuntimeError::Corrupt { .. }) => {
