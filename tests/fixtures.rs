@@ -13,6 +13,47 @@ pub fn copy_plugins(dir: &Path) {
     }
 }
 
+/// A reset workflow named `name` over the example directory with `users`:
+/// the FIM lockout with threshold 3, two `static-answer` gates (`code`
+/// answered by `123456`, `second` by `654321`: one-time-code-style checks
+/// without slow hashing), a password of 12 to 64 characters without the user
+/// name, flows idle-expiring after `idle` (e.g. `5m`), and with `sync` the
+/// example sync target `mail` (`on_failure: allow`).
+pub fn reset_workflow(name: &str, idle: &str, users: &[&str], sync: bool) -> String {
+    let users: Vec<String> = users.iter().map(|u| format!("{{ name: {u} }}")).collect();
+    let mut text = format!(
+        r#"version: 1
+name: {name}
+purpose: reset
+limits: {{ idle: {idle}, absolute: 15m }}
+directory:
+  plugin: example-directory
+  config: {{ users: [{}] }}
+lockout:
+  plugin: example-lockout
+  config: {{ threshold: 3, lockout_ms: [900000], max_lockouts: 3 }}
+gates:
+  - id: code
+    plugin: static-answer
+    config: {{ answer: "123456" }}
+  - id: second
+    plugin: static-answer
+    config: {{ answer: "654321" }}
+password:
+  min_length: 12
+  max_length: 64
+  reject_user_name: true
+"#,
+        users.join(", ")
+    );
+    if sync {
+        text.push_str(
+            "sync:\n  - id: mail\n    plugin: example-sync\n    mode: sync\n    timeout: 5s\n    on_failure: allow\n",
+        );
+    }
+    text
+}
+
 /// Writes `enroll.yaml` (purpose enrollment) and `reset.yaml` (purpose
 /// reset) into `dir`: the `local-users` directory, the FIM lockout with
 /// threshold 3, and two security questions (`first-pet`, `birth-city`)

@@ -431,7 +431,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "resetgate listening on {}",
             resetgate::server::describe_addr(addr, tls.is_some())
         );
-        resetgate::server::serve(listener, api, options, shutdown_signal()).await?;
+        // Not ready once stopping: load balancers drain while requests under
+        // way finish.
+        let draining = api.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            draining.set_ready(false);
+        };
+        resetgate::server::serve(listener, api, options, shutdown).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

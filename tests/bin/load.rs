@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use resetgate_tests::pki::Pki;
-use resetgate_tests::{FIRST_PARTY, Gateway, wasm, write_config};
+use resetgate_tests::{Gateway, write_config};
 use serde_json::{Value, json};
 
 const KEY: &str = "rgk_load-client";
@@ -136,34 +136,12 @@ fn main() {
     let (plugins, workflows) = (dir.path().join("plugins"), dir.path().join("workflows"));
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::create_dir_all(&workflows).unwrap();
-    for name in FIRST_PARTY.iter().chain(["static-answer"].iter()) {
-        std::fs::copy(wasm(name), plugins.join(format!("{name}.wasm"))).unwrap();
-    }
+    resetgate_tests::fixtures::copy_plugins(&plugins);
     let users: Vec<String> = (0..flows).map(|i| format!("user{i}")).collect();
-    let user_list: Vec<String> = users.iter().map(|u| format!("{{ name: {u} }}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
     std::fs::write(
         workflows.join("load.yaml"),
-        format!(
-            r#"version: 1
-name: load
-limits: {{ idle: 5m, absolute: 15m }}
-directory:
-  plugin: example-directory
-  config: {{ users: [{}] }}
-lockout:
-  plugin: example-lockout
-  config: {{ threshold: 5, lockout_ms: [900000], max_lockouts: 3 }}
-gates:
-  - id: code
-    plugin: static-answer
-    config: {{ answer: "123456" }}
-  - id: second
-    plugin: static-answer
-    config: {{ answer: "654321" }}
-password: {{ min_length: 12, max_length: 64 }}
-"#,
-            user_list.join(", ")
-        ),
+        resetgate_tests::fixtures::reset_workflow("load", "5m", &names, false),
     )
     .unwrap();
     let pki = Pki::new();
@@ -342,7 +320,7 @@ password: {{ min_length: 12, max_length: 64 }}
         // interleaved so that drift affects all three alike.
         let c = client(0);
         let locked = &users[1];
-        for _ in 0..5 {
+        for _ in 0..3 {
             let v = c.call(
                 "POST",
                 "/v1/flows",

@@ -13,35 +13,11 @@ use serde_json::{Value, json};
 /// copy whose flows expire after one second idle.
 fn workflows(dir: &Path) {
     let reset = |name: &str, idle: &str| {
-        format!(
-            r#"version: 1
-name: {name}
-purpose: reset
-limits: {{ idle: {idle}, absolute: 15m }}
-directory:
-  plugin: example-directory
-  config: {{ users: [{{ name: alice }}, {{ name: bob }}, {{ name: carol }}, {{ name: dave }}] }}
-lockout:
-  plugin: example-lockout
-  config: {{ threshold: 3, lockout_ms: [900000], max_lockouts: 3 }}
-gates:
-  - id: code
-    plugin: static-answer
-    config: {{ answer: "123456" }}
-  - id: second
-    plugin: static-answer
-    config: {{ answer: "654321" }}
-password:
-  min_length: 12
-  max_length: 64
-  reject_user_name: true
-sync:
-  - id: mail
-    plugin: example-sync
-    mode: sync
-    timeout: 5s
-    on_failure: allow
-"#
+        resetgate_tests::fixtures::reset_workflow(
+            name,
+            idle,
+            &["alice", "bob", "carol", "dave"],
+            true,
         )
     };
     std::fs::write(dir.join("api-reset.yaml"), reset("api-reset", "5m")).unwrap();

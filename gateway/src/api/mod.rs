@@ -92,15 +92,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Client {
-    /// A portal, by its key's name.
-    Portal(String),
-    /// The anonymous client (the self-service page), by address.
-    Anonymous(Option<IpAddr>),
-}
-
 /// The API's shared state.
 pub struct Api {
     runtime: Arc<Runtime>,
@@ -130,11 +121,6 @@ impl Api {
     /// Marks the gateway ready or not (`/readyz`).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
-    }
-
-    /// The runtime it drives.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
     }
 }
 
@@ -305,7 +291,7 @@ async fn identify(
     }
 }
 
-async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
+async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
     let now = Instant::now();
     let addr = peer(&req).map(|a| a.ip());
     // A client certificate (verified against the configured client CA in
@@ -315,7 +301,9 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
         .get::<crate::listen::Peer>()
         .and_then(|p| p.client_certificate())
         .map(|c| format!("cert:{}", c.common_name.as_deref().unwrap_or(&c.sha256)));
-    let client = match req.headers().get("x-api-key") {
+    // Portals are limited per key (or certificate), anonymous clients per
+    // address.
+    let (limiter, key): (&Limiter, Vec<u8>) = match req.headers().get("x-api-key") {
         Some(key) => {
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
             // Compare every key in full, so timing says nothing about which
@@ -333,18 +321,9 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
                 }
             }
             let name = found.ok_or(Code::InvalidApiKey)?;
-            api.portals
-                .take(name.as_bytes(), now)
-                .map_err(Problem::rate_limited)?;
-            Client::Portal(name)
+            (&api.portals, name.into_bytes())
         }
-        None if certified.is_some() => {
-            let name = certified.unwrap_or_default();
-            api.portals
-                .take(name.as_bytes(), now)
-                .map_err(Problem::rate_limited)?;
-            Client::Portal(name)
-        }
+        None if certified.is_some() => (&api.portals, certified.unwrap_or_default().into_bytes()),
         None => {
             let is_metrics = req.uri().path() == "/metrics";
             let loopback = addr.is_some_and(|a| a.is_loopback());
@@ -362,11 +341,10 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
                 Some(IpAddr::V6(a)) => a.octets()[..8].to_vec(),
                 None => vec![],
             };
-            api.clients.take(&key, now).map_err(Problem::rate_limited)?;
-            Client::Anonymous(addr)
+            (&api.clients, key)
         }
     };
-    req.extensions_mut().insert(client);
+    limiter.take(&key, now).map_err(Problem::rate_limited)?;
     Ok(req)
 }
 

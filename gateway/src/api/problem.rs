@@ -267,3 +267,28 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    /// Portal writers read the codes in `docs/http-api.md`: every code is
+    /// in its table with its status, and the table has no other.
+    #[test]
+    fn the_guide_lists_every_code_with_its_status() {
+        let guide = include_str!("../../../docs/http-api.md");
+        let rows: Vec<(String, String)> = guide
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let code = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((cells.get(1)?.to_string(), code.to_owned()))
+            })
+            .collect();
+        for code in Code::ALL {
+            let row = (code.status().as_str().to_owned(), code.as_str().to_owned());
+            assert!(rows.contains(&row), "docs/http-api.md lacks {row:?}");
+        }
+        assert_eq!(rows.len(), Code::ALL.len(), "{rows:?}");
+    }
+}

@@ -641,6 +641,39 @@ impl fmt::Debug for SledStore {
     }
 }
 
+impl SledStore {
+    /// Appends `records` to the audit log, then applies `writes`, and
+    /// returns once both are durable, with the last record's sequence
+    /// number. The audit records come first: a crash before the flush loses
+    /// both, a crash after it keeps both.
+    fn durably(
+        &self,
+        writes: &[Write],
+        records: &[AuditRecord],
+    ) -> Result<Option<u64>, StoreError> {
+        let (seq, ticket) = {
+            let closed = self
+                .inner
+                .closed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return Err(StoreError::Closed);
+            }
+            if writes.is_empty() && records.is_empty() {
+                return Ok(None);
+            }
+            let seq = self.inner.append(records)?;
+            if !writes.is_empty() {
+                self.inner.apply(writes)?;
+            }
+            (seq, self.inner.flush.register()?)
+        };
+        self.inner.flush.wait(ticket)?;
+        Ok(seq)
+    }
+}
+
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.check_open()?;
@@ -693,47 +726,12 @@ impl Store for SledStore {
         writes: Vec<Write>,
         records: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let ticket = {
-            let closed = self
-                .inner
-                .closed
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            if *closed {
-                return Err(StoreError::Closed);
-            }
-            if writes.is_empty() && records.is_empty() {
-                return Ok(());
-            }
-            // The audit records first: a crash before the flush loses both,
-            // a crash after it keeps both.
-            self.inner.append(&records)?;
-            if !writes.is_empty() {
-                self.inner.apply(&writes)?;
-            }
-            self.inner.flush.register()?
-        };
-        self.inner.flush.wait(ticket)
+        self.durably(&writes, &records).map(|_| ())
     }
 
     fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
-        let (seq, ticket) = {
-            let closed = self
-                .inner
-                .closed
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            if *closed {
-                return Err(StoreError::Closed);
-            }
-            let seq = self
-                .inner
-                .append(std::slice::from_ref(&record))?
-                .unwrap_or_default();
-            (seq, self.inner.flush.register()?)
-        };
-        self.inner.flush.wait(ticket)?;
-        Ok(seq)
+        self.durably(&[], std::slice::from_ref(&record))
+            .map(Option::unwrap_or_default)
     }
 
     fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
