@@ -85,6 +85,40 @@ pub struct Outcome {
     pub token: Option<Secret>,
 }
 
+/// A request's outcome, applied to the store but perhaps not yet on disk:
+/// report it only through [`Staged::wait`] or [`Staged::durable`], which
+/// return once it is durable. The user's lock is already released, so a
+/// request waiting for the flush holds up no other request of the user (a
+/// later request's flush covers this one's writes, so nothing it reports
+/// can outlive this request's writes).
+#[must_use = "an outcome is not durable until waited for"]
+#[derive(Debug)]
+pub struct Staged {
+    outcome: Outcome,
+    durable: crate::store::Durable,
+    counters: Arc<Counters>,
+    started: Instant,
+    staged: Instant,
+}
+
+impl Staged {
+    /// Blocks until the outcome is durable; the outcome.
+    pub fn wait(self) -> Result<Outcome, RuntimeError> {
+        self.durable.wait()?;
+        self.counters.add(STORE, self.staged);
+        self.counters.add(REQUEST, self.started);
+        Ok(self.outcome)
+    }
+
+    /// Resolves once the outcome is durable, without holding a thread.
+    pub async fn durable(self) -> Result<Outcome, RuntimeError> {
+        self.durable.await?;
+        self.counters.add(STORE, self.staged);
+        self.counters.add(REQUEST, self.started);
+        Ok(self.outcome)
+    }
+}
+
 /// Where requests spent their time, summed over all request threads
 /// (for benchmarks and metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,7 +154,7 @@ impl Timings {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counters([AtomicU64; 7]);
 
 impl Counters {
@@ -159,7 +193,7 @@ impl Default for FlowMetrics {
 
 /// Carries out flows against a store and the loaded workflows.
 pub struct Runtime {
-    counters: Counters,
+    counters: Arc<Counters>,
     /// Flow, gate and lockout counts for `/metrics`.
     pub metrics: FlowMetrics,
     store: Arc<dyn Store>,
@@ -174,7 +208,7 @@ impl Runtime {
     /// A runtime over `store` serving `workflows`.
     pub fn new(store: Arc<dyn Store>, workflows: Vec<Arc<Workflow>>) -> Runtime {
         let rt = Runtime {
-            counters: Counters::default(),
+            counters: Arc::default(),
             metrics: FlowMetrics::default(),
             store,
             current: RwLock::default(),
@@ -268,6 +302,16 @@ impl Runtime {
         user_name: &str,
         now: u64,
     ) -> Result<Outcome, RuntimeError> {
+        self.start_staged(workflow, user_name, now)?.wait()
+    }
+
+    /// [`Runtime::start`], returning before the flush (see [`Staged`]).
+    pub fn start_staged(
+        &self,
+        workflow: &str,
+        user_name: &str,
+        now: u64,
+    ) -> Result<Staged, RuntimeError> {
         let loaded = self.by_name(workflow)?;
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| RuntimeError::Corrupt {
@@ -282,9 +326,9 @@ impl Runtime {
         let token = Secret::new(hex::encode(token));
         let mut flow = Flow::new(hex::encode(id), &loaded.shape, user_name.to_owned(), now);
         flow.token_hash = hashed(token.expose());
-        let mut outcome = self.run(&loaded, flow, Event::Start, now)?;
-        outcome.token = Some(token);
-        Ok(outcome)
+        let mut staged = self.run(&loaded, flow, Event::Start, now)?;
+        staged.outcome.token = Some(token);
+        Ok(staged)
     }
 
     /// The flow `flow_id` if `token` is its token. A wrong token and an
@@ -314,6 +358,20 @@ impl Runtime {
         answers: Vec<FieldValue>,
         now: u64,
     ) -> Result<Outcome, RuntimeError> {
+        self.answer_as_staged(flow_id, token, gate, round, answers, now)?
+            .wait()
+    }
+
+    /// [`Runtime::answer_as`], returning before the flush (see [`Staged`]).
+    pub fn answer_as_staged(
+        &self,
+        flow_id: &str,
+        token: &str,
+        gate: &str,
+        round: u32,
+        answers: Vec<FieldValue>,
+        now: u64,
+    ) -> Result<Staged, RuntimeError> {
         let guard = Guard {
             token: Some(token),
             at: Some((gate, round)),
@@ -334,6 +392,19 @@ impl Runtime {
         password: Secret,
         now: u64,
     ) -> Result<Outcome, RuntimeError> {
+        self.password_as_staged(flow_id, token, which, password, now)?
+            .wait()
+    }
+
+    /// [`Runtime::password_as`], returning before the flush (see [`Staged`]).
+    pub fn password_as_staged(
+        &self,
+        flow_id: &str,
+        token: &str,
+        which: PasswordFor,
+        password: Secret,
+        now: u64,
+    ) -> Result<Staged, RuntimeError> {
         let guard = Guard {
             token: Some(token),
             at: None,
@@ -380,7 +451,7 @@ impl Runtime {
             at: None,
             password: None,
         };
-        self.request_at(flow_id, guard, event, now)
+        self.request_at(flow_id, guard, event, now)?.wait()
     }
 
     fn request_at(
@@ -389,7 +460,7 @@ impl Runtime {
         check: Guard<'_>,
         event: Event,
         now: u64,
-    ) -> Result<Outcome, RuntimeError> {
+    ) -> Result<Staged, RuntimeError> {
         let flow = self.flow(flow_id)?;
         if let Some(token) = check.token {
             token_matches(&flow, token)?;
@@ -457,7 +528,7 @@ impl Runtime {
         flow: Flow,
         event: Event,
         now: u64,
-    ) -> Result<Outcome, RuntimeError> {
+    ) -> Result<Staged, RuntimeError> {
         self.run_locked(loaded, flow, event, now, None)
     }
 
@@ -468,7 +539,7 @@ impl Runtime {
         event: Event,
         now: u64,
         mut guard: Option<MutexGuard<'a, ()>>,
-    ) -> Result<Outcome, RuntimeError> {
+    ) -> Result<Staged, RuntimeError> {
         let started = Instant::now();
         let started_fresh = flow.state == State::Resolving;
         let mut req = Request {
@@ -526,16 +597,22 @@ impl Runtime {
                 }
             })
             .collect();
-        req.checkpoint(&flow)?;
+        let staged = Instant::now();
+        let durable = req.stage(&flow)?;
         drop(guard);
         self.count(&flow, started_fresh, &counts);
-        self.counters.add(REQUEST, started);
         self.counters.0[6].fetch_add(transitions, Ordering::Relaxed);
         let notice = flow.notice.clone();
-        Ok(Outcome {
-            flow,
-            notice,
-            token: None,
+        Ok(Staged {
+            outcome: Outcome {
+                flow,
+                notice,
+                token: None,
+            },
+            durable,
+            counters: self.counters.clone(),
+            started,
+            staged,
         })
     }
 
@@ -803,6 +880,14 @@ impl Request<'_> {
     /// the request's audit records.
     fn checkpoint(&mut self, flow: &Flow) -> Result<(), RuntimeError> {
         let started = Instant::now();
+        self.stage(flow)?.wait()?;
+        self.rt.counters.add(STORE, started);
+        Ok(())
+    }
+
+    /// Applies the flow and everything the request wrote, after the
+    /// request's audit records; durable once the result resolves.
+    fn stage(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
         let value = serde_json::to_vec(flow).map_err(|e| RuntimeError::Corrupt {
             what: "flow",
             reason: e.to_string(),
@@ -813,11 +898,10 @@ impl Request<'_> {
             key: flow.id.clone().into_bytes(),
             value,
         });
-        self.rt
+        Ok(self
+            .rt
             .store
-            .commit_audited(writes, std::mem::take(&mut self.audit))?;
-        self.rt.counters.add(STORE, started);
-        Ok(())
+            .stage_audited(writes, std::mem::take(&mut self.audit))?)
     }
 
     /// Carries out one effect; returns the event it produced, if any.

@@ -29,7 +29,7 @@ use utoipa::OpenApi;
 
 use crate::contract::FieldValue;
 use crate::metrics::{self, Family};
-use crate::runtime::{PasswordFor, Runtime};
+use crate::runtime::{PasswordFor, Runtime, RuntimeError, Staged};
 
 pub use limit::{Limiter, Rate};
 pub use problem::{Code, Problem};
@@ -470,6 +470,24 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Runs a runtime request on the blocking pool (it calls plugins), then
+/// waits for its flush here, without holding a thread, and renders the flow.
+/// Nothing is answered before the request's writes are durable.
+async fn request(
+    rt: &Arc<Runtime>,
+    f: impl FnOnce(&Runtime) -> Result<Staged, RuntimeError> + Send + 'static,
+) -> Result<FlowView, Problem> {
+    let staged = {
+        let rt = rt.clone();
+        blocking(move || f(&rt).map_err(Problem::from)).await?
+    };
+    let out = staged.durable().await?;
+    let wf = rt.workflow_of(&out.flow)?;
+    let mut view = wire::view(&out.flow, &wf, out.notice.as_ref());
+    view.token = out.token.map(|t| t.expose().to_owned());
+    Ok(view)
+}
+
 fn flow_response(status: StatusCode, view: FlowView) -> Response {
     let mut response = (status, Json(&view)).into_response();
     if status == StatusCode::CREATED
@@ -509,13 +527,8 @@ async fn start_flow(
     if let Err(secs) = api.users.take(key.as_bytes(), Instant::now()) {
         return Err(tarpit(Problem::rate_limited(secs)).await);
     }
-    let rt = api.runtime.clone();
-    let view = blocking(move || {
-        let out = rt.start(&body.workflow, &body.user, now_ms())?;
-        let wf = rt.workflow_of(&out.flow)?;
-        let mut view = wire::view(&out.flow, &wf, out.notice.as_ref());
-        view.token = out.token.map(|t| t.expose().to_owned());
-        Ok(view)
+    let view = request(&api.runtime, move |rt| {
+        rt.start_staged(&body.workflow, &body.user, now_ms())
     })
     .await?;
     Ok(flow_response(StatusCode::CREATED, view))
@@ -563,8 +576,7 @@ async fn answer_flow(
     Bearer(token): Bearer,
     JsonBody(body): JsonBody<AnswersRequest>,
 ) -> Result<Response, Problem> {
-    let rt = api.runtime.clone();
-    let view = blocking(move || {
+    let view = request(&api.runtime, move |rt| {
         let answers = body
             .answers
             .into_iter()
@@ -573,9 +585,7 @@ async fn answer_flow(
                 value: value.0,
             })
             .collect();
-        let out = rt.answer_as(&id, &token, &body.gate, body.round, answers, now_ms())?;
-        let wf = rt.workflow_of(&out.flow)?;
-        Ok(wire::view(&out.flow, &wf, out.notice.as_ref()))
+        rt.answer_as_staged(&id, &token, &body.gate, body.round, answers, now_ms())
     })
     .await?;
     Ok(flow_response(StatusCode::OK, view))
@@ -588,11 +598,8 @@ async fn submit_password(
     body: PasswordRequest,
     which: PasswordFor,
 ) -> Result<Response, Problem> {
-    let rt = api.runtime.clone();
-    let view = blocking(move || {
-        let out = rt.password_as(&id, &token, which, body.password.0, now_ms())?;
-        let wf = rt.workflow_of(&out.flow)?;
-        Ok(wire::view(&out.flow, &wf, out.notice.as_ref()))
+    let view = request(&api.runtime, move |rt| {
+        rt.password_as_staged(&id, &token, which, body.password.0, now_ms())
     })
     .await?;
     Ok(flow_response(StatusCode::OK, view))

@@ -4,9 +4,17 @@
 //!
 //! Durability: `commit` and `append_audit` return only once their writes are
 //! on disk. Concurrent callers share flushes (group commit), so durability
-//! costs one fsync per batch of callers, not per caller.
+//! costs one fsync per batch of callers, not per caller. `stage_audited`
+//! applies a request's writes and hands back a [`Durable`] to wait on —
+//! blocking or as a future — so that an async caller waits for the flush
+//! without holding a thread, and a caller can release its locks before the
+//! flush (a later writer's flush always covers an earlier writer's writes).
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 mod audit;
 pub mod kv;
@@ -172,6 +180,18 @@ pub trait Store: Send + Sync + 'static {
         }
         self.commit(writes)
     }
+    /// Like [`commit_audited`](Store::commit_audited), but returns as soon
+    /// as the records and writes are applied (visible to readers), with a
+    /// [`Durable`] that resolves once they are on disk. Nothing may be
+    /// reported to anyone as done before it resolves.
+    fn stage_audited(
+        &self,
+        writes: Vec<Write>,
+        records: Vec<AuditRecord>,
+    ) -> Result<Durable, StoreError> {
+        self.commit_audited(writes, records)?;
+        Ok(Durable::ready())
+    }
     /// Appends an audit record, hash-chained to the previous one; returns
     /// once it is durable, with its sequence number.
     fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError>;
@@ -182,5 +202,74 @@ pub trait Store: Send + Sync + 'static {
     /// How long flushes to disk take, if the engine measures it.
     fn flush_latency(&self) -> Option<&crate::metrics::Histogram> {
         None
+    }
+}
+
+/// What an engine that flushes in groups offers a [`Durable`]: waiting for
+/// ticket `needed`, the number of a flush that began after the writes.
+pub trait Durability: Send + Sync {
+    /// Blocks until flush `needed` has ended; its result.
+    fn wait(&self, needed: u64) -> Result<(), StoreError>;
+    /// The same, as a poll: registers `cx`'s waker when not yet done.
+    fn poll(&self, needed: u64, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>>;
+}
+
+/// Writes that are applied but perhaps not yet on disk. Wait for it —
+/// [`Durable::wait`] on a thread, or `.await` — before reporting them.
+#[must_use = "writes are not durable until this resolves"]
+pub struct Durable(DurableState);
+
+enum DurableState {
+    Done(Option<Result<(), StoreError>>),
+    Flush {
+        source: Arc<dyn Durability>,
+        needed: u64,
+    },
+}
+
+impl Durable {
+    /// Already durable (or nothing was written).
+    pub fn ready() -> Durable {
+        Durable(DurableState::Done(Some(Ok(()))))
+    }
+
+    /// Durable once flush `needed` of `source` has succeeded.
+    pub fn after(source: Arc<dyn Durability>, needed: u64) -> Durable {
+        Durable(DurableState::Flush { source, needed })
+    }
+
+    /// Blocks the thread until the writes are durable.
+    pub fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            DurableState::Done(result) => result.unwrap_or(Ok(())),
+            DurableState::Flush { source, needed } => source.wait(needed),
+        }
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.0 {
+            DurableState::Done(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
+            DurableState::Flush { source, needed } => {
+                let polled = source.poll(*needed, cx);
+                if polled.is_ready() {
+                    this.0 = DurableState::Done(None);
+                }
+                polled
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            DurableState::Done(_) => f.write_str("Durable(done)"),
+            DurableState::Flush { needed, .. } => write!(f, "Durable(after flush {needed})"),
+        }
     }
 }

@@ -33,9 +33,12 @@ use ::sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
+use std::task::{Context, Poll, Waker};
+
 use super::audit::{self, ChainVerifier, Head};
 use super::{
-    AuditEntry, AuditError, AuditRecord, AuditSummary, KeyValue, Store, StoreError, Tree, Write,
+    AuditEntry, AuditError, AuditRecord, AuditSummary, Durability, Durable, KeyValue, Store,
+    StoreError, Tree, Write,
 };
 
 /// The sled tree that holds the audit log.
@@ -140,17 +143,47 @@ struct FlushState {
     shutdown: bool,
     /// The flusher thread has stopped.
     stopped: bool,
-    /// Writers parked until a flush: each is woken alone, when the flush it
+    /// Writers waiting for a flush: each is woken alone, when the flush it
     /// needs has ended (waking every writer at every flush made 64 writers
     /// fight over this lock and cost a third of the CPU).
-    waiters: Vec<(u64, std::thread::Thread)>,
+    waiters: Vec<(u64, Waiter)>,
 }
 
-/// A writer's place in line: its writes are durable once flush `needed`
-/// (or any later one) has succeeded.
-#[must_use]
-struct Ticket {
-    needed: u64,
+/// A parked thread or an async task waiting for a flush.
+enum Waiter {
+    Thread(std::thread::Thread),
+    Task(Waker),
+}
+
+impl Waiter {
+    fn wake(self) {
+        match self {
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+impl FlushState {
+    /// How a wait for flush `needed` ends, if it has ended.
+    fn outcome(&self, needed: u64) -> Option<Result<(), StoreError>> {
+        if self.succeeded >= needed {
+            Some(Ok(()))
+        } else if self.finished >= needed {
+            Some(Err(StoreError::Io {
+                op: "flush",
+                tree: "*",
+                reason: self
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "unknown error".to_owned()),
+            }))
+        } else if self.stopped {
+            Some(Err(StoreError::Closed))
+        } else {
+            None
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,8 +218,9 @@ impl Flush {
         result
     }
 
-    /// Takes a ticket for writes that have already been applied.
-    fn register(&self) -> Result<Ticket, StoreError> {
+    /// The ticket for writes that have already been applied: the number of
+    /// the first flush that will begin after them. Asks for that flush.
+    fn register(&self) -> Result<u64, StoreError> {
         let mut state = lock(&self.state);
         if state.stopped {
             return Err(StoreError::Closed);
@@ -198,34 +232,11 @@ impl Flush {
             state.wanted = needed;
             self.work.notify_one();
         }
-        state.waiters.push((needed, std::thread::current()));
-        Ok(Ticket { needed })
+        Ok(needed)
     }
 
-    /// Waits until the ticket's flush has succeeded.
-    fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
-        // Parked until the flusher unparks this thread; unpark before park
-        // makes park return at once, and spurious wake-ups loop.
-        while self.finished.load(Ordering::Acquire) < ticket.needed
-            && !self.stopped.load(Ordering::Acquire)
-        {
-            std::thread::park();
-        }
-        let state = lock(&self.state);
-        if state.succeeded >= ticket.needed {
-            Ok(())
-        } else if state.finished >= ticket.needed {
-            Err(StoreError::Io {
-                op: "flush",
-                tree: "*",
-                reason: state
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "unknown error".to_owned()),
-            })
-        } else {
-            Err(StoreError::Closed)
-        }
+    fn ended(&self, needed: u64) -> bool {
+        self.finished.load(Ordering::Acquire) >= needed || self.stopped.load(Ordering::Acquire)
     }
 
     /// The flusher thread's loop.
@@ -251,17 +262,13 @@ impl Flush {
                     }
                 }
                 self.finished.store(generation, Ordering::Release);
-                let mut served = Vec::new();
-                state.waiters.retain(|(needed, thread)| {
-                    let done = *needed <= generation;
-                    if done {
-                        served.push(thread.clone());
-                    }
-                    !done
-                });
+                let (served, waiting) = std::mem::take(&mut state.waiters)
+                    .into_iter()
+                    .partition(|(needed, _)| *needed <= generation);
+                state.waiters = waiting;
                 drop(state);
-                for thread in served {
-                    thread.unpark();
+                for (_, waiter) in served {
+                    waiter.wake();
                 }
                 state = lock(&self.state);
             } else if state.shutdown {
@@ -297,9 +304,44 @@ impl Drop for StoppedOnExit {
             std::mem::take(&mut state.waiters)
         };
         self.0.stopped.store(true, Ordering::Release);
-        for (_, thread) in waiters {
-            thread.unpark();
+        for (_, waiter) in waiters {
+            waiter.wake();
         }
+    }
+}
+
+impl Durability for Flush {
+    fn wait(&self, needed: u64) -> Result<(), StoreError> {
+        {
+            let mut state = lock(&self.state);
+            if let Some(outcome) = state.outcome(needed) {
+                return outcome;
+            }
+            state
+                .waiters
+                .push((needed, Waiter::Thread(std::thread::current())));
+        }
+        // Parked until the flusher unparks this thread; unpark before park
+        // makes park return at once, and spurious wake-ups loop.
+        while !self.ended(needed) {
+            std::thread::park();
+        }
+        lock(&self.state)
+            .outcome(needed)
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn poll(&self, needed: u64, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
+        let mut state = lock(&self.state);
+        if let Some(outcome) = state.outcome(needed) {
+            return Poll::Ready(outcome);
+        }
+        // A task polled again before its flush is registered twice and
+        // woken twice: harmless.
+        state
+            .waiters
+            .push((needed, Waiter::Task(cx.waker().clone())));
+        Poll::Pending
     }
 }
 
@@ -642,16 +684,16 @@ impl fmt::Debug for SledStore {
 }
 
 impl SledStore {
-    /// Appends `records` to the audit log, then applies `writes`, and
-    /// returns once both are durable, with the last record's sequence
-    /// number. The audit records come first: a crash before the flush loses
-    /// both, a crash after it keeps both.
-    fn durably(
+    /// Appends `records` to the audit log, then applies `writes`; returns
+    /// the last record's sequence number and the [`Durable`] that resolves
+    /// once both are on disk. The audit records come first: a crash before
+    /// the flush loses both, a crash after it keeps both.
+    fn stage(
         &self,
         writes: &[Write],
         records: &[AuditRecord],
-    ) -> Result<Option<u64>, StoreError> {
-        let (seq, ticket) = {
+    ) -> Result<(Option<u64>, Durable), StoreError> {
+        let (seq, needed) = {
             let closed = self
                 .inner
                 .closed
@@ -661,7 +703,7 @@ impl SledStore {
                 return Err(StoreError::Closed);
             }
             if writes.is_empty() && records.is_empty() {
-                return Ok(None);
+                return Ok((None, Durable::ready()));
             }
             let seq = self.inner.append(records)?;
             if !writes.is_empty() {
@@ -669,8 +711,8 @@ impl SledStore {
             }
             (seq, self.inner.flush.register()?)
         };
-        self.inner.flush.wait(ticket)?;
-        Ok(seq)
+        let source: Arc<dyn Durability> = self.inner.flush.clone();
+        Ok((seq, Durable::after(source, needed)))
     }
 }
 
@@ -726,12 +768,21 @@ impl Store for SledStore {
         writes: Vec<Write>,
         records: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
-        self.durably(&writes, &records).map(|_| ())
+        self.stage(&writes, &records)?.1.wait()
+    }
+
+    fn stage_audited(
+        &self,
+        writes: Vec<Write>,
+        records: Vec<AuditRecord>,
+    ) -> Result<Durable, StoreError> {
+        Ok(self.stage(&writes, &records)?.1)
     }
 
     fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
-        self.durably(&[], std::slice::from_ref(&record))
-            .map(Option::unwrap_or_default)
+        let (seq, durable) = self.stage(&[], std::slice::from_ref(&record))?;
+        durable.wait()?;
+        Ok(seq.unwrap_or_default())
     }
 
     fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -1064,6 +1115,77 @@ mod tests {
                 assert!(keys.contains(format!("{t:02}/{i:03}").as_bytes()));
             }
         }
+    }
+
+    #[test]
+    fn staged_writes_are_visible_at_once_and_durable_when_awaited() {
+        const TASKS: u32 = 64;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let before = store.flushes();
+        let exec = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // One thread, 64 tasks each waiting for its flush: no task holds
+        // the thread while it waits.
+        exec.block_on(async {
+            let mut pending = Vec::new();
+            for t in 0..TASKS {
+                let key = format!("task/{t:02}");
+                let durable = store
+                    .stage_audited(
+                        vec![put(Tree::Flows, key.as_bytes(), b"v")],
+                        vec![record(t.into())],
+                    )
+                    .unwrap();
+                // Applied, so readers see it before it is durable.
+                assert_eq!(
+                    store.get(Tree::Flows, key.as_bytes()).unwrap().unwrap(),
+                    b"v"
+                );
+                pending.push(tokio::spawn(durable));
+            }
+            for p in pending {
+                p.await.unwrap().unwrap();
+            }
+        });
+        let flushes = store.flushes() - before;
+        assert!(
+            (1..u64::from(TASKS)).contains(&flushes),
+            "{flushes} flushes for {TASKS} staged requests"
+        );
+        // Waiting on a thread works the same way.
+        store
+            .stage_audited(vec![put(Tree::Flows, b"thread", b"v")], vec![])
+            .unwrap()
+            .wait()
+            .unwrap();
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.scan(Tree::Flows, b"", 100).unwrap().len(), 65);
+        assert_eq!(store.verify_audit().unwrap().entries, u64::from(TASKS));
+    }
+
+    #[test]
+    fn a_task_waiting_for_a_flush_is_woken_when_the_store_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let exec = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let durable = store
+            .stage_audited(vec![put(Tree::Flows, b"k", b"v")], vec![])
+            .unwrap();
+        let closer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.close())
+        };
+        // Closing flushes what was applied, then stops: the wait ends well.
+        exec.block_on(durable).unwrap();
+        closer.join().unwrap();
+        let late = store.stage_audited(vec![put(Tree::Flows, b"late", b"v")], vec![]);
+        assert!(matches!(late, Err(StoreError::Closed)), "{late:?}");
     }
 
     #[test]
