@@ -68,6 +68,9 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
+        // resetgate: one job needs one worker. Upstream's `notify_all` woke
+        // all seven idle workers for every log-buffer write and six went
+        // back to sleep (see ../RESETGATE.md).
         self.cv.notify_one();
 
         len
