@@ -94,7 +94,9 @@ fn main() {
         for _ in 0..3 {
             let before = rt.timings();
             let flushes_before = store.flushes();
+            let cpu_before = resetgate_tests::cpu_seconds("self");
             let (steps, elapsed) = run(&rt, concurrency, Duration::from_secs(5));
+            let cpu = resetgate_tests::cpu_seconds("self") - cpu_before;
             let t = rt.timings().since(&before);
             let flushes = store.flushes() - flushes_before;
             let rate = steps as f64 / elapsed.as_secs_f64();
@@ -102,11 +104,12 @@ fn main() {
             let total = t.request_ns as f64;
             println!(
                 "engine: {concurrency:>2} flows at once: {rate:>8.0} durable steps/s ({:.0} engine transitions/s), {:.0} flushes/s \
-                 ({:.1} steps per flush); of request time: plugin calls {:.0}%, store (commit + flush wait \
+                 ({:.1} steps per flush), {:.0} µs CPU per step; of request time: plugin calls {:.0}%, store (commit + flush wait \
                  + audit) {:.0}%, engine and runtime {:.0}%",
                 t.transitions as f64 / elapsed.as_secs_f64(),
                 flushes as f64 / elapsed.as_secs_f64(),
                 steps as f64 / flushes.max(1) as f64,
+                cpu * 1e6 / steps.max(1) as f64,
                 100.0 * t.plugin_ns as f64 / total,
                 100.0 * t.store_ns as f64 / total,
                 100.0 * (total - t.plugin_ns as f64 - t.store_ns as f64) / total,

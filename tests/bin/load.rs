@@ -176,7 +176,16 @@ fn main() {
         if tls { "HTTPS" } else { "HTTP" }
     );
 
+    let server_pid = gw.pid().to_string();
+    let cpu = || {
+        (
+            resetgate_tests::cpu_seconds(&server_pid),
+            resetgate_tests::cpu_seconds("self"),
+        )
+    };
+
     // Phase 1: the hello-world baseline, same server, same client.
+    let cpu_before = cpu();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let hello: Vec<Vec<u32>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..flows)
@@ -204,8 +213,14 @@ fn main() {
     let mut hello: Vec<u32> = hello.into_iter().flatten().collect();
     hello.sort_unstable();
     let hello_rps = hello.len() as f64 / seconds as f64;
+    let cpu_after = cpu();
+    let hello_cpu = (
+        (cpu_after.0 - cpu_before.0) / hello.len().max(1) as f64,
+        (cpu_after.1 - cpu_before.1) / hello.len().max(1) as f64,
+    );
 
     // Phase 2: complete resets.
+    let cpu_before = cpu();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let per_thread: Vec<(u64, [Vec<u32>; 4])> = std::thread::scope(|s| {
@@ -219,6 +234,7 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu();
     let resets: u64 = per_thread.iter().map(|(d, _)| d).sum();
     let mut steps: [Vec<u32>; 4] = Default::default();
     for (_, lat) in per_thread {
@@ -228,6 +244,10 @@ fn main() {
     }
     let requests: usize = steps.iter().map(Vec::len).sum();
     let rps = requests as f64 / elapsed;
+    let reset_cpu = (
+        (cpu_after.0 - cpu_before.0) / requests.max(1) as f64,
+        (cpu_after.1 - cpu_before.1) / requests.max(1) as f64,
+    );
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -258,6 +278,13 @@ fn main() {
         "| every step | p50 {:.2} ms, p99 {:.2} ms |",
         percentile(&all, 0.5),
         percentile(&all, 0.99)
+    );
+    println!(
+        "| CPU per request, server / client | API steps {:.0} / {:.0} µs; hello-world {:.0} / {:.0} µs |",
+        reset_cpu.0 * 1e6,
+        reset_cpu.1 * 1e6,
+        hello_cpu.0 * 1e6,
+        hello_cpu.1 * 1e6
     );
 
     if std::env::args().any(|a| a == "--flood") {
