@@ -348,22 +348,9 @@ impl Runtime {
     /// the flow's `token` (else [`RuntimeError::UnknownFlow`], before any
     /// lock is taken), and only if the flow is still at gate `gate`, round
     /// `round` (or enrolling gate `gate`, round 1): a replayed or duplicated
-    /// request changes nothing and gets [`RuntimeError::Stale`].
+    /// request changes nothing and gets [`RuntimeError::Stale`]. Returns
+    /// before the flush: report the outcome through [`Staged`].
     pub fn answer_as(
-        &self,
-        flow_id: &str,
-        token: &str,
-        gate: &str,
-        round: u32,
-        answers: Vec<FieldValue>,
-        now: u64,
-    ) -> Result<Outcome, RuntimeError> {
-        self.answer_as_staged(flow_id, token, gate, round, answers, now)?
-            .wait()
-    }
-
-    /// [`Runtime::answer_as`], returning before the flush (see [`Staged`]).
-    pub fn answer_as_staged(
         &self,
         flow_id: &str,
         token: &str,
@@ -383,21 +370,9 @@ impl Runtime {
     /// A password from a portal: like [`Runtime::password`], for the holder
     /// of the flow's `token`, and only if the flow waits for this kind of
     /// password (else [`Refusal::OutOfOrder`], or [`Refusal::Finished`] for
-    /// an ended flow).
+    /// an ended flow). Returns before the flush: report the outcome through
+    /// [`Staged`].
     pub fn password_as(
-        &self,
-        flow_id: &str,
-        token: &str,
-        which: PasswordFor,
-        password: Secret,
-        now: u64,
-    ) -> Result<Outcome, RuntimeError> {
-        self.password_as_staged(flow_id, token, which, password, now)?
-            .wait()
-    }
-
-    /// [`Runtime::password_as`], returning before the flush (see [`Staged`]).
-    pub fn password_as_staged(
         &self,
         flow_id: &str,
         token: &str,

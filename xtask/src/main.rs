@@ -294,44 +294,8 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
     coldstart(root)
 }
 
-/// Builds the release binary and runs the load client against it.
-fn loadtest(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    status(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "resetgate",
-                "--bin",
-                "resetgate",
-            ])
-            .current_dir(root),
-    )?;
-    status(
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "-p",
-                "resetgate-tests",
-                "--bin",
-                "load",
-                "--",
-            ])
-            .args(args)
-            .env("RESETGATE_BINARY", root.join("target/release/resetgate"))
-            .current_dir(root),
-    )
-}
-
-/// Starts the release binary 21 times on one data folder (the first start
-/// compiles the plugins, the others load them from the cache) and reports
-/// the time from spawn to the first healthy `GET /healthz`.
-fn coldstart(root: &Path) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    use std::time::{Duration, Instant};
-    let plugins_dir = plugins(root)?;
+/// Builds the release `resetgate` binary; its path.
+fn release_binary(root: &Path) -> anyhow::Result<PathBuf> {
     status(
         cargo()
             .args([
@@ -345,6 +309,37 @@ fn coldstart(root: &Path) -> anyhow::Result<()> {
             ])
             .current_dir(root),
     )?;
+    Ok(root.join("target/release/resetgate"))
+}
+
+/// Builds the release binary and runs the load client against it.
+fn loadtest(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let binary = release_binary(root)?;
+    status(
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "resetgate-tests",
+                "--bin",
+                "load",
+                "--",
+            ])
+            .args(args)
+            .env("RESETGATE_BINARY", binary)
+            .current_dir(root),
+    )
+}
+
+/// Starts the release binary 21 times on one data folder (the first start
+/// compiles the plugins, the others load them from the cache) and reports
+/// the time from spawn to the first healthy `GET /healthz`.
+fn coldstart(root: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let plugins_dir = plugins(root)?;
+    let binary = release_binary(root)?;
     let data = std::env::temp_dir().join(format!("resetgate-coldstart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let addr: std::net::SocketAddr = "127.0.0.1:18099".parse()?;
@@ -366,7 +361,7 @@ fn coldstart(root: &Path) -> anyhow::Result<()> {
     let mut times = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();
-        let mut child = Command::new(root.join("target/release/resetgate"))
+        let mut child = Command::new(&binary)
             .args(["serve", "--listen", &addr.to_string()])
             .arg("--data-dir")
             .arg(&data)

@@ -585,7 +585,7 @@ async fn answer_flow(
                 value: value.0,
             })
             .collect();
-        rt.answer_as_staged(&id, &token, &body.gate, body.round, answers, now_ms())
+        rt.answer_as(&id, &token, &body.gate, body.round, answers, now_ms())
     })
     .await?;
     Ok(flow_response(StatusCode::OK, view))
@@ -599,7 +599,7 @@ async fn submit_password(
     which: PasswordFor,
 ) -> Result<Response, Problem> {
     let view = request(&api.runtime, move |rt| {
-        rt.password_as_staged(&id, &token, which, body.password.0, now_ms())
+        rt.password_as(&id, &token, which, body.password.0, now_ms())
     })
     .await?;
     Ok(flow_response(StatusCode::OK, view))
