@@ -326,7 +326,7 @@ impl Runtime {
         let token = Secret::new(hex::encode(token));
         let mut flow = Flow::new(hex::encode(id), &loaded.shape, user_name.to_owned(), now);
         flow.token_hash = hashed(token.expose());
-        let mut staged = self.run(&loaded, flow, Event::Start, now)?;
+        let mut staged = self.run_locked(&loaded, flow, Event::Start, now, None)?;
         staged.outcome.token = Some(token);
         Ok(staged)
     }
@@ -495,16 +495,6 @@ impl Runtime {
         // A poisoned stripe only means another request panicked; the data
         // it guards is in the store.
         self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn run(
-        &self,
-        loaded: &Loaded,
-        flow: Flow,
-        event: Event,
-        now: u64,
-    ) -> Result<Staged, RuntimeError> {
-        self.run_locked(loaded, flow, event, now, None)
     }
 
     fn run_locked<'a>(
@@ -861,7 +851,10 @@ impl Request<'_> {
     }
 
     /// Applies the flow and everything the request wrote, after the
-    /// request's audit records; durable once the result resolves.
+    /// request's audit records; durable once the result resolves. The flow
+    /// record goes last: a crash keeps a prefix of the writes, and a flow
+    /// must never survive without the history, enrollments and audit
+    /// records of the step that moved it.
     fn stage(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
         let value = serde_json::to_vec(flow).map_err(|e| RuntimeError::Corrupt {
             what: "flow",

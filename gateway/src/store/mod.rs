@@ -9,6 +9,14 @@
 //! blocking or as a future — so that an async caller waits for the flush
 //! without holding a thread, and a caller can release its locks before the
 //! flush (a later writer's flush always covers an earlier writer's writes).
+//!
+//! Order, not isolation: a commit's writes are applied in order and a crash
+//! keeps a prefix of them; a reader may see some of a commit's writes before
+//! the rest. Callers order their writes so that every prefix is safe (the
+//! runtime writes a flow's record last, after the lockout history and
+//! enrollments it depends on) and serialise conflicting writers themselves
+//! (the runtime's user locks). This is what sled 0.34 does cheaply; its
+//! transactions cost far more (see `store::sled`).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -69,7 +77,7 @@ impl Tree {
     }
 }
 
-/// One write of an atomic batch.
+/// One write of a commit.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Write {
     /// Sets `key` to `value`.
@@ -165,11 +173,13 @@ pub trait Store: Send + Sync + 'static {
             .map(|(k, _)| k)
             .collect())
     }
-    /// Applies `writes` atomically (all or none, across trees) and returns
-    /// once they are durable.
+    /// Applies `writes` in order and returns once they are durable. A crash
+    /// before then keeps a prefix of them; readers may see a prefix.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
-    /// Appends `records` to the audit log and applies `writes` atomically,
-    /// returning once both are durable: one flush for a whole request.
+    /// Appends `records` to the audit log, then applies `writes` in order,
+    /// returning once both are durable: one flush for a whole request. The
+    /// records come first, so no prefix that survives a crash holds a write
+    /// without the records that tell of it.
     fn commit_audited(
         &self,
         writes: Vec<Write>,
