@@ -174,7 +174,8 @@ pub trait Store: Send + Sync + 'static {
             .collect())
     }
     /// Applies `writes` in order and returns once they are durable. A crash
-    /// before then keeps a prefix of them; readers may see a prefix.
+    /// before then keeps a prefix of them, as does an error part-way;
+    /// readers may see a prefix.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
     /// Appends `records` to the audit log, then applies `writes` in order,
     /// returning once both are durable: one flush for a whole request. The
