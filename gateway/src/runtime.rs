@@ -414,10 +414,7 @@ impl Runtime {
             .store
             .get(Tree::Flows, flow_id.as_bytes())?
             .ok_or(RuntimeError::UnknownFlow)?;
-        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
-            what: "flow",
-            reason: e.to_string(),
-        })
+        parse_flow(&bytes)
     }
 
     fn request(&self, flow_id: &str, event: Event, now: u64) -> Result<Outcome, RuntimeError> {
@@ -607,29 +604,49 @@ impl Runtime {
         }
     }
 
-    /// Removes flows past their time limits (and ended flows after a grace
-    /// period), and fails flows a crash interrupted mid-commit. Returns how
-    /// many flows it removed.
+    /// Removes flows past their time limits, and ended flows once their
+    /// grace period is over, walking every flow in batches. Returns how many
+    /// it removed.
     pub fn sweep(&self, now: u64) -> Result<usize, RuntimeError> {
-        let mut removed = 0;
-        for (key, bytes) in self.store.scan(Tree::Flows, b"", SWEEP_BATCH)? {
-            let Ok(flow) = serde_json::from_slice::<Flow>(&bytes) else {
-                continue;
-            };
-            let ended =
-                flow.state.is_terminal() && now >= flow.touched_ms.saturating_add(KEEP_ENDED_MS);
-            if ended || (!flow.state.is_terminal() && flow.expired(now)) {
-                let _guard = self.lock(&user_key(&flow));
-                if !flow.state.is_terminal() {
-                    self.audit(&flow, now, "flow.expired", serde_json::json!({}))?;
-                }
-                self.store.commit(vec![Write::Delete {
-                    tree: Tree::Flows,
-                    key,
-                }])?;
-                removed += 1;
+        self.sweep_in_batches(now, SWEEP_BATCH)
+    }
+
+    fn sweep_in_batches(&self, now: u64, batch: usize) -> Result<usize, RuntimeError> {
+        let due = |flow: &Flow| {
+            if flow.state.is_terminal() {
+                now >= flow.touched_ms.saturating_add(KEEP_ENDED_MS)
+            } else {
+                flow.expired(now)
             }
-        }
+        };
+        let mut removed = 0;
+        self.walk_flows(batch, |key, flow, staged| {
+            if !due(&flow) {
+                return Ok(());
+            }
+            // Decided again under the user's lock, on the flow as stored
+            // now: a request may have moved it since the batch was read.
+            let _guard = self.lock(&user_key(&flow));
+            let Some(bytes) = self.store.get(Tree::Flows, &key)? else {
+                return Ok(());
+            };
+            let flow = parse_flow(&bytes)?;
+            if !due(&flow) {
+                return Ok(());
+            }
+            let records = if flow.state.is_terminal() {
+                Vec::new()
+            } else {
+                vec![self.record(&flow, now, "flow.expired", serde_json::json!({}))]
+            };
+            let delete = Write::Delete {
+                tree: Tree::Flows,
+                key,
+            };
+            staged.push(self.store.stage_audited(vec![delete], records)?);
+            removed += 1;
+            Ok(())
+        })?;
         Ok(removed)
     }
 
@@ -638,46 +655,73 @@ impl Runtime {
     /// again); the audit log records it.
     pub fn recover(&self, now: u64) -> Result<usize, RuntimeError> {
         let mut failed = 0;
-        for (key, bytes) in self.store.scan(Tree::Flows, b"", SWEEP_BATCH)? {
-            let Ok(mut flow) = serde_json::from_slice::<Flow>(&bytes) else {
-                continue;
+        self.walk_flows(SWEEP_BATCH, |key, mut flow, staged| {
+            let State::Committing { receipt } = &flow.state else {
+                return Ok(());
             };
-            if let State::Committing { receipt } = &flow.state {
-                flow.state = State::Failed {
-                    receipt: Some(receipt.clone()),
-                };
-                self.audit(&flow, now, "flow.interrupted", serde_json::json!({}))?;
-                let value = serde_json::to_vec(&flow).map_err(|e| RuntimeError::Corrupt {
-                    what: "flow",
-                    reason: e.to_string(),
-                })?;
-                self.store.commit(vec![Write::Put {
-                    tree: Tree::Flows,
-                    key,
-                    value,
-                }])?;
-                failed += 1;
-            }
-        }
+            flow.state = State::Failed {
+                receipt: Some(receipt.clone()),
+            };
+            let record = self.record(&flow, now, "flow.interrupted", serde_json::json!({}));
+            let value = serde_json::to_vec(&flow).map_err(|e| RuntimeError::Corrupt {
+                what: "flow",
+                reason: e.to_string(),
+            })?;
+            let put = Write::Put {
+                tree: Tree::Flows,
+                key,
+                value,
+            };
+            staged.push(self.store.stage_audited(vec![put], vec![record])?);
+            failed += 1;
+            Ok(())
+        })?;
         Ok(failed)
     }
 
-    fn audit(
+    /// Calls `visit` with every stored flow (unreadable records are left
+    /// alone), `batch` at a time; each batch's staged writes are waited for
+    /// (one flush) before the next batch is read.
+    fn walk_flows(
         &self,
-        flow: &Flow,
-        now: u64,
-        kind: &str,
-        detail: serde_json::Value,
+        batch: usize,
+        mut visit: impl FnMut(
+            Vec<u8>,
+            Flow,
+            &mut Vec<crate::store::Durable>,
+        ) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
-        self.store.append_audit(AuditRecord {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let entries = self
+                .store
+                .scan_after(Tree::Flows, after.as_deref(), batch.max(1))?;
+            let last_batch = entries.len() < batch.max(1);
+            after = entries.last().map(|(key, _)| key.clone());
+            let mut staged = Vec::new();
+            for (key, bytes) in entries {
+                if let Ok(flow) = parse_flow(&bytes) {
+                    visit(key, flow, &mut staged)?;
+                }
+            }
+            for durable in staged {
+                durable.wait()?;
+            }
+            if last_batch {
+                return Ok(());
+            }
+        }
+    }
+
+    fn record(&self, flow: &Flow, now: u64, kind: &str, detail: serde_json::Value) -> AuditRecord {
+        AuditRecord {
             at_ms: now,
             kind: kind.to_owned(),
             flow: Some(flow.id.clone()),
             user: Some(hashed(&user_key(flow))),
             workflow: Some(flow.workflow.clone()),
             detail,
-        })?;
-        Ok(())
+        }
     }
 }
 
@@ -765,6 +809,13 @@ fn reply<T, E: std::fmt::Display>(
         Some(Ok(Err(e))) => Event::PluginFailed(format!("{what}: {e}")),
         Some(Err(e)) => Event::PluginFailed(e.to_string()),
         None => Event::PluginFailed(format!("{what} is not the kind of plugin its step needs")),
+    })
+}
+
+fn parse_flow(bytes: &[u8]) -> Result<Flow, RuntimeError> {
+    serde_json::from_slice(bytes).map_err(|e| RuntimeError::Corrupt {
+        what: "flow",
+        reason: e.to_string(),
     })
 }
 

@@ -334,6 +334,49 @@ fn the_sweep_removes_expired_flows_after_their_limits() {
 }
 
 #[test]
+fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
+    // More flows than one batch of the walk (10,000): the 25 interrupted
+    // commits sort after the first batch, so a walk that stopped after it
+    // would leave them committing forever and the store would only grow.
+    use resetgate::store::{Tree, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
+    let template = rt.start("test-reset", "alice", T0).unwrap().flow;
+    let mut staged = Vec::new();
+    for i in 0..10_050u32 {
+        let mut flow = template.clone();
+        flow.id = format!("{i:032x}");
+        flow.user_name = format!("user{i}");
+        flow.user = None;
+        if i >= 10_025 {
+            flow.state = State::Committing {
+                receipt: Default::default(),
+            };
+        }
+        let put = Write::Put {
+            tree: Tree::Flows,
+            key: flow.id.clone().into_bytes(),
+            value: serde_json::to_vec(&flow).unwrap(),
+        };
+        staged.push(store.stage_audited(vec![put], vec![]).unwrap());
+    }
+    for durable in staged {
+        durable.wait().unwrap();
+    }
+    assert_eq!(rt.recover(T0 + 5).unwrap(), 25);
+    assert!(matches!(
+        rt.flow(&format!("{:032x}", 10_049)).unwrap().state,
+        State::Failed { .. }
+    ));
+    // Idle for 5 minutes: every unfinished flow goes (the template too);
+    // the 25 failed ones are kept 10 minutes for their receipts.
+    assert_eq!(rt.sweep(T0 + 300_000).unwrap(), 10_026);
+    assert_eq!(audit_kinds(&store, "flow.expired"), 10_026);
+    assert_eq!(rt.sweep(T0 + 600_000).unwrap(), 25);
+    assert!(store.scan(Tree::Flows, b"", usize::MAX).unwrap().is_empty());
+}
+
+#[test]
 fn recovery_fails_a_flow_a_crash_interrupted_mid_commit() {
     use resetgate::store::{Tree, Write};
     let dir = tempfile::tempdir().unwrap();

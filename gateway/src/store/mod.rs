@@ -159,6 +159,14 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order, at most `limit`.
     fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+    /// Entries whose key comes after `after` (from the first with `None`),
+    /// in key order, at most `limit`: for walking a whole tree in batches.
+    fn scan_after(
+        &self,
+        tree: Tree,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
     /// Every key that starts with `prefix`, in key order, at most `limit`,
     /// without reading the values.
     fn scan_keys(
