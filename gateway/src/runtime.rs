@@ -620,10 +620,11 @@ impl Runtime {
             }
         };
         let mut removed = 0;
-        self.walk_flows(batch, |key, flow, staged| {
-            if !due(&flow) {
+        self.walk_flows(batch, |key, glance, bytes, staged| {
+            if !glance.due(now) {
                 return Ok(());
             }
+            let flow = parse_flow(bytes)?;
             // Decided again under the user's lock, on the flow as stored
             // now: a request may have moved it since the batch was read.
             let _guard = self.lock(&user_key(&flow));
@@ -655,7 +656,11 @@ impl Runtime {
     /// again); the audit log records it.
     pub fn recover(&self, now: u64) -> Result<usize, RuntimeError> {
         let mut failed = 0;
-        self.walk_flows(SWEEP_BATCH, |key, mut flow, staged| {
+        self.walk_flows(SWEEP_BATCH, |key, glance, bytes, staged| {
+            if glance.state.at != "committing" {
+                return Ok(());
+            }
+            let mut flow = parse_flow(bytes)?;
             let State::Committing { receipt } = &flow.state else {
                 return Ok(());
             };
@@ -679,15 +684,17 @@ impl Runtime {
         Ok(failed)
     }
 
-    /// Calls `visit` with every stored flow (unreadable records are left
-    /// alone), `batch` at a time; each batch's staged writes are waited for
-    /// (one flush) before the next batch is read.
+    /// Calls `visit` with every stored flow's key, a [`Glance`] at it and
+    /// its bytes (unreadable records are left alone), `batch` at a time;
+    /// each batch's staged writes are waited for (one flush) before the next
+    /// batch is read.
     fn walk_flows(
         &self,
         batch: usize,
         mut visit: impl FnMut(
             Vec<u8>,
-            Flow,
+            Glance,
+            &[u8],
             &mut Vec<crate::store::Durable>,
         ) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
@@ -700,8 +707,8 @@ impl Runtime {
             after = entries.last().map(|(key, _)| key.clone());
             let mut staged = Vec::new();
             for (key, bytes) in entries {
-                if let Ok(flow) = parse_flow(&bytes) {
-                    visit(key, flow, &mut staged)?;
+                if let Ok(glance) = serde_json::from_slice::<Glance>(&bytes) {
+                    visit(key, glance, &bytes, &mut staged)?;
                 }
             }
             for durable in staged {
@@ -810,6 +817,47 @@ fn reply<T, E: std::fmt::Display>(
         Some(Err(e)) => Event::PluginFailed(e.to_string()),
         None => Event::PluginFailed(format!("{what} is not the kind of plugin its step needs")),
     })
+}
+
+/// What the sweep and recovery read of every stored flow: its times and
+/// where it is. The rest of the record is skipped, not built; a flow that
+/// may be due is then read whole (and decided again under its user's lock).
+#[derive(Debug, serde::Deserialize)]
+struct Glance {
+    created_ms: u64,
+    touched_ms: u64,
+    idle_ms: u64,
+    absolute_ms: u64,
+    state: GlanceState,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct GlanceState {
+    /// `State`'s tag.
+    at: String,
+}
+
+impl Glance {
+    /// Whether `State::is_terminal` holds, by the tag.
+    fn ended(&self) -> bool {
+        matches!(
+            self.state.at.as_str(),
+            "completed" | "failed" | "locked" | "expired"
+        )
+    }
+
+    /// Whether the sweep may remove the flow at `now`: an ended flow once
+    /// its receipt has been kept long enough, any other once it is past a
+    /// time limit (as `Flow::expired`). The sweep decides the same on the
+    /// whole flow before removing it; a test holds the two together.
+    fn due(&self, now: u64) -> bool {
+        if self.ended() {
+            now >= self.touched_ms.saturating_add(KEEP_ENDED_MS)
+        } else {
+            now >= self.touched_ms.saturating_add(self.idle_ms)
+                || now >= self.created_ms.saturating_add(self.absolute_ms)
+        }
+    }
 }
 
 fn parse_flow(bytes: &[u8]) -> Result<Flow, RuntimeError> {
@@ -1180,5 +1228,82 @@ impl Request<'_> {
             .rt
             .store
             .get(Tree::Enrollments, &Self::enrollment_key(flow, gate))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Receipt;
+
+    /// Every state a flow can be stored in, in the shape it is stored. (The
+    /// match below stops compiling when a state is added: add it here too.)
+    fn every_state() -> Vec<State> {
+        let _listed = |state: &State| match state {
+            State::Resolving
+            | State::Gate { .. }
+            | State::AwaitingPassword
+            | State::Committing { .. }
+            | State::Authenticating
+            | State::Enrolling { .. }
+            | State::Completed { .. }
+            | State::Failed { .. }
+            | State::Locked { .. }
+            | State::Expired => {}
+        };
+        let prompt = crate::contract::Prompt {
+            title: "t".into(),
+            help: None,
+            fields: vec![],
+        };
+        vec![
+            State::Resolving,
+            State::Gate {
+                index: 0,
+                round: 1,
+                state: vec![1],
+                prompt: prompt.clone(),
+            },
+            State::AwaitingPassword,
+            State::Committing {
+                receipt: Receipt::default(),
+            },
+            State::Authenticating,
+            State::Enrolling { index: 0, prompt },
+            State::Completed {
+                receipt: Receipt::default(),
+            },
+            State::Failed { receipt: None },
+            State::Locked { until: Some(1) },
+            State::Expired,
+        ]
+    }
+
+    #[test]
+    fn a_glance_decides_like_the_whole_flow() {
+        const T0: u64 = 1_763_856_000_000;
+        let shape = crate::engine::tests::shape();
+        for state in every_state() {
+            let mut flow = Flow::new("f".into(), &shape, "alice".into(), T0);
+            flow.touched_ms = T0 + 1_000;
+            flow.state = state;
+            let glance: Glance = serde_json::from_slice(&serde_json::to_vec(&flow).unwrap())
+                .expect("every stored flow can be glanced at");
+            assert_eq!(glance.ended(), flow.state.is_terminal(), "{:?}", flow.state);
+            // Around each limit: idle, absolute, and the ended flows' grace.
+            let limits = [
+                flow.touched_ms + flow.idle_ms,
+                flow.created_ms + flow.absolute_ms,
+                flow.touched_ms + KEEP_ENDED_MS,
+            ];
+            for now in limits.into_iter().flat_map(|t| [t - 1, t, t + 1]) {
+                let whole = if flow.state.is_terminal() {
+                    now >= flow.touched_ms + KEEP_ENDED_MS
+                } else {
+                    flow.expired(now)
+                };
+                assert_eq!(glance.due(now), whole, "{:?} at {now}", flow.state);
+            }
+        }
     }
 }

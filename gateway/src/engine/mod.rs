@@ -16,7 +16,7 @@ mod flow;
 mod shape;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use flow::*;
 pub use shape::*;

@@ -11,7 +11,7 @@ use crate::workflow::{FlowLimits, PasswordPolicy};
 
 const T0: u64 = 1_763_856_000_000;
 
-fn shape() -> Shape {
+pub(crate) fn shape() -> Shape {
     Shape {
         name: "reset".into(),
         version: "v1".into(),
