@@ -49,11 +49,7 @@ pub const FIRST_PARTY: [&str; 7] = [
 /// A plugin host whose cache lives in a fresh temporary folder.
 pub fn host() -> (PluginHost, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(HostConfig {
-        warm_instances: 2,
-        ..HostConfig::new(dir.path().join("cache"))
-    })
-    .unwrap();
+    let host = PluginHost::new(HostConfig::new(dir.path().join("cache"))).unwrap();
     (host, dir)
 }
 

@@ -3,16 +3,13 @@
 //! Criterion part (latency a caller sees):
 //! - `native`: the example gate's `begin` written as a plain Rust function
 //!   (parse the step config, build the prompt);
-//! - `isolated/caller-wait`: the same through the plugin host: a fresh
-//!   instance per call (warm, never used before), the call, and the spent
-//!   store handed to the reaper; calls are paced so the warmer keeps up, as
-//!   under any load below saturation;
-//! - `isolated/inline`: no warm pool: store, instantiate, call on the
-//!   caller's thread (teardown still on the reaper).
+//! - `isolated`: the same through the plugin host: a fresh store and
+//!   instance per call, the call, and the teardown, all on the caller's
+//!   thread.
 //!
 //! Throughput part (printed after criterion): calls per second with 1 and 2
-//! caller threads, teardown included (the clock stops only when the reaper
-//! has dropped every store). Run it under `taskset -c 0` for one core.
+//! caller threads, and the process's CPU time per call. Run it under
+//! `taskset -c 0` for one core.
 //!
 //! `cargo xtask bench` builds the plugins and runs both.
 
@@ -20,7 +17,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::Criterion;
 use resetgate::contract::{CallContext, Field, FieldKind, Prompt, Round, User};
@@ -85,13 +82,9 @@ fn native_begin(ctx: &CallContext, _user: &User) -> Round {
     }
 }
 
-fn host(warm: usize) -> (PluginHost, Plugin, tempfile::TempDir) {
+fn host() -> (PluginHost, Plugin, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(HostConfig {
-        warm_instances: warm,
-        ..HostConfig::new(dir.path())
-    })
-    .unwrap();
+    let host = PluginHost::new(HostConfig::new(dir.path())).unwrap();
     let plugin = host.load(&plugin_path(), &LoadSpec::default()).unwrap();
     (host, plugin, dir)
 }
@@ -112,40 +105,36 @@ fn latency(c: &mut Criterion) {
         b.iter(|| black_box(native_begin(black_box(&ctx), black_box(&user))))
     });
 
-    let (_h, plugin, _d) = host(16);
+    let (_h, plugin, _d) = host();
     assert_eq!(call(&plugin, &ctx, &user), native_begin(&ctx, &user));
-    g.bench_function("isolated/caller-wait", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                // Pace the calls so the warmer keeps up (below saturation).
-                let pause = Instant::now();
-                while pause.elapsed() < Duration::from_micros(40) {
-                    std::hint::spin_loop();
-                }
-                let t = Instant::now();
-                black_box(call(&plugin, &ctx, &user));
-                total += t.elapsed();
-            }
-            total
-        })
-    });
-    drop(plugin);
-
-    let (_h, plugin, _d) = host(0);
-    g.bench_function("isolated/inline", |b| {
+    g.bench_function("isolated", |b| {
         b.iter(|| black_box(call(&plugin, &ctx, &user)))
     });
     g.finish();
 }
 
-/// Calls per second with `threads` callers, teardown included.
-fn throughput(threads: usize, calls_per_thread: usize) -> f64 {
-    let (host, plugin, _dir) = host(16);
+/// CPU time (user + system) this process has used so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime, fields 14 and 15 of the file: 11 and 12 after ')'.
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// Calls per second with `threads` callers, teardown included, and the
+/// CPU time per call in µs.
+fn throughput(threads: usize, calls_per_thread: usize) -> (f64, f64) {
+    let (host, plugin, _dir) = host();
     let (ctx, user) = (ctx(), user());
     for _ in 0..1000 {
         call(&plugin, &ctx, &user);
     }
+    let cpu = cpu_seconds();
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -156,10 +145,12 @@ fn throughput(threads: usize, calls_per_thread: usize) -> f64 {
             });
         }
     });
-    // Dropping the host waits for the reaper to drop every spent store.
+    let calls = (threads * calls_per_thread) as f64;
+    let rate = calls / start.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds() - cpu) * 1e6 / calls;
     drop(plugin);
     drop(host);
-    (threads * calls_per_thread) as f64 / start.elapsed().as_secs_f64()
+    (rate, cpu)
 }
 
 fn main() {
@@ -173,13 +164,14 @@ fn main() {
         .map(|n| n.get())
         .unwrap_or(1);
     for threads in [1, 2] {
-        let mut runs: Vec<f64> = (0..5).map(|_| throughput(threads, 100_000)).collect();
-        runs.sort_by(f64::total_cmp);
+        let mut runs: Vec<(f64, f64)> = (0..5).map(|_| throughput(threads, 100_000)).collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         println!(
-            "throughput: {threads} caller thread(s) on {cores} core(s): median {:.0} calls/s (runs: {})",
-            runs[2],
+            "throughput: {threads} caller thread(s) on {cores} core(s): median {:.0} calls/s, {:.1} µs CPU per call (runs: {})",
+            runs[2].0,
+            runs[2].1,
             runs.iter()
-                .map(|r| format!("{r:.0}"))
+                .map(|r| format!("{:.0}", r.0))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -195,10 +195,7 @@ fn check(args: CheckArgs) -> ExitCode {
     let mut workflows = 0;
     if let Some(config) = &config {
         let cache = config.data_dir.join("plugin-cache");
-        let host = match PluginHost::new(HostConfig {
-            warm_instances: 0,
-            ..HostConfig::new(cache)
-        }) {
+        let host = match PluginHost::new(HostConfig::new(cache)) {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("error: cannot start the plugin host: {e}");
@@ -239,10 +236,7 @@ fn check(args: CheckArgs) -> ExitCode {
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     let cache = std::env::temp_dir().join("resetgate-inspect-cache");
-    let host = PluginHost::new(HostConfig {
-        warm_instances: 0,
-        ..HostConfig::new(cache)
-    })?;
+    let host = PluginHost::new(HostConfig::new(cache))?;
     let i = host.inspect(file)?;
     let needs: Vec<&str> = i.needs.iter().map(|c| c.interface()).collect();
     if json {

@@ -305,11 +305,10 @@ fn a_file_that_is_not_a_component_is_refused_clearly() {
 fn an_exhausted_instance_pool_makes_callers_wait_instead_of_failing() {
     use resetgate::plugin::{HostConfig, PluginHost};
     let dir = tempfile::tempdir().unwrap();
-    // Fewer slots than the reaper's batch: spent stores must be handed over
-    // early for any call past the eighth to get an instance.
+    // Fewer slots than calls at once (with their store's own slots): a
+    // call that finds every slot taken waits for one to be given back.
     let host = PluginHost::new(HostConfig {
-        max_instances: 8,
-        warm_instances: 0,
+        max_instances: 2,
         ..HostConfig::new(dir.path())
     })
     .unwrap();

@@ -37,8 +37,8 @@ pub(super) enum Bound {
     SyncTarget(sync_target::SyncTarget),
 }
 
-/// An instance made ahead of its call, never yet called.
-pub(super) struct Warm {
+/// A fresh instance in its own store, for exactly one call.
+pub(super) struct Fresh {
     pub store: Store<HostState>,
     pub bound: Bound,
 }

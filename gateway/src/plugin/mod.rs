@@ -3,12 +3,13 @@
 //!
 //! This is the only module that names `wasmtime`.
 //!
-//! A call never reuses an instance. To keep the caller's wait short, each
-//! loaded plugin keeps a few *warm* instances: instantiated ahead of time by
-//! a background thread, never called. A call takes one, binds it to the
-//! call (time limit, flow id), calls, and hands the spent store to a reaper
-//! thread that drops it, so the teardown (the largest cost) is off the
-//! request path. Throughput figures in `BENCHMARKS.md` include all of it.
+//! A call never reuses an instance: the calling thread instantiates the
+//! component (linked ahead of time, in a slot of the pooling allocator),
+//! calls it under its limits, and drops the store, all on its own thread.
+//! (Warm instances made ahead by one thread and spent stores dropped by
+//! another made a lone call's wait a few microseconds shorter but cost a
+//! third of the CPU under load: every allocation crossed threads and cores.
+//! See `BENCHMARKS.md`.)
 
 mod bindings;
 mod cache;
@@ -17,11 +18,9 @@ mod error;
 mod grants;
 mod state;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -44,13 +43,6 @@ use state::HostState;
 
 /// One epoch tick; wall-time limits are counted in ticks.
 const TICK: Duration = Duration::from_millis(10);
-/// Batches of spent stores queued for the reaper before callers wait for it
-/// (tearing down on the caller's thread instead measured 25% slower).
-const REAP_QUEUE: usize = 16;
-/// Spent stores handed to the reaper at once: one wake-up per batch.
-const REAP_BATCH: usize = 16;
-/// How long a partial batch may wait before the reaper takes it anyway.
-const REAP_IDLE: Duration = Duration::from_millis(20);
 /// How long a call waits for a free instance slot before it fails.
 const POOL_WAIT: Duration = Duration::from_millis(500);
 /// The largest `.wasm` file the host reads.
@@ -61,7 +53,7 @@ const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
 pub struct HostConfig {
     /// Where precompiled components are cached.
     pub cache_dir: PathBuf,
-    /// Instance slots in the pooling allocator (live + warm instances).
+    /// Instance slots in the pooling allocator: calls in progress at once.
     pub max_instances: u32,
     /// The most linear memory any plugin may be given.
     pub max_memory: usize,
@@ -70,8 +62,6 @@ pub struct HostConfig {
     pub keep_resident: usize,
     /// The wasm stack of every call.
     pub max_stack: usize,
-    /// Warm instances kept ready per plugin; 0 instantiates on the caller's thread.
-    pub warm_instances: usize,
 }
 
 impl HostConfig {
@@ -83,7 +73,6 @@ impl HostConfig {
             max_memory: 64 << 20,
             keep_resident: 2 << 20,
             max_stack: 512 << 10,
-            warm_instances: 4,
         }
     }
 }
@@ -159,68 +148,18 @@ struct HostInner {
     config: HostConfig,
 }
 
-/// What the host and every plugin it loaded share. Background threads hold
-/// it only weakly or through channels, so they never keep the host alive and
-/// never run its teardown.
+/// What the host and every plugin it loaded share. The epoch ticker holds
+/// it only weakly, so it never keeps the host alive.
 struct Shared {
     engine: Engine,
-    reaper: SyncSender<Reap>,
-    /// Spent stores not yet handed to the reaper.
-    spent: Arc<Mutex<Vec<Store<HostState>>>>,
-    warmer: Sender<Warming>,
-    warm_target: usize,
     calls: AtomicU64,
     failures: AtomicU64,
     /// The store behind the `kv` capability, once the host is given one.
     kv_store: std::sync::OnceLock<Arc<dyn DataStore>>,
 }
 
-impl Shared {
-    /// Hands the spent stores not yet batched to the reaper now.
-    fn hand_over_partial_batch(&self) {
-        let batch = self
-            .spent
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
-        if !batch.is_empty() {
-            let _ = self.reaper.send(Reap::Spent(batch));
-        }
-    }
-
-    /// Queues a spent store for the reaper, a batch at a time.
-    fn retire(&self, store: Store<HostState>) {
-        let full = match self.spent.lock() {
-            Ok(mut spent) => {
-                spent.push(store);
-                (spent.len() >= REAP_BATCH).then(|| std::mem::take(&mut *spent))
-            }
-            Err(_) => None,
-        };
-        if let Some(batch) = full {
-            let _ = self.reaper.send(Reap::Spent(batch));
-        }
-    }
-}
-
-/// Work for the reaper thread.
-enum Reap {
-    /// Stores that served their calls, to be dropped.
-    Spent(Vec<Store<HostState>>),
-    /// Answered once everything sent before it is dropped.
-    Barrier(mpsc::SyncSender<()>),
-}
-
-/// Work for the warmer thread.
-enum Warming {
-    /// Top up this plugin's warm instances.
-    Refill(Weak<PluginInner>),
-    /// Answered once every refill asked before it is done.
-    Barrier(mpsc::SyncSender<()>),
-}
-
 impl PluginHost {
-    /// Starts a host: the engine, the epoch ticker, the reaper and the warmer.
+    /// Starts a host: the engine and the epoch ticker.
     pub fn new(config: HostConfig) -> Result<PluginHost, LoadError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(config.max_instances)
@@ -251,20 +190,8 @@ impl PluginHost {
         })?;
         let cache = cache::Cache::new(config.cache_dir.clone(), &engine)?;
 
-        // Bounded: when teardown falls behind, callers wait for it instead of
-        // exhausting the instance pool.
-        let (reap_tx, reap_rx) = mpsc::sync_channel::<Reap>(REAP_QUEUE);
-        let spent: Arc<Mutex<Vec<Store<HostState>>>> = Arc::default();
-        let partial = spent.clone();
-        spawn("plugin-reaper", move || reaper(reap_rx, partial));
-        let (warm_tx, warm_rx) = mpsc::channel::<Warming>();
-        spawn("plugin-warmer", move || warmer(warm_rx));
         let shared = Arc::new(Shared {
             engine,
-            reaper: reap_tx,
-            spent,
-            warmer: warm_tx,
-            warm_target: config.warm_instances,
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             kv_store: std::sync::OnceLock::new(),
@@ -460,7 +387,6 @@ impl PluginHost {
             });
         }
         let _ = plugin.inner.info.set(info);
-        plugin.request_refill();
         Ok(plugin)
     }
 
@@ -474,9 +400,9 @@ impl PluginHost {
         limits: Limits,
         purpose: Purpose,
     ) -> Plugin {
-        let (warm, kv_namespace) = match purpose {
-            Purpose::Step { kv_namespace } => (true, kv_namespace),
-            Purpose::Inspect => (false, None),
+        let kv_namespace = match purpose {
+            Purpose::Step { kv_namespace } => kv_namespace,
+            Purpose::Inspect => None,
         };
         Plugin {
             inner: Arc::new(PluginInner {
@@ -486,9 +412,6 @@ impl PluginHost {
                 kind,
                 pre,
                 limits,
-                warm: Mutex::new(VecDeque::new()),
-                // A refill already "pending" means none is ever requested.
-                refill_pending: AtomicBool::new(!warm),
                 info: std::sync::OnceLock::new(),
                 kv_namespace,
                 kv: std::sync::OnceLock::new(),
@@ -580,30 +503,14 @@ impl PluginHost {
     }
 }
 
-impl Drop for HostInner {
-    /// Waits until the warmer has finished pending refills and the reaper has
-    /// dropped every spent store, so that once the host and its plugins are
-    /// dropped no instance (and no mapping of a cached artifact) is left.
-    fn drop(&mut self) {
-        let (tx, rx) = mpsc::sync_channel(1);
-        if self.shared.warmer.send(Warming::Barrier(tx)).is_ok() {
-            let _ = rx.recv();
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        if self.shared.reaper.send(Reap::Barrier(tx)).is_ok() {
-            let _ = rx.recv();
-        }
-    }
-}
-
 /// What a plugin is loaded for.
 enum Purpose {
-    /// A workflow step: warm instances, and the `kv` namespace if granted.
+    /// A workflow step: the `kv` namespace if granted.
     Step {
         /// The namespace, if the step grants `kv`.
         kv_namespace: Option<String>,
     },
-    /// `inspect`: no warm instances, no capabilities beyond the basic ones.
+    /// `inspect`: no capabilities beyond the basic ones.
     Inspect,
 }
 
@@ -630,65 +537,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
         .expect("spawn plugin host thread");
 }
 
-/// Drops spent stores: whole batches as callers send them, and partial
-/// batches once the host has been idle for a moment (or at a barrier).
-fn reaper(work: Receiver<Reap>, partial: Arc<Mutex<Vec<Store<HostState>>>>) {
-    let take_partial = || {
-        partial
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
-    };
-    loop {
-        match work.recv_timeout(REAP_IDLE) {
-            Ok(Reap::Spent(batch)) => drop(batch),
-            Ok(Reap::Barrier(done)) => {
-                drop(take_partial());
-                let _ = done.send(());
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => drop(take_partial()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                drop(take_partial());
-                return;
-            }
-        }
-    }
-}
-
-fn warmer(requests: Receiver<Warming>) {
-    for work in requests {
-        let weak = match work {
-            Warming::Refill(weak) => weak,
-            Warming::Barrier(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        let Some(plugin) = weak.upgrade() else {
-            continue;
-        };
-        plugin.refill_pending.store(false, Ordering::Release);
-        let target = plugin.shared.warm_target;
-        loop {
-            let have = plugin.warm.lock().map(|w| w.len()).unwrap_or(target);
-            if have >= target {
-                break;
-            }
-            match plugin.instantiate() {
-                Ok(warm) => {
-                    if let Ok(mut w) = plugin.warm.lock() {
-                        w.push_back(warm);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(plugin = %plugin.label, error = %e, "cannot pre-instantiate plugin");
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// A loaded plugin; cheap to clone, safe to call from any thread.
 #[derive(Clone)]
 pub struct Plugin {
@@ -702,8 +550,6 @@ struct PluginInner {
     kind: PluginKind,
     pre: calls::Pre,
     limits: Limits,
-    warm: Mutex<VecDeque<calls::Warm>>,
-    refill_pending: AtomicBool,
     info: std::sync::OnceLock<PluginInfo>,
     /// The `kv` namespace, if the step grants `kv`.
     kv_namespace: Option<String>,
@@ -743,7 +589,8 @@ impl PluginInner {
         Some(self.kv.get_or_init(|| kv).clone())
     }
 
-    fn instantiate(&self) -> Result<calls::Warm, CallError> {
+    /// A fresh instance in a fresh store, under the plugin's limits.
+    fn instantiate(&self) -> Result<calls::Fresh, CallError> {
         let mut waited = Duration::ZERO;
         loop {
             let mut store = Store::new(&self.shared.engine, HostState::new(self.limits.memory));
@@ -751,16 +598,14 @@ impl PluginInner {
             store.set_epoch_deadline(ticks(self.limits.wall_time));
             store.epoch_deadline_trap();
             match self.pre.instantiate(&mut store) {
-                Ok(bound) => return Ok(calls::Warm { store, bound }),
-                // Every slot of the instance pool is taken (spent stores not
-                // yet torn down): push the partial batch to the reaper and
-                // wait for a slot rather than fail the call.
+                Ok(bound) => return Ok(calls::Fresh { store, bound }),
+                // Every slot of the instance pool is taken by calls in
+                // progress: wait for one to end rather than fail the call.
                 Err(e)
                     if e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
                         && waited < POOL_WAIT =>
                 {
                     drop(store);
-                    self.shared.hand_over_partial_batch();
                     std::thread::sleep(Duration::from_millis(1));
                     waited += Duration::from_millis(1);
                 }
@@ -819,22 +664,8 @@ impl Plugin {
         self.inner.limits
     }
 
-    fn request_refill(&self) {
-        if self.inner.shared.warm_target == 0
-            || self.inner.refill_pending.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let _ = self
-            .inner
-            .shared
-            .warmer
-            .send(Warming::Refill(Arc::downgrade(&self.inner)));
-    }
-
-    /// Runs `f` on a fresh instance: takes a warm one (or instantiates one
-    /// now), applies the time limit, calls, classifies failures, and sends
-    /// the spent store to the reaper.
+    /// Runs `f` on a fresh instance: instantiates one, calls, classifies
+    /// failures, and drops the store.
     fn call<R>(
         &self,
         flow_id: &str,
@@ -856,23 +687,10 @@ impl Plugin {
         f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let inner = &self.inner;
-        let warm = inner.warm.lock().ok().and_then(|mut w| w.pop_front());
-        let low = inner
-            .warm
-            .lock()
-            .map(|w| w.len() * 2 < inner.shared.warm_target)
-            .unwrap_or(false);
-        if low {
-            self.request_refill();
-        }
-        let mut warm = match warm {
-            Some(w) => w,
-            None => inner.instantiate()?,
-        };
-        warm.store.set_epoch_deadline(ticks(inner.limits.wall_time));
-        warm.store.data_mut().kv = inner.kv();
-        let result = f(&mut warm.store, &warm.bound);
-        let data = warm.store.data_mut();
+        let mut fresh = inner.instantiate()?;
+        fresh.store.data_mut().kv = inner.kv();
+        let result = f(&mut fresh.store, &fresh.bound);
+        let data = fresh.store.data_mut();
         for line in data.logs.drain(..) {
             emit_log(&inner.label, flow_id, &line);
         }
@@ -886,7 +704,8 @@ impl Plugin {
         if outcome.is_err() {
             inner.shared.failures.fetch_add(1, Ordering::Relaxed);
         }
-        inner.shared.retire(warm.store);
+        // Torn down here, on the thread that built it: never reused.
+        drop(fresh);
         outcome
     }
 
