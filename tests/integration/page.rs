@@ -141,12 +141,16 @@ impl Page<'_> {
     }
 
     /// Waits until the page shows `step` and no request is under way.
+    /// Waits until the page is at `step`, done loading, and its sections
+    /// have finished fading in (WebDriver reads the text of an element at
+    /// opacity 0 as empty, as a person would see nothing there yet).
     fn wait_step(&self, step: &str) {
         self.b.wait_until(
             &format!("step {step:?}"),
             &format!(
                 "const m = document.querySelector('main'); \
-                 return m.dataset.step === {step:?} && !m.hasAttribute('aria-busy');"
+                 return m.dataset.step === {step:?} && !m.hasAttribute('aria-busy') \
+                 && document.getAnimations().length === 0;"
             ),
         );
     }
