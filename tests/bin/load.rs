@@ -7,10 +7,17 @@
 //! `RESETGATE_BINARY=target/release/resetgate cargo run --release -p
 //! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]`.
 //!
-//! Each of `--flows` client threads holds one keep-alive connection and runs
-//! resets back to back: start, answer gate 1, answer gate 2 (the
-//! `static-answer` test gate: a one-time-code-style check, no slow hashing),
-//! set the password. Prints a Markdown table for BENCHMARKS.md.
+//! Each of `--flows` clients holds one keep-alive connection and runs resets
+//! back to back: start, answer gate 1, answer gate 2 (the `static-answer`
+//! test gate: a one-time-code-style check, no slow hashing), set the
+//! password. Prints a Markdown table for BENCHMARKS.md.
+//!
+//! Over plain HTTP the hello-world and reset phases use a lean client: the
+//! flows are tasks on one thread, each with its own connection, writing
+//! requests and reading `Content-Length` responses by hand — about the cost
+//! of `wrk`, so that the client, which shares the machine, takes as little
+//! of it as it can. Over HTTPS (`--tls`), and in the flood and enumeration
+//! phases, each flow is a thread with a `ureq` agent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -63,6 +70,173 @@ impl Client {
         let text = resp.body_mut().read_to_string().unwrap();
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
+}
+
+/// The lean client: one keep-alive HTTP/1.1 connection, driven by hand.
+struct Lean {
+    stream: tokio::net::TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+/// The parts of a flow view the resets need.
+#[derive(serde::Deserialize)]
+struct View {
+    id: Option<String>,
+    token: Option<String>,
+    state: Option<String>,
+    prompt: Option<ViewPrompt>,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewPrompt {
+    gate: String,
+}
+
+impl Lean {
+    async fn connect(addr: &str) -> Lean {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Lean {
+            stream,
+            host: addr.to_owned(),
+            buf: Vec::with_capacity(8192),
+        }
+    }
+
+    /// One request; the response's body (the status must be a success).
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Vec<u8> {
+        use std::fmt::Write as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-Api-Key: {KEY}\r\n",
+            self.host
+        );
+        if let Some(t) = token {
+            let _ = write!(head, "Authorization: Bearer {t}\r\n");
+        }
+        if !body.is_empty() {
+            let _ = write!(
+                head,
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.stream.write_all(&request).await.unwrap();
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).unwrap().to_owned();
+                let status = head.get(9..12).unwrap_or("");
+                assert!(status.starts_with('2'), "{method} {path}: {head}");
+                let mut length = None;
+                for line in head.lines().skip(1) {
+                    let (name, value) = line.split_once(':').unwrap();
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse::<usize>().ok();
+                    }
+                    assert!(
+                        !name.eq_ignore_ascii_case("transfer-encoding"),
+                        "the lean client reads Content-Length bodies only: {head}"
+                    );
+                }
+                let total = end + 4 + length.expect("a Content-Length");
+                while self.buf.len() < total {
+                    assert!(
+                        self.stream.read_buf(&mut self.buf).await.unwrap() > 0,
+                        "closed"
+                    );
+                }
+                let body = self.buf[end + 4..total].to_vec();
+                self.buf.drain(..total);
+                return body;
+            }
+            assert!(
+                self.stream.read_buf(&mut self.buf).await.unwrap() > 0,
+                "closed"
+            );
+        }
+    }
+}
+
+/// [`run_resets`] with the lean client.
+async fn lean_resets(addr: String, user: String, deadline: Instant) -> (u64, [Vec<u32>; 4]) {
+    let mut c = Lean::connect(&addr).await;
+    let mut lat: [Vec<u32>; 4] = Default::default();
+    let mut done = 0u64;
+    let start = format!(r#"{{"workflow":"load","user":"{user}"}}"#).into_bytes();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let v: View =
+            serde_json::from_slice(&c.call("POST", "/v1/flows", None, &start).await).unwrap();
+        lat[0].push(t.elapsed().as_micros() as u32);
+        let (id, token) = (v.id.unwrap(), v.token.unwrap());
+        let path = format!("/v1/flows/{id}/answers");
+        let t = Instant::now();
+        let v: View = serde_json::from_slice(
+            &c.call(
+                "POST",
+                &path,
+                Some(&token),
+                br#"{"gate":"code","round":1,"answers":{"answer":"123456"}}"#,
+            )
+            .await,
+        )
+        .unwrap();
+        lat[1].push(t.elapsed().as_micros() as u32);
+        assert_eq!(v.prompt.map(|p| p.gate).as_deref(), Some("second"));
+        let t = Instant::now();
+        c.call(
+            "POST",
+            &path,
+            Some(&token),
+            br#"{"gate":"second","round":1,"answers":{"answer":"654321"}}"#,
+        )
+        .await;
+        lat[2].push(t.elapsed().as_micros() as u32);
+        let t = Instant::now();
+        let v: View = serde_json::from_slice(
+            &c.call(
+                "POST",
+                &format!("/v1/flows/{id}/password"),
+                Some(&token),
+                br#"{"password":"purple monkey dishwasher"}"#,
+            )
+            .await,
+        )
+        .unwrap();
+        lat[3].push(t.elapsed().as_micros() as u32);
+        assert_eq!(v.state.as_deref(), Some("completed"));
+        done += 1;
+    }
+    (done, lat)
+}
+
+/// Runs the lean client's `flows` tasks on one thread until they are done.
+fn lean_run<T: 'static>(
+    tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T>>>>,
+) -> Vec<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let handles: Vec<_> = tasks.into_iter().map(tokio::task::spawn_local).collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    })
 }
 
 /// Runs complete resets for `user` until `deadline`; returns how many and
@@ -187,29 +361,51 @@ fn main() {
     // Phase 1: the hello-world baseline, same server, same client.
     let cpu_before = cpu();
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let hello: Vec<Vec<u32>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..flows)
-            .map(|i| {
-                let c = client(i);
-                s.spawn(move || {
-                    let mut lat = vec![];
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        let mut r = c
-                            .agent
-                            .get(format!("{}/healthz", c.base))
-                            .header("X-Api-Key", KEY)
-                            .call()
-                            .unwrap();
-                        let _ = r.body_mut().read_to_string();
-                        lat.push(t.elapsed().as_micros() as u32);
-                    }
-                    lat
+    let addr = base.trim_start_matches("http://").to_owned();
+    let hello: Vec<Vec<u32>> = if !tls {
+        lean_run(
+            (0..flows)
+                .map(|_| {
+                    let addr = addr.clone();
+                    Box::pin(async move {
+                        let mut c = Lean::connect(&addr).await;
+                        let mut lat = vec![];
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            c.call("GET", "/healthz", None, b"").await;
+                            lat.push(t.elapsed().as_micros() as u32);
+                        }
+                        lat
+                    })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u32>>>>
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+                .collect(),
+        )
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..flows)
+                .map(|i| {
+                    let c = client(i);
+                    s.spawn(move || {
+                        let mut lat = vec![];
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            let mut r = c
+                                .agent
+                                .get(format!("{}/healthz", c.base))
+                                .header("X-Api-Key", KEY)
+                                .call()
+                                .unwrap();
+                            let _ = r.body_mut().read_to_string();
+                            lat.push(t.elapsed().as_micros() as u32);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
     let mut hello: Vec<u32> = hello.into_iter().flatten().collect();
     hello.sort_unstable();
     let hello_rps = hello.len() as f64 / seconds as f64;
@@ -223,16 +419,30 @@ fn main() {
     let cpu_before = cpu();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    let per_thread: Vec<(u64, [Vec<u32>; 4])> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..flows)
-            .map(|i| {
-                let c = client(i);
-                let user = users[i].clone();
-                s.spawn(move || run_resets(&c, &user, deadline))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let per_thread: Vec<(u64, [Vec<u32>; 4])> = if !tls {
+        lean_run(
+            users
+                .iter()
+                .map(|user| {
+                    Box::pin(lean_resets(addr.clone(), user.clone(), deadline))
+                        as std::pin::Pin<
+                            Box<dyn std::future::Future<Output = (u64, [Vec<u32>; 4])>>,
+                        >
+                })
+                .collect(),
+        )
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..flows)
+                .map(|i| {
+                    let c = client(i);
+                    let user = users[i].clone();
+                    s.spawn(move || run_resets(&c, &user, deadline))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = cpu();
     let resets: u64 = per_thread.iter().map(|(d, _)| d).sum();
