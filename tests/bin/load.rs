@@ -239,6 +239,16 @@ fn lean_run<T: 'static>(
     })
 }
 
+/// Runs `f(i)` for each of `n` flows on a thread of its own; the results in
+/// flow order.
+fn on_threads<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Runs complete resets for `user` until `deadline`; returns how many and
 /// each step's latencies (µs).
 fn run_resets(c: &Client, user: &str, deadline: Instant) -> (u64, [Vec<u32>; 4]) {
@@ -382,28 +392,21 @@ fn main() {
                 .collect(),
         )
     } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..flows)
-                .map(|i| {
-                    let c = client(i);
-                    s.spawn(move || {
-                        let mut lat = vec![];
-                        while Instant::now() < deadline {
-                            let t = Instant::now();
-                            let mut r = c
-                                .agent
-                                .get(format!("{}/healthz", c.base))
-                                .header("X-Api-Key", KEY)
-                                .call()
-                                .unwrap();
-                            let _ = r.body_mut().read_to_string();
-                            lat.push(t.elapsed().as_micros() as u32);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        on_threads(flows, |i| {
+            let c = client(i);
+            let mut lat = vec![];
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let mut r = c
+                    .agent
+                    .get(format!("{}/healthz", c.base))
+                    .header("X-Api-Key", KEY)
+                    .call()
+                    .unwrap();
+                let _ = r.body_mut().read_to_string();
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+            lat
         })
     };
     let mut hello: Vec<u32> = hello.into_iter().flatten().collect();
@@ -432,16 +435,7 @@ fn main() {
                 .collect(),
         )
     } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..flows)
-                .map(|i| {
-                    let c = client(i);
-                    let user = users[i].clone();
-                    s.spawn(move || run_resets(&c, &user, deadline))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
+        on_threads(flows, |i| run_resets(&client(i), &users[i], deadline))
     };
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = cpu();
