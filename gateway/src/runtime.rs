@@ -608,10 +608,6 @@ impl Runtime {
     /// grace period is over, walking every flow in batches. Returns how many
     /// it removed.
     pub fn sweep(&self, now: u64) -> Result<usize, RuntimeError> {
-        self.sweep_in_batches(now, SWEEP_BATCH)
-    }
-
-    fn sweep_in_batches(&self, now: u64, batch: usize) -> Result<usize, RuntimeError> {
         let due = |flow: &Flow| {
             if flow.state.is_terminal() {
                 now >= flow.touched_ms.saturating_add(KEEP_ENDED_MS)
@@ -620,18 +616,23 @@ impl Runtime {
             }
         };
         let mut removed = 0;
-        self.walk_flows(batch, |key, glance, bytes, staged| {
+        self.walk_flows(SWEEP_BATCH, |key, glance, bytes, staged| {
             if !glance.due(now) {
                 return Ok(());
             }
-            let flow = parse_flow(bytes)?;
+            // Unreadable records are left alone, as by the walk.
+            let Ok(flow) = parse_flow(bytes) else {
+                return Ok(());
+            };
             // Decided again under the user's lock, on the flow as stored
             // now: a request may have moved it since the batch was read.
             let _guard = self.lock(&user_key(&flow));
             let Some(bytes) = self.store.get(Tree::Flows, &key)? else {
                 return Ok(());
             };
-            let flow = parse_flow(&bytes)?;
+            let Ok(flow) = parse_flow(&bytes) else {
+                return Ok(());
+            };
             if !due(&flow) {
                 return Ok(());
             }
@@ -660,7 +661,9 @@ impl Runtime {
             if glance.state.at != "committing" {
                 return Ok(());
             }
-            let mut flow = parse_flow(bytes)?;
+            let Ok(mut flow) = parse_flow(bytes) else {
+                return Ok(());
+            };
             let State::Committing { receipt } = &flow.state else {
                 return Ok(());
             };
