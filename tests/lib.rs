@@ -53,28 +53,7 @@ pub fn host() -> (PluginHost, tempfile::TempDir) {
     (host, dir)
 }
 
-/// CPU time (user + system) process `pid` has used so far, in seconds,
-/// from `/proc/PID/stat` (`"self"` for this process). Benchmarks report CPU
-/// per request: on this noisy machine it moves far less between runs than
-/// requests per second do.
-pub fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may hold spaces; count fields after its ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15; after ')' they are the 12th and
-    // 13th. Linux reports them in USER_HZ, which is 100.
-    (ticks(11) + ticks(12)) / 100.0
-}
+pub use resetgate::metrics::cpu_seconds;
 
 /// sha256 of a file, hex.
 pub fn sha256_of(path: &Path) -> String {

@@ -113,19 +113,6 @@ fn latency(c: &mut Criterion) {
     g.finish();
 }
 
-/// CPU time (user + system) this process has used so far, in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    // utime and stime, fields 14 and 15 of the file: 11 and 12 after ')'.
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
-}
-
 /// Calls per second with `threads` callers, teardown included, and the
 /// CPU time per call in µs.
 fn throughput(threads: usize, calls_per_thread: usize) -> (f64, f64) {
@@ -134,7 +121,7 @@ fn throughput(threads: usize, calls_per_thread: usize) -> (f64, f64) {
     for _ in 0..1000 {
         call(&plugin, &ctx, &user);
     }
-    let cpu = cpu_seconds();
+    let cpu = resetgate::metrics::cpu_seconds("self");
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -147,7 +134,7 @@ fn throughput(threads: usize, calls_per_thread: usize) -> (f64, f64) {
     });
     let calls = (threads * calls_per_thread) as f64;
     let rate = calls / start.elapsed().as_secs_f64();
-    let cpu = (cpu_seconds() - cpu) * 1e6 / calls;
+    let cpu = (resetgate::metrics::cpu_seconds("self") - cpu) * 1e6 / calls;
     drop(plugin);
     drop(host);
     (rate, cpu)

@@ -608,13 +608,6 @@ impl Runtime {
     /// grace period is over, walking every flow in batches. Returns how many
     /// it removed.
     pub fn sweep(&self, now: u64) -> Result<usize, RuntimeError> {
-        let due = |flow: &Flow| {
-            if flow.state.is_terminal() {
-                now >= flow.touched_ms.saturating_add(KEEP_ENDED_MS)
-            } else {
-                flow.expired(now)
-            }
-        };
         let mut removed = 0;
         self.walk_flows(SWEEP_BATCH, |key, glance, bytes, staged| {
             if !glance.due(now) {
@@ -630,10 +623,12 @@ impl Runtime {
             let Some(bytes) = self.store.get(Tree::Flows, &key)? else {
                 return Ok(());
             };
-            let Ok(flow) = parse_flow(&bytes) else {
+            let (Ok(glance), Ok(flow)) =
+                (serde_json::from_slice::<Glance>(&bytes), parse_flow(&bytes))
+            else {
                 return Ok(());
             };
-            if !due(&flow) {
+            if !glance.due(now) {
                 return Ok(());
             }
             let records = if flow.state.is_terminal() {
@@ -671,14 +666,10 @@ impl Runtime {
                 receipt: Some(receipt.clone()),
             };
             let record = self.record(&flow, now, "flow.interrupted", serde_json::json!({}));
-            let value = serde_json::to_vec(&flow).map_err(|e| RuntimeError::Corrupt {
-                what: "flow",
-                reason: e.to_string(),
-            })?;
             let put = Write::Put {
                 tree: Tree::Flows,
                 key,
-                value,
+                value: encode_flow(&flow)?,
             };
             staged.push(self.store.stage_audited(vec![put], vec![record])?);
             failed += 1;
@@ -851,8 +842,8 @@ impl Glance {
 
     /// Whether the sweep may remove the flow at `now`: an ended flow once
     /// its receipt has been kept long enough, any other once it is past a
-    /// time limit (as `Flow::expired`). The sweep decides the same on the
-    /// whole flow before removing it; a test holds the two together.
+    /// time limit (as `Flow::expired`; a test holds the glance to the whole
+    /// flow's `State::is_terminal` and `Flow::expired` for every state).
     fn due(&self, now: u64) -> bool {
         if self.ended() {
             now >= self.touched_ms.saturating_add(KEEP_ENDED_MS)
@@ -864,10 +855,18 @@ impl Glance {
 }
 
 fn parse_flow(bytes: &[u8]) -> Result<Flow, RuntimeError> {
-    serde_json::from_slice(bytes).map_err(|e| RuntimeError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|e| corrupt_flow(&e))
+}
+
+fn encode_flow(flow: &Flow) -> Result<Vec<u8>, RuntimeError> {
+    serde_json::to_vec(flow).map_err(|e| corrupt_flow(&e))
+}
+
+fn corrupt_flow(e: &serde_json::Error) -> RuntimeError {
+    RuntimeError::Corrupt {
         what: "flow",
         reason: e.to_string(),
-    })
+    }
 }
 
 /// Store keys never hold a user name in clear.
@@ -958,10 +957,7 @@ impl Request<'_> {
     /// must never survive without the history, enrollments and audit
     /// records of the step that moved it.
     fn stage(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
-        let value = serde_json::to_vec(flow).map_err(|e| RuntimeError::Corrupt {
-            what: "flow",
-            reason: e.to_string(),
-        })?;
+        let value = encode_flow(flow)?;
         let mut writes = std::mem::take(&mut self.writes);
         writes.push(Write::Put {
             tree: Tree::Flows,

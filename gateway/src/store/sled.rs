@@ -342,6 +342,16 @@ fn io(op: &'static str, tree: &'static str) -> impl FnOnce(::sled::Error) -> Sto
 }
 
 /// The tree a write goes to.
+/// At most `limit` entries of a sled iterator over `tree`, copied out.
+fn entries(tree: Tree, iter: ::sled::Iter, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    iter.take(limit)
+        .map(|item| {
+            let (key, value) = item.map_err(io("scan", tree.name()))?;
+            Ok((key.to_vec(), value.to_vec()))
+        })
+        .collect()
+}
+
 fn target(write: &Write) -> Tree {
     match write {
         Write::Put { tree, .. } | Write::Delete { tree, .. } => *tree,
@@ -642,12 +652,7 @@ impl Store for SledStore {
 
     fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         self.check_open()?;
-        let mut out = Vec::new();
-        for item in self.inner.trees.get(tree).scan_prefix(prefix).take(limit) {
-            let (key, value) = item.map_err(io("scan", tree.name()))?;
-            out.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(out)
+        entries(tree, self.inner.trees.get(tree).scan_prefix(prefix), limit)
     }
 
     fn scan_after(
@@ -663,12 +668,7 @@ impl Store for SledStore {
             Some(after) => sled.range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded)),
             None => sled.iter(),
         };
-        let mut out = Vec::new();
-        for item in range.take(limit) {
-            let (key, value) = item.map_err(io("scan", tree.name()))?;
-            out.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(out)
+        entries(tree, range, limit)
     }
 
     fn scan_keys(
