@@ -491,7 +491,13 @@ impl Runtime {
             u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) as usize % STRIPES;
         // A poisoned stripe only means another request panicked; the data
         // it guards is in the store.
-        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+        match self.stripes[i].try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => crate::workers::waiting(|| {
+                self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+            }),
+        }
     }
 
     fn run_locked<'a>(

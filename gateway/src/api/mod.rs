@@ -95,6 +95,8 @@ impl Default for ApiConfig {
 /// The API's shared state.
 pub struct Api {
     runtime: Arc<Runtime>,
+    /// Where runtime requests are carried out.
+    workers: crate::workers::Workers,
     config: ApiConfig,
     clients: Limiter,
     portals: Limiter,
@@ -109,6 +111,7 @@ impl Api {
     pub fn new(runtime: Arc<Runtime>, config: ApiConfig) -> Arc<Api> {
         Arc::new(Api {
             runtime,
+            workers: crate::workers::Workers::per_core(),
             clients: Limiter::new(config.anonymous_rate),
             portals: Limiter::new(config.portal_rate),
             users: Limiter::new(config.user_rate),
@@ -460,26 +463,29 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `f` on the blocking pool (runtime calls block on plugins and flushes).
+/// Runs `f` on a request worker (runtime calls block on plugins and
+/// flushes), in arrival order.
 async fn blocking<T: Send + 'static>(
+    api: &Api,
     f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
 ) -> Result<T, Problem> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "request task failed");
+    api.workers.run(f).await.unwrap_or_else(|| {
+        tracing::error!("request task panicked");
         Err(Code::Internal.into())
     })
 }
 
-/// Runs a runtime request on the blocking pool (it calls plugins), then
+/// Runs a runtime request on a request worker (it calls plugins), then
 /// waits for its flush here, without holding a thread, and renders the flow.
 /// Nothing is answered before the request's writes are durable.
 async fn request(
-    rt: &Arc<Runtime>,
+    api: &Api,
     f: impl FnOnce(&Runtime) -> Result<Staged, RuntimeError> + Send + 'static,
 ) -> Result<FlowView, Problem> {
+    let rt = &api.runtime;
     let staged = {
         let rt = rt.clone();
-        blocking(move || f(&rt).map_err(Problem::from)).await?
+        blocking(api, move || f(&rt).map_err(Problem::from)).await?
     };
     let out = staged.durable().await?;
     let wf = rt.workflow_of(&out.flow)?;
@@ -527,7 +533,7 @@ async fn start_flow(
     if let Err(secs) = api.users.take(key.as_bytes(), Instant::now()) {
         return Err(tarpit(Problem::rate_limited(secs)).await);
     }
-    let view = request(&api.runtime, move |rt| {
+    let view = request(&api, move |rt| {
         rt.start_staged(&body.workflow, &body.user, now_ms())
     })
     .await?;
@@ -550,7 +556,7 @@ async fn read_flow(
     Bearer(token): Bearer,
 ) -> Result<Response, Problem> {
     let rt = api.runtime.clone();
-    let view = blocking(move || {
+    let view = blocking(&api, move || {
         let flow = rt.authorize(&id, &token)?;
         let wf = rt.workflow_of(&flow)?;
         Ok(wire::view(&flow, &wf, None))
@@ -576,7 +582,7 @@ async fn answer_flow(
     Bearer(token): Bearer,
     JsonBody(body): JsonBody<AnswersRequest>,
 ) -> Result<Response, Problem> {
-    let view = request(&api.runtime, move |rt| {
+    let view = request(&api, move |rt| {
         let answers = body
             .answers
             .into_iter()
@@ -598,7 +604,7 @@ async fn submit_password(
     body: PasswordRequest,
     which: PasswordFor,
 ) -> Result<Response, Problem> {
-    let view = request(&api.runtime, move |rt| {
+    let view = request(&api, move |rt| {
         rt.password_as(&id, &token, which, body.password.0, now_ms())
     })
     .await?;

@@ -606,7 +606,7 @@ impl PluginInner {
                         && waited < POOL_WAIT =>
                 {
                     drop(store);
-                    std::thread::sleep(Duration::from_millis(1));
+                    crate::workers::waiting(|| std::thread::sleep(Duration::from_millis(1)));
                     waited += Duration::from_millis(1);
                 }
                 Err(e) => {

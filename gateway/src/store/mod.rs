@@ -261,7 +261,9 @@ impl Durable {
     pub fn wait(self) -> Result<(), StoreError> {
         match self.0 {
             DurableState::Done(result) => result.unwrap_or(Ok(())),
-            DurableState::Flush { source, needed } => source.wait(needed),
+            DurableState::Flush { source, needed } => {
+                crate::workers::waiting(|| source.wait(needed))
+            }
         }
     }
 }
