@@ -1,6 +1,6 @@
 //! The portal API under `/v1`, the operational routes and the self-service
 //! page. Only this module knows status codes and wire shapes; it turns
-//! requests into [`Runtime`] calls (on the blocking pool: they call plugins
+//! requests into [`Runtime`] calls (on the request workers: they call plugins
 //! and wait for durable flushes) and outcomes into [`wire::FlowView`]s.
 //!
 //! Every request passes, in order: security headers, client identification
@@ -465,7 +465,7 @@ fn now_ms() -> u64 {
 
 /// Runs `f` on a request worker (runtime calls block on plugins and
 /// flushes), in arrival order.
-async fn blocking<T: Send + 'static>(
+async fn on_worker<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
 ) -> Result<T, Problem> {
@@ -485,7 +485,7 @@ async fn request(
     let rt = &api.runtime;
     let staged = {
         let rt = rt.clone();
-        blocking(api, move || f(&rt).map_err(Problem::from)).await?
+        on_worker(api, move || f(&rt).map_err(Problem::from)).await?
     };
     let out = staged.durable().await?;
     let wf = rt.workflow_of(&out.flow)?;
@@ -556,7 +556,7 @@ async fn read_flow(
     Bearer(token): Bearer,
 ) -> Result<Response, Problem> {
     let rt = api.runtime.clone();
-    let view = blocking(&api, move || {
+    let view = on_worker(&api, move || {
         let flow = rt.authorize(&id, &token)?;
         let wf = rt.workflow_of(&flow)?;
         Ok(wire::view(&flow, &wf, None))
