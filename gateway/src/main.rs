@@ -235,8 +235,9 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
-    let cache = std::env::temp_dir().join("resetgate-inspect-cache");
-    let host = PluginHost::new(HostConfig::new(cache))?;
+    // Compiled in memory: a shared temporary folder would let another local
+    // user plant native code for it to load.
+    let host = PluginHost::new(HostConfig::uncached())?;
     let i = host.inspect(file)?;
     let needs: Vec<&str> = i.needs.iter().map(|c| c.interface()).collect();
     if json {
@@ -248,6 +249,7 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
             "sha256": i.sha256,
             "imports": i.imports,
             "needs_grants": needs,
+            "not_provided": i.missing_wasi,
             "config_schema": i.info.config_schema,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -268,7 +270,12 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     );
     println!("imports:");
     for import in &i.imports {
-        println!("  {import}");
+        let note = if i.missing_wasi.contains(import) {
+            "  (not provided by resetgate: traps if called)"
+        } else {
+            ""
+        };
+        println!("  {import}{note}");
     }
     println!("config schema:");
     println!("{}", serde_json::to_string_pretty(&i.info.config_schema)?);

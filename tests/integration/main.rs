@@ -12,5 +12,6 @@ mod host;
 mod hostile;
 mod local_users;
 mod page;
+mod sandbox;
 mod tls;
 mod workflows;

@@ -699,21 +699,27 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     );
     m.lockouts.render(&mut out, "resetgate_lockouts_total");
 
-    // Several steps may load the same plugin: one series per plugin name.
+    // Every load of a plugin (several steps, every reload) shares the
+    // host's statistics for its name: one series per plugin name, taken once.
     let mut plugins: std::collections::BTreeMap<String, (metrics::Histogram, Vec<(String, u64)>)> =
         Default::default();
     for wf in api.runtime.current() {
         for (step, _) in wf.steps() {
-            let name = step.plugin_name.clone();
-            let entry = plugins.entry(name).or_default();
-            entry.0.absorb(&step.plugin.stats().duration);
-            for (kind, n) in step.plugin.stats().failures.snapshot() {
-                let kind = kind.first().cloned().unwrap_or_default();
-                match entry.1.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, total)) => *total += n,
-                    None => entry.1.push((kind, n)),
-                }
-            }
+            let std::collections::btree_map::Entry::Vacant(entry) =
+                plugins.entry(step.plugin_name.clone())
+            else {
+                continue;
+            };
+            let stats = step.plugin.stats();
+            let histogram = metrics::Histogram::default();
+            histogram.absorb(&stats.duration);
+            let failures = stats
+                .failures
+                .snapshot()
+                .into_iter()
+                .map(|(kind, n)| (kind.first().cloned().unwrap_or_default(), n))
+                .collect();
+            entry.insert((histogram, failures));
         }
     }
     metrics::header(

@@ -1,6 +1,12 @@
 //! On-disk cache of precompiled components, keyed by the component's sha256
 //! and the engine's compatibility hash, so a restart loads plugins by mmap
 //! instead of compiling them.
+//!
+//! A cached artifact is loaded as native code, so the folder must be the
+//! gateway's own: it is created with mode 0700, and an existing folder is
+//! refused unless it is owned by the gateway's user and writable by nobody
+//! else. A host without a folder (`resetgate plugin inspect`) compiles in
+//! memory and writes nothing.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -14,19 +20,20 @@ use super::error::LoadError;
 
 /// The precompiled-artifact cache of one engine.
 pub struct Cache {
-    dir: PathBuf,
+    /// `None`: compile in memory, cache nothing.
+    dir: Option<PathBuf>,
     engine_key: String,
     compiles: AtomicU64,
     hits: AtomicU64,
 }
 
 impl Cache {
-    /// A cache in `dir` (created if missing) for `engine`.
-    pub fn new(dir: PathBuf, engine: &Engine) -> Result<Cache, LoadError> {
-        fs::create_dir_all(&dir).map_err(|e| LoadError::Cache {
-            path: dir.clone(),
-            reason: e.to_string(),
-        })?;
+    /// A cache in `dir` (created if missing, mode 0700) for `engine`, or
+    /// none at all.
+    pub fn new(dir: Option<PathBuf>, engine: &Engine) -> Result<Cache, LoadError> {
+        if let Some(dir) = &dir {
+            prepare_dir(dir)?;
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("{:016x}", h.finish());
@@ -46,8 +53,8 @@ impl Cache {
         )
     }
 
-    fn path_for(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
+    fn path_for(&self, dir: &Path, sha256: &str) -> PathBuf {
+        dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
     }
 
     /// The component for `bytes` (whose hash is `sha256`), from the cache or
@@ -59,13 +66,20 @@ impl Cache {
         bytes: &[u8],
         sha256: &str,
     ) -> Result<Component, LoadError> {
-        let path = self.path_for(sha256);
+        let Some(dir) = &self.dir else {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+            return Component::new(engine, bytes).map_err(|e| LoadError::Compile {
+                path: source.to_owned(),
+                reason: format!("{e:#}"),
+            });
+        };
+        let path = self.path_for(dir, sha256);
         if path.exists() {
             // SAFETY: the file is an artifact this cache wrote with
             // `precompile_component` of an engine with the same compatibility
             // hash (part of the name), written to a temporary name and renamed
             // into place, so it is complete. The cache folder is the gateway's
-            // own and must not be writable by others (like its data folder).
+            // own and writable by nobody else (`prepare_dir` checked).
             #[allow(unsafe_code)]
             let loaded = unsafe { Component::deserialize_file(engine, &path) };
             match loaded {
@@ -86,9 +100,7 @@ impl Cache {
                 reason: format!("{e:#}"),
             })?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!(".{sha256}.{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
         fs::write(&tmp, &compiled)
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|e| LoadError::Cache {
@@ -105,4 +117,41 @@ impl Cache {
         })?;
         Ok(component)
     }
+}
+
+/// Creates the cache folder (mode 0700) if missing; refuses one that is not
+/// a folder, not owned by this process's user, or writable by group or others.
+fn prepare_dir(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let refuse = |reason: String| LoadError::Cache {
+        path: dir.to_owned(),
+        reason,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| refuse(e.to_string()))?;
+    let meta = fs::metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(refuse("it is not a folder".to_owned()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "it is owned by user {} but the gateway runs as user {me}; precompiled plugins are \
+             loaded as native code, so the folder must be the gateway's own: remove it or \
+             `chown` it to the gateway's user",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "it is writable by group or others (mode {:o}); precompiled plugins are loaded as \
+             native code: `chmod go-w` it",
+            mode & 0o7777
+        )));
+    }
+    Ok(())
 }

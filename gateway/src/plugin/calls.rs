@@ -7,7 +7,7 @@ use wasmtime::component::{InstancePre, Resource};
 use super::bindings::base::resetgate::plugin::types as wt;
 use super::bindings::{directory, gate, lockout, sync_target, vpn_hook};
 use super::state::{HostState, SecretHandle};
-use super::{CallError, Plugin};
+use super::{CallError, Plugin, Site};
 use crate::contract::{
     CallContext, Change, Decision, Field, FieldKind, FieldValue, History, PluginFailure,
     PluginInfo, PluginKind, Prompt, PushFailure, Round, SetPasswordFailure, User, Verdict,
@@ -93,12 +93,29 @@ fn user_out(u: wt::User) -> User {
     }
 }
 
+/// What one element of a list (or one record in it) counts toward the
+/// output limit on top of its strings' bytes: an empty string or field is
+/// not free, so a million of them cannot hide under the limit.
+pub const ELEMENT_COST: usize = 16;
+/// The most fields one prompt may have.
+pub const MAX_FIELDS: usize = 32;
+/// The most choices one `choice` field may have.
+pub const MAX_CHOICES: usize = 256;
+/// The most a round (its prompt and state, counted as for the output
+/// limit) may weigh: it is kept with the flow, whatever the step's output
+/// limit.
+pub const MAX_ROUND: usize = 256 << 10;
+
+fn str_size(s: &str) -> usize {
+    s.len() + ELEMENT_COST
+}
+
 fn user_size(u: &wt::User) -> usize {
-    u.id.len()
-        + u.name.len()
+    str_size(&u.id)
+        + str_size(&u.name)
         + u.attributes
             .iter()
-            .map(|(k, v)| k.len() + v.len())
+            .map(|(k, v)| str_size(k) + str_size(v))
             .sum::<usize>()
 }
 
@@ -116,7 +133,7 @@ fn failure_size(e: &wt::PluginError) -> usize {
         wt::PluginError::BadConfig(m)
         | wt::PluginError::Unavailable(m)
         | wt::PluginError::Refused(m)
-        | wt::PluginError::Internal(m) => m.len(),
+        | wt::PluginError::Internal(m) => str_size(m),
     }
 }
 
@@ -153,19 +170,74 @@ fn prompt_out(p: wg::Prompt) -> Prompt {
 }
 
 fn prompt_size(p: &wg::Prompt) -> usize {
-    p.title.len()
-        + p.help.as_ref().map_or(0, String::len)
+    str_size(&p.title)
+        + p.help.as_deref().map_or(0, str_size)
         + p.fields
             .iter()
             .map(|f| {
-                f.name.len()
-                    + f.label.len()
+                ELEMENT_COST
+                    + str_size(&f.name)
+                    + str_size(&f.label)
                     + match &f.kind {
-                        wg::FieldKind::Choice(c) => c.iter().map(String::len).sum(),
+                        wg::FieldKind::Choice(c) => c.iter().map(|c| str_size(c)).sum(),
                         _ => 0,
                     }
             })
             .sum::<usize>()
+}
+
+fn round_size(r: &wg::Round) -> usize {
+    prompt_size(&r.prompt) + r.state.len() + ELEMENT_COST
+}
+
+/// A prompt's shape: at most [`MAX_FIELDS`] fields with distinct names, at
+/// most [`MAX_CHOICES`] choices per field.
+fn check_prompt(plugin: &Plugin, p: &wg::Prompt) -> Result<(), CallError> {
+    let bad = |reason: String| {
+        Err(CallError::BadOutput {
+            plugin: plugin.inner.label.to_string(),
+            reason,
+        })
+    };
+    if p.fields.len() > MAX_FIELDS {
+        return bad(format!(
+            "a prompt has {} fields; at most {MAX_FIELDS} are allowed",
+            p.fields.len()
+        ));
+    }
+    for (i, f) in p.fields.iter().enumerate() {
+        if p.fields[..i].iter().any(|g| g.name == f.name) {
+            return bad(format!(
+                "a prompt has two fields named {:?}; field names must be unique",
+                f.name
+            ));
+        }
+        if let wg::FieldKind::Choice(c) = &f.kind
+            && c.len() > MAX_CHOICES
+        {
+            return bad(format!(
+                "field {:?} has {} choices; at most {MAX_CHOICES} are allowed",
+                f.name,
+                c.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A round's shape and weight (see [`MAX_ROUND`]).
+fn check_round(plugin: &Plugin, r: &wg::Round) -> Result<(), CallError> {
+    check_prompt(plugin, &r.prompt)?;
+    let size = round_size(r);
+    if size > MAX_ROUND {
+        return Err(CallError::BadOutput {
+            plugin: plugin.inner.label.to_string(),
+            reason: format!(
+                "a round (prompt and state) weighs {size} bytes; at most {MAX_ROUND} are kept with a flow"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn round_out(r: wg::Round) -> Round {
@@ -186,8 +258,12 @@ fn answers_in(values: &[FieldValue]) -> Vec<wg::FieldValue> {
 }
 
 fn info_out(plugin: &Plugin, i: wt::PluginInfo) -> Result<PluginInfo, CallError> {
-    plugin
-        .check_output(i.name.len() + i.version.len() + i.config_schema.len() + i.summary.len())?;
+    plugin.check_output(
+        str_size(&i.name)
+            + str_size(&i.version)
+            + str_size(&i.config_schema)
+            + str_size(&i.summary),
+    )?;
     let bad = |reason: String| CallError::BadOutput {
         plugin: plugin.inner.label.to_string(),
         reason,
@@ -233,14 +309,21 @@ fn borrow(r: &Resource<SecretHandle>) -> Resource<SecretHandle> {
 
 impl Plugin {
     pub(super) fn call_describe(&self) -> Result<PluginInfo, CallError> {
-        let info = self.call("", |store, bound| match bound {
-            Bound::Gate(b) => b.resetgate_plugin_gate_api().call_describe(store),
-            Bound::Lockout(b) => b.resetgate_plugin_lockout_api().call_describe(store),
-            Bound::Directory(b) => b.resetgate_plugin_directory_api().call_describe(store),
-            Bound::VpnHook(b) => b.resetgate_plugin_vpn_hook_api().call_describe(store),
-            Bound::SyncTarget(b) => b.resetgate_plugin_sync_target_api().call_describe(store),
-        })?;
-        info_out(self, info)
+        let site = Site {
+            flow: "",
+            step: "describe",
+        };
+        self.call(
+            site,
+            |store, bound| match bound {
+                Bound::Gate(b) => b.resetgate_plugin_gate_api().call_describe(store),
+                Bound::Lockout(b) => b.resetgate_plugin_lockout_api().call_describe(store),
+                Bound::Directory(b) => b.resetgate_plugin_directory_api().call_describe(store),
+                Bound::VpnHook(b) => b.resetgate_plugin_vpn_hook_api().call_describe(store),
+                Bound::SyncTarget(b) => b.resetgate_plugin_sync_target_api().call_describe(store),
+            },
+            |info| info_out(self, info),
+        )
     }
 
     /// Calls into a gate plugin, if this is one.
@@ -289,6 +372,13 @@ macro_rules! bound {
 /// which may itself be a failure the plugin reports.
 pub type Reply<T, E = PluginFailure> = Result<Result<T, E>, CallError>;
 
+fn site(ctx: &CallContext) -> Site<'_> {
+    Site {
+        flow: &ctx.flow_id,
+        step: &ctx.step,
+    }
+}
+
 /// Calls into a gate plugin.
 pub struct GateCalls<'a>(&'a Plugin);
 
@@ -296,48 +386,69 @@ impl GateCalls<'_> {
     /// The prompt for registering the gate's data.
     pub fn enroll_prompt(&self, ctx: &CallContext, user: &User) -> Reply<Prompt> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api()
-                .call_enroll_prompt(store, &ctx_in(ctx), &user_in(user))
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, prompt_size))?;
-        Ok(out.map(prompt_out).map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Gate);
+                b.resetgate_plugin_gate_api().call_enroll_prompt(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                )
+            },
+            |out| {
+                p.check_output(out.as_ref().map_or_else(failure_size, prompt_size))?;
+                if let Ok(prompt) = &out {
+                    check_prompt(p, prompt)?;
+                }
+                Ok(out.map(prompt_out).map_err(failure_out))
+            },
+        )
     }
 
     /// Turns registration input into the data the host stores.
     pub fn enroll(&self, ctx: &CallContext, user: &User, input: &[FieldValue]) -> Reply<Vec<u8>> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api().call_enroll(
-                store,
-                &ctx_in(ctx),
-                &user_in(user),
-                &answers_in(input),
-            )
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, Vec::len))?;
-        Ok(out.map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Gate);
+                b.resetgate_plugin_gate_api().call_enroll(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                    &answers_in(input),
+                )
+            },
+            |out| {
+                p.check_output(out.as_ref().map_or_else(failure_size, Vec::len))?;
+                Ok(out.map_err(failure_out))
+            },
+        )
     }
 
     /// Starts the gate.
     pub fn begin(&self, ctx: &CallContext, user: &User, enrollment: Option<&[u8]>) -> Reply<Round> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api().call_begin(
-                store,
-                &ctx_in(ctx),
-                &user_in(user),
-                enrollment,
-            )
-        })?;
-        p.check_output(
-            out.as_ref()
-                .map_or_else(failure_size, |r| prompt_size(&r.prompt) + r.state.len()),
-        )?;
-        Ok(out.map(round_out).map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Gate);
+                b.resetgate_plugin_gate_api().call_begin(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                    enrollment,
+                )
+            },
+            |out| {
+                p.check_output(out.as_ref().map_or_else(failure_size, round_size))?;
+                if let Ok(round) = &out {
+                    check_round(p, round)?;
+                }
+                Ok(out.map(round_out).map_err(failure_out))
+            },
+        )
     }
 
     /// Checks answers to the round whose `state` is given.
@@ -350,29 +461,37 @@ impl GateCalls<'_> {
         answers: &[FieldValue],
     ) -> Reply<Verdict> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Gate);
-            b.resetgate_plugin_gate_api().call_answer(
-                store,
-                &ctx_in(ctx),
-                &user_in(user),
-                enrollment,
-                state,
-                &answers_in(answers),
-            )
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |v| match v {
-            wg::Verdict::Passed => 0,
-            wg::Verdict::Failed(r) => r.len(),
-            wg::Verdict::AnotherRound(r) => prompt_size(&r.prompt) + r.state.len(),
-        }))?;
-        Ok(out
-            .map(|v| match v {
-                wg::Verdict::Passed => Verdict::Passed,
-                wg::Verdict::Failed(r) => Verdict::Failed(r),
-                wg::Verdict::AnotherRound(r) => Verdict::AnotherRound(round_out(r)),
-            })
-            .map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Gate);
+                b.resetgate_plugin_gate_api().call_answer(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                    enrollment,
+                    state,
+                    &answers_in(answers),
+                )
+            },
+            |out| {
+                p.check_output(out.as_ref().map_or_else(failure_size, |v| match v {
+                    wg::Verdict::Passed => 0,
+                    wg::Verdict::Failed(r) => str_size(r),
+                    wg::Verdict::AnotherRound(r) => round_size(r),
+                }))?;
+                if let Ok(wg::Verdict::AnotherRound(round)) = &out {
+                    check_round(p, round)?;
+                }
+                Ok(out
+                    .map(|v| match v {
+                        wg::Verdict::Passed => Verdict::Passed,
+                        wg::Verdict::Failed(r) => Verdict::Failed(r),
+                        wg::Verdict::AnotherRound(r) => Verdict::AnotherRound(round_out(r)),
+                    })
+                    .map_err(failure_out))
+            },
+        )
     }
 }
 
@@ -387,20 +506,31 @@ impl LockoutCalls<'_> {
             failures_ms: history.failures_ms.clone(),
             last_success_ms: history.last_success_ms,
         };
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Lockout);
-            b.resetgate_plugin_lockout_api()
-                .call_decide(store, &ctx_in(ctx), &h)
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
-        Ok(out
-            .map(|d| match d {
-                wl::Decision::Allowed => Decision::Allowed,
-                wl::Decision::LockedUntil(t) => Decision::LockedUntil(t),
-                wl::Decision::LockedPermanently => Decision::LockedPermanently,
-            })
-            .map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Lockout);
+                b.resetgate_plugin_lockout_api()
+                    .call_decide(store, &ctx_in(ctx), &h)
+            },
+            |out| {
+                p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
+                Ok(out
+                    .map(|d| match d {
+                        wl::Decision::Allowed => Decision::Allowed,
+                        wl::Decision::LockedUntil(t) => Decision::LockedUntil(t),
+                        wl::Decision::LockedPermanently => Decision::LockedPermanently,
+                    })
+                    .map_err(failure_out))
+            },
+        )
     }
+}
+
+/// A reply whose success carries nothing worth measuring.
+fn unit_reply<T>(p: &Plugin, out: Result<T, wt::PluginError>) -> Reply<T> {
+    p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
+    Ok(out.map_err(failure_out))
 }
 
 /// Calls into a directory plugin.
@@ -410,16 +540,21 @@ impl DirectoryCalls<'_> {
     /// Looks a user up by the name they typed.
     pub fn find_user(&self, ctx: &CallContext, name: &str) -> Reply<Option<User>> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api()
-                .call_find_user(store, &ctx_in(ctx), name)
-        })?;
-        p.check_output(
-            out.as_ref()
-                .map_or_else(failure_size, |u| u.as_ref().map_or(0, user_size)),
-        )?;
-        Ok(out.map(|u| u.map(user_out)).map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Directory);
+                b.resetgate_plugin_directory_api()
+                    .call_find_user(store, &ctx_in(ctx), name)
+            },
+            |out| {
+                p.check_output(
+                    out.as_ref()
+                        .map_or_else(failure_size, |u| u.as_ref().map_or(0, user_size)),
+                )?;
+                Ok(out.map(|u| u.map(user_out)).map_err(failure_out))
+            },
+        )
     }
 
     /// Whether `password` is the user's current password.
@@ -430,18 +565,20 @@ impl DirectoryCalls<'_> {
         password: &Secret,
     ) -> Reply<bool> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Directory);
-            let handle = secret_in(store, password)?;
-            b.resetgate_plugin_directory_api().call_verify_password(
-                store,
-                &ctx_in(ctx),
-                &user_in(user),
-                borrow(&handle),
-            )
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
-        Ok(out.map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Directory);
+                let handle = secret_in(store, password)?;
+                b.resetgate_plugin_directory_api().call_verify_password(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                    borrow(&handle),
+                )
+            },
+            |out| unit_reply(p, out),
+        )
     }
 
     /// Sets the password; `must_change` forces a change at next logon.
@@ -453,63 +590,78 @@ impl DirectoryCalls<'_> {
         must_change: bool,
     ) -> Reply<(), SetPasswordFailure> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Directory);
-            let handle = secret_in(store, password)?;
-            b.resetgate_plugin_directory_api().call_set_password(
-                store,
-                &ctx_in(ctx),
-                &user_in(user),
-                borrow(&handle),
-                must_change,
-            )
-        })?;
-        p.check_output(match &out {
-            Err(wd::SetPasswordError::RejectedByPolicy(m)) => m.len(),
-            Err(wd::SetPasswordError::Other(e)) => failure_size(e),
-            Ok(()) => 0,
-        })?;
-        Ok(out.map_err(|e| match e {
-            wd::SetPasswordError::RejectedByPolicy(m) => SetPasswordFailure::RejectedByPolicy(m),
-            wd::SetPasswordError::Other(e) => SetPasswordFailure::Other(failure_out(e)),
-        }))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Directory);
+                let handle = secret_in(store, password)?;
+                b.resetgate_plugin_directory_api().call_set_password(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                    borrow(&handle),
+                    must_change,
+                )
+            },
+            |out| {
+                p.check_output(match &out {
+                    Err(wd::SetPasswordError::RejectedByPolicy(m)) => str_size(m),
+                    Err(wd::SetPasswordError::Other(e)) => failure_size(e),
+                    Ok(()) => 0,
+                })?;
+                Ok(out.map_err(|e| match e {
+                    wd::SetPasswordError::RejectedByPolicy(m) => {
+                        SetPasswordFailure::RejectedByPolicy(m)
+                    }
+                    wd::SetPasswordError::Other(e) => SetPasswordFailure::Other(failure_out(e)),
+                }))
+            },
+        )
     }
 
     /// Marks the current password expired.
     pub fn expire_password(&self, ctx: &CallContext, user: &User) -> Reply<()> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api().call_expire_password(
-                store,
-                &ctx_in(ctx),
-                &user_in(user),
-            )
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
-        Ok(out.map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Directory);
+                b.resetgate_plugin_directory_api().call_expire_password(
+                    store,
+                    &ctx_in(ctx),
+                    &user_in(user),
+                )
+            },
+            |out| unit_reply(p, out),
+        )
     }
 
     /// Clears the directory's own lockout.
     pub fn unlock(&self, ctx: &CallContext, user: &User) -> Reply<()> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api()
-                .call_unlock(store, &ctx_in(ctx), &user_in(user))
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
-        Ok(out.map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Directory);
+                b.resetgate_plugin_directory_api()
+                    .call_unlock(store, &ctx_in(ctx), &user_in(user))
+            },
+            |out| unit_reply(p, out),
+        )
     }
 
     /// Whether the directory can be reached now.
     pub fn reachable(&self, ctx: &CallContext) -> Result<bool, CallError> {
         let p = self.0;
-        p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, Directory);
-            b.resetgate_plugin_directory_api()
-                .call_reachable(store, &ctx_in(ctx))
-        })
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, Directory);
+                b.resetgate_plugin_directory_api()
+                    .call_reachable(store, &ctx_in(ctx))
+            },
+            Ok,
+        )
     }
 }
 
@@ -521,35 +673,43 @@ impl VpnHookCalls<'_> {
     pub fn connect(&self, ctx: &CallContext, user: Option<&User>) -> Reply<()> {
         let p = self.0;
         let user = user.map(user_in);
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, VpnHook);
-            b.resetgate_plugin_vpn_hook_api()
-                .call_connect(store, &ctx_in(ctx), user.as_ref())
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
-        Ok(out.map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, VpnHook);
+                b.resetgate_plugin_vpn_hook_api()
+                    .call_connect(store, &ctx_in(ctx), user.as_ref())
+            },
+            |out| unit_reply(p, out),
+        )
     }
 
     /// Takes the tunnel down.
     pub fn disconnect(&self, ctx: &CallContext) -> Reply<()> {
         let p = self.0;
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, VpnHook);
-            b.resetgate_plugin_vpn_hook_api()
-                .call_disconnect(store, &ctx_in(ctx))
-        })?;
-        p.check_output(out.as_ref().map_or_else(failure_size, |_| 0))?;
-        Ok(out.map_err(failure_out))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, VpnHook);
+                b.resetgate_plugin_vpn_hook_api()
+                    .call_disconnect(store, &ctx_in(ctx))
+            },
+            |out| unit_reply(p, out),
+        )
     }
 
     /// Whether the network behind the tunnel is reachable now.
     pub fn probe(&self, ctx: &CallContext) -> Result<bool, CallError> {
         let p = self.0;
-        p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, VpnHook);
-            b.resetgate_plugin_vpn_hook_api()
-                .call_probe(store, &ctx_in(ctx))
-        })
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, VpnHook);
+                b.resetgate_plugin_vpn_hook_api()
+                    .call_probe(store, &ctx_in(ctx))
+            },
+            Ok,
+        )
     }
 }
 
@@ -570,19 +730,28 @@ impl SyncTargetCalls<'_> {
             user: user_in(&change.user),
             changed_at_ms: change.changed_at_ms,
         };
-        let out = p.call(&ctx.flow_id, |store, bound| {
-            let b = bound!(p, bound, SyncTarget);
-            let handle = secret_in(store, password)?;
-            b.resetgate_plugin_sync_target_api()
-                .call_push(store, &ctx_in(ctx), &c, borrow(&handle))
-        })?;
-        p.check_output(match &out {
-            Err(ws::PushError::Retryable(m) | ws::PushError::Permanent(m)) => m.len(),
-            Ok(()) => 0,
-        })?;
-        Ok(out.map_err(|e| match e {
-            ws::PushError::Retryable(m) => PushFailure::Retryable(m),
-            ws::PushError::Permanent(m) => PushFailure::Permanent(m),
-        }))
+        p.call(
+            site(ctx),
+            |store, bound| {
+                let b = bound!(p, bound, SyncTarget);
+                let handle = secret_in(store, password)?;
+                b.resetgate_plugin_sync_target_api().call_push(
+                    store,
+                    &ctx_in(ctx),
+                    &c,
+                    borrow(&handle),
+                )
+            },
+            |out| {
+                p.check_output(match &out {
+                    Err(ws::PushError::Retryable(m) | ws::PushError::Permanent(m)) => str_size(m),
+                    Ok(()) => 0,
+                })?;
+                Ok(out.map_err(|e| match e {
+                    ws::PushError::Retryable(m) => PushFailure::Retryable(m),
+                    ws::PushError::Permanent(m) => PushFailure::Permanent(m),
+                }))
+            },
+        )
     }
 }

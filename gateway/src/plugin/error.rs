@@ -37,7 +37,7 @@ pub enum LoadError {
     /// Built against another version of the contract.
     #[error(
         "plugin {plugin} was built for {built_for}; this gateway speaks resetgate:plugin@{speaks} \
-         (rebuild it against resetgate-plugin-sdk {speaks})"
+         (rebuild it against the contract's WIT package resetgate:plugin@{speaks})"
     )]
     ContractVersion {
         /// The file.
@@ -49,8 +49,9 @@ pub enum LoadError {
     },
     /// Exports none of the five worlds' interfaces.
     #[error(
-        "plugin {plugin} exports no resetgate:plugin world (it exports: {exports}); \
-         build it with resetgate-plugin-sdk and one of its export macros"
+        "plugin {plugin} exports none of the contract's interfaces (it exports: {exports}); \
+         build it against one of the worlds of resetgate:plugin (gate, lockout, directory, \
+         vpn-hook, sync-target)"
     )]
     NoWorld {
         /// The file.
@@ -77,19 +78,6 @@ pub enum LoadError {
         world: PluginKind,
         /// The kind `describe` returned.
         described: PluginKind,
-    },
-    /// Imports a capability that is not granted.
-    #[error(
-        "plugin {plugin} imports resetgate:plugin/{interface}, which this step does not grant; \
-         add `{grant}` to the step if the plugin should have it"
-    )]
-    NotGranted {
-        /// The plugin.
-        plugin: String,
-        /// The interface it imports.
-        interface: &'static str,
-        /// The grant that would allow it.
-        grant: &'static str,
     },
     /// A granted capability the host does not provide yet.
     #[error(
@@ -140,13 +128,22 @@ pub enum LoadError {
 /// dropped and the host keeps serving other calls.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// Ran past its wall-time limit.
-    #[error("plugin {plugin} ran past its time limit of {}ms and was stopped", limit.as_millis())]
+    /// Reached its wall-time limit, in its own code or waiting in a host call.
+    #[error(
+        "plugin {plugin} was stopped after {} ms at its time limit of {} ms{}",
+        elapsed.as_millis(),
+        limit.as_millis(),
+        waiting_in.as_ref().map(|w| format!(", while waiting in {w}")).unwrap_or_default()
+    )]
     Timeout {
         /// The plugin.
         plugin: String,
         /// The limit.
         limit: Duration,
+        /// How long the call had run when it was stopped.
+        elapsed: Duration,
+        /// The host call it was waiting in, if it was stopped there.
+        waiting_in: Option<String>,
     },
     /// Tried to grow memory past its limit.
     #[error("plugin {plugin} tried to use {wanted} bytes of memory; its limit is {limit}")]

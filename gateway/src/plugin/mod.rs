@@ -17,14 +17,16 @@ mod calls;
 mod error;
 mod grants;
 mod state;
+mod wasi;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceType};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
     PoolingAllocationConfig, Store, Trap,
@@ -39,7 +41,7 @@ use crate::contract::{CONTRACT_VERSION, PluginInfo, PluginKind};
 use crate::store::Store as DataStore;
 use crate::store::kv::{self, Kv};
 use bindings::base::resetgate::plugin as wit;
-use state::HostState;
+use state::{Granted, HostState};
 
 /// One epoch tick; wall-time limits are counted in ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -51,8 +53,9 @@ const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
 /// How the host is set up. One host serves every plugin of a gateway.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
-    /// Where precompiled components are cached.
-    pub cache_dir: PathBuf,
+    /// Where precompiled components are cached; `None` compiles every
+    /// component in memory and writes nothing.
+    pub cache_dir: Option<PathBuf>,
     /// Instance slots in the pooling allocator: calls in progress at once.
     pub max_instances: u32,
     /// The most linear memory any plugin may be given.
@@ -68,7 +71,7 @@ impl HostConfig {
     /// Defaults with the cache in `cache_dir`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         HostConfig {
-            cache_dir: cache_dir.into(),
+            cache_dir: Some(cache_dir.into()),
             max_instances: 1000,
             max_memory: 64 << 20,
             keep_resident: 2 << 20,
@@ -120,6 +123,40 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// The grants those imports need.
     pub needs: Vec<Capability>,
+    /// WASI interfaces it imports that the host does not provide (linked
+    /// to traps).
+    pub missing_wasi: Vec<String>,
+}
+
+/// Something about a loaded plugin an admin should know, though it loads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadWarning {
+    /// Imports capabilities its step does not grant: calls to them fail.
+    #[error(
+        "plugin {plugin} imports {}, which this step does not grant: its calls to them will fail; \
+         add {} to the step if the plugin needs them",
+        interfaces.join(", "),
+        grants.join(" / ")
+    )]
+    Ungranted {
+        /// The plugin.
+        plugin: String,
+        /// The capability interfaces.
+        interfaces: Vec<&'static str>,
+        /// The grants that would allow them.
+        grants: Vec<&'static str>,
+    },
+    /// Imports WASI interfaces the host does not provide: they trap if called.
+    #[error(
+        "plugin {plugin} imports {}, which resetgate does not provide: calling them stops the call",
+        imports.join(", ")
+    )]
+    WasiNotProvided {
+        /// The plugin.
+        plugin: String,
+        /// The imports.
+        imports: Vec<String>,
+    },
 }
 
 /// Counters of the host's work, for tests and metrics.
@@ -154,6 +191,9 @@ struct Shared {
     engine: Engine,
     calls: AtomicU64,
     failures: AtomicU64,
+    /// Each plugin's call statistics by name, kept for the host's life so
+    /// that a reload (which loads every plugin again) never resets them.
+    stats: Mutex<BTreeMap<String, Arc<PluginStats>>>,
     /// The store behind the `kv` capability, once the host is given one.
     kv_store: std::sync::OnceLock<Arc<dyn DataStore>>,
 }
@@ -181,7 +221,7 @@ impl PluginHost {
             .max_wasm_stack(config.max_stack)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Cache {
-            path: config.cache_dir.clone(),
+            path: config.cache_dir.clone().unwrap_or_default(),
             reason: format!("cannot create the wasm engine: {e:#}"),
         })?;
         let linker = Self::linker(&engine).map_err(|e| LoadError::Link {
@@ -194,6 +234,7 @@ impl PluginHost {
             engine,
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            stats: Mutex::new(BTreeMap::new()),
             kv_store: std::sync::OnceLock::new(),
         });
         // Epochs tick for as long as anything (host or plugin) is alive.
@@ -219,16 +260,36 @@ impl PluginHost {
 
     /// The linker every plugin is linked with: WASI configured with nothing,
     /// and the capabilities the host implements.
+    /// Every capability of the contract is linked: a call to one the step
+    /// does not grant stops the plugin's call with a message naming the
+    /// grant, so a component built against its whole world (as some
+    /// toolchains build them) loads and runs with the grants it uses.
     fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasi::add_to_linker(&mut linker)?;
         wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::clock::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::slow_hash::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::credential::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::http::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::ldap::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::secrets::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::commands::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::probe::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         Ok(linker)
+    }
+
+    /// Call statistics of every plugin this host has loaded, by name. They
+    /// outlive reloads.
+    pub fn plugin_stats(&self) -> Vec<(String, Arc<PluginStats>)> {
+        self.inner
+            .shared
+            .stats
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Gives the host the store behind the `kv` capability: each plugin
@@ -295,6 +356,36 @@ impl PluginHost {
 
     /// Loads the component at `path` for a step described by `spec`.
     pub fn load(&self, path: &Path, spec: &LoadSpec) -> Result<Plugin, LoadError> {
+        self.load_as(path, spec, Purpose::Step)
+            .map(|(plugin, _)| plugin)
+    }
+
+    /// Reads a component and reports what it is and what it needs, linked
+    /// exactly as `serve` links it for a step that grants nothing.
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
+        let (plugin, imports) = self.load_as(path, &LoadSpec::default(), Purpose::Inspect)?;
+        let missing_wasi = imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:") && !wasi::provided(i))
+            .cloned()
+            .collect();
+        Ok(Inspection {
+            info: plugin.info().clone(),
+            sha256: plugin.sha256().to_owned(),
+            imports,
+            needs: plugin.needs().to_vec(),
+            missing_wasi,
+        })
+    }
+
+    /// Loads a component: audits its imports against the step's grants,
+    /// links it, and asks it to describe itself. Also returns every import.
+    fn load_as(
+        &self,
+        path: &Path,
+        spec: &LoadSpec,
+        purpose: Purpose,
+    ) -> Result<(Plugin, Vec<String>), LoadError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -315,45 +406,75 @@ impl PluginHost {
             });
         }
         let ty = component.component_type();
-        for (import, _) in ty.imports(&self.inner.shared.engine) {
-            grants::audit_import(import, &spec.grants).map_err(|problem| match problem {
-                grants::ImportProblem::NotGranted(cap) => LoadError::NotGranted {
-                    plugin: name.clone(),
-                    interface: cap.interface(),
-                    grant: cap.grant_example(),
-                },
-                grants::ImportProblem::Unavailable(cap) => LoadError::CapabilityUnavailable {
-                    plugin: name.clone(),
-                    interface: cap.interface(),
-                },
-                grants::ImportProblem::Unknown(import) => LoadError::UnknownImport {
-                    plugin: name.clone(),
-                    import,
-                },
-                grants::ImportProblem::OtherVersion(v) => LoadError::ContractVersion {
-                    plugin: name.clone(),
-                    built_for: format!("resetgate:plugin@{v} (it imports {import})"),
-                    speaks: CONTRACT_VERSION,
-                },
-            })?;
-        }
-        let kv_namespace = if spec.grants.kv {
-            let stem = path
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !kv::valid_namespace(&stem) {
-                return Err(LoadError::Limits {
-                    plugin: name,
-                    reason: format!(
-                        "its file name cannot name a kv namespace (1 to {} bytes)",
-                        kv::MAX_NAMESPACE
-                    ),
-                });
+        let imports: Vec<String> = ty
+            .imports(&self.inner.shared.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let mut ungranted = Vec::new();
+        let mut missing_wasi = Vec::new();
+        let needs: Vec<Capability> = imports
+            .iter()
+            .filter_map(|i| grants::contract_name(i))
+            .filter_map(|c| {
+                Capability::ALL
+                    .into_iter()
+                    .find(|cap| cap.interface() == c.interface)
+            })
+            .collect();
+        for import in &imports {
+            match grants::audit_import(import, &spec.grants) {
+                Ok(()) if import.starts_with("wasi:") && !wasi::provided(import) => {
+                    missing_wasi.push(import.clone());
+                }
+                Ok(()) => {}
+                Err(grants::ImportProblem::NotGranted(cap)) => ungranted.push(cap),
+                Err(grants::ImportProblem::Unavailable(cap)) => {
+                    return Err(LoadError::CapabilityUnavailable {
+                        plugin: name,
+                        interface: cap.interface(),
+                    });
+                }
+                Err(grants::ImportProblem::Unknown(import)) => {
+                    return Err(LoadError::UnknownImport {
+                        plugin: name,
+                        import,
+                    });
+                }
+                Err(grants::ImportProblem::OtherVersion(v)) => {
+                    return Err(LoadError::ContractVersion {
+                        plugin: name,
+                        built_for: format!("resetgate:plugin@{v} (it imports {import})"),
+                        speaks: CONTRACT_VERSION,
+                    });
+                }
             }
-            Some(stem)
-        } else {
-            None
+        }
+        let mut warnings = Vec::new();
+        if !ungranted.is_empty() {
+            warnings.push(LoadWarning::Ungranted {
+                plugin: name.clone(),
+                interfaces: ungranted.iter().map(|c| c.interface()).collect(),
+                grants: ungranted.iter().map(|c| c.grant_example()).collect(),
+            });
+        }
+        let kv_namespace = match purpose {
+            Purpose::Step if spec.grants.kv => {
+                let stem = path
+                    .file_stem()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !kv::valid_namespace(&stem) {
+                    return Err(LoadError::Limits {
+                        plugin: name,
+                        reason: format!(
+                            "its file name cannot name a kv namespace (1 to {} bytes)",
+                            kv::MAX_NAMESPACE
+                        ),
+                    });
+                }
+                Some(stem)
+            }
+            _ => None,
         };
         if spec.limits.memory > self.inner.config.max_memory {
             return Err(LoadError::Limits {
@@ -364,15 +485,49 @@ impl PluginHost {
                 ),
             });
         }
-        let pre = prepare(&self.inner.linker, &component, kind, &name)?;
-        let plugin = self.plugin(
-            &name,
-            sha256,
-            kind,
-            pre,
-            spec.limits,
-            Purpose::Step { kv_namespace },
-        );
+        let pre = if missing_wasi.is_empty() {
+            prepare(&self.inner.linker, &component, kind, &name)?
+        } else {
+            // WASI the host does not provide (e.g. `wasi:http`, which some
+            // toolchains import whatever the code uses): linked to traps.
+            let mut linker = self.inner.linker.clone();
+            linker
+                .define_unknown_imports_as_traps(&component)
+                .map_err(|e| LoadError::Link {
+                    plugin: name.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+            warnings.push(LoadWarning::WasiNotProvided {
+                plugin: name.clone(),
+                imports: missing_wasi,
+            });
+            prepare(&linker, &component, kind, &name)?
+        };
+        let stem = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stats = match purpose {
+            Purpose::Step => self.stats_for(&stem),
+            Purpose::Inspect => Arc::default(),
+        };
+        let plugin = Plugin {
+            inner: Arc::new(PluginInner {
+                shared: self.inner.shared.clone(),
+                label: Arc::from(name.as_str()),
+                sha256,
+                kind,
+                pre,
+                limits: spec.limits,
+                granted: Granted::of(&spec.grants),
+                needs,
+                warnings,
+                info: std::sync::OnceLock::new(),
+                kv_namespace,
+                kv: std::sync::OnceLock::new(),
+                stats,
+            }),
+        };
         let info = plugin
             .call_describe()
             .map_err(|source| LoadError::Describe {
@@ -387,130 +542,25 @@ impl PluginHost {
             });
         }
         let _ = plugin.inner.info.set(info);
-        Ok(plugin)
+        Ok((plugin, imports))
     }
 
-    /// A loaded plugin, for a workflow step or for `inspect`.
-    fn plugin(
-        &self,
-        name: &str,
-        sha256: String,
-        kind: PluginKind,
-        pre: calls::Pre,
-        limits: Limits,
-        purpose: Purpose,
-    ) -> Plugin {
-        let kv_namespace = match purpose {
-            Purpose::Step { kv_namespace } => kv_namespace,
-            Purpose::Inspect => None,
-        };
-        Plugin {
-            inner: Arc::new(PluginInner {
-                shared: self.inner.shared.clone(),
-                label: Arc::from(name),
-                sha256,
-                kind,
-                pre,
-                limits,
-                info: std::sync::OnceLock::new(),
-                kv_namespace,
-                kv: std::sync::OnceLock::new(),
-                stats: PluginStats::default(),
-            }),
+    /// The statistics every load of the plugin named `name` shares.
+    fn stats_for(&self, name: &str) -> Arc<PluginStats> {
+        match self.inner.shared.stats.lock() {
+            Ok(mut map) => map.entry(name.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
         }
-    }
-
-    /// Reads a component and reports what it is and what it needs, without
-    /// granting it anything (imports it is not granted trap if called).
-    pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (bytes, sha256) = Self::read(path)?;
-        let component = self
-            .inner
-            .cache
-            .load(&self.inner.shared.engine, path, &bytes, &sha256)?;
-        let kind = self.world(&name, &component)?;
-        let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.inner.shared.engine)
-            .map(|(n, _)| n.to_owned())
-            .collect();
-        let needs = imports
-            .iter()
-            .filter_map(|i| grants::contract_name(i))
-            .filter_map(|c| {
-                Capability::ALL
-                    .into_iter()
-                    .find(|cap| cap.interface() == c.interface)
-            })
-            .collect();
-        let mut linker = Self::linker(&self.inner.shared.engine).map_err(|e| LoadError::Link {
-            plugin: name.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        // An interface that uses `credential.{secret}` re-exports the
-        // resource type; linking proper finds it through `credential`, but
-        // the trap stubs would invent a type of their own for it there.
-        for interface in ["slow-hash", "http", "ldap"] {
-            linker
-                .instance(&format!("resetgate:plugin/{interface}@{CONTRACT_VERSION}"))
-                .and_then(|mut i| {
-                    i.resource(
-                        "secret",
-                        ResourceType::host::<state::SecretHandle>(),
-                        |mut store, rep| {
-                            let handle = Resource::<state::SecretHandle>::new_own(rep);
-                            store.data_mut().table.delete(handle)?;
-                            Ok(())
-                        },
-                    )
-                })
-                .map_err(|e| LoadError::Link {
-                    plugin: name.clone(),
-                    reason: format!("{e:#}"),
-                })?;
-        }
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| LoadError::Link {
-                plugin: name.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = prepare(&linker, &component, kind, &name)?;
-        let plugin = self.plugin(
-            &name,
-            sha256.clone(),
-            kind,
-            pre,
-            Limits::default(),
-            Purpose::Inspect,
-        );
-        let info = plugin
-            .call_describe()
-            .map_err(|source| LoadError::Describe {
-                plugin: name,
-                source,
-            })?;
-        Ok(Inspection {
-            info,
-            sha256,
-            imports,
-            needs,
-        })
     }
 }
 
 /// What a plugin is loaded for.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
-    /// A workflow step: the `kv` namespace if granted.
-    Step {
-        /// The namespace, if the step grants `kv`.
-        kv_namespace: Option<String>,
-    },
-    /// `inspect`: no capabilities beyond the basic ones.
+    /// A workflow step: its `kv` namespace if granted, and its statistics
+    /// kept with the host's.
+    Step,
+    /// `inspect`: nothing granted, statistics of its own.
     Inspect,
 }
 
@@ -550,13 +600,18 @@ struct PluginInner {
     kind: PluginKind,
     pre: calls::Pre,
     limits: Limits,
+    /// What the step grants: a call to an ungranted capability stops.
+    granted: Granted,
+    /// The capabilities it imports, granted or not.
+    needs: Vec<Capability>,
+    warnings: Vec<LoadWarning>,
     info: std::sync::OnceLock<PluginInfo>,
     /// The `kv` namespace, if the step grants `kv`.
     kv_namespace: Option<String>,
     /// The namespace over the host's store, made at the first call after
     /// the host was given one.
     kv: std::sync::OnceLock<Kv>,
-    stats: PluginStats,
+    stats: Arc<PluginStats>,
 }
 
 /// What `/metrics` reports for one loaded plugin.
@@ -593,7 +648,9 @@ impl PluginInner {
     fn instantiate(&self) -> Result<calls::Fresh, CallError> {
         let mut waited = Duration::ZERO;
         loop {
-            let mut store = Store::new(&self.shared.engine, HostState::new(self.limits.memory));
+            let deadline = Instant::now() + self.limits.wall_time;
+            let state = HostState::new(self.limits.memory, deadline, self.granted);
+            let mut store = Store::new(&self.shared.engine, state);
             store.limiter(|s| &mut s.limiter);
             store.set_epoch_deadline(ticks(self.limits.wall_time));
             store.epoch_deadline_trap();
@@ -664,19 +721,42 @@ impl Plugin {
         self.inner.limits
     }
 
-    /// Runs `f` on a fresh instance: instantiates one, calls, classifies
-    /// failures, and drops the store.
-    fn call<R>(
+    /// The capabilities the component imports, granted or not.
+    pub fn needs(&self) -> &[Capability] {
+        &self.inner.needs
+    }
+
+    /// What an admin should know about how the plugin was loaded.
+    pub fn warnings(&self) -> &[LoadWarning] {
+        &self.inner.warnings
+    }
+
+    /// Runs `f` on a fresh instance (instantiates one, calls, classifies
+    /// failures, drops the store), then `out` on what it returned (output
+    /// limits, conversion). Every failure, of either, is counted by kind and
+    /// logged with the plugin, the step and the flow.
+    fn call<W, R>(
         &self,
-        flow_id: &str,
-        f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
+        site: Site<'_>,
+        f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<W>,
+        out: impl FnOnce(W) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         let inner = &self.inner;
-        let started = std::time::Instant::now();
-        let outcome = self.call_inner(flow_id, f);
+        let started = Instant::now();
+        let outcome = self.call_inner(site.flow, started, f).and_then(out);
         inner.stats.duration.observe(started.elapsed());
+        inner.shared.calls.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &outcome {
+            inner.shared.failures.fetch_add(1, Ordering::Relaxed);
             inner.stats.failures.inc(&[e.kind()]);
+            tracing::warn!(
+                target: "resetgate::plugin",
+                plugin = %inner.label,
+                step = %site.step,
+                flow = %site.flow,
+                kind = %e.kind(),
+                "plugin call failed: {e}"
+            );
         }
         outcome
     }
@@ -684,6 +764,7 @@ impl Plugin {
     fn call_inner<R>(
         &self,
         flow_id: &str,
+        started: Instant,
         f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let inner = &self.inner;
@@ -697,40 +778,41 @@ impl Plugin {
         if data.logs_dropped > 0 {
             tracing::warn!(plugin = %inner.label, flow = flow_id, dropped = data.logs_dropped, "plugin log lines dropped");
         }
-        let refused = data.refused.take();
-        let memory = data.limiter.refused.take();
-        let outcome = result.map_err(|e| self.classify(e, refused, memory));
-        inner.shared.calls.fetch_add(1, Ordering::Relaxed);
-        if outcome.is_err() {
-            inner.shared.failures.fetch_add(1, Ordering::Relaxed);
-        }
+        let stopped = Stopped {
+            refused: data.refused.take(),
+            memory: data.limiter.refused.take(),
+            waiting_in: data.stopped_in.take(),
+            elapsed: started.elapsed(),
+        };
+        let outcome = result.map_err(|e| self.classify(e, stopped));
         // Torn down here, on the thread that built it: never reused.
         drop(fresh);
         outcome
     }
 
-    fn classify(
-        &self,
-        error: wasmtime::Error,
-        refused: Option<String>,
-        memory: Option<usize>,
-    ) -> CallError {
+    fn classify(&self, error: wasmtime::Error, stopped: Stopped) -> CallError {
         let plugin = self.inner.label.to_string();
-        if let Some(wanted) = memory {
+        if let Some(wanted) = stopped.memory {
             return CallError::MemoryLimit {
                 plugin,
                 wanted,
                 limit: self.inner.limits.memory,
             };
         }
-        if let Some(reason) = refused {
+        if let Some(reason) = stopped.refused {
             return CallError::Refused { plugin, reason };
         }
+        let timeout = |waiting_in: Option<&str>| CallError::Timeout {
+            plugin: plugin.clone(),
+            limit: self.inner.limits.wall_time,
+            elapsed: stopped.elapsed,
+            waiting_in: waiting_in.map(str::to_owned),
+        };
+        if let Some(what) = stopped.waiting_in {
+            return timeout(Some(what));
+        }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout {
-                plugin,
-                limit: self.inner.limits.wall_time,
-            },
+            Some(Trap::Interrupt) => timeout(None),
             Some(Trap::StackOverflow) => CallError::StackOverflow { plugin },
             Some(trap) => CallError::Trap {
                 plugin,
@@ -755,6 +837,25 @@ impl Plugin {
     }
 }
 
+/// Where a call comes from, for the log: the flow and the workflow step.
+#[derive(Clone, Copy, Debug)]
+struct Site<'a> {
+    flow: &'a str,
+    step: &'a str,
+}
+
+/// What the host saw of a failed call, besides wasmtime's error.
+struct Stopped {
+    /// A host function refused the plugin's input (the reason).
+    refused: Option<String>,
+    /// The memory the plugin asked for beyond its limit.
+    memory: Option<usize>,
+    /// A host call cut short at the deadline.
+    waiting_in: Option<&'static str>,
+    /// From the call's start to its end.
+    elapsed: Duration,
+}
+
 fn emit_log(plugin: &str, flow: &str, line: &state::LogLine) {
     use wit::log::Level;
     let message = line.message.as_str();
@@ -764,5 +865,17 @@ fn emit_log(plugin: &str, flow: &str, line: &state::LogLine) {
         Level::Info => tracing::info!(target: "resetgate::plugin", plugin, flow, "{message}"),
         Level::Warn => tracing::warn!(target: "resetgate::plugin", plugin, flow, "{message}"),
         Level::Error => tracing::error!(target: "resetgate::plugin", plugin, flow, "{message}"),
+    }
+}
+
+impl HostConfig {
+    /// Defaults without a disk cache: what a one-off command such as
+    /// `resetgate plugin inspect` uses, so it never loads native code from a
+    /// folder someone else may have prepared.
+    pub fn uncached() -> Self {
+        HostConfig {
+            cache_dir: None,
+            ..HostConfig::new(PathBuf::new())
+        }
     }
 }

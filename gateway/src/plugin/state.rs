@@ -1,7 +1,9 @@
 //! What a plugin's store holds, and the host side of the capabilities the
-//! gateway provides today: log, clock, random, slow-hash, credential and kv.
+//! gateway provides today: log, clock, random, slow-hash, credential and kv,
+//! plus the stand-ins for capabilities a step does not grant (or the host
+//! does not provide yet), which stop the call with a message for the admin.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use wasmtime::component::{Resource, ResourceTable};
@@ -9,6 +11,7 @@ use wasmtime::{ResourceLimiter, Result as WasmResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::base::resetgate::plugin as wit;
+use super::grants::{Capability, Grants};
 use crate::secret::Secret;
 use crate::store::kv::Kv;
 
@@ -67,6 +70,14 @@ impl ResourceLimiter for Limiter {
 /// The data of one plugin instance's store. A store serves exactly one call
 /// and is then dropped, so nothing here outlives a call.
 pub struct HostState {
+    /// When the call must end: the store's creation plus the plugin's wall
+    /// time. The epoch stops wasm code at it; host calls that wait (WASI
+    /// polls, later the network capabilities) wait at most until it.
+    pub deadline: Instant,
+    /// Set when a host call was cut short at the deadline: which one.
+    pub stopped_in: Option<&'static str>,
+    /// The capabilities the plugin's step grants.
+    pub granted: Granted,
     /// Made on the plugin's first WASI call: most calls make none, and an
     /// empty context still costs allocations to build and drop.
     wasi: Option<WasiCtx>,
@@ -84,8 +95,11 @@ pub struct HostState {
 impl HostState {
     /// A store's data with WASI configured with nothing: no files, no
     /// environment, no arguments, no sockets, no stdio.
-    pub fn new(memory_limit: usize) -> Self {
+    pub fn new(memory_limit: usize, deadline: Instant, granted: Granted) -> Self {
         HostState {
+            deadline,
+            stopped_in: None,
+            granted,
             wasi: None,
             table: ResourceTable::new(),
             limiter: Limiter {
@@ -103,6 +117,75 @@ impl HostState {
         let err = wasmtime::Error::msg(reason.clone());
         self.refused = Some(reason);
         Err(err)
+    }
+
+    /// The time the call has left.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Stops the call because a host-side wait in `what` reached the call's
+    /// deadline (reported as a timeout that names `what`).
+    pub fn stop_at_deadline<T>(&mut self, what: &'static str) -> WasmResult<T> {
+        self.stopped_in = Some(what);
+        Err(wasmtime::Error::msg(format!(
+            "stopped at the call's deadline while waiting in {what}"
+        )))
+    }
+
+    /// Stops the call: the step does not grant `cap`, or the host does not
+    /// provide it yet. The message names the grant to add.
+    fn capability<T>(&mut self, cap: Capability, function: &str) -> WasmResult<T> {
+        let reason = if !self.granted.has(cap) {
+            format!(
+                "it called {}.{function}, which this step does not grant; add `{}` to the step if the plugin should have it",
+                cap.interface(),
+                cap.grant_example()
+            )
+        } else {
+            format!(
+                "it called {}.{function}; the `{}` capability is not available yet in this version of resetgate",
+                cap.interface(),
+                cap.interface()
+            )
+        };
+        self.refuse(reason)
+    }
+}
+
+/// Waits for `future` for at most `limit`, handing the request worker's turn
+/// on while it waits; `None` if the time ran out first. Every host call that
+/// waits goes through here with the time its plugin call has left.
+pub fn bounded<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
+    crate::workers::waiting(|| {
+        // The timer is made inside the runtime `in_tokio` enters.
+        wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(limit, future).await })
+            .ok()
+    })
+}
+
+/// Which capabilities a call's step grants, as a small set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Granted(u8);
+
+impl Granted {
+    /// The set of what `grants` grants.
+    pub fn of(grants: &Grants) -> Granted {
+        let mut bits = 0;
+        for (i, cap) in Capability::ALL.into_iter().enumerate() {
+            if grants.grants(cap) {
+                bits |= 1 << i;
+            }
+        }
+        Granted(bits)
+    }
+
+    /// Whether `cap` is in the set.
+    pub fn has(self, cap: Capability) -> bool {
+        Capability::ALL
+            .into_iter()
+            .position(|c| c == cap)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
     }
 }
 
@@ -209,6 +292,9 @@ pub enum SlowHashError {
     /// argon2id itself failed.
     #[error("argon2id failed: {0}")]
     Argon2(String),
+    /// `verify` was given a PHC string the host does not hash with.
+    #[error("slow-hash verify refused the PHC string: {0}")]
+    BadPhc(String),
 }
 
 /// Hashes `secret` with argon2id (the parameters of [`argon2id`]) and a
@@ -228,17 +314,54 @@ pub fn hash_secret(secret: &Secret) -> Result<String, SlowHashError> {
     Ok(phc.to_string())
 }
 
-/// Whether `secret` matches `phc` (an argon2id PHC string). Constant time;
-/// `false` for an unreadable PHC string or an over-long secret.
-pub fn verify_secret(secret: &Secret, phc: &str) -> bool {
+/// The longest hash output a PHC string given to `verify` may carry, in bytes.
+const SLOW_HASH_MAX_OUTPUT: usize = 64;
+
+/// Whether `phc` is an argon2id PHC string whose cost is at most the host's
+/// own ([`argon2id`]): `Err` says why not. Checked before any hashing, so a
+/// PHC string cannot make the host spend more time or memory than `hash`.
+fn check_phc(phc: &PasswordHash<'_>) -> Result<(), String> {
+    let ours = argon2id();
+    let ours = ours.params();
+    if phc.algorithm != argon2::Algorithm::Argon2id.ident() {
+        return Err(format!("its algorithm is {}, not argon2id", phc.algorithm));
+    }
+    let params = argon2::Params::try_from(phc).map_err(|e| format!("its parameters: {e}"))?;
+    if params.m_cost() > ours.m_cost()
+        || params.t_cost() > ours.t_cost()
+        || params.p_cost() > ours.p_cost()
+    {
+        return Err(format!(
+            "its parameters m={}, t={}, p={} exceed the host's m={}, t={}, p={}",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost(),
+            ours.m_cost(),
+            ours.t_cost(),
+            ours.p_cost()
+        ));
+    }
+    if phc.hash.is_none_or(|h| h.len() > SLOW_HASH_MAX_OUTPUT) {
+        return Err(format!(
+            "its hash is missing or longer than {SLOW_HASH_MAX_OUTPUT} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `secret` matches `phc`, an argon2id PHC string made with at most
+/// the host's parameters. Constant time. An unreadable PHC string, one with
+/// other or costlier parameters, or an over-long secret is refused without
+/// hashing.
+pub fn verify_secret(secret: &Secret, phc: &str) -> Result<bool, SlowHashError> {
     let bytes = secret.expose().as_bytes();
     if bytes.len() > SLOW_HASH_MAX_INPUT {
-        return false;
+        return Err(SlowHashError::TooLong { len: bytes.len() });
     }
-    let Ok(parsed) = PasswordHash::new(phc) else {
-        return false;
-    };
-    argon2id().verify_password(bytes, &parsed).is_ok()
+    let parsed = PasswordHash::new(phc)
+        .map_err(|e| SlowHashError::BadPhc(format!("it is not a PHC string: {e}")))?;
+    check_phc(&parsed).map_err(SlowHashError::BadPhc)?;
+    Ok(argon2id().verify_password(bytes, &parsed).is_ok())
 }
 
 impl HostState {
@@ -252,8 +375,22 @@ impl HostState {
         }
     }
 
+    /// `verify` and `verify-secret`: a refused input stops the call.
+    fn slow_verify(&mut self, verified: Result<bool, SlowHashError>) -> WasmResult<bool> {
+        match verified {
+            Ok(matches) => Ok(matches),
+            Err(e @ (SlowHashError::TooLong { .. } | SlowHashError::BadPhc(_))) => {
+                self.refuse(e.to_string())
+            }
+            Err(e) => Err(wasmtime::Error::msg(e.to_string())),
+        }
+    }
+
     /// The key-value namespace of this call, or a refusal.
-    fn kv(&mut self) -> WasmResult<Kv> {
+    fn kv(&mut self, function: &str) -> WasmResult<Kv> {
+        if !self.granted.has(Capability::Kv) {
+            return self.capability(Capability::Kv, function);
+        }
         match &self.kv {
             Some(kv) => Ok(kv.clone()),
             None => self.refuse(
@@ -276,7 +413,8 @@ impl wit::slow_hash::Host for HostState {
     }
 
     fn verify(&mut self, secret: String, phc: String) -> WasmResult<bool> {
-        Ok(verify_secret(&Secret::new(secret), &phc))
+        let verified = verify_secret(&Secret::new(secret), &phc);
+        self.slow_verify(verified)
     }
 
     fn hash_secret(&mut self, handle: Resource<SecretHandle>) -> WasmResult<String> {
@@ -285,28 +423,29 @@ impl wit::slow_hash::Host for HostState {
     }
 
     fn verify_secret(&mut self, handle: Resource<SecretHandle>, phc: String) -> WasmResult<bool> {
-        Ok(verify_secret(&self.table.get(&handle)?.0, &phc))
+        let verified = verify_secret(&self.table.get(&handle)?.0, &phc);
+        self.slow_verify(verified)
     }
 }
 
 impl wit::kv::Host for HostState {
     fn get(&mut self, key: String) -> WasmResult<Option<Vec<u8>>> {
-        let result = self.kv()?.get(&key);
+        let result = self.kv("get")?.get(&key);
         self.kv_result(result)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> WasmResult<()> {
-        let result = self.kv()?.set(&key, value);
+        let result = self.kv("set")?.set(&key, value);
         self.kv_result(result)
     }
 
     fn delete(&mut self, key: String) -> WasmResult<bool> {
-        let result = self.kv()?.delete(&key);
+        let result = self.kv("delete")?.delete(&key);
         self.kv_result(result)
     }
 
     fn keys(&mut self, prefix: String, limit: u32) -> WasmResult<Vec<String>> {
-        let result = self.kv()?.keys(&prefix, limit);
+        let result = self.kv("keys")?.keys(&prefix, limit);
         self.kv_result(result)
     }
 }
@@ -325,5 +464,91 @@ impl wit::credential::HostSecret for HostState {
     fn drop(&mut self, handle: Resource<SecretHandle>) -> WasmResult<()> {
         self.table.delete(handle)?;
         Ok(())
+    }
+}
+
+// ----- capabilities a step must grant and the host does not provide yet ----
+//
+// Each is linked so that a component built against the whole world loads
+// (only what it calls matters): a call stops the plugin's call with a
+// message that names the grant to add, or says the capability is not
+// available yet.
+
+impl wit::http::Host for HostState {
+    fn send(
+        &mut self,
+        _request: wit::http::Request,
+    ) -> WasmResult<Result<wit::http::Response, wit::http::HttpError>> {
+        self.capability(Capability::Http, "send")
+    }
+
+    fn send_with_secret(
+        &mut self,
+        _request: wit::http::Request,
+        _password: Resource<SecretHandle>,
+    ) -> WasmResult<Result<wit::http::Response, wit::http::HttpError>> {
+        self.capability(Capability::Http, "send-with-secret")
+    }
+}
+
+impl wit::ldap::Host for HostState {
+    fn search(
+        &mut self,
+        _connection: String,
+        _base: String,
+        _scope: u8,
+        _filter: String,
+        _attributes: Vec<String>,
+    ) -> WasmResult<Result<Vec<wit::ldap::Entry>, wit::ldap::LdapError>> {
+        self.capability(Capability::Ldap, "search")
+    }
+
+    fn modify(
+        &mut self,
+        _connection: String,
+        _dn: String,
+        _changes: Vec<wit::ldap::Modification>,
+    ) -> WasmResult<Result<(), wit::ldap::LdapError>> {
+        self.capability(Capability::Ldap, "modify")
+    }
+
+    fn set_password(
+        &mut self,
+        _connection: String,
+        _dn: String,
+        _password: Resource<SecretHandle>,
+    ) -> WasmResult<Result<(), wit::ldap::LdapError>> {
+        self.capability(Capability::Ldap, "set-password")
+    }
+
+    fn check_bind(
+        &mut self,
+        _connection: String,
+        _dn: String,
+        _password: String,
+    ) -> WasmResult<Result<bool, wit::ldap::LdapError>> {
+        self.capability(Capability::Ldap, "check-bind")
+    }
+}
+
+impl wit::secrets::Host for HostState {
+    fn available(&mut self, _name: String) -> WasmResult<bool> {
+        self.capability(Capability::Secrets, "available")
+    }
+}
+
+impl wit::commands::Host for HostState {
+    fn run(
+        &mut self,
+        _name: String,
+        _args: Vec<String>,
+    ) -> WasmResult<Result<wit::commands::Outcome, wit::commands::CommandError>> {
+        self.capability(Capability::Commands, "run")
+    }
+}
+
+impl wit::probe::Host for HostState {
+    fn tcp_reachable(&mut self, _host: String, _port: u16, _timeout_ms: u32) -> WasmResult<bool> {
+        self.capability(Capability::Probe, "tcp-reachable")
     }
 }

@@ -38,7 +38,9 @@ use super::units::format_duration;
 use super::yaml::{Document, Pos, display_path};
 use crate::config::GatewayConfig;
 use crate::contract::PluginKind;
-use crate::plugin::{Capability, Grants, Limits, LoadError, LoadSpec, Plugin, PluginHost};
+use crate::plugin::{
+    Capability, Grants, Limits, LoadError, LoadSpec, LoadWarning, Plugin, PluginHost,
+};
 
 /// The workflow language's JSON Schema, as shipped in `schemas/`.
 pub const SCHEMA: &str = include_str!("../../../schemas/workflow.schema.json");
@@ -629,7 +631,8 @@ impl Loader<'_> {
             .cloned()
             .unwrap_or_else(|| Value::Object(Default::default()));
         let config_ok = self.plugin_config(&src, plugin_pos, &plugin, &config);
-        self.unused_grants(&src, &path);
+        self.unused_grants(&src, &plugin);
+        self.plugin_warnings(&src, plugin_pos, &plugin);
         let text = serde_json::to_string(&config).ok()?;
         (grants_ok && config_ok).then(|| Step {
             id: src.id.clone(),
@@ -814,14 +817,6 @@ impl Loader<'_> {
                 format!("plugin `{name}` is a {actual} plugin, but `{step}` needs a {expected} plugin"),
                 format!("use a {expected} plugin here; a {actual} plugin belongs under `{}`", section(actual)),
             ),
-            LoadError::NotGranted {
-                interface, grant, ..
-            } => self.error(
-                pos,
-                "plugin-grant",
-                format!("plugin `{name}` imports the `{interface}` capability, which `{step}` does not grant"),
-                format!("add `{grant}` to the step if the plugin should have it"),
-            ),
             LoadError::CapabilityUnavailable { interface, .. } => self.error(
                 pos,
                 "plugin-grant",
@@ -839,7 +834,7 @@ impl Loader<'_> {
                 pos,
                 "plugin-load",
                 format!("plugin `{name}` cannot be loaded: {other}"),
-                "rebuild the plugin with resetgate-plugin-sdk for wasm32-wasip2, or check it with `resetgate plugin inspect`",
+                "rebuild the plugin against the contract's WIT (resetgate:plugin@0.1.x) for wasm32-wasip2, or check it with `resetgate plugin inspect`",
             ),
         }
     }
@@ -884,26 +879,70 @@ impl Loader<'_> {
     }
 
     /// Warns about granted capabilities the plugin does not import.
-    fn unused_grants(&mut self, src: &StepSource<'_>, path: &Path) {
+    fn unused_grants(&mut self, src: &StepSource<'_>, plugin: &Plugin) {
         let granted: Vec<Capability> = Capability::ALL
             .into_iter()
             .filter(|c| src.grants.grants(*c))
             .collect();
-        if granted.is_empty() {
-            return;
-        }
-        let Ok(inspection) = self.host.inspect(path) else {
-            return;
-        };
         let warnings = lint::unused_grants(
             self.doc,
             self.file,
             &src.pointer,
             src.plugin,
             &granted,
-            &inspection.needs,
+            plugin.needs(),
         );
         self.diagnostics.extend(warnings);
+    }
+
+    /// Warns about what the plugin imports and will not get: capabilities
+    /// the step does not grant (calls to them fail), WASI interfaces the
+    /// host does not provide (they trap).
+    fn plugin_warnings(&mut self, src: &StepSource<'_>, pos: Pos, plugin: &Plugin) {
+        let name = src.plugin;
+        let step = display_path(&src.pointer);
+        for warning in plugin.warnings() {
+            let diagnostic = match warning {
+                LoadWarning::Ungranted {
+                    interfaces, grants, ..
+                } => Diagnostic::warning(
+                    self.file,
+                    pos,
+                    "ungranted-import",
+                    format!(
+                        "plugin `{name}` imports {}, which `{step}` does not grant: its calls to {} will fail",
+                        interfaces
+                            .iter()
+                            .map(|i| format!("`{i}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if interfaces.len() == 1 { "it" } else { "them" }
+                    ),
+                )
+                .with_help(format!(
+                    "if the plugin needs {}, add {} to the step; otherwise nothing to do (some toolchains import every capability of the world)",
+                    if interfaces.len() == 1 { "it" } else { "them" },
+                    grants
+                        .iter()
+                        .map(|g| format!("`{g}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                )),
+                LoadWarning::WasiNotProvided { imports, .. } => Diagnostic::warning(
+                    self.file,
+                    pos,
+                    "wasi-not-provided",
+                    format!(
+                        "plugin `{name}` imports {}, which resetgate does not provide: a call to it stops the plugin's call",
+                        imports.join(", ")
+                    ),
+                )
+                .with_help(
+                    "build the plugin without these interfaces (e.g. disable HTTP in the toolchain) if it never calls them",
+                ),
+            };
+            self.diagnostics.push(diagnostic);
+        }
     }
 }
 
