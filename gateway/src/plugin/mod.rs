@@ -491,12 +491,16 @@ impl PluginHost {
             // WASI the host does not provide (e.g. `wasi:http`, which some
             // toolchains import whatever the code uses): linked to traps.
             let mut linker = self.inner.linker.clone();
-            linker
-                .define_unknown_imports_as_traps(&component)
-                .map_err(|e| LoadError::Link {
-                    plugin: name.clone(),
-                    reason: format!("{e:#}"),
-                })?;
+            wasi::stub_missing(
+                &mut linker,
+                &self.inner.shared.engine,
+                &component,
+                &missing_wasi,
+            )
+            .map_err(|e| LoadError::Link {
+                plugin: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
             warnings.push(LoadWarning::WasiNotProvided {
                 plugin: name.clone(),
                 imports: missing_wasi,

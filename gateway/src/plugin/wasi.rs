@@ -8,9 +8,10 @@
 //! The epoch stops wasm code, not a host function that waits, so without
 //! this a plugin sleeping 10 s held its host thread for 10 s.
 
-use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceTable};
-use wasmtime_wasi::p2::DynPollable;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, Resource, ResourceTable, ResourceType};
+use wasmtime::{Engine, StoreContextMut};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
 use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as _, HostPollable as _};
 
 use super::state::{HostState, bounded};
@@ -69,6 +70,57 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Links every function of the WASI interfaces in `missing` (imports of
+/// `component` the host does not provide) to a trap that names it. Their
+/// resources get a placeholder type, except those that alias `wasi:io`'s
+/// (a `pollable`, the streams, their error), which must be the host's own
+/// types for the component to type-check. (wasmtime's
+/// `define_unknown_imports_as_traps` would also stub resources that an
+/// interface the host does provide merely `use`s, with the wrong type.)
+pub fn stub_missing(
+    linker: &mut Linker<HostState>,
+    engine: &Engine,
+    component: &Component,
+    missing: &[String],
+) -> wasmtime::Result<()> {
+    struct Placeholder;
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if !missing.iter().any(|m| m == name) {
+            continue;
+        }
+        let mut stubs = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{export}");
+                    stubs.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::Error::msg(format!(
+                            "{what} is not provided by resetgate"
+                        )))
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    let ty = match export {
+                        "pollable" => ResourceType::host::<DynPollable>(),
+                        "input-stream" => ResourceType::host::<DynInputStream>(),
+                        "output-stream" => ResourceType::host::<DynOutputStream>(),
+                        "error" | "io-error" => {
+                            ResourceType::host::<wasmtime_wasi_io::streams::Error>()
+                        }
+                        _ => ResourceType::host::<Placeholder>(),
+                    };
+                    stubs.resource(export, ty, |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
     Ok(())
 }
 
