@@ -1,16 +1,24 @@
 // Builds gate.js into a component: `node build.mjs OUT.wasm` (after `npm ci`).
 //
-// It calls componentize-js's `componentize()` itself rather than running
-// `jco componentize`: jco 1.35's CLI first probes the WIT for an old
-// `wasi:http` with a wasm-tools component whose WASI shim has no preopened
-// folder, and fails with "failed to get path metadata (os error 44)" (a
-// preload calling the shim's `_addPreopen('/', '/')` works around it).
-// componentize-js reads the WIT itself and does not.
+// componentize-js reads the WIT through a WebAssembly component of its own
+// (the "splicer") that runs on jco's WASI shim, `@bytecodealliance/preview2-shim`.
+// Since shim 0.26 (the one jco 1.35 brings) no folder is preopened by default,
+// so the splicer cannot see the WIT and fails with "No such file or directory
+// (os error 44)". This script preopens the WIT folder, and only it, in that
+// shim before calling componentize-js's `componentize()`.
 //
-// The equivalent CLI, with that preload:
-//   jco componentize gate.js --wit ../../plugin-sdk/wit --world-name gate --disable all -o OUT.wasm
+// `jco componentize` (the CLI) fails the same way, earlier: before calling
+// componentize-js it probes the WIT for an old `wasi:http` with a wasm-tools
+// component on its own copy of the shim ("failed to get path metadata (os
+// error 44)"). It works with a preload that adds a preopen to that copy:
+//   node --import ./preopen.mjs node_modules/@bytecodealliance/jco/dist/jco.js \
+//     componentize gate.js --wit ../../plugin-sdk/wit --world-name gate --disable all -o OUT.wasm
+// where preopen.mjs is
+//   import { _addPreopen } from './node_modules/@bytecodealliance/jco-transpile/node_modules/@bytecodealliance/preview2-shim/dist/nodejs/filesystem.js';
+//   _addPreopen('/', '/');
 
 import { componentize, version } from '@bytecodealliance/componentize-js';
+import { _addPreopen } from '@bytecodealliance/preview2-shim/filesystem';
 import { rename, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
@@ -20,10 +28,12 @@ if (!out) {
   process.exit(2);
 }
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+const wit = here('../../plugin-sdk/wit');
+_addPreopen(wit, wit);
 const started = Date.now();
 const { component } = await componentize({
   sourcePath: here('./gate.js'),
-  witPath: here('../../plugin-sdk/wit'),
+  witPath: wit,
   worldName: 'resetgate:plugin/gate@0.1.0',
   // No WASI features: no console (stdio), no Math.random/crypto (random), no
   // Date.now/performance.now (clocks), no fetch (http, fetch-event). The

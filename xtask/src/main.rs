@@ -17,6 +17,8 @@ commands:
                   are no local users yet, then `resetgate serve ARGS...`
   test [ARGS...]  everything the test suite needs, then the whole suite
   plugins         build the first-party plugins into target/plugins/
+  js-gate         build the JavaScript test gate (tests/js-gate) into
+                  target/js-gate/ if it is missing or older than its sources
   bench           run the criterion benchmarks (release), then `coldstart`
   coldstart       time `resetgate serve` (release) from spawn to a healthy answer
   loadtest [ARGS] complete resets against the release binary over loopback, with
@@ -33,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root, &rest),
         "test" => test(&root, &rest),
         "plugins" => plugins(&root).map(|_| ()),
+        "js-gate" => js_gate(&root).map(|_| ()),
         "bench" => bench(&root, &rest),
         "coldstart" => coldstart(&root),
         "loadtest" => loadtest(&root, &rest),
@@ -122,6 +125,79 @@ fn plugins(root: &Path) -> anyhow::Result<PathBuf> {
         count += 1;
     }
     eprintln!("xtask: {count} plugins in {}", out.display());
+    Ok(out)
+}
+
+/// Where `js-gate` puts the JavaScript test gate; `tests/integration/languages.rs` loads it from here.
+const JS_GATE: &str = "target/js-gate/phone-digits.wasm";
+
+/// Node.js majors older than this cannot run componentize-js (its parser,
+/// `oxc-parser`, needs Node 20).
+const NODE_MIN_MAJOR: u32 = 20;
+
+/// The modification time of `path`, if it exists.
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Builds the JavaScript gate in `tests/js-gate/` into [`JS_GATE`] when the
+/// component is missing or older than its sources: `npm ci` from the lock
+/// file (when `node_modules` is missing or older than the lock file), then
+/// `node build.mjs`, which runs componentize-js. Needs Node.js 20 or newer
+/// and npm (`.ci/run` installs them).
+fn js_gate(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join("tests/js-gate");
+    let out = root.join(JS_GATE);
+    let sources = [
+        dir.join("gate.js"),
+        dir.join("build.mjs"),
+        dir.join("package-lock.json"),
+        root.join("plugin-sdk/wit/plugin.wit"),
+    ];
+    let newest = sources.iter().filter_map(|p| modified(p)).max();
+    if let (Some(built), Some(newest)) = (modified(&out), newest)
+        && built >= newest
+    {
+        return Ok(out);
+    }
+    let version = Command::new("node").arg("--version").output();
+    let version = match version {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => bail!(
+            "building {} needs Node.js {NODE_MIN_MAJOR} or newer and npm, and `node` is not on the PATH; \
+             install them (`.ci/run` shows how) or put a built component there",
+            out.display()
+        ),
+    };
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < NODE_MIN_MAJOR {
+        bail!(
+            "building {} needs Node.js {NODE_MIN_MAJOR} or newer; `node` is {version} (`.ci/run` shows how to get a newer one)",
+            out.display()
+        );
+    }
+    let installed = dir.join("node_modules/.package-lock.json");
+    if modified(&installed) < modified(&dir.join("package-lock.json")) {
+        status(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
+        )?;
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    status(
+        Command::new("node")
+            .arg("build.mjs")
+            .arg(&out)
+            .current_dir(&dir),
+    )?;
     Ok(out)
 }
 
@@ -248,6 +324,7 @@ fn check_sdk_deps(root: &Path) -> anyhow::Result<()> {
 
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     plugins(root)?;
+    js_gate(root)?;
     check_sdk_deps(root)?;
     // The end-to-end tests start the real binary.
     status(
