@@ -10,6 +10,7 @@ mod cli;
 mod flows;
 mod host;
 mod hostile;
+mod languages;
 mod local_users;
 mod page;
 mod sandbox;
