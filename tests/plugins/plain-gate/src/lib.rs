@@ -107,11 +107,19 @@ impl Guest for PlainGate {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
     }
 
-    fn enroll(_ctx: CallContext, _user: User, _input: Vec<FieldValue>) -> Result<Vec<u8>, PluginError> {
+    fn enroll(
+        _ctx: CallContext,
+        _user: User,
+        _input: Vec<FieldValue>,
+    ) -> Result<Vec<u8>, PluginError> {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
     }
 
-    fn begin(ctx: CallContext, _user: User, _enrollment: Option<Vec<u8>>) -> Result<Round, PluginError> {
+    fn begin(
+        ctx: CallContext,
+        _user: User,
+        _enrollment: Option<Vec<u8>>,
+    ) -> Result<Round, PluginError> {
         let c = config(&ctx)?;
         // The same prompt for every user, known or not, with or without the attribute.
         Ok(Round {
@@ -143,7 +151,11 @@ impl Guest for PlainGate {
         if state != ROUND {
             return Err(PluginError::Internal("unknown round state".into()));
         }
-        let given = answers.iter().find(|a| a.name == FIELD).map(|a| normalise(&a.value)).unwrap_or_default();
+        let given = answers
+            .iter()
+            .find(|a| a.name == FIELD)
+            .map(|a| normalise(&a.value))
+            .unwrap_or_default();
         if given.chars().count() > c.max_length as usize {
             return Ok(Verdict::Failed("value too long".into()));
         }
@@ -154,7 +166,10 @@ impl Guest for PlainGate {
             .map(|(_, value)| normalise(value))
             .filter(|v| !v.is_empty());
         // Compare even without an expected value, so both paths cost the same.
-        let matches = constant_time_eq(given.as_bytes(), expected.as_deref().unwrap_or("\u{0}").as_bytes());
+        let matches = constant_time_eq(
+            given.as_bytes(),
+            expected.as_deref().unwrap_or("\u{0}").as_bytes(),
+        );
         Ok(match (expected.is_some(), matches) {
             (true, true) => Verdict::Passed,
             (false, _) => Verdict::Failed(format!("the user has no `{}` attribute", c.attribute)),
