@@ -191,6 +191,9 @@ fn js_gate(root: &Path) -> anyhow::Result<PathBuf> {
     }
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
+        // The tests' shared plugin cache (tests/integration/languages.rs)
+        // holds 37 MB per build of the gate; a new build makes it stale.
+        let _ = std::fs::remove_dir_all(parent.join("plugin-cache"));
     }
     status(
         Command::new("node")
