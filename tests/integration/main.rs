@@ -7,9 +7,11 @@
 mod api;
 mod cache;
 mod cli;
+mod connections;
 mod flows;
 mod host;
 mod hostile;
+mod loading;
 mod local_users;
 mod page;
 mod sandbox;
