@@ -18,7 +18,13 @@ const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 0x4, 0x1, 0, 0, 0, 0];
 
 /// A frame header: length, type, flags, stream.
 fn frame_header(length: usize, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
-    let mut h = vec![(length >> 16) as u8, (length >> 8) as u8, length as u8, kind, flags];
+    let mut h = vec![
+        (length >> 16) as u8,
+        (length >> 8) as u8,
+        length as u8,
+        kind,
+        flags,
+    ];
     h.extend_from_slice(&stream.to_be_bytes());
     h
 }
@@ -51,7 +57,8 @@ fn read_response_headers(s: &mut TcpStream, stream: u32) -> Vec<u8> {
     loop {
         let mut header = [0u8; 9];
         s.read_exact(&mut header).unwrap();
-        let length = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let length =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
         let mut payload = vec![0u8; length];
         s.read_exact(&mut payload).unwrap();
         let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;

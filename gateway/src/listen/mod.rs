@@ -688,7 +688,9 @@ impl PerIp {
                 });
             }
             held.refused += 1;
-            let due = held.logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY);
+            let due = held
+                .logged
+                .is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY);
             if due {
                 log = Some(held.refused);
                 held.refused = 0;

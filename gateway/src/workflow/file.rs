@@ -135,8 +135,9 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 /// Reads the workflow or config file `path` (see [`read_limited`]), up to
 /// [`MAX_FILE_BYTES`].
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Vec<Diagnostic>> {
-    read_limited(path, MAX_FILE_BYTES)
-        .map_err(|e| vec![Diagnostic::error(path, Pos::START, "io", e.to_string()).with_help(e.help())])
+    read_limited(path, MAX_FILE_BYTES).map_err(|e| {
+        vec![Diagnostic::error(path, Pos::START, "io", e.to_string()).with_help(e.help())]
+    })
 }
 
 /// Parses `bytes` as the YAML file `path`, probes its version, and checks it

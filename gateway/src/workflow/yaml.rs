@@ -277,9 +277,7 @@ pub fn parse(text: &str) -> Result<Document, SyntaxError> {
     }
     Ok(Document {
         value: b.root.unwrap_or(Value::Null),
-        positions: b
-            .root_pos
-            .unwrap_or_else(|| PosTree::leaf(Pos::START)),
+        positions: b.root_pos.unwrap_or_else(|| PosTree::leaf(Pos::START)),
     })
 }
 
@@ -305,7 +303,11 @@ enum Frame {
     Seq(Vec<Value>, Vec<PosTree>),
     /// The mapping so far, its entries' positions, and the key waiting for
     /// its value (with where the key is).
-    Map(Map<String, Value>, HashMap<String, PosTree>, Option<(String, Pos)>),
+    Map(
+        Map<String, Value>,
+        HashMap<String, PosTree>,
+        Option<(String, Pos)>,
+    ),
 }
 
 struct Open {
@@ -653,7 +655,7 @@ mod tests {
     fn keys_with_slashes_and_tildes_are_found_by_pointer() {
         let doc = parse("a/b:\n  c~d: 1\n  list: [x, {y: 2}]\n").unwrap();
         assert_eq!(at(&doc, "/a~1b/c~0d"), (2, 8));
-        assert_eq!(at(&doc, "/a~1b/list/1/y"), (3, 16));
+        assert_eq!(at(&doc, "/a~1b/list/1/y"), (3, 17));
         assert!(doc.has("/a~1b/list/1"));
         assert!(!doc.has("/a~1b/list/2"));
         assert!(!doc.has("/a~1b/missing"));
@@ -705,7 +707,11 @@ mod tests {
         for depth in 0..60 {
             text.push_str(&format!("{}{key}:\n", " ".repeat(depth)));
         }
-        text.push_str(&format!("{}[{}]\n", " ".repeat(60), vec!["1"; 10_000].join(",")));
+        text.push_str(&format!(
+            "{}[{}]\n",
+            " ".repeat(60),
+            vec!["1"; 10_000].join(",")
+        ));
         let doc = parse(&text).unwrap();
         let segment = escape(&key);
         let list = format!("/{}", vec![segment.as_str(); 60].join("/"));
