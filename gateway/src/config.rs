@@ -88,9 +88,14 @@ pub struct ConnectionLimits {
     /// Connections served at once; further clients wait in the kernel's
     /// accept queue until one closes.
     pub max: usize,
-    /// How long a client may take to send a request's line and headers
-    /// (HTTP/1); also how long an HTTP/1 keep-alive connection may sit
-    /// between requests.
+    /// Connections one client address (IPv4 address, IPv6 /64) may hold at
+    /// once; one more is closed as soon as it is accepted.
+    pub max_per_ip: usize,
+    /// How long a connection may take to present a complete request: an
+    /// HTTP/1 request line and headers, the HTTP/2 preface and a whole
+    /// header block (and, on an open HTTP/2 connection, the rest of a frame
+    /// or header block once begun); also how long an HTTP/1 keep-alive
+    /// connection may sit between requests.
     pub header_timeout: Duration,
     /// How long a connection may sit with no request running and no bytes
     /// moving before it is closed (HTTP/1 and HTTP/2).
@@ -105,6 +110,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max: 4096,
+            max_per_ip: 256,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
@@ -222,6 +228,8 @@ enum RawClientAuth {
 struct RawConnections {
     #[serde(default)]
     max: Option<usize>,
+    #[serde(default)]
+    max_per_ip: Option<usize>,
     #[serde(default)]
     header_timeout: Option<HumanDuration>,
     #[serde(default)]
@@ -476,6 +484,26 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
 
     let connections = {
         let d = defaults.connections;
+        let c = raw.connections;
+        let max = c.max.unwrap_or(d.max);
+        // Unset, it follows a smaller `max` down.
+        let max_per_ip = c.max_per_ip.unwrap_or(d.max_per_ip.min(max));
+        if max_per_ip > max {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos("/connections/max_per_ip"),
+                    "value",
+                    format!(
+                        "`connections.max_per_ip` is {max_per_ip}, more than `connections.max` ({max})"
+                    ),
+                )
+                .with_help(
+                    "one client address may hold at most every connection: lower `max_per_ip` \
+                     or raise `max`",
+                ),
+            );
+        }
         let mut timeout = |name: &str, value: Option<HumanDuration>, default: Duration| {
             let t = value.map_or(default, |t| t.0);
             if t.is_zero() || t > MAX_CONNECTION_TIMEOUT {
@@ -494,9 +522,9 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
             }
             t
         };
-        let c = raw.connections;
         ConnectionLimits {
-            max: c.max.unwrap_or(d.max),
+            max,
+            max_per_ip,
             header_timeout: timeout("header_timeout", c.header_timeout, d.header_timeout),
             idle_timeout: timeout("idle_timeout", c.idle_timeout, d.idle_timeout),
             handshake_timeout: timeout(
@@ -638,7 +666,7 @@ mod tests {
         let c = load(
             "version: 1\nlisten: \"0.0.0.0:8443\"\n\
              tls: {cert: tls/server.pem, key: /etc/keys/server.key, client_ca: tls/ca.pem}\n\
-             connections: {max: 16, header_timeout: 2s}\n",
+             connections: {max: 16, max_per_ip: 4, header_timeout: 2s}\n",
         )
         .unwrap();
         assert_eq!(
@@ -657,6 +685,7 @@ mod tests {
             c.connections,
             ConnectionLimits {
                 max: 16,
+                max_per_ip: 4,
                 header_timeout: Duration::from_secs(2),
                 ..ConnectionLimits::default()
             }
@@ -693,6 +722,18 @@ mod tests {
             "{all}"
         );
         assert_eq!(errs.len(), 3, "{all}");
+        let errs = load("version: 1\nconnections: {max: 8, max_per_ip: 9}\n").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/resetgate/config.yaml:2:35: error[value]: `connections.max_per_ip` is 9, more \
+                 than `connections.max` (8)\n  help: one client address may hold at most every \
+                 connection: lower `max_per_ip` or raise `max`"
+            ]
+        );
+        // Unset, the limit per address follows a smaller `max`.
+        let c = load("version: 1\nconnections: {max: 16}\n").unwrap();
+        assert_eq!(c.connections.max_per_ip, 16);
         // Durations the schema lets through but the gateway does not.
         let errs =
             load("version: 1\nconnections: {idle_timeout: 0s, header_timeout: 2h}\n").unwrap_err();

@@ -7,10 +7,12 @@
 mod api;
 mod cache;
 mod cli;
+mod connections;
 mod flows;
 mod host;
 mod hostile;
 mod languages;
+mod loading;
 mod local_users;
 mod page;
 mod sandbox;

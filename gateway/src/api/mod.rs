@@ -764,6 +764,16 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     );
     api.responses
         .render(&mut out, "resetgate_http_responses_total");
+    metrics::header(
+        &mut out,
+        "resetgate_connections_refused_total",
+        "counter",
+        "Connections closed as soon as they were accepted, by reason (per-ip: the client address held connections.max_per_ip already).",
+    );
+    out.push_str(&format!(
+        "resetgate_connections_refused_total{{reason=\"per-ip\"}} {}\n",
+        crate::listen::refused_per_ip()
+    ));
     (
         [(
             header::CONTENT_TYPE,

@@ -970,17 +970,10 @@ fn section(kind: PluginKind) -> &'static str {
 /// Reads a blocklist: one password per line, `#` comments and blank lines
 /// skipped, each NFC-normalised and lowercased.
 fn read_blocklist(path: &Path) -> Result<HashSet<String>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("it is not a file".to_owned());
-    }
-    if meta.len() > MAX_BLOCKLIST_BYTES {
-        return Err(format!(
-            "it is {} bytes; the limit is {MAX_BLOCKLIST_BYTES}",
-            meta.len()
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = file::read_limited(path, MAX_BLOCKLIST_BYTES).map_err(|e| match e {
+        file::ReadError::Io { source, .. } => source.to_string(),
+        e => e.to_string(),
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_owned())?;
     Ok(text
         .lines()

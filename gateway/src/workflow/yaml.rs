@@ -1,12 +1,20 @@
 //! YAML with positions: parses a YAML document into a `serde_json::Value`
-//! and remembers where every node (and every mapping key) starts, by JSON
-//! pointer, so that errors found later (by the schema, by serde, by the
-//! semantic checks) point at `file:line:column`.
+//! and remembers where every node (and every mapping key) starts, so that
+//! errors found later (by the schema, by serde, by the semantic checks) are
+//! looked up by JSON pointer and point at `file:line:column`.
+//!
+//! The positions are a tree shaped like the value (each key stored once),
+//! not a map from full pointers: a pointer is as long as the path to its
+//! node, so storing one per node costs memory that grows with depth times
+//! size (an 81 KB file of long keys nested 60 deep over a list of 10,000
+//! items took 1.26 GB). The tree costs memory in proportion to the file.
 //!
 //! The parser is yaml-rust2's event parser, pulled one event at a time, so
-//! that nesting depth and alias expansion are bounded here rather than by
-//! the stack: a hostile file gets an error, not a crash.
+//! that nesting depth, node count and alias expansion are bounded here
+//! rather than by the stack or the allocator: a hostile file gets an error
+//! at `file:line:column`, not a crash.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
@@ -16,9 +24,13 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// The deepest nesting of mappings and sequences accepted.
 const MAX_DEPTH: usize = 64;
-/// The most nodes a document may expand to (aliases included), so that an
-/// alias bomb is refused instead of exhausting memory.
-const MAX_NODES: usize = 200_000;
+/// The most nodes a document may expand to (aliases and the copies kept for
+/// anchors included), so that an alias bomb is refused instead of
+/// exhausting memory.
+pub const MAX_NODES: usize = 200_000;
+/// The most bytes of keys and scalars a document may expand to (aliases and
+/// anchors included): a node count alone lets an alias repeat a long string.
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
 
 /// A position in a file, both 1-based.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,12 +62,60 @@ pub struct NodePos {
     pub key: Option<Pos>,
 }
 
-/// A parsed document: its value and the position of each node by JSON pointer.
+/// A parsed document: its value and the position of each node, looked up by
+/// JSON pointer.
 #[derive(Clone, Debug)]
 pub struct Document {
     /// The document as JSON.
     pub value: Value,
-    positions: HashMap<String, NodePos>,
+    positions: PosTree,
+}
+
+/// Where a node and its children are written, shaped like the value.
+/// Values that came from an alias have no children here: their parts are
+/// written at the anchor, and point at the alias.
+#[derive(Clone, Debug)]
+struct PosTree {
+    at: NodePos,
+    children: Children,
+}
+
+#[derive(Clone, Debug, Default)]
+enum Children {
+    #[default]
+    None,
+    Seq(Vec<PosTree>),
+    Map(HashMap<String, PosTree>),
+}
+
+impl PosTree {
+    fn leaf(value: Pos) -> PosTree {
+        PosTree {
+            at: NodePos { value, key: None },
+            children: Children::None,
+        }
+    }
+
+    fn child(&self, segment: &str) -> Option<&PosTree> {
+        match &self.children {
+            Children::None => None,
+            Children::Seq(items) => items.get(segment.parse::<usize>().ok()?),
+            Children::Map(entries) => entries.get(unescape_cow(segment).as_ref()),
+        }
+    }
+
+    /// The node at `pointer`, and whether it is written in the file (or,
+    /// if not, the nearest ancestor that is).
+    fn find(&self, pointer: &str) -> (&PosTree, bool) {
+        let mut node = self;
+        for segment in pointer.split('/').skip(1) {
+            match node.child(segment) {
+                Some(child) => node = child,
+                None => return (node, false),
+            }
+        }
+        (node, true)
+    }
 }
 
 /// Why a file is not a YAML document we accept.
@@ -92,7 +152,15 @@ pub fn escape(segment: &str) -> String {
 
 /// Unescapes one JSON pointer segment (RFC 6901).
 pub fn unescape(segment: &str) -> String {
-    segment.replace("~1", "/").replace("~0", "~")
+    unescape_cow(segment).into_owned()
+}
+
+fn unescape_cow(segment: &str) -> Cow<'_, str> {
+    if segment.contains('~') {
+        Cow::Owned(segment.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(segment)
+    }
 }
 
 /// The segments of a JSON pointer, unescaped.
@@ -125,26 +193,12 @@ impl Document {
     /// Where the node at `pointer` is; a pointer to something not written in
     /// the file (a missing property) falls back to its nearest ancestor.
     pub fn node(&self, pointer: &str) -> NodePos {
-        let mut p = pointer;
-        loop {
-            if let Some(n) = self.positions.get(p) {
-                return *n;
-            }
-            match p.rfind('/') {
-                Some(i) => p = &p[..i],
-                None => {
-                    return NodePos {
-                        value: Pos::START,
-                        key: None,
-                    };
-                }
-            }
-        }
+        self.positions.find(pointer).0.at
     }
 
     /// Whether the node at `pointer` is written in the file.
     pub fn has(&self, pointer: &str) -> bool {
-        self.positions.contains_key(pointer)
+        self.positions.find(pointer).1
     }
 
     /// Where to point for the node at `pointer`: its key if it has one
@@ -188,14 +242,17 @@ pub fn parse(text: &str) -> Result<Document, SyntaxError> {
                 }
             }
             Event::Alias(id) => {
-                let Some((value, nodes)) = b.anchors.get(&id).cloned() else {
+                let Some(anchored) = b.anchors.get(&id) else {
                     return Err(SyntaxError::new(pos, "alias to an unknown anchor"));
                 };
-                b.count(pos, nodes)?;
+                let (nodes, bytes) = (anchored.nodes, anchored.bytes);
+                // Counted before the copy is made.
+                b.count(pos, nodes, bytes)?;
+                let value = b.anchors.get(&id).map_or(Value::Null, |a| a.value.clone());
                 b.insert(value, pos, None)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                b.count(pos, 1)?;
+                b.count(pos, 1, text.len())?;
                 if b.expects_key() {
                     b.key(text, pos, anchor)?;
                 } else {
@@ -206,21 +263,21 @@ pub fn parse(text: &str) -> Result<Document, SyntaxError> {
                         Some(key) if text.is_empty() && style == TScalarStyle::Plain => key,
                         _ => pos,
                     };
-                    b.insert(value, pos, Some(anchor))?;
+                    b.insert(value, pos, Some((anchor, text.len())))?;
                 }
             }
             Event::SequenceStart(anchor, _) => {
-                b.open(pos, anchor, Frame::Seq(Vec::new()))?;
+                b.open(pos, anchor, Frame::Seq(Vec::new(), Vec::new()))?;
             }
             Event::MappingStart(anchor, _) => {
-                b.open(pos, anchor, Frame::Map(Map::new(), None))?;
+                b.open(pos, anchor, Frame::Map(Map::new(), HashMap::new(), None))?;
             }
             Event::SequenceEnd | Event::MappingEnd => b.close(pos)?,
         }
     }
     Ok(Document {
         value: b.root.unwrap_or(Value::Null),
-        positions: b.positions,
+        positions: b.root_pos.unwrap_or_else(|| PosTree::leaf(Pos::START)),
     })
 }
 
@@ -241,39 +298,69 @@ fn syntax_help(message: &str) -> String {
     }
 }
 
+/// A mapping or sequence being read: its items so far, with their positions.
 enum Frame {
-    Seq(Vec<Value>),
-    /// The mapping so far and the key waiting for its value.
-    Map(Map<String, Value>, Option<String>),
+    Seq(Vec<Value>, Vec<PosTree>),
+    /// The mapping so far, its entries' positions, and the key waiting for
+    /// its value (with where the key is).
+    Map(
+        Map<String, Value>,
+        HashMap<String, PosTree>,
+        Option<(String, Pos)>,
+    ),
 }
 
 struct Open {
     frame: Frame,
-    pointer: String,
+    /// Where the node starts.
+    at: Pos,
     anchor: usize,
     nodes_at_start: usize,
+    bytes_at_start: usize,
+}
+
+/// An anchored value, and what repeating it costs.
+struct Anchored {
+    value: Value,
+    nodes: usize,
+    bytes: usize,
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
     root: Option<Value>,
-    positions: HashMap<String, NodePos>,
-    /// Anchor id → the anchored value and how many nodes it holds.
-    anchors: HashMap<usize, (Value, usize)>,
+    root_pos: Option<PosTree>,
+    anchors: HashMap<usize, Anchored>,
+    /// Nodes and bytes of text so far, aliases and anchor copies included.
     nodes: usize,
+    bytes: usize,
     documents: usize,
 }
 
 impl Builder {
-    fn count(&mut self, pos: Pos, n: usize) -> Result<(), SyntaxError> {
-        self.nodes = self.nodes.saturating_add(n);
+    fn count(&mut self, pos: Pos, nodes: usize, bytes: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return Err(SyntaxError::new(
                 pos,
                 format!("the document expands to more than {MAX_NODES} nodes"),
             )
-            .help("a workflow is small; check for aliases (`*name`) that repeat large parts"));
+            .help(
+                "a workflow or config is a few hundred nodes; check that this is the right \
+                 file, and for aliases (`*name`) that repeat large parts",
+            ));
+        }
+        if self.bytes > MAX_TEXT_BYTES {
+            return Err(SyntaxError::new(
+                pos,
+                format!(
+                    "the document expands to more than {} MiB of keys and values",
+                    MAX_TEXT_BYTES >> 20
+                ),
+            )
+            .help("check for aliases (`*name`) that repeat long values"));
         }
         Ok(())
     }
@@ -282,12 +369,9 @@ impl Builder {
     fn pending_key_pos(&self) -> Option<Pos> {
         match self.stack.last() {
             Some(Open {
-                frame: Frame::Map(_, Some(_)),
+                frame: Frame::Map(_, _, Some((_, pos))),
                 ..
-            }) => self
-                .positions
-                .get(&self.child_pointer())
-                .and_then(|n| n.key),
+            }) => Some(*pos),
             _ => None,
         }
     }
@@ -296,38 +380,35 @@ impl Builder {
         matches!(
             self.stack.last(),
             Some(Open {
-                frame: Frame::Map(_, None),
+                frame: Frame::Map(_, _, None),
                 ..
             })
         )
     }
 
-    /// The pointer of the next value in the innermost open node.
-    fn child_pointer(&self) -> String {
-        match self.stack.last() {
-            None => String::new(),
-            Some(open) => match &open.frame {
-                Frame::Seq(items) => format!("{}/{}", open.pointer, items.len()),
-                Frame::Map(_, Some(key)) => format!("{}/{}", open.pointer, escape(key)),
-                Frame::Map(_, None) => open.pointer.clone(),
-            },
-        }
-    }
-
     fn key(&mut self, text: String, pos: Pos, anchor: usize) -> Result<(), SyntaxError> {
+        if anchor > 0 {
+            let bytes = text.len();
+            self.count(pos, 1, bytes)?;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    value: Value::String(text.clone()),
+                    nodes: 1,
+                    bytes,
+                },
+            );
+        }
         let Some(Open {
-            frame: Frame::Map(map, pending),
-            pointer,
+            frame: Frame::Map(map, entries, pending),
+            at,
             ..
         }) = self.stack.last_mut()
         else {
             return Ok(());
         };
         if map.contains_key(&text) {
-            let first = self
-                .positions
-                .get(&format!("{pointer}/{}", escape(&text)))
-                .and_then(|n| n.key);
+            let first = entries.get(&text).and_then(|n| n.at.key);
             return Err(
                 SyntaxError::new(pos, format!("duplicate key `{text}`")).help(match first {
                     Some(p) => format!("`{text}` is already set on line {}; keep one", p.line),
@@ -335,28 +416,12 @@ impl Builder {
                 }),
             );
         }
-        let child = format!("{pointer}/{}", escape(&text));
-        let first = map.is_empty();
-        let mapping = pointer.clone();
-        *pending = Some(text.clone());
         // yaml-rust2 marks a block mapping's start at its first key's `:`;
         // the mapping starts at that key.
-        if first
-            && let Some(n) = self.positions.get_mut(&mapping)
-            && pos < n.value
-        {
-            n.value = pos;
+        if map.is_empty() && pos < *at {
+            *at = pos;
         }
-        self.positions.insert(
-            child,
-            NodePos {
-                value: pos,
-                key: Some(pos),
-            },
-        );
-        if anchor > 0 {
-            self.anchors.insert(anchor, (Value::String(text), 1));
-        }
+        *pending = Some((text, pos));
         Ok(())
     }
 
@@ -371,14 +436,13 @@ impl Builder {
                 format!("nesting deeper than {MAX_DEPTH} levels"),
             ));
         }
-        self.count(pos, 1)?;
-        let pointer = self.child_pointer();
-        self.record(&pointer, pos);
+        self.count(pos, 1, 0)?;
         self.stack.push(Open {
             frame,
-            pointer,
+            at: pos,
             anchor,
             nodes_at_start: self.nodes,
+            bytes_at_start: self.bytes,
         });
         Ok(())
     }
@@ -387,52 +451,80 @@ impl Builder {
         let Some(open) = self.stack.pop() else {
             return Ok(());
         };
-        let value = match open.frame {
-            Frame::Seq(items) => Value::Array(items),
-            Frame::Map(map, _) => Value::Object(map),
+        let (value, children) = match open.frame {
+            Frame::Seq(items, positions) => (Value::Array(items), Children::Seq(positions)),
+            Frame::Map(map, entries, _) => (Value::Object(map), Children::Map(entries)),
         };
         if open.anchor > 0 {
+            // The copy kept for aliases costs what the node does.
             let nodes = self.nodes - open.nodes_at_start + 1;
-            self.anchors.insert(open.anchor, (value.clone(), nodes));
+            let bytes = self.bytes - open.bytes_at_start;
+            self.count(pos, nodes, bytes)?;
+            self.anchors.insert(
+                open.anchor,
+                Anchored {
+                    value: value.clone(),
+                    nodes,
+                    bytes,
+                },
+            );
         }
-        self.attach(value, pos)
+        let tree = PosTree {
+            at: NodePos {
+                value: open.at,
+                key: None,
+            },
+            children,
+        };
+        self.attach(value, tree, pos)
     }
 
-    /// Records where the value at `pointer` starts (keeping its key's position).
-    fn record(&mut self, pointer: &str, pos: Pos) {
-        let key = self.positions.get(pointer).and_then(|n| n.key);
-        self.positions
-            .insert(pointer.to_owned(), NodePos { value: pos, key });
-    }
-
-    fn insert(&mut self, value: Value, pos: Pos, anchor: Option<usize>) -> Result<(), SyntaxError> {
-        let pointer = self.child_pointer();
-        self.record(&pointer, pos);
-        if let Some(a) = anchor.filter(|a| *a > 0) {
-            self.anchors.insert(a, (value.clone(), 1));
+    /// Adds a scalar or an alias's value; `anchor` is the scalar's anchor
+    /// and its length.
+    fn insert(
+        &mut self,
+        value: Value,
+        pos: Pos,
+        anchor: Option<(usize, usize)>,
+    ) -> Result<(), SyntaxError> {
+        if let Some((a, bytes)) = anchor.filter(|(a, _)| *a > 0) {
+            self.count(pos, 1, bytes)?;
+            self.anchors.insert(
+                a,
+                Anchored {
+                    value: value.clone(),
+                    nodes: 1,
+                    bytes,
+                },
+            );
         }
-        self.attach(value, pos)
+        self.attach(value, PosTree::leaf(pos), pos)
     }
 
-    /// Puts a finished value into its parent (or makes it the root).
-    fn attach(&mut self, value: Value, pos: Pos) -> Result<(), SyntaxError> {
+    /// Puts a finished value and its positions into its parent (or makes it
+    /// the root).
+    fn attach(&mut self, value: Value, mut tree: PosTree, pos: Pos) -> Result<(), SyntaxError> {
         match self.stack.last_mut() {
             None => {
                 self.root = Some(value);
+                self.root_pos = Some(tree);
                 Ok(())
             }
             Some(Open {
-                frame: Frame::Seq(items),
+                frame: Frame::Seq(items, positions),
                 ..
             }) => {
                 items.push(value);
+                positions.push(tree);
                 Ok(())
             }
             Some(Open {
-                frame: Frame::Map(map, pending),
+                frame: Frame::Map(map, entries, pending),
                 ..
             }) => match pending.take() {
-                Some(key) => {
+                Some((key, key_pos)) => {
+                    tree.at.key = Some(key_pos);
+                    entries.insert(key.clone(), tree);
                     map.insert(key, value);
                     Ok(())
                 }
@@ -557,6 +649,74 @@ mod tests {
         assert!(parse(&deep).is_err());
         let deep_block: String = (0..100).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
         assert!(parse(&deep_block).unwrap_err().message.contains("nesting"));
+    }
+
+    #[test]
+    fn keys_with_slashes_and_tildes_are_found_by_pointer() {
+        let doc = parse("a/b:\n  c~d: 1\n  list: [x, {y: 2}]\n").unwrap();
+        assert_eq!(at(&doc, "/a~1b/c~0d"), (2, 8));
+        assert_eq!(at(&doc, "/a~1b/list/1/y"), (3, 17));
+        assert!(doc.has("/a~1b/list/1"));
+        assert!(!doc.has("/a~1b/list/2"));
+        assert!(!doc.has("/a~1b/missing"));
+        // Not written: the nearest ancestor that is.
+        assert_eq!(at(&doc, "/a~1b/list/7/z"), (3, 9));
+        assert_eq!(
+            doc.node("/a~1b/c~0d").key.map(|p| (p.line, p.column)),
+            Some((2, 3))
+        );
+    }
+
+    #[test]
+    fn an_alias_is_positioned_at_the_alias() {
+        let doc = parse("a: &x {b: 1}\nc: *x\n").unwrap();
+        assert_eq!(at(&doc, "/c"), (2, 4));
+        assert_eq!(at(&doc, "/c/b"), (2, 4));
+        assert_eq!(at(&doc, "/a/b"), (1, 11));
+    }
+
+    #[test]
+    fn aliases_repeating_long_text_are_refused() {
+        // 60 KB of text repeated 100 times: few nodes, 6 MB of values.
+        let long = "x".repeat(60_000);
+        let aliases = vec!["*a"; 100].join(", ");
+        let e = parse(&format!("a: &a {long}\nb: [{aliases}]\n")).unwrap_err();
+        assert!(e.message.contains("MiB of keys and values"), "{e:?}");
+        assert_eq!(e.pos.line, 2);
+    }
+
+    #[test]
+    fn copies_kept_for_nested_anchors_count() {
+        // Each anchor keeps a copy of everything under it: 60 nested
+        // anchors over 5,000 items would be 300,000 nodes.
+        let mut text = String::new();
+        for depth in 0..60 {
+            text.push_str(&format!("{}k{depth}: &a{depth}\n", " ".repeat(depth)));
+        }
+        text.push_str(&" ".repeat(60));
+        text.push_str(&format!("[{}]\n", vec!["1"; 5_000].join(",")));
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("more than 200000 nodes"), "{e:?}");
+    }
+
+    #[test]
+    fn long_keys_nested_deep_parse_with_their_positions() {
+        // The file that took 1.26 GB with a pointer per node.
+        let key = "/".repeat(1000);
+        let mut text = String::new();
+        for depth in 0..60 {
+            text.push_str(&format!("{}{key}:\n", " ".repeat(depth)));
+        }
+        text.push_str(&format!(
+            "{}[{}]\n",
+            " ".repeat(60),
+            vec!["1"; 10_000].join(",")
+        ));
+        let doc = parse(&text).unwrap();
+        let segment = escape(&key);
+        let list = format!("/{}", vec![segment.as_str(); 60].join("/"));
+        assert_eq!(at(&doc, &format!("{list}/0")), (61, 62));
+        assert_eq!(at(&doc, &format!("{list}/9999")), (61, 20060));
     }
 
     #[test]
