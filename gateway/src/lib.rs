@@ -11,6 +11,7 @@ pub mod listen;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;
+pub mod readfile;
 pub mod runtime;
 pub mod secret;
 pub mod server;

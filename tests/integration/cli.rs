@@ -219,3 +219,20 @@ fn inspect_of_a_missing_file_fails_with_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn inspect_of_a_fifo_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("x.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (ok, _, err) = run_cli(&["plugin", "inspect", fifo.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("is not a regular file (it is a FIFO)"),
+        "{err}"
+    );
+}

@@ -227,13 +227,20 @@ fn build(settings: &TlsSettings) -> Result<(Arc<ServerConfig>, CertSummary), Tls
     Ok((Arc::new(config), summary))
 }
 
+/// The largest certificate, key or CA file read.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
 fn read(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
-    std::fs::read(path)
+    use crate::readfile::{ReadError, read_limited};
+    read_limited(path, MAX_PEM_BYTES)
         .map(Zeroizing::new)
-        .map_err(|source| TlsError::Read {
+        .map_err(|e| TlsError::Read {
             what,
             path: path.to_owned(),
-            source,
+            source: match e {
+                ReadError::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            },
         })
 }
 

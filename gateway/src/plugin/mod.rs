@@ -314,18 +314,21 @@ impl PluginHost {
     }
 
     fn read(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
-        let read_err = |source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read_err)?.len();
-        if len > MAX_COMPONENT_BYTES {
-            return Err(LoadError::Compile {
+        use crate::readfile::{ReadError, read_limited};
+        let bytes = read_limited(path, MAX_COMPONENT_BYTES).map_err(|e| match e {
+            ReadError::Io { source, .. } => LoadError::Read {
                 path: path.to_owned(),
-                reason: format!("file is {len} bytes; the limit is {MAX_COMPONENT_BYTES}"),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(read_err)?;
+                source,
+            },
+            ReadError::TooLarge { limit } => LoadError::Compile {
+                path: path.to_owned(),
+                reason: format!("the file is larger than the limit of {limit} bytes"),
+            },
+            other => LoadError::Read {
+                path: path.to_owned(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         Ok((bytes, sha256))
     }
