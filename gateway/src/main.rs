@@ -195,7 +195,17 @@ fn check(args: CheckArgs) -> ExitCode {
     let mut workflows = 0;
     if let Some(config) = &config {
         let cache = config.data_dir.join("plugin-cache");
+        // The gateway's cache when this user may use it (a check as the
+        // gateway's user is fast); otherwise, e.g. an admin checking as
+        // root, compile in memory rather than load the folder's code.
         let host = match PluginHost::new(HostConfig::new(cache)) {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                eprintln!("note: not using the plugin cache ({e}); compiling in memory");
+                PluginHost::new(HostConfig::uncached())
+            }
+        };
+        let host = match host {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("error: cannot start the plugin host: {e}");

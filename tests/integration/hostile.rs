@@ -138,8 +138,9 @@ fn an_output_over_the_output_limit_is_refused() {
         err,
         CallError::OutputTooLarge {
             plugin: "hostile.wasm".into(),
-            // The state's bytes, the title's, and 16 for each of the two.
-            size: (8 << 20) + 3 + 2 * 16,
+            // The state's bytes, the title's, and 16 each for the title,
+            // the prompt and the round.
+            size: (8 << 20) + 3 + 3 * 16,
             limit: 1 << 20
         }
     );

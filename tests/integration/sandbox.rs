@@ -11,8 +11,12 @@ use resetgate_tests::{Gateway, wasm, write_config};
 /// A reset workflow over the example directory whose single gate is the
 /// hostile plugin in `mode` (or `static-answer` when `mode` is `None`).
 fn workflow(dir: &Path, name: &str, gate: &str) {
+    let users: Vec<String> = (0..=sleepers())
+        .map(|i| format!("{{name: user{i}}}"))
+        .collect();
     let text = format!(
-        "version: 1\nname: {name}\ndirectory:\n  plugin: example-directory\n  config: {{ users: [{{name: alice}}, {{name: bob}}, {{name: carol}}, {{name: dave}}, {{name: erin}}] }}\nlockout:\n  plugin: example-lockout\ngates:\n  - id: code\n{gate}\n"
+        "version: 1\nname: {name}\ndirectory:\n  plugin: example-directory\n  config: {{ users: [{}] }}\nlockout:\n  plugin: example-lockout\ngates:\n  - id: code\n{gate}\n",
+        users.join(", ")
     );
     std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
 }
@@ -49,6 +53,13 @@ fn start(dir: &Path) -> Gateway {
     Gateway::start_config(&config, &[])
 }
 
+/// How many sleeping flows: twice the request workers (one per core), at
+/// least four.
+fn sleepers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).max(4)
+}
+
 /// `POST /v1/flows` over plain HTTP/1.1; the status.
 fn start_flow(addr: std::net::SocketAddr, workflow: &str, user: &str) -> u16 {
     use std::io::{Read, Write};
@@ -82,33 +93,34 @@ fn sleeping_plugins_do_not_starve_other_flows_and_every_failure_is_logged_and_co
     let dir = tempfile::tempdir().unwrap();
     let gw = start(dir.path());
     let addr = gw.addr;
-    // Four flows of different users whose gate sleeps 10 s in a WASI wait:
-    // more than the gateway has request workers (one per core).
+    // Flows of different users whose gate sleeps 10 s in a WASI wait:
+    // twice as many as the gateway has request workers (one per core).
     let (done, finished) = mpsc::channel();
-    for user in ["alice", "bob", "carol", "dave"] {
+    for i in 1..=sleepers() {
         let done = done.clone();
-        std::thread::spawn(move || done.send(("sleeper", start_flow(addr, "sleeper", user))));
+        let user = format!("user{i}");
+        std::thread::spawn(move || done.send(("sleeper", start_flow(addr, "sleeper", &user))));
     }
     std::thread::sleep(Duration::from_millis(200));
     // A well-behaved flow is answered while the sleepers are still asleep
     // (on the old code it waited for one of them to end, 10 s).
     let good = done.clone();
-    std::thread::spawn(move || good.send(("good", start_flow(addr, "good", "erin"))));
+    std::thread::spawn(move || good.send(("good", start_flow(addr, "good", "user0"))));
     let first = finished.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(first, ("good", 201));
-    for _ in 0..4 {
+    for _ in 0..sleepers() {
         let (which, _) = finished.recv_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(which, "sleeper");
     }
-    start_flow(addr, "big-output", "alice");
+    start_flow(addr, "big-output", "user0");
 
     let logs = gw.wait_for_log("kind=output-too-large");
     let failed: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("plugin call failed"))
         .collect();
-    assert_eq!(failed.len(), 5, "{logs}");
-    for line in &failed[..4] {
+    assert_eq!(failed.len(), sleepers() + 1, "{logs}");
+    for line in &failed[..sleepers()] {
         for part in [
             "plugin=hostile.wasm",
             "step=gates[0]",
@@ -123,7 +135,8 @@ fn sleeping_plugins_do_not_starve_other_flows_and_every_failure_is_logged_and_co
     let timeouts = "resetgate_plugin_call_failures_total{plugin=\"hostile\",kind=\"timeout\"}";
     let too_large =
         "resetgate_plugin_call_failures_total{plugin=\"hostile\",kind=\"output-too-large\"}";
-    assert_eq!(series(&metrics, timeouts), Some(4.0), "{metrics}");
+    let slept = sleepers() as f64;
+    assert_eq!(series(&metrics, timeouts), Some(slept), "{metrics}");
     assert_eq!(series(&metrics, too_large), Some(1.0), "{metrics}");
 
     // A reload loads every plugin again; the counters carry on.
@@ -131,6 +144,6 @@ fn sleeping_plugins_do_not_starve_other_flows_and_every_failure_is_logged_and_co
     let reloaded = gw.wait_for_log("reloaded workflows");
     assert!(reloaded.contains("reloaded workflows"), "{reloaded}");
     let (_, metrics) = gw.get("/metrics");
-    assert_eq!(series(&metrics, timeouts), Some(4.0), "{metrics}");
+    assert_eq!(series(&metrics, timeouts), Some(slept), "{metrics}");
     assert_eq!(series(&metrics, too_large), Some(1.0), "{metrics}");
 }

@@ -111,11 +111,12 @@ fn str_size(s: &str) -> usize {
 }
 
 fn user_size(u: &wt::User) -> usize {
-    str_size(&u.id)
+    ELEMENT_COST
+        + str_size(&u.id)
         + str_size(&u.name)
         + u.attributes
             .iter()
-            .map(|(k, v)| str_size(k) + str_size(v))
+            .map(|(k, v)| ELEMENT_COST + str_size(k) + str_size(v))
             .sum::<usize>()
 }
 
@@ -170,7 +171,8 @@ fn prompt_out(p: wg::Prompt) -> Prompt {
 }
 
 fn prompt_size(p: &wg::Prompt) -> usize {
-    str_size(&p.title)
+    ELEMENT_COST
+        + str_size(&p.title)
         + p.help.as_deref().map_or(0, str_size)
         + p.fields
             .iter()
@@ -228,7 +230,11 @@ fn check_prompt(plugin: &Plugin, p: &wg::Prompt) -> Result<(), CallError> {
 /// A round's shape and weight (see [`MAX_ROUND`]).
 fn check_round(plugin: &Plugin, r: &wg::Round) -> Result<(), CallError> {
     check_prompt(plugin, &r.prompt)?;
-    let size = round_size(r);
+    check_weight(plugin, round_size(r))
+}
+
+/// What is kept with a flow weighs at most [`MAX_ROUND`].
+fn check_weight(plugin: &Plugin, size: usize) -> Result<(), CallError> {
     if size > MAX_ROUND {
         return Err(CallError::BadOutput {
             plugin: plugin.inner.label.to_string(),
@@ -259,7 +265,8 @@ fn answers_in(values: &[FieldValue]) -> Vec<wg::FieldValue> {
 
 fn info_out(plugin: &Plugin, i: wt::PluginInfo) -> Result<PluginInfo, CallError> {
     plugin.check_output(
-        str_size(&i.name)
+        ELEMENT_COST
+            + str_size(&i.name)
             + str_size(&i.version)
             + str_size(&i.config_schema)
             + str_size(&i.summary),
@@ -399,7 +406,9 @@ impl GateCalls<'_> {
             |out| {
                 p.check_output(out.as_ref().map_or_else(failure_size, prompt_size))?;
                 if let Ok(prompt) = &out {
+                    // Kept with the flow as a round's prompt.
                     check_prompt(p, prompt)?;
+                    check_weight(p, prompt_size(prompt))?;
                 }
                 Ok(out.map(prompt_out).map_err(failure_out))
             },

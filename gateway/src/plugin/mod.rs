@@ -87,7 +87,8 @@ pub struct Limits {
     pub wall_time: Duration,
     /// Linear memory.
     pub memory: usize,
-    /// Size of what one call returns (strings and byte lists, summed).
+    /// Size of what one call returns: every string's and byte list's bytes,
+    /// plus 16 for every other list element and every record.
     pub output: usize,
 }
 
@@ -279,17 +280,6 @@ impl PluginHost {
         wit::probe::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         Ok(linker)
-    }
-
-    /// Call statistics of every plugin this host has loaded, by name. They
-    /// outlive reloads.
-    pub fn plugin_stats(&self) -> Vec<(String, Arc<PluginStats>)> {
-        self.inner
-            .shared
-            .stats
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
     }
 
     /// Gives the host the store behind the `kv` capability: each plugin
@@ -652,14 +642,18 @@ impl PluginInner {
     }
 
     /// A fresh instance in a fresh store, under the plugin's limits.
-    fn instantiate(&self) -> Result<calls::Fresh, CallError> {
+    /// On failure, the error and the store it happened in (none when the
+    /// instance pool stayed full).
+    fn instantiate(&self) -> Result<calls::Fresh, (wasmtime::Error, Option<Store<HostState>>)> {
         let mut waited = Duration::ZERO;
         loop {
             let deadline = Instant::now() + self.limits.wall_time;
             let state = HostState::new(self.limits.memory, deadline, self.granted);
             let mut store = Store::new(&self.shared.engine, state);
             store.limiter(|s| &mut s.limiter);
-            store.set_epoch_deadline(ticks(self.limits.wall_time));
+            // One tick more than the limit: the current tick ends within a
+            // tick from now, so the epoch never stops a call before its limit.
+            store.set_epoch_deadline(ticks(self.limits.wall_time) + 1);
             store.epoch_deadline_trap();
             match self.pre.instantiate(&mut store) {
                 Ok(bound) => return Ok(calls::Fresh { store, bound }),
@@ -673,12 +667,10 @@ impl PluginInner {
                     crate::workers::waiting(|| std::thread::sleep(Duration::from_millis(1)));
                     waited += Duration::from_millis(1);
                 }
-                Err(e) => {
-                    return Err(CallError::Instantiate {
-                        plugin: self.label.to_string(),
-                        reason: format!("{e:#}"),
-                    });
+                Err(e) if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                    return Err((e, None));
                 }
+                Err(e) => return Err((e, Some(store))),
             }
         }
     }
@@ -750,7 +742,7 @@ impl Plugin {
     ) -> Result<R, CallError> {
         let inner = &self.inner;
         let started = Instant::now();
-        let outcome = self.call_inner(site.flow, started, f).and_then(out);
+        let outcome = self.call_inner(site.flow, f).and_then(out);
         inner.stats.duration.observe(started.elapsed());
         inner.shared.calls.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &outcome {
@@ -771,11 +763,35 @@ impl Plugin {
     fn call_inner<R>(
         &self,
         flow_id: &str,
-        started: Instant,
         f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let inner = &self.inner;
-        let mut fresh = inner.instantiate()?;
+        let mut fresh = match inner.instantiate() {
+            Ok(fresh) => fresh,
+            // A start function may trap, loop past the deadline, sleep or
+            // ask for too much memory: said as for a call.
+            Err((e, Some(mut store))) => {
+                let stopped = self.stopped(store.data_mut());
+                let what_stopped = stopped.refused.is_some()
+                    || stopped.memory.is_some()
+                    || stopped.waiting_in.is_some()
+                    || e.downcast_ref::<Trap>().is_some();
+                return Err(if what_stopped {
+                    self.classify(e, stopped)
+                } else {
+                    CallError::Instantiate {
+                        plugin: inner.label.to_string(),
+                        reason: format!("{e:#}"),
+                    }
+                });
+            }
+            Err((e, None)) => {
+                return Err(CallError::Instantiate {
+                    plugin: inner.label.to_string(),
+                    reason: format!("{e:#}"),
+                });
+            }
+        };
         fresh.store.data_mut().kv = inner.kv();
         let result = f(&mut fresh.store, &fresh.bound);
         let data = fresh.store.data_mut();
@@ -785,16 +801,23 @@ impl Plugin {
         if data.logs_dropped > 0 {
             tracing::warn!(plugin = %inner.label, flow = flow_id, dropped = data.logs_dropped, "plugin log lines dropped");
         }
-        let stopped = Stopped {
-            refused: data.refused.take(),
-            memory: data.limiter.refused.take(),
-            waiting_in: data.stopped_in.take(),
-            elapsed: started.elapsed(),
-        };
+        let stopped = self.stopped(data);
         let outcome = result.map_err(|e| self.classify(e, stopped));
         // Torn down here, on the thread that built it: never reused.
         drop(fresh);
         outcome
+    }
+
+    /// What the host saw of a call in its store's data.
+    fn stopped(&self, data: &mut HostState) -> Stopped {
+        // The time limit counts from the store's creation.
+        let began = data.deadline.checked_sub(self.inner.limits.wall_time);
+        Stopped {
+            refused: data.refused.take(),
+            memory: data.limiter.refused.take(),
+            waiting_in: data.stopped_in.take(),
+            elapsed: began.map(|b| b.elapsed()).unwrap_or_default(),
+        }
     }
 
     fn classify(&self, error: wasmtime::Error, stopped: Stopped) -> CallError {

@@ -21,6 +21,9 @@ pub const SLOW_HASH_MAX_INPUT: usize = 1024;
 pub const LOG_LINES_PER_CALL: usize = 64;
 /// The longest log line kept, in bytes; longer lines are cut.
 pub const LOG_LINE_MAX: usize = 1024;
+/// The most host-side objects (WASI pollables, secret handles, ...) one call
+/// may hold at once.
+const MAX_HOST_OBJECTS: usize = 1024;
 /// The most bytes one `random.bytes` call returns.
 const RANDOM_MAX: u32 = 4096;
 
@@ -96,12 +99,16 @@ impl HostState {
     /// A store's data with WASI configured with nothing: no files, no
     /// environment, no arguments, no sockets, no stdio.
     pub fn new(memory_limit: usize, deadline: Instant, granted: Granted) -> Self {
+        let mut table = ResourceTable::new();
+        // Host-side objects (pollables, handles) live outside the plugin's
+        // linear memory: bound how many one call may make.
+        table.set_max_capacity(MAX_HOST_OBJECTS);
         HostState {
             deadline,
             stopped_in: None,
             granted,
             wasi: None,
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter {
                 memory_limit,
                 refused: None,
@@ -133,23 +140,17 @@ impl HostState {
         )))
     }
 
-    /// Stops the call: the step does not grant `cap`, or the host does not
-    /// provide it yet. The message names the grant to add.
+    /// Stops the call: the step does not grant `cap`. The message names the
+    /// grant to add.
+    ///
+    /// Only reached for a capability the step does not grant: one it grants
+    /// and the host lacks is refused when the plugin is loaded.
     fn capability<T>(&mut self, cap: Capability, function: &str) -> WasmResult<T> {
-        let reason = if !self.granted.has(cap) {
-            format!(
-                "it called {}.{function}, which this step does not grant; add `{}` to the step if the plugin should have it",
-                cap.interface(),
-                cap.grant_example()
-            )
-        } else {
-            format!(
-                "it called {}.{function}; the `{}` capability is not available yet in this version of resetgate",
-                cap.interface(),
-                cap.interface()
-            )
-        };
-        self.refuse(reason)
+        self.refuse(format!(
+            "it called {}.{function}, which this step does not grant; add `{}` to the step if the plugin should have it",
+            cap.interface(),
+            cap.grant_example()
+        ))
     }
 }
 
@@ -400,6 +401,16 @@ impl HostState {
         }
     }
 
+    /// Waits for a kv write to be durable, at most until the call's
+    /// deadline: past it the call stops (the write is applied and becomes
+    /// durable with the next flush, but the plugin is not told it is).
+    fn kv_durable(&mut self, what: &'static str, durable: crate::store::Durable) -> WasmResult<()> {
+        match bounded(self.remaining(), durable) {
+            Some(done) => self.kv_result(done.map_err(crate::store::kv::KvError::from)),
+            None => self.stop_at_deadline(what),
+        }
+    }
+
     /// A key-value result, with a refusal for anything the plugin asked
     /// out of bounds or the store could not do.
     fn kv_result<T>(&mut self, result: Result<T, crate::store::kv::KvError>) -> WasmResult<T> {
@@ -435,13 +446,16 @@ impl wit::kv::Host for HostState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> WasmResult<()> {
-        let result = self.kv("set")?.set(&key, value);
-        self.kv_result(result)
+        let staged = self.kv("set")?.stage_set(&key, value);
+        let durable = self.kv_result(staged)?;
+        self.kv_durable("kv.set", durable)
     }
 
     fn delete(&mut self, key: String) -> WasmResult<bool> {
-        let result = self.kv("delete")?.delete(&key);
-        self.kv_result(result)
+        let staged = self.kv("delete")?.stage_delete(&key);
+        let (existed, durable) = self.kv_result(staged)?;
+        self.kv_durable("kv.delete", durable)?;
+        Ok(existed)
     }
 
     fn keys(&mut self, prefix: String, limit: u32) -> WasmResult<Vec<String>> {

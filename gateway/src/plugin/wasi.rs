@@ -1,9 +1,11 @@
 //! WASI as plugins see it: every WASI 0.2 interface wasmtime provides is
 //! linked, configured with nothing (no preopened folders, environment,
-//! arguments, sockets or stdio; see `HostState`'s `WasiView`), and the
-//! only blocking calls among them — `wasi:io/poll`'s `poll` and
-//! `pollable.block` (a sleep, a timer) — wait at most until the call's
-//! deadline and hand the request worker's turn on while they wait.
+//! arguments, sockets or stdio; see `HostState`'s `WasiView`).
+//! `wasi:io/poll`'s `poll` and `pollable.block` (a sleep, a timer) wait at
+//! most until the call's deadline and hand the request worker's turn on
+//! while they wait. The streams' blocking reads, writes and flushes are
+//! left as wasmtime has them: with stdin empty and stdout and stderr
+//! discarded, they never wait.
 //!
 //! The epoch stops wasm code, not a host function that waits, so without
 //! this a plugin sleeping 10 s held its host thread for 10 s.

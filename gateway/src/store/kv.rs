@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Store, StoreError, Tree, Write};
+use super::{Durable, Store, StoreError, Tree, Write};
 
 /// The longest key (and `keys` prefix), in bytes.
 pub const MAX_KEY: usize = 256;
@@ -131,16 +131,22 @@ impl Kv {
 
     /// Stores `value` under `key`; durable when it returns.
     pub fn set(&self, key: &str, value: Vec<u8>) -> Result<(), KvError> {
+        Ok(self.stage_set(key, value)?.wait()?)
+    }
+
+    /// Stores `value` under `key` and returns once it is applied, with the
+    /// [`Durable`] to wait on before saying it is stored.
+    pub fn stage_set(&self, key: &str, value: Vec<u8>) -> Result<Durable, KvError> {
         check_key(key)?;
         if value.len() > MAX_VALUE {
             return Err(KvError::ValueTooLarge { len: value.len() });
         }
-        self.store.commit(vec![Write::Put {
+        let write = Write::Put {
             tree: Tree::Kv,
             key: self.stored(key),
             value,
-        }])?;
-        Ok(())
+        };
+        Ok(self.store.stage_audited(vec![write], Vec::new())?)
     }
 
     /// Removes `key`; whether it existed. Durable when it returns.
@@ -148,16 +154,24 @@ impl Kv {
     /// The check and the removal are two steps: a concurrent writer of the
     /// same key may make the answer stale (the removal itself is not lost).
     pub fn delete(&self, key: &str) -> Result<bool, KvError> {
+        let (existed, durable) = self.stage_delete(key)?;
+        durable.wait()?;
+        Ok(existed)
+    }
+
+    /// Like [`delete`](Kv::delete), returning once applied, with the
+    /// [`Durable`] to wait on.
+    pub fn stage_delete(&self, key: &str) -> Result<(bool, Durable), KvError> {
         check_key(key)?;
         let stored = self.stored(key);
         if self.store.get(Tree::Kv, &stored)?.is_none() {
-            return Ok(false);
+            return Ok((false, Durable::ready()));
         }
-        self.store.commit(vec![Write::Delete {
+        let write = Write::Delete {
             tree: Tree::Kv,
             key: stored,
-        }])?;
-        Ok(true)
+        };
+        Ok((true, self.store.stage_audited(vec![write], Vec::new())?))
     }
 
     /// Keys that start with `prefix`, in byte order, at most `limit`
