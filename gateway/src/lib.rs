@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod contract;
 pub mod engine;
+pub mod history;
 pub mod listen;
 pub mod metrics;
 pub mod plugin;

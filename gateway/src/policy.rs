@@ -1,7 +1,11 @@
 //! The built-in password policy: length in Unicode code points after NFC
-//! normalisation (never truncated, case kept), a blocklist, and the user
-//! name. No composition rules (NIST SP 800-63B-4, OWASP ASVS 5.0 V6.2).
+//! normalisation (never truncated, case kept), a blocklist, the user name,
+//! no control characters, and not only invisible characters. No composition
+//! rules (NIST SP 800-63B-4, OWASP ASVS 5.0 V6.2): spaces and any other
+//! printable characters are allowed anywhere in a password.
 
+use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory, WhiteSpace};
+use icu_properties::{CodePointMapData, CodePointSetData};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::secret::Secret;
@@ -26,6 +30,13 @@ pub enum Violation {
     Blocklisted,
     /// Contains the user name.
     ContainsUserName,
+    /// Contains a control character (C0 such as tab, line feed or NUL, DEL,
+    /// or C1): invisible, and typed differently (or not at all) elsewhere.
+    ControlCharacters,
+    /// Made only of whitespace or invisible characters (Unicode White_Space,
+    /// default-ignorable code points such as U+200B, format characters):
+    /// nobody can see or retype it.
+    OnlyInvisible,
 }
 
 impl std::fmt::Display for Violation {
@@ -39,6 +50,14 @@ impl std::fmt::Display for Violation {
             Violation::ContainsUserName => {
                 f.write_str("the password must not contain your user name")
             }
+            Violation::ControlCharacters => f.write_str(
+                "the password must not contain control characters such as tabs, line breaks \
+                 or NUL; spaces inside a password stay allowed",
+            ),
+            Violation::OnlyInvisible => f.write_str(
+                "the password must not be made only of spaces or invisible characters; \
+                 spaces inside a password stay allowed",
+            ),
         }
     }
 }
@@ -72,7 +91,24 @@ pub fn check(policy: &PasswordPolicy, password: &Secret, user_name: &str) -> Vec
     if policy.reject_user_name && name.chars().count() >= 3 && folded.expose().contains(&name) {
         out.push(Violation::ContainsUserName);
     }
+    let text = password.expose();
+    if text.chars().any(char::is_control) {
+        out.push(Violation::ControlCharacters);
+    }
+    if !text.is_empty() && text.chars().all(invisible) {
+        out.push(Violation::OnlyInvisible);
+    }
     out
+}
+
+/// Whether `c` leaves no visible mark: a control character, Unicode
+/// White_Space, a default-ignorable code point (U+200B..U+200D, U+2060,
+/// U+FEFF, variation selectors, U+3164, ..) or a format character (Cf).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || CodePointSetData::new::<WhiteSpace>().contains(c)
+        || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
 }
 
 #[cfg(test)]
@@ -131,6 +167,82 @@ mod tests {
         );
         // No composition rules: a long lowercase passphrase is fine.
         assert_eq!(check_str("purple monkey dishwasher", "alice"), vec![]);
+    }
+
+    #[test]
+    fn control_characters_are_refused_anywhere() {
+        for pw in [
+            "correct\thorse battery",
+            "correct horse battery\n",
+            "correct\r\nhorse battery",
+            "\0correct horse battery",
+            "correct horse\u{1b}[0m battery",
+            "correct horse battery\u{7f}",
+            "correct horse\u{85}battery",
+            "correct horse\u{9f}battery",
+        ] {
+            assert_eq!(
+                check_str(pw, "bob"),
+                vec![Violation::ControlCharacters],
+                "{pw:?}"
+            );
+        }
+        // Made only of control characters: both rules, each named.
+        assert_eq!(
+            check_str(&"\t\n".repeat(10), "bob"),
+            vec![Violation::ControlCharacters, Violation::OnlyInvisible]
+        );
+        assert_eq!(
+            check_str(&"\0".repeat(20), "bob"),
+            vec![Violation::ControlCharacters, Violation::OnlyInvisible]
+        );
+    }
+
+    #[test]
+    fn passwords_of_only_invisible_characters_are_refused() {
+        for pw in [
+            " ".repeat(20),
+            "\u{200b}".repeat(20),
+            "\u{200c}\u{200d}\u{2060}\u{feff}".repeat(5),
+            "\u{a0}\u{2003}\u{3000}\u{2028}".repeat(5),
+            "\u{3164}".repeat(10),
+            "\u{ad}\u{180e}\u{fe0f}\u{e0001}".repeat(5),
+            " \u{200b} \u{200b} \u{200b} \u{200b} \u{200b}".to_owned(),
+        ] {
+            assert_eq!(
+                check_str(&pw, "bob"),
+                vec![Violation::OnlyInvisible],
+                "{pw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn spaces_and_symbols_inside_a_password_stay_allowed() {
+        for pw in [
+            "purple monkey dishwasher",
+            "  leading and trailing spaces  ",
+            "x                  ",
+            "\u{200b}zero width but visible text",
+            "non\u{a0}breaking\u{a0}spaces ok",
+            "👩\u{200d}👩\u{200d}👧 family emoji",
+            "ユーザー パスワード",
+            "…………………………",
+        ] {
+            assert_eq!(check_str(pw, "bob"), vec![], "{pw:?}");
+        }
+    }
+
+    #[test]
+    fn the_new_messages_say_what_to_change_and_what_stays_allowed() {
+        let control = Violation::ControlCharacters.to_string();
+        let invisible = Violation::OnlyInvisible.to_string();
+        assert_ne!(control, invisible);
+        for m in [&control, &invisible] {
+            assert!(m.contains("spaces inside a password stay allowed"), "{m}");
+        }
+        assert!(control.contains("control characters"), "{control}");
+        assert!(invisible.contains("invisible"), "{invisible}");
     }
 
     #[test]

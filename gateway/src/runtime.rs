@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::contract::{CallContext, Decision, FieldValue, History, User};
+use crate::contract::{CallContext, Decision, FieldValue, User};
 use crate::engine::{self, Effect, Event, Flow, Notice, Refusal, Shape, State};
+use crate::history::Ledger;
 use crate::plugin::CallError;
 use crate::secret::Secret;
 use crate::store::{AuditRecord, Store, StoreError, Tree, Write};
@@ -220,7 +221,8 @@ impl Runtime {
     }
 
     /// Replaces the current workflows. Running flows finish on the version
-    /// they started with.
+    /// they started with; older versions that no flow in progress runs on
+    /// are dropped, and their plugins with them.
     pub fn reload(&self, workflows: Vec<Arc<Workflow>>) {
         let loaded: Vec<Arc<Loaded>> = workflows
             .into_iter()
@@ -242,6 +244,65 @@ impl Runtime {
                 .map(|l| (l.workflow.name.clone(), l))
                 .collect();
         }
+        match self.prune_versions() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(versions = n, "dropped workflow versions no flow runs on"),
+            Err(e) => tracing::error!(error = %e, "dropping old workflow versions failed"),
+        }
+    }
+
+    /// How many workflow versions are loaded: the current ones, and older
+    /// ones that flows in progress still run on.
+    pub fn versions_loaded(&self) -> usize {
+        self.versions.read().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Drops the versions that are not current and that no stored flow in
+    /// progress runs on; returns how many. Ended flows need no version (their
+    /// view shows no prompt or policy; see [`Runtime::workflow_of`]).
+    ///
+    /// Race-free without holding a lock over the walk: a candidate is an old
+    /// version that no request holds at the moment it is chosen, and an old
+    /// version can be taken up again only for a flow already stored on it,
+    /// which the walk that follows sees.
+    pub fn prune_versions(&self) -> Result<usize, RuntimeError> {
+        let candidates: Vec<(String, Arc<Loaded>)> = {
+            let (Ok(current), Ok(versions)) = (self.current.read(), self.versions.read()) else {
+                return Ok(0);
+            };
+            versions
+                .iter()
+                .filter(|(_, l)| {
+                    Arc::strong_count(l) == 1 && !current.values().any(|c| Arc::ptr_eq(c, l))
+                })
+                .map(|(v, l)| (v.clone(), l.clone()))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut used = std::collections::HashSet::new();
+        self.walk_flows(SWEEP_BATCH, |_, glance, _, _| {
+            if !glance.ended() {
+                used.insert(glance.version);
+            }
+            Ok(())
+        })?;
+        let mut dropped = Vec::new();
+        if let Ok(mut versions) = self.versions.write() {
+            for (version, candidate) in candidates {
+                let unchanged = versions
+                    .get(&version)
+                    .is_some_and(|l| Arc::ptr_eq(l, &candidate));
+                // Two holders: the map and `candidate`; no request took it.
+                if unchanged && !used.contains(&version) && Arc::strong_count(&candidate) == 2 {
+                    versions.remove(&version);
+                    dropped.push(candidate);
+                }
+            }
+        }
+        // Plugins are released here, outside the lock.
+        Ok(dropped.len())
     }
 
     /// Where requests spent their time so far.
@@ -339,9 +400,19 @@ impl Runtime {
         Ok(flow)
     }
 
-    /// The workflow version a flow runs on.
+    /// The workflow version a flow runs on. An ended flow's version may be
+    /// gone (dropped after a reload, or a restart): its view needs nothing
+    /// of it (no prompt, no policy), so the current workflow of the same
+    /// name stands in.
     pub fn workflow_of(&self, flow: &Flow) -> Result<Arc<Workflow>, RuntimeError> {
-        Ok(self.by_version(&flow.version)?.workflow.clone())
+        match self.by_version(&flow.version) {
+            Ok(l) => Ok(l.workflow.clone()),
+            Err(e) if flow.state.is_terminal() => self
+                .by_name(&flow.workflow)
+                .map(|l| l.workflow.clone())
+                .map_err(|_| e),
+            Err(e) => Err(e),
+        }
     }
 
     /// Answers from a portal: like [`Runtime::answer`], for the holder of
@@ -437,7 +508,12 @@ impl Runtime {
         if let Some(token) = check.token {
             token_matches(&flow, token)?;
         }
-        let loaded = self.by_version(&flow.version)?;
+        let loaded = match self.by_version(&flow.version) {
+            Ok(l) => l,
+            // An ended flow's version may be gone; it takes nothing more.
+            Err(_) if flow.state.is_terminal() => return Err(Refusal::Finished.into()),
+            Err(e) => return Err(e),
+        };
         // Serialise with every other request of the same user, then re-read:
         // another request may have moved the flow while we waited.
         let guard = self.lock(&user_key(&flow));
@@ -611,8 +687,9 @@ impl Runtime {
     }
 
     /// Removes flows past their time limits, and ended flows once their
-    /// grace period is over, walking every flow in batches. Returns how many
-    /// it removed.
+    /// grace period is over, walking every flow in batches, then drops the
+    /// old workflow versions no flow in progress runs on any more. Returns
+    /// how many flows it removed.
     pub fn sweep(&self, now: u64) -> Result<usize, RuntimeError> {
         let mut removed = 0;
         self.walk_flows(SWEEP_BATCH, |key, glance, bytes, staged| {
@@ -650,6 +727,8 @@ impl Runtime {
             removed += 1;
             Ok(())
         })?;
+        // Versions whose last flow in progress ended can go now.
+        self.prune_versions()?;
         Ok(removed)
     }
 
@@ -824,6 +903,9 @@ fn reply<T, E: std::fmt::Display>(
 /// may be due is then read whole (and decided again under its user's lock).
 #[derive(Debug, serde::Deserialize)]
 struct Glance {
+    /// The workflow version the flow runs on.
+    #[serde(default)]
+    version: String,
     created_ms: u64,
     touched_ms: u64,
     idle_ms: u64,
@@ -887,7 +969,7 @@ struct Request<'a> {
     now: u64,
     writes: Vec<Write>,
     audit: Vec<AuditRecord>,
-    history: Option<History>,
+    history: Option<Ledger>,
 }
 
 impl Request<'_> {
@@ -914,7 +996,7 @@ impl Request<'_> {
         }
     }
 
-    fn history(&mut self, flow: &Flow) -> Result<History, RuntimeError> {
+    fn history(&mut self, flow: &Flow) -> Result<Ledger, RuntimeError> {
         if let Some(h) = &self.history {
             return Ok(h.clone());
         }
@@ -924,13 +1006,13 @@ impl Request<'_> {
                 what: "lockout history",
                 reason: e.to_string(),
             })?,
-            None => History::default(),
+            None => Ledger::default(),
         };
         self.history = Some(h.clone());
         Ok(h)
     }
 
-    fn set_history(&mut self, flow: &Flow, h: History) -> Result<(), RuntimeError> {
+    fn set_history(&mut self, flow: &Flow, h: Ledger) -> Result<(), RuntimeError> {
         let value = serde_json::to_vec(&h).map_err(|e| RuntimeError::Corrupt {
             what: "lockout history",
             reason: e.to_string(),
@@ -995,7 +1077,7 @@ impl Request<'_> {
                 reply("directory", r, Event::UserFound)
             }
             Effect::Decide => {
-                let history = self.history(flow)?;
+                let history = self.history(flow)?.view(&flow.workflow);
                 match &wf.lockout {
                     None => Some(Event::Decided(Decision::Allowed)),
                     Some(step) => {
@@ -1088,18 +1170,15 @@ impl Request<'_> {
             }
             Effect::RecordFailure { at_ms } => {
                 let mut h = self.history(flow)?;
-                h.failures_ms.push(at_ms);
+                h.failed(at_ms, &flow.workflow);
                 self.set_history(flow, h)?;
                 None
             }
             Effect::RecordSuccess { at_ms } => {
-                self.set_history(
-                    flow,
-                    History {
-                        failures_ms: vec![],
-                        last_success_ms: Some(at_ms),
-                    },
-                )?;
+                // Clears this workflow's failures only (`history`).
+                let mut h = self.history(flow)?;
+                h.succeeded(at_ms, &flow.workflow);
+                self.set_history(flow, h)?;
                 None
             }
             Effect::Checkpoint => {

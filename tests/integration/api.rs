@@ -945,3 +945,400 @@ fn answers_that_do_not_fit_the_prompt_are_refused_and_change_nothing() {
     let r = p.answer(&id, &token, &r.json, "123456");
     assert_eq!(r.json["prompt"]["gate"], "second", "{}", r.raw);
 }
+
+#[test]
+fn invisible_passwords_are_refused_and_a_good_one_can_still_be_set() {
+    let p = Portal::start();
+    let (id, token, r) = p.begin("api-reset", "alice");
+    let r = p.answer(&id, &token, &r.json, "123456");
+    let r = p.answer(&id, &token, &r.json, "654321");
+    assert_eq!(r.json["state"], "awaiting-password", "{}", r.raw);
+    let rules = r.json["password_policy"]["rules"].to_string();
+
+    let nul_inside = "purple\0monkey dishwasher".to_owned();
+    for (password, expected) in [
+        (" ".repeat(20), vec!["only-invisible"]),
+        ("\u{200b}".repeat(20), vec!["only-invisible"]),
+        (
+            "\u{200c}\u{200d}\u{2060}\u{feff}".repeat(4),
+            vec!["only-invisible"],
+        ),
+        (
+            "\t\n".repeat(10),
+            vec!["control-characters", "only-invisible"],
+        ),
+        (
+            (1u8..=20).map(char::from).collect::<String>(),
+            vec!["control-characters", "only-invisible"],
+        ),
+        (nul_inside, vec!["control-characters"]),
+        (
+            "purple monkey\r\ndishwasher".to_owned(),
+            vec!["control-characters"],
+        ),
+    ] {
+        let r = p.post(
+            &format!("/v1/flows/{id}/password"),
+            Some(&token),
+            json!({ "password": password }),
+        );
+        assert_eq!(r.status, 200, "{}", r.raw);
+        assert_eq!(r.json["state"], "awaiting-password", "{}", r.raw);
+        assert_eq!(r.json["notice"]["code"], "password-rejected", "{}", r.raw);
+        assert!(r.json["receipt"].is_null(), "the directory was not touched");
+        let violations = r.json["violations"].as_array().unwrap();
+        let codes: Vec<&str> = violations
+            .iter()
+            .map(|v| v["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(codes, expected, "{password:?}");
+        for v in violations {
+            let message = v["message"].as_str().unwrap();
+            assert!(
+                message.contains("spaces inside a password stay allowed"),
+                "{message}"
+            );
+        }
+    }
+    // The rules shown before say so too.
+    assert!(rules.contains("control characters"), "{rules}");
+    // The flow still waits for a password, and a good one (spaces inside
+    // are fine) is set.
+    let read = p.get(&format!("/v1/flows/{id}"), Some(&token));
+    assert_eq!(read.json["state"], "awaiting-password");
+    let r = p.post(
+        &format!("/v1/flows/{id}/password"),
+        Some(&token),
+        json!({"password": " purple monkey dishwasher "}),
+    );
+    assert_eq!(r.json["state"], "completed", "{}", r.raw);
+    assert_eq!(r.json["receipt"]["directory"], "ok");
+}
+
+/// Resolves a local `$ref` (`#/components/...`) against `doc`.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("dangling {r}")),
+        None => schema,
+    }
+}
+
+/// Candidate values for `schema`: typical ones and edge values around what
+/// it declares (lengths, bounds, integers written as floats, unicode,
+/// control characters, empty maps). Not all are valid: the caller keeps
+/// those the document's own schema accepts.
+fn candidates(doc: &Value, schema: &Value) -> Vec<Value> {
+    let schema = resolve(doc, schema);
+    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
+    let num = |k: &str| schema.get(k).and_then(Value::as_u64);
+    match ty {
+        "string" => {
+            let mut out: Vec<String> = [
+                "",
+                "a",
+                "alice",
+                "Alice ",
+                "  bob  ",
+                "ALICE",
+                "api-reset",
+                "short",
+                "code",
+                "second",
+                "self-service-reset",
+                "0day",
+                "a-b_c",
+                "-x",
+                "_",
+                " ",
+                "\u{200b}",
+                "a\tb",
+                "a\nb",
+                "\0",
+                "a\u{7f}",
+                "a\u{85}b",
+                "\u{2028}",
+                "Zoë",
+                "ユーザー",
+                "🔑 key",
+                "123456",
+                "654321",
+                "purple monkey dishwasher",
+                "x\"y\\z",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if let Some(e) = schema.get("example").and_then(Value::as_str) {
+                out.push(e.to_owned());
+            }
+            for n in [64, 65, 256, 257] {
+                out.push("u".repeat(n));
+            }
+            for n in [num("minLength"), num("maxLength")].into_iter().flatten() {
+                let n = n as usize;
+                for unit in ["z", "é", "🔑", "\u{200b}"] {
+                    out.push(unit.repeat(n));
+                    out.push(unit.repeat(n + 1));
+                    out.push(unit.repeat(n.saturating_sub(1)));
+                }
+            }
+            out.into_iter().map(Value::from).collect()
+        }
+        "integer" => {
+            let mut out: Vec<Value> = vec![
+                json!(0),
+                json!(1),
+                json!(2),
+                json!(-1),
+                json!(1.0),
+                json!(3.0),
+                json!(25289.0),
+                json!(1e3),
+                json!(2.5),
+                json!(u64::MAX),
+            ];
+            for n in [num("minimum"), num("maximum")].into_iter().flatten() {
+                out.extend([
+                    json!(n),
+                    json!(n as f64),
+                    json!(n + 1),
+                    json!(n.saturating_sub(1)),
+                ]);
+            }
+            out
+        }
+        "object" => {
+            let mut out = Vec::new();
+            let props = schema.get("properties").and_then(Value::as_object);
+            match props {
+                Some(props) => {
+                    // A typical value for each property (the first
+                    // candidate valid on its own), then one property at a
+                    // time through its candidates.
+                    let base: serde_json::Map<String, Value> = props
+                        .iter()
+                        .filter_map(|(k, s)| {
+                            let check = validator(doc, s);
+                            candidates(doc, s)
+                                .into_iter()
+                                .find(|c| check.is_valid(c) && c != "" && c != &json!({}))
+                                .map(|c| (k.clone(), c))
+                        })
+                        .collect();
+                    out.push(Value::Object(base.clone()));
+                    for (k, s) in props {
+                        for c in candidates(doc, s) {
+                            let mut body = base.clone();
+                            body.insert(k.clone(), c);
+                            out.push(Value::Object(body));
+                        }
+                        let mut without = base.clone();
+                        without.remove(k);
+                        out.push(Value::Object(without));
+                    }
+                }
+                None => {
+                    // A map: empty, one entry per candidate value, several.
+                    out.push(json!({}));
+                    let values = schema
+                        .get("additionalProperties")
+                        .map(|s| candidates(doc, s))
+                        .unwrap_or_default();
+                    for v in &values {
+                        out.push(json!({ "answer": v }));
+                    }
+                    out.push(json!({"answer": "123456", "other": "x", "ü": ""}));
+                    out.push(json!({ "a".repeat(300): "x" }));
+                }
+            }
+            out
+        }
+        other => panic!("no generator for type {other:?} in {schema}"),
+    }
+}
+
+/// A validator for `schema` (a document's schema, `$ref`s into the
+/// document resolved).
+fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    if let Some(obj) = root.as_object_mut() {
+        obj.insert("components".into(), doc["components"].clone());
+    }
+    jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{e}: {schema}"))
+}
+
+/// The schemathesis property: every request body the served OpenAPI
+/// document allows, for every operation that takes one, is understood by
+/// the server — never a 5xx, never `bad-json`, never a wrong-type, missing
+/// or unknown field, never a field rule the document does not state. (For
+/// `answers`, a `400` naming a field of the prompt is the flow's own rule,
+/// which no static document can state.)
+#[test]
+fn every_body_the_openapi_document_allows_is_understood() {
+    let p = Portal::start_with(
+        "api:\n  rate_limits:\n    anonymous: { per_minute: 10000000, burst: 1000000 }\n    user: { per_minute: 10000000, burst: 1000000 }\n",
+    );
+    let doc = p.get("/v1/openapi.json", None).json;
+    let (id, token, _) = p.begin("api-reset", "carol");
+    let mut sent = 0;
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") else {
+                continue;
+            };
+            operations.push(format!("{} {path}", method.to_uppercase()));
+            let check = validator(&doc, schema);
+            let bodies: Vec<Value> = candidates(&doc, schema)
+                .into_iter()
+                .filter(|b| check.is_valid(b))
+                .collect();
+            assert!(
+                bodies.len() >= 10,
+                "{path}: only {} valid bodies",
+                bodies.len()
+            );
+            let url = path.replace("{id}", &id);
+            for body in &bodies {
+                let r = p.send(
+                    &method.to_uppercase(),
+                    &url,
+                    Some(&token),
+                    Some("application/json"),
+                    Some(body.to_string().as_bytes()),
+                );
+                sent += 1;
+                let detail = r.json["detail"].as_str().unwrap_or("");
+                let flows_own_rule = path.ends_with("/answers")
+                    && [
+                        "the prompt has no field",
+                        "is longer than",
+                        "must be one of its choices",
+                        "a value for",
+                    ]
+                    .iter()
+                    .any(|m| detail.contains(m));
+                assert!(
+                    r.status != 0 && r.status < 500 && r.status != 429 && r.status != 413,
+                    "{method} {path} {body}: {}",
+                    r.raw
+                );
+                assert!(
+                    r.status != 400 || flows_own_rule,
+                    "{method} {path} {body}: the document allows this body, the server refused it: {}",
+                    r.raw
+                );
+            }
+            // The edges the document allows are among them.
+            if path.ends_with("/answers") {
+                assert!(bodies.iter().any(|b| b["round"] == json!(25289.0)));
+                assert!(bodies.iter().any(|b| b["answers"] == json!({})));
+            }
+            if path == "/v1/flows" {
+                let longest = |b: &Value| b["user"].as_str().map_or(0, |u| u.chars().count());
+                assert!(bodies.iter().any(|b| longest(b) == 256));
+                assert!(bodies.iter().all(|b| longest(b) <= 256));
+            }
+        }
+    }
+    operations.sort();
+    assert_eq!(
+        operations,
+        [
+            "POST /v1/flows",
+            "POST /v1/flows/{id}/answers",
+            "POST /v1/flows/{id}/authenticate",
+            "POST /v1/flows/{id}/password",
+        ]
+    );
+    assert!(sent > 150, "{sent}");
+
+    // What the document allows also means what it says: `round: 1.0` is
+    // round 1, and a 256-character user name starts a flow.
+    let (id, token, _) = p.begin("api-reset", "dave");
+    let r = p.post(
+        &format!("/v1/flows/{id}/answers"),
+        Some(&token),
+        json!({"gate": "code", "round": 1.0, "answers": {"answer": "123456"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.json["prompt"]["gate"], "second", "{}", r.raw);
+    p.begin("api-reset", &"é".repeat(256));
+}
+
+/// `resetgate_workflow_versions` from `/metrics`.
+fn versions_loaded(p: &Portal) -> u64 {
+    let r = p.get("/metrics", None);
+    r.raw
+        .lines()
+        .find_map(|l| l.strip_prefix("resetgate_workflow_versions "))
+        .unwrap_or_else(|| panic!("no resetgate_workflow_versions in {}", r.raw))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Edits `api-reset.yaml` (a new version) and reloads; waits until the
+/// gateway has reloaded `reloads` times in all.
+fn edit_and_reload(p: &Portal, reloads: usize) {
+    let text = resetgate_tests::fixtures::reset_workflow(
+        "api-reset",
+        "5m",
+        &["alice", "bob", "carol", "dave"],
+        true,
+    );
+    std::fs::write(
+        p.dir.path().join("workflows/api-reset.yaml"),
+        format!("{text}description: \"edit {reloads}\"\n"),
+    )
+    .unwrap();
+    p.gw.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while p.gw.logs().matches("reloaded workflows").count() < reloads {
+        assert!(std::time::Instant::now() < deadline, "{}", p.gw.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn reloads_keep_only_the_versions_running_flows_use() {
+    let p = Portal::start();
+    assert_eq!(versions_loaded(&p), 2, "api-reset and short");
+    // A flow in progress on the first version of api-reset.
+    let (id, token, r) = p.begin("api-reset", "alice");
+    let r = p.answer(&id, &token, &r.json, "123456");
+    assert_eq!(r.json["prompt"]["gate"], "second");
+
+    for n in 1..=5 {
+        edit_and_reload(&p, n);
+        // The two current versions and the running flow's; none of the
+        // versions in between.
+        assert_eq!(versions_loaded(&p), 3, "after reload {n}");
+    }
+    // The flow started before the reloads still completes on its version.
+    let r = p.answer(&id, &token, &r.json, "654321");
+    assert_eq!(r.json["state"], "awaiting-password", "{}", r.raw);
+    let r = p.post(
+        &format!("/v1/flows/{id}/password"),
+        Some(&token),
+        json!({"password": "purple monkey dishwasher"}),
+    );
+    assert_eq!(r.json["state"], "completed", "{}", r.raw);
+
+    // With no flow in progress, a reload leaves only the current versions,
+    // and the ended flow can still be read.
+    for n in 6..=8 {
+        edit_and_reload(&p, n);
+        assert_eq!(versions_loaded(&p), 2, "after reload {n}");
+    }
+    let read = p.get(&format!("/v1/flows/{id}"), Some(&token));
+    assert_eq!(read.status, 200, "{}", read.raw);
+    assert_eq!(read.json["state"], "completed");
+    assert_eq!(read.json["receipt"]["directory"], "ok");
+    // A new flow runs on the current version.
+    let (id, token, r) = p.begin("api-reset", "bob");
+    let r = p.answer(&id, &token, &r.json, "123456");
+    assert_eq!(r.json["prompt"]["gate"], "second", "{}", r.raw);
+}

@@ -143,6 +143,43 @@ fn the_fim_ladder_locks_for_a_while_then_permanently() {
 }
 
 #[test]
+fn a_success_in_one_workflow_does_not_clear_another_workflows_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _cache) = host();
+    let lockout = serde_json::json!({"threshold": 3, "lockout_ms": [900000]});
+    let strict = test_workflow(&host, &["alice"], lockout.clone(), &["open sesame"]);
+    let mut weak = test_workflow(&host, &["alice"], lockout, &["open sesame"]);
+    weak.name = "weak-reset".into();
+    weak.version = "test-weak".into();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let rt = Runtime::new(store, vec![Arc::new(strict), Arc::new(weak)]);
+
+    // Two failures in the strict workflow: one short of its threshold.
+    let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
+    for t in 1..=2 {
+        let out = rt.answer(&flow.id, answer("guess"), T0 + t).unwrap();
+        assert_eq!(out.notice, Some(Notice::WrongAnswer));
+    }
+    // A complete reset through the other workflow...
+    let other = rt.start("weak-reset", "alice", T0 + 3).unwrap().flow;
+    rt.answer(&other.id, answer("open sesame"), T0 + 4).unwrap();
+    let done = rt
+        .password(&other.id, Secret::from("purple monkey dishwasher"), T0 + 5)
+        .unwrap();
+    assert!(matches!(done.flow.state, State::Completed { .. }));
+    // ...does not launder them: the next failure is the third.
+    let flow = rt.start("test-reset", "alice", T0 + 6).unwrap().flow;
+    let out = rt.answer(&flow.id, answer("guess"), T0 + 7).unwrap();
+    assert_eq!(
+        out.flow.state,
+        State::Locked {
+            until: Some(T0 + 7 + 900_000)
+        },
+        "the strict workflow's failures survived the other workflow's success"
+    );
+}
+
+#[test]
 fn a_complete_reset_with_a_canary_leaves_no_trace_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let canary = "CANARY-5d2e-horse-battery";

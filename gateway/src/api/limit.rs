@@ -1,15 +1,23 @@
-//! Rate limits: token buckets keyed by client (address or API key) and by
-//! user name. Sharded so that one client's flood contends on one shard's
-//! lock only briefly and never waits for another client's work.
+//! Rate limits: one token bucket per key (client address, portal key or
+//! certificate, user name), kept by `governor`'s keyed limiter (GCRA over a
+//! sharded concurrent map). A check touches only its key's shard; keys whose
+//! bucket is full again are dropped by [`Limiter::sweep`], which the API
+//! runs on a timer, so a flood from many addresses costs memory only for as
+//! long as its buckets are not full and never slows a check down.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-const SHARDS: usize = 64;
-/// Buckets kept per shard before idle (full) ones are dropped.
-const SHARD_CAPACITY: usize = 4096;
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+/// How often the API drops the buckets that are full again.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The Retry-After of a rate of 0 (no refill once the burst is spent).
+const NEVER_SECS: u64 = 3600;
 
 /// A rate: `per_minute` tokens refill evenly over a minute, up to `burst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,93 +34,159 @@ impl Rate {
         Rate { per_minute, burst }
     }
 
-    fn per_second(self) -> f64 {
-        f64::from(self.per_minute) / 60.0
+    /// The GCRA quota: one token every `60 s / per_minute`, `burst` at once.
+    /// A rate of 0 refills one token per the longest period the limiter's
+    /// nanosecond clock can add up for this burst (at least hours, years
+    /// for ordinary bursts): in practice never, as the config promises.
+    fn quota(self) -> Quota {
+        let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let period = match self.per_minute {
+            0 => {
+                // GCRA adds `period * burst` to a nanosecond count since the
+                // limiter started: keep that far from u64::MAX.
+                let cap = u64::MAX / 4 / (u64::from(burst.get()) + 1);
+                Duration::from_nanos(cap.min(100 * 365 * 24 * 3600 * 1_000_000_000))
+            }
+            n => Duration::from_secs(60) / n,
+        };
+        Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst)
     }
-
-    fn burst(self) -> f64 {
-        f64::from(self.burst.max(1))
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
 }
 
 /// Token buckets by key.
-pub struct Limiter {
+pub struct Limiter<C: Clock = MonotonicClock> {
     rate: Rate,
-    hasher: std::collections::hash_map::RandomState,
-    shards: Vec<Mutex<HashMap<Vec<u8>, Bucket>>>,
+    clock: C,
+    buckets: RateLimiter<Vec<u8>, DashMapStateStore<Vec<u8>>, C, NoOpMiddleware<C::Instant>>,
 }
 
 impl Limiter {
-    /// A limiter applying `rate` to every key.
+    /// A limiter applying `rate` to every key, on the monotonic clock.
     pub fn new(rate: Rate) -> Limiter {
-        Limiter {
-            rate,
-            hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
-    /// Takes a token for `key` at `now`: `Ok` if there was one, else the
-    /// seconds until there will be (rounded up, at least 1).
-    pub fn take(&self, key: &[u8], now: Instant) -> Result<(), u64> {
-        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SHARD_CAPACITY && !map.contains_key(key) {
-            let rate = self.rate;
-            map.retain(|_, b| refill(rate, *b, now) < rate.burst());
-        }
-        let bucket = map.entry(key.to_vec()).or_insert(Bucket {
-            tokens: self.rate.burst(),
-            at: now,
-        });
-        let tokens = refill(self.rate, *bucket, now);
-        if tokens >= 1.0 {
-            *bucket = Bucket {
-                tokens: tokens - 1.0,
-                at: now,
-            };
-            Ok(())
-        } else {
-            *bucket = Bucket { tokens, at: now };
-            let wait = if self.rate.per_minute > 0 {
-                ((1.0 - tokens) / self.rate.per_second()).ceil() as u64
-            } else {
-                3600
-            };
-            Err(wait.max(1))
-        }
+        Limiter::with_clock(rate, MonotonicClock)
     }
 }
 
-fn refill(rate: Rate, b: Bucket, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-    (b.tokens + elapsed * rate.per_second()).min(rate.burst())
+impl<C: Clock + Clone> Limiter<C> {
+    /// A limiter applying `rate` to every key, reading time from `clock`.
+    pub fn with_clock(rate: Rate, clock: C) -> Limiter<C> {
+        Limiter {
+            rate,
+            buckets: RateLimiter::dashmap_with_clock(rate.quota(), clock.clone()),
+            clock,
+        }
+    }
+
+    /// Takes a token for `key` now: `Ok` if there was one, else the seconds
+    /// until there will be (rounded up, at least 1).
+    pub fn take(&self, key: &[u8]) -> Result<(), u64> {
+        match self.buckets.check_key(&key.to_vec()) {
+            Ok(()) => Ok(()),
+            Err(_) if self.rate.per_minute == 0 => Err(NEVER_SECS),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Err(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
+        }
+    }
+
+    /// Drops the buckets that are full again (they are the same as no
+    /// bucket) and gives their memory back.
+    pub fn sweep(&self) {
+        self.buckets.retain_recent();
+        self.buckets.shrink_to_fit();
+    }
+
+    /// How many keys have a bucket.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no key has a bucket.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::time::Duration;
+    use governor::clock::FakeRelativeClock;
+
+    fn limiter(rate: Rate) -> (Limiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (Limiter::with_clock(rate, clock.clone()), clock)
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
-        let l = Limiter::new(Rate::per_minute(120, 3));
-        let t = Instant::now();
+        let (l, clock) = limiter(Rate::per_minute(120, 3));
         for _ in 0..3 {
-            l.take(b"a", t).unwrap();
+            l.take(b"a").unwrap();
         }
-        assert_eq!(l.take(b"a", t), Err(1));
+        assert_eq!(l.take(b"a"), Err(1));
         // Another key is not affected.
-        l.take(b"b", t).unwrap();
+        l.take(b"b").unwrap();
         // Half a second later one token is back.
-        l.take(b"a", t + Duration::from_millis(500)).unwrap();
-        assert!(l.take(b"a", t + Duration::from_millis(500)).is_err());
+        clock.advance(Duration::from_millis(500));
+        l.take(b"a").unwrap();
+        assert!(l.take(b"a").is_err());
+    }
+
+    #[test]
+    fn retry_after_is_the_wait_for_the_next_token_rounded_up() {
+        // 10 a minute: one token every 6 s.
+        let (l, clock) = limiter(Rate::per_minute(10, 5));
+        for _ in 0..5 {
+            l.take(b"alice").unwrap();
+        }
+        assert_eq!(l.take(b"alice"), Err(6));
+        clock.advance(Duration::from_millis(4500));
+        assert_eq!(l.take(b"alice"), Err(2));
+        clock.advance(Duration::from_millis(1500));
+        l.take(b"alice").unwrap();
+    }
+
+    #[test]
+    fn a_rate_of_zero_never_refills() {
+        let (l, clock) = limiter(Rate::per_minute(0, 2));
+        l.take(b"k").unwrap();
+        l.take(b"k").unwrap();
+        assert_eq!(l.take(b"k"), Err(NEVER_SECS));
+        clock.advance(Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(l.take(b"k"), Err(NEVER_SECS));
+        // Even the largest burst the config allows adds up without overflow.
+        let (l, clock) = limiter(Rate::per_minute(0, 1_000_000));
+        l.take(b"k").unwrap();
+        clock.advance(Duration::from_secs(3600));
+        l.take(b"k").unwrap();
+    }
+
+    #[test]
+    fn a_sweep_drops_full_buckets_and_keeps_the_ones_still_limited() {
+        // One token a second, ten at once.
+        let (l, clock) = limiter(Rate::per_minute(60, 10));
+        for i in 0u32..100_000 {
+            l.take(&i.to_be_bytes()).unwrap();
+        }
+        for _ in 0..10 {
+            l.take(b"flooder").unwrap();
+        }
+        assert!(l.take(b"flooder").is_err());
+        assert_eq!(l.len(), 100_001);
+        // 2.5 s later the one-request buckets are full again and go; the
+        // flooder's is not (2 tokens back of 10), so it stays.
+        clock.advance(Duration::from_millis(2500));
+        l.sweep();
+        assert_eq!(l.len(), 1);
+        l.take(b"flooder").unwrap();
+        l.take(b"flooder").unwrap();
+        assert!(l.take(b"flooder").is_err(), "the flooder kept its state");
+        clock.advance(Duration::from_secs(20));
+        l.sweep();
+        assert!(l.is_empty());
     }
 }

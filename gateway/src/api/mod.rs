@@ -14,7 +14,7 @@ pub mod wire;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -109,7 +109,7 @@ pub struct Api {
 impl Api {
     /// The API over `runtime` with `config`.
     pub fn new(runtime: Arc<Runtime>, config: ApiConfig) -> Arc<Api> {
-        Arc::new(Api {
+        let api = Arc::new(Api {
             runtime,
             workers: crate::workers::Workers::per_core(),
             clients: Limiter::new(config.anonymous_rate),
@@ -118,7 +118,25 @@ impl Api {
             config,
             ready: AtomicBool::new(true),
             responses: Family::new(&["route", "status"]),
-        })
+        });
+        // Drop the rate limiters' full buckets on a timer; the thread ends
+        // with the API.
+        let weak = Arc::downgrade(&api);
+        let sweeper = std::thread::Builder::new()
+            .name("rate-limit-sweep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(limit::SWEEP_EVERY);
+                    let Some(api) = weak.upgrade() else { return };
+                    for limiter in [&api.clients, &api.portals, &api.users] {
+                        limiter.sweep();
+                    }
+                }
+            });
+        if let Err(e) = sweeper {
+            tracing::error!(error = %e, "cannot start the rate limiters' sweep; idle buckets stay");
+        }
+        api
     }
 
     /// Marks the gateway ready or not (`/readyz`).
@@ -295,7 +313,6 @@ async fn identify(
 }
 
 async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
-    let now = Instant::now();
     let addr = peer(&req).map(|a| a.ip());
     // A client certificate (verified against the configured client CA in
     // the handshake) identifies a portal as well as a key does.
@@ -347,7 +364,7 @@ async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
             (&api.clients, key)
         }
     };
-    limiter.take(&key, now).map_err(Problem::rate_limited)?;
+    limiter.take(&key).map_err(Problem::rate_limited)?;
     Ok(req)
 }
 
@@ -521,16 +538,11 @@ async fn start_flow(
     State(api): State<Arc<Api>>,
     JsonBody(body): JsonBody<StartRequest>,
 ) -> Result<Response, Problem> {
-    let chars = body.user.chars().count();
-    if chars == 0 || chars > wire::MAX_USER_NAME || body.user.chars().any(char::is_control) {
-        return Err(Problem::new(Code::InvalidRequest).detail(format!(
-            "`user` must be 1 to {} characters with no control characters",
-            wire::MAX_USER_NAME
-        )));
-    }
+    body.check()
+        .map_err(|detail| Problem::new(Code::InvalidRequest).detail(detail))?;
     // Per user name, known or not, so the limit says nothing about existence.
     let key = body.user.trim().to_lowercase();
-    if let Err(secs) = api.users.take(key.as_bytes(), Instant::now()) {
+    if let Err(secs) = api.users.take(key.as_bytes()) {
         return Err(tarpit(Problem::rate_limited(secs)).await);
     }
     let view = request(&api, move |rt| {
@@ -543,7 +555,7 @@ async fn start_flow(
 /// Read a flow: its state and current prompt.
 #[utoipa::path(
     get, path = "/v1/flows/{id}", tag = "flows",
-    params(("id" = String, Path, description = "The flow's id")),
+    params(("id" = String, Path, description = "The flow's id: 32 lowercase hex digits", pattern = "^[0-9a-f]{32}$")),
     responses(
         (status = 200, description = "The flow", body = FlowView),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -568,7 +580,7 @@ async fn read_flow(
 /// Answer the current gate (or register enrollment data).
 #[utoipa::path(
     post, path = "/v1/flows/{id}/answers", tag = "flows",
-    params(("id" = String, Path, description = "The flow's id")),
+    params(("id" = String, Path, description = "The flow's id: 32 lowercase hex digits", pattern = "^[0-9a-f]{32}$")),
     request_body = AnswersRequest,
     responses(
         (status = 200, description = "The flow after the answers", body = FlowView),
@@ -582,6 +594,8 @@ async fn answer_flow(
     Bearer(token): Bearer,
     JsonBody(body): JsonBody<AnswersRequest>,
 ) -> Result<Response, Problem> {
+    body.check()
+        .map_err(|detail| Problem::new(Code::InvalidRequest).detail(detail))?;
     let view = request(&api, move |rt| {
         let answers = body
             .answers
@@ -614,7 +628,7 @@ async fn submit_password(
 /// Set the new password (state `awaiting-password`).
 #[utoipa::path(
     post, path = "/v1/flows/{id}/password", tag = "flows",
-    params(("id" = String, Path, description = "The flow's id")),
+    params(("id" = String, Path, description = "The flow's id: 32 lowercase hex digits", pattern = "^[0-9a-f]{32}$")),
     request_body = PasswordRequest,
     responses(
         (status = 200, description = "The flow after the attempt; `password-rejected` lists each rule broken", body = FlowView),
@@ -634,7 +648,7 @@ async fn set_password(
 /// Prove the current password (enrollment, state `authenticating`).
 #[utoipa::path(
     post, path = "/v1/flows/{id}/authenticate", tag = "flows",
-    params(("id" = String, Path, description = "The flow's id")),
+    params(("id" = String, Path, description = "The flow's id: 32 lowercase hex digits", pattern = "^[0-9a-f]{32}$")),
     request_body = PasswordRequest,
     responses(
         (status = 200, description = "The flow after the attempt", body = FlowView),
@@ -698,6 +712,17 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
         "Users locked out, by workflow.",
     );
     m.lockouts.render(&mut out, "resetgate_lockouts_total");
+
+    metrics::header(
+        &mut out,
+        "resetgate_workflow_versions",
+        "gauge",
+        "Workflow versions loaded: the current ones and older ones flows in progress run on.",
+    );
+    out.push_str(&format!(
+        "resetgate_workflow_versions {}\n",
+        api.runtime.versions_loaded()
+    ));
 
     // Every load of a plugin (several steps, every reload) shares the
     // host's statistics for its name: one series per plugin name, taken once.

@@ -19,34 +19,133 @@ pub const MAX_USER_NAME: usize = 256;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    /// The workflow's name (see `GET /v1/workflows`).
-    #[schema(example = "self-service-reset")]
+    /// The workflow's name (see `GET /v1/workflows`): 1 to 64 lowercase
+    /// letters, digits, `-` and `_`, starting with a letter or digit.
+    #[schema(
+        example = "self-service-reset",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$"
+    )]
     pub workflow: String,
-    /// The user name as the person typed it.
-    #[schema(example = "alice")]
+    /// The user name as the person typed it: 1 to 256 characters (Unicode
+    /// code points), no control characters.
+    #[schema(
+        example = "alice",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub user: String,
+}
+
+impl StartRequest {
+    /// Checks what the document says of the fields beyond their types; the
+    /// text names the field and the rule, never the value.
+    pub fn check(&self) -> Result<(), String> {
+        let chars = self.user.chars().count();
+        if chars == 0 || chars > MAX_USER_NAME || self.user.chars().any(char::is_control) {
+            return Err(format!(
+                "`user` must be 1 to {MAX_USER_NAME} characters with no control characters"
+            ));
+        }
+        if !step_name(&self.workflow, |c| c.is_ascii_alphanumeric()) {
+            return Err(
+                "`workflow` must be a workflow name: 1 to 64 lowercase letters, \
+                        digits, `-` and `_`, starting with a letter or digit"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is 1 to 64 of `[a-z0-9_-]`, its first character one that
+/// `first` accepts (both lowercase ASCII).
+fn step_name(s: &str, first: impl Fn(char) -> bool) -> bool {
+    let mut chars = s.chars();
+    let ok_first = chars
+        .next()
+        .is_some_and(|c| first(c) && !c.is_ascii_uppercase());
+    ok_first
+        && s.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// `POST /v1/flows/{id}/answers`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswersRequest {
-    /// The gate being answered: `prompt.gate` of the flow view.
-    #[schema(example = "q1")]
+    /// The gate being answered: `prompt.gate` of the flow view (a step id:
+    /// 1 to 64 lowercase letters, digits, `-` and `_`, starting with a
+    /// letter).
+    #[schema(
+        example = "q1",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[a-z][a-z0-9_-]{0,63}$"
+    )]
     pub gate: String,
-    /// The round being answered: `prompt.round` of the flow view.
-    #[schema(example = 1, minimum = 1)]
+    /// The round being answered: `prompt.round` of the flow view. An
+    /// integer; `3.0` is the same as `3`.
+    #[schema(value_type = u32, format = "uint32", example = 1, minimum = 1, maximum = 4294967295_u64)]
+    #[serde(deserialize_with = "whole_u32")]
     pub round: u32,
-    /// One value per field of the prompt, by the field's `name`.
+    /// One value per field of the prompt, by the field's `name`; each at
+    /// most the field's `max_length` characters, a `choice` one of its
+    /// `choices` (else `400 invalid-request` naming the field).
     #[schema(value_type = BTreeMap<String, String>, example = json!({"answer": "blue"}))]
     pub answers: BTreeMap<String, SecretString>,
+}
+
+impl AnswersRequest {
+    /// Checks what the document says of the fields beyond their types.
+    pub fn check(&self) -> Result<(), String> {
+        if !step_name(&self.gate, |c| c.is_ascii_lowercase()) {
+            return Err(
+                "`gate` must be a gate id: 1 to 64 lowercase letters, digits, `-` \
+                        and `_`, starting with a letter"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A JSON Schema integer into a `u32`: JSON Schema counts `3.0` as the
+/// integer 3, so an integer-valued number is taken as that integer.
+fn whole_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer from 0 to 4294967295")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u32, E> {
+            if v.is_finite() && v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(E::custom("not an integer in range"))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
 }
 
 /// `POST /v1/flows/{id}/password` and `/authenticate`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
-    /// The new password (reset) or the current one (enrollment).
+    /// The new password (reset) or the current one (enrollment). Any
+    /// string: a new password is checked against the workflow's password
+    /// policy (`password_policy` of the flow view), and a refusal is a
+    /// `200` with `notice.code` `password-rejected` and the `violations`.
     #[schema(value_type = String, example = "correct horse battery staple")]
     pub password: SecretString,
 }
@@ -186,7 +285,8 @@ pub struct NoticeView {
 /// A rule the password broke.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ViolationView {
-    /// Stable code: `too-short`, `too-long`, `blocklisted`, `contains-user-name`.
+    /// Stable code: `too-short`, `too-long`, `blocklisted`,
+    /// `contains-user-name`, `control-characters`, `only-invisible`.
     pub code: String,
     /// A sentence for the person.
     pub message: String,
@@ -281,6 +381,11 @@ pub fn policy(wf: &Workflow) -> PolicyView {
     if p.reject_user_name {
         rules.push("Do not include your user name.".to_owned());
     }
+    rules.push(
+        "No control characters such as tabs or line breaks, and not only spaces or invisible \
+         characters."
+            .to_owned(),
+    );
     PolicyView {
         min_length: p.min_length,
         max_length: p.max_length,
@@ -327,6 +432,8 @@ fn violation(v: &Violation) -> ViolationView {
         Violation::TooLong { .. } => "too-long",
         Violation::Blocklisted => "blocklisted",
         Violation::ContainsUserName => "contains-user-name",
+        Violation::ControlCharacters => "control-characters",
+        Violation::OnlyInvisible => "only-invisible",
     };
     ViolationView {
         code: code.to_owned(),

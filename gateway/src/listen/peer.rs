@@ -2,15 +2,16 @@
 //! protocol and the client certificate it presented. The listener puts a
 //! [`Peer`] into every request's extensions.
 //!
-//! Also a small DER reader for the one thing we need from a certificate —
-//! its subject and expiry — so the gateway does not carry an X.509 parser.
+//! A certificate's subject (which becomes a portal's identity) and expiry
+//! are read with `x509-parser`; only the RFC 4514 rendering is ours.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
+use x509_parser::asn1_rs::ToDer;
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 /// The client of a request, as the listener saw it. Every request the
 /// listener serves carries one as an extension: handlers take
@@ -95,214 +96,111 @@ pub(crate) struct CertFields {
 }
 
 impl CertFields {
-    /// Reads `der` (an X.509 certificate); fields it cannot read stay empty.
+    /// Reads `der` (an X.509 certificate); `?` as the subject if it is not
+    /// one (a certificate the handshake verified always is).
     pub fn parse(der: &[u8]) -> CertFields {
-        Self::try_parse(der).unwrap_or_else(|| CertFields {
-            subject: "?".to_owned(),
-            ..CertFields::default()
-        })
-    }
-
-    fn try_parse(der: &[u8]) -> Option<CertFields> {
-        // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version
-        // OPTIONAL, serialNumber, signature, issuer, validity, subject, .. } }
-        let cert = Der::new(der).expect(SEQUENCE)?;
-        let tbs = Der::new(cert).expect(SEQUENCE)?;
-        let mut r = Der::new(tbs);
-        if r.peek() == Some(0xa0) {
-            r.next()?;
-        }
-        r.expect(INTEGER)?; // serial number
-        r.expect(SEQUENCE)?; // signature algorithm
-        r.expect(SEQUENCE)?; // issuer
-        let validity = r.expect(SEQUENCE)?;
-        let subject = r.expect(SEQUENCE)?;
-        let mut v = Der::new(validity);
-        v.next()?; // notBefore
-        let not_after = v.next().and_then(|(tag, value)| time(tag, value));
-        let (subject, common_name) = render_name(subject)?;
-        Some(CertFields {
-            subject,
-            common_name,
-            not_after,
-        })
-    }
-}
-
-const INTEGER: u8 = 0x02;
-const OID: u8 = 0x06;
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-
-/// A reader of DER TLVs (single-byte tags, definite lengths).
-struct Der<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Der<'a> {
-    fn new(bytes: &'a [u8]) -> Der<'a> {
-        Der { rest: bytes }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.rest.first().copied()
-    }
-
-    /// The next element's tag and contents.
-    fn next(&mut self) -> Option<(u8, &'a [u8])> {
-        let (&tag, rest) = self.rest.split_first()?;
-        if tag & 0x1f == 0x1f {
-            return None; // multi-byte tags never occur where we look
-        }
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
+        match X509Certificate::from_der(der) {
+            Ok((_, cert)) => {
+                let (subject, common_name) = render_name(cert.subject());
+                let t = cert.validity().not_after.to_datetime();
+                let not_after = format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                );
+                CertFields {
+                    subject,
+                    common_name,
+                    not_after: Some(not_after),
+                }
             }
-            let (bytes, after) = rest.split_at(n);
-            rest = after;
-            bytes
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-        };
-        if rest.len() < len {
-            return None;
+            Err(_) => CertFields {
+                subject: "?".to_owned(),
+                ..CertFields::default()
+            },
         }
-        let (value, after) = rest.split_at(len);
-        self.rest = after;
-        Some((tag, value))
-    }
-
-    /// The contents of the next element, which must have tag `tag`.
-    fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
-        match self.next()? {
-            (t, value) if t == tag => Some(value),
-            _ => None,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rest.is_empty()
     }
 }
 
-/// Renders an X.501 `Name` (the contents of its SEQUENCE) the RFC 4514 way:
-/// the last RDN first, `,` between RDNs, `+` inside one. Also returns the
-/// last common name.
-fn render_name(name: &[u8]) -> Option<(String, Option<String>)> {
+/// The common name's OID, 2.5.4.3.
+const OID_CN: &str = "2.5.4.3";
+
+/// Renders an X.501 name the RFC 4514 way: the last RDN first, `,` between
+/// RDNs, `+` between the attributes of a multi-valued RDN (in their encoded
+/// order). Also returns the last common name that is a string.
+fn render_name(name: &X509Name<'_>) -> (String, Option<String>) {
     let mut rdns = Vec::new();
     let mut common_name = None;
-    let mut r = Der::new(name);
-    while !r.is_empty() {
-        let set = r.expect(SET)?;
-        let mut parts = Vec::new();
-        let mut s = Der::new(set);
-        while !s.is_empty() {
-            let atv = s.expect(SEQUENCE)?;
-            let mut a = Der::new(atv);
-            let oid = a.expect(OID)?;
-            let (tag, value) = a.next()?;
-            let text = string_value(tag, value);
-            if oid == OID_CN && text.is_some() {
-                common_name.clone_from(&text);
-            }
-            let value = match text {
-                Some(t) => escape_value(&t),
-                // RFC 4514: `#` and the hex of the whole DER element.
-                None => format!(
-                    "#{:02x}{}{}",
-                    tag,
-                    der_length(value.len()),
-                    hex::encode(value)
-                ),
-            };
-            parts.push(format!("{}={value}", attribute_name(oid)));
-        }
+    for rdn in name.iter_rdn() {
+        let parts: Vec<String> = rdn
+            .iter()
+            .map(|atv| {
+                let oid = atv.attr_type().to_id_string();
+                let value = atv.attr_value();
+                let text = string_value(value.tag().0, value.data);
+                if oid == OID_CN && text.is_some() {
+                    common_name.clone_from(&text);
+                }
+                let value = match text {
+                    Some(t) => escape_value(&t),
+                    // RFC 4514: `#` and the hex of the value's whole encoding.
+                    None => match value.to_der_vec() {
+                        Ok(der) => format!("#{}", hex::encode(der)),
+                        Err(_) => "#".to_owned(),
+                    },
+                };
+                format!("{}={value}", attribute_name(&oid))
+            })
+            .collect();
         rdns.push(parts.join("+"));
     }
     rdns.reverse();
-    Some((rdns.join(","), common_name))
-}
-
-const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
-
-/// A DER length, hex.
-fn der_length(len: usize) -> String {
-    if len < 0x80 {
-        return format!("{len:02x}");
-    }
-    let bytes: Vec<u8> = len
-        .to_be_bytes()
-        .into_iter()
-        .skip_while(|b| *b == 0)
-        .collect();
-    format!("{:02x}{}", 0x80 | bytes.len(), hex::encode(bytes))
+    (rdns.join(","), common_name)
 }
 
 /// The short name RFC 4514 (and OpenSSL, for `emailAddress`) gives an
 /// attribute, or its dotted OID.
-fn attribute_name(oid: &[u8]) -> String {
-    let known = match oid {
-        [0x55, 0x04, 0x03] => "CN",
-        [0x55, 0x04, 0x06] => "C",
-        [0x55, 0x04, 0x07] => "L",
-        [0x55, 0x04, 0x08] => "ST",
-        [0x55, 0x04, 0x09] => "STREET",
-        [0x55, 0x04, 0x0a] => "O",
-        [0x55, 0x04, 0x0b] => "OU",
-        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID",
-        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC",
-        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress",
-        _ => return dotted(oid),
-    };
-    known.to_owned()
+fn attribute_name(oid: &str) -> &str {
+    match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        other => other,
+    }
 }
 
-/// An OID's dotted form, e.g. `2.5.4.42`.
-fn dotted(oid: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut acc: u64 = 0;
-    for &b in oid {
-        acc = (acc << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (acc / 40).min(2);
-                arcs.push(first);
-                arcs.push(acc - first * 40);
-            } else {
-                arcs.push(acc);
-            }
-            acc = 0;
-        }
-    }
-    let mut out = String::new();
-    for (i, arc) in arcs.iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        let _ = write!(out, "{arc}");
-    }
-    out
-}
-
-/// The text of a directory string; `None` for types we do not read.
-fn string_value(tag: u8, value: &[u8]) -> Option<String> {
+/// The text of a directory string by its universal tag number; `None` for
+/// other types (and for bytes that are not valid in their type).
+fn string_value(tag: u32, value: &[u8]) -> Option<String> {
     match tag {
         // UTF8String, PrintableString, IA5String, NumericString
-        0x0c | 0x13 | 0x16 | 0x12 => String::from_utf8(value.to_vec()).ok(),
+        12 | 19 | 22 | 18 => String::from_utf8(value.to_vec()).ok(),
         // TeletexString: in practice Latin-1
-        0x14 => Some(value.iter().map(|&b| char::from(b)).collect()),
+        20 => Some(value.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE
-        0x1e if value.len().is_multiple_of(2) => {
+        30 if value.len().is_multiple_of(2) => {
             let units: Vec<u16> = value
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
             String::from_utf16(&units).ok()
         }
+        // UniversalString: UTF-32BE
+        28 if value.len().is_multiple_of(4) => value
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
         _ => None,
     }
 }
@@ -326,36 +224,14 @@ fn escape_value(value: &str) -> String {
     out
 }
 
-/// A UTCTime or GeneralizedTime (`Z` form, as RFC 5280 requires) as
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-fn time(tag: u8, value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let full = match (tag, digits.len()) {
-        (0x17, 12) => {
-            let yy: u32 = digits[..2].parse().ok()?;
-            format!("{}{digits}", if yy < 50 { "20" } else { "19" })
-        }
-        (0x18, 14) => digits.to_owned(),
-        _ => return None,
-    };
-    Some(format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &full[..4],
-        &full[4..6],
-        &full[6..8],
-        &full[8..10],
-        &full[10..12],
-        &full[12..14]
-    ))
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID: u8 = 0x06;
 
     fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
@@ -373,24 +249,36 @@ mod tests {
         tlv(SEQUENCE, &[tlv(OID, oid), tlv(tag, value)].concat())
     }
 
+    /// `rdns` (each the contents of one RDN's SET) as a parsed name.
+    fn render(rdns: &[Vec<u8>]) -> (String, Option<String>) {
+        let der = tlv(
+            SEQUENCE,
+            &rdns
+                .iter()
+                .map(|r| tlv(SET, r))
+                .collect::<Vec<_>>()
+                .concat(),
+        );
+        let (rest, name) = X509Name::from_der(&der).unwrap();
+        assert!(rest.is_empty());
+        render_name(&name)
+    }
+
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+
     #[test]
     fn names_render_as_rfc_4514() {
-        let name = [
-            tlv(SET, &atv(&[0x55, 0x04, 0x06], 0x13, b"DE")),
-            tlv(SET, &atv(&[0x55, 0x04, 0x0a], 0x0c, b"Example, Inc.")),
-            tlv(
-                SET,
-                &[
-                    atv(&[0x55, 0x04, 0x0b], 0x0c, b"IT"),
-                    atv(&[0x55, 0x04, 0x2a], 0x0c, b"#x "),
-                ]
-                .concat(),
-            ),
-            tlv(SET, &atv(OID_CN, 0x0c, "portal-ü".as_bytes())),
-            tlv(SET, &atv(&[0x55, 0x04, 0x03], 0x03, &[0x00, 0xff])),
-        ]
-        .concat();
-        let (subject, cn) = render_name(&name).unwrap();
+        let (subject, cn) = render(&[
+            atv(&[0x55, 0x04, 0x06], 0x13, b"DE"),
+            atv(&[0x55, 0x04, 0x0a], 0x0c, b"Example, Inc."),
+            [
+                atv(&[0x55, 0x04, 0x0b], 0x0c, b"IT"),
+                atv(&[0x55, 0x04, 0x2a], 0x0c, b"#x "),
+            ]
+            .concat(),
+            atv(CN, 0x0c, "portal-ü".as_bytes()),
+            atv(CN, 0x03, &[0x00, 0xff]),
+        ]);
         assert_eq!(
             subject,
             "CN=#030200ff,CN=portal-ü,OU=IT+2.5.4.42=\\#x\\ ,O=Example\\, Inc.,C=DE"
@@ -399,49 +287,94 @@ mod tests {
     }
 
     #[test]
-    fn certificate_fields() {
-        let name = tlv(SEQUENCE, &tlv(SET, &atv(OID_CN, 0x13, b"gw")));
-        let validity = tlv(
-            SEQUENCE,
-            &[tlv(0x17, b"250101000000Z"), tlv(0x18, b"20510203040506Z")].concat(),
-        );
-        let tbs = tlv(
-            SEQUENCE,
-            &[
-                tlv(0xa0, &tlv(INTEGER, &[2])),
-                tlv(INTEGER, &[7; 20]),
-                tlv(SEQUENCE, &[]),
-                name.clone(),
-                validity,
-                name,
-                tlv(SEQUENCE, &[0; 200]),
+    fn multi_valued_rdns_and_odd_string_types() {
+        let bmp: Vec<u8> = "Zoë 🔑"
+            .encode_utf16()
+            .flat_map(|u| u.to_be_bytes())
+            .collect();
+        let universal: Vec<u8> = "Ω".chars().flat_map(|c| (c as u32).to_be_bytes()).collect();
+        let (subject, cn) = render(&[
+            // DC=example,DC=com as IA5Strings.
+            atv(
+                &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19],
+                0x16,
+                b"com",
+            ),
+            atv(
+                &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19],
+                0x16,
+                b"example",
+            ),
+            // Three values in one RDN: a TeletexString (Latin-1), a
+            // UniversalString and a UID.
+            [
+                atv(
+                    &[0x55, 0x04, 0x0b],
+                    0x14,
+                    &[b'R', 0xe9, b's', b'e', b'a', b'u'],
+                ),
+                atv(&[0x55, 0x04, 0x07], 0x1c, &universal),
+                atv(
+                    &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01],
+                    0x0c,
+                    b"u+1;<2>",
+                ),
             ]
             .concat(),
-        );
-        let cert = tlv(
-            SEQUENCE,
-            &[tbs, tlv(SEQUENCE, &[]), tlv(0x03, &[0])].concat(),
-        );
-        let f = CertFields::parse(&cert);
-        assert_eq!(f.subject, "CN=gw");
-        assert_eq!(f.common_name.as_deref(), Some("gw"));
-        assert_eq!(f.not_after.as_deref(), Some("2051-02-03T04:05:06Z"));
-        assert_eq!(CertFields::parse(&cert[..40]).subject, "?");
-        assert_eq!(CertFields::parse(b"").subject, "?");
-    }
-
-    #[test]
-    fn long_lengths() {
-        assert_eq!(der_length(5), "05");
-        assert_eq!(der_length(300), "82012c");
-    }
-
-    #[test]
-    fn dotted_oids() {
-        assert_eq!(dotted(&[0x55, 0x04, 0x2a]), "2.5.4.42");
+            // A BMPString common name, then an e-mail address.
+            atv(CN, 0x1e, &bmp),
+            atv(
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01],
+                0x16,
+                b"ops@example.com",
+            ),
+        ]);
         assert_eq!(
-            dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]),
-            "1.2.840.113549.1.9.1"
+            subject,
+            "emailAddress=ops@example.com,CN=Zoë 🔑,OU=Réseau+L=Ω+UID=u\\+1\\;\\<2\\>,\
+             DC=example,DC=com"
+        );
+        assert_eq!(cn.as_deref(), Some("Zoë 🔑"));
+    }
+
+    #[test]
+    fn values_that_are_not_text_render_as_hex() {
+        // A BMPString of an odd length and a UTF8String that is not UTF-8
+        // are shown as their encoding, never guessed at.
+        let (subject, cn) = render(&[
+            atv(CN, 0x0c, &[0xff, 0xfe]),
+            atv(&[0x55, 0x04, 0x0a], 0x1e, &[0x00, 0x41, 0x00]),
+            atv(&[0x55, 0x04, 0x0b], 0x0c, b"a\0b"),
+        ]);
+        assert_eq!(subject, "OU=a\\00b,O=#1e03004100,CN=#0c02fffe");
+        assert_eq!(cn, None);
+    }
+
+    #[test]
+    fn certificate_fields() {
+        let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example Corp");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "helpdesk-portal");
+        params.not_after = rcgen::date_time_ymd(2051, 2, 3);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let f = CertFields::parse(cert.der());
+        assert_eq!(f.subject, "CN=helpdesk-portal,O=Example Corp");
+        assert_eq!(f.common_name.as_deref(), Some("helpdesk-portal"));
+        assert_eq!(f.not_after.as_deref(), Some("2051-02-03T00:00:00Z"));
+        let c = ClientCertificate::from_der(cert.der());
+        assert_eq!(c.subject, f.subject);
+        assert_eq!(c.sha256, sha256_hex(cert.der()));
+        assert_eq!(CertFields::parse(&cert.der()[..40]).subject, "?");
+        assert_eq!(CertFields::parse(b"").subject, "?");
+        assert_eq!(
+            CertFields::parse(&[0x30, 0x03, 0x02, 0x01, 0x00]).subject,
+            "?"
         );
     }
 }
