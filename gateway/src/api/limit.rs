@@ -55,11 +55,15 @@ impl Rate {
     }
 }
 
+/// governor's keyed limiter over a `DashMap`, keys as bytes.
+type Buckets<C> =
+    RateLimiter<Vec<u8>, DashMapStateStore<Vec<u8>>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
 /// Token buckets by key.
 pub struct Limiter<C: Clock = MonotonicClock> {
     rate: Rate,
     clock: C,
-    buckets: RateLimiter<Vec<u8>, DashMapStateStore<Vec<u8>>, C, NoOpMiddleware<C::Instant>>,
+    buckets: Buckets<C>,
 }
 
 impl Limiter {
