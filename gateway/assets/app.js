@@ -168,7 +168,7 @@
       say('Something went wrong on this page. Reload it and try again.');
       throw p;
     }
-    if (flow && ['stale-step', 'wrong-state', 'flow-ended'].includes(p.code)) {
+    if (flow && ['stale-step', 'wrong-state', 'flow-ended', 'outcome-unknown'].includes(p.code)) {
       // The flow moved on (another tab, a replay): show where it is now.
       try {
         render(await api('GET', `/v1/flows/${flow.id}`));
@@ -447,9 +447,10 @@
     locked: ['Too many attempts', 'Try again later, or contact your helpdesk.', 'error'],
     expired: ['This reset has expired', 'It took too long. Please start again.', 'error'],
     committing: ['The outcome is not known yet', 'Try signing in with your new password. If it does not work, start again.', 'info'],
+    interrupted: ['We cannot tell whether your password was changed', 'The service stopped while your new password was being set. Try signing in with your new password. If it does not work, start again.', 'info'],
   };
 
-  const STATUS = { ok: 'Updated', failed: 'Failed', pending: 'Pending' };
+  const STATUS = { ok: 'Updated', failed: 'Failed', pending: 'Pending', unknown: 'Unknown' };
 
   function receiptRow(target, name, status) {
     const li = el('li', { 'data-target': target, 'data-status': status });

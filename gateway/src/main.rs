@@ -392,7 +392,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if interrupted > 0 {
         tracing::warn!(
             flows = interrupted,
-            "failed flows a crash interrupted mid-commit"
+            "flows a crash interrupted mid-commit end interrupted: whether their password changed is unknown"
         );
     }
     let sweeper = runtime.clone();

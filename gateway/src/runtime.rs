@@ -173,7 +173,7 @@ const STORE: usize = 2;
 #[derive(Debug)]
 pub struct FlowMetrics {
     /// Flows by workflow and outcome (`started`, `completed`, `failed`,
-    /// `locked`, `expired`).
+    /// `locked`, `expired`, and `interrupted` at start-up recovery).
     pub flows: crate::metrics::Family,
     /// Gate results by workflow, gate and result (`passed`, `failed`).
     pub gates: crate::metrics::Family,
@@ -524,7 +524,7 @@ impl Runtime {
                 PasswordFor::Current => flow.state == State::Authenticating,
             };
             if flow.state.is_terminal() {
-                return Err(Refusal::Finished.into());
+                return Err(Refusal::ended(&flow.state).into());
             }
             if !expected {
                 return Err(Refusal::OutOfOrder.into());
@@ -733,10 +733,13 @@ impl Runtime {
     }
 
     /// At start-up: a flow found committing was interrupted by a crash after
-    /// it may have reached the directory. It is failed (the user starts
-    /// again); the audit log records it.
+    /// it may have reached the directory. Nobody can tell whether the
+    /// password changed (it is never stored, so it cannot be checked), and
+    /// the flow says so: it ends `Interrupted`, with every outcome not
+    /// recorded `Unknown` (see [`engine::interrupt`]); the audit log records
+    /// `flow.interrupted`. Returns how many flows it ended.
     pub fn recover(&self, now: u64) -> Result<usize, RuntimeError> {
-        let mut failed = 0;
+        let mut interrupted = 0;
         self.walk_flows(SWEEP_BATCH, |key, glance, bytes, staged| {
             if glance.state.at != "committing" {
                 return Ok(());
@@ -744,23 +747,28 @@ impl Runtime {
             let Ok(mut flow) = parse_flow(bytes) else {
                 return Ok(());
             };
-            let State::Committing { receipt } = &flow.state else {
+            let loaded = self.by_version(&flow.version).ok();
+            let Some(event) = engine::interrupt(&mut flow, loaded.as_ref().map(|l| &l.shape), now)
+            else {
                 return Ok(());
             };
-            flow.state = State::Failed {
-                receipt: Some(receipt.clone()),
-            };
-            let record = self.record(&flow, now, "flow.interrupted", serde_json::json!({}));
+            let detail = event
+                .detail
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+                .collect();
+            let record = self.record(&flow, now, event.kind, serde_json::Value::Object(detail));
             let put = Write::Put {
                 tree: Tree::Flows,
                 key,
                 value: encode_flow(&flow)?,
             };
             staged.push(self.store.stage_audited(vec![put], vec![record])?);
-            failed += 1;
+            self.metrics.flows.inc(&[&flow.workflow, "interrupted"]);
+            interrupted += 1;
             Ok(())
         })?;
-        Ok(failed)
+        Ok(interrupted)
     }
 
     /// Calls `visit` with every stored flow's key, a [`Glance`] at it and
@@ -924,7 +932,7 @@ impl Glance {
     fn ended(&self) -> bool {
         matches!(
             self.state.at.as_str(),
-            "completed" | "failed" | "locked" | "expired"
+            "completed" | "failed" | "interrupted" | "locked" | "expired"
         )
     }
 
@@ -1299,19 +1307,25 @@ impl Request<'_> {
         })
     }
 
+    /// The user's enrollment data for `gate`, if the gate has any. A decoy
+    /// flow reads too (under its own key: the typed name's for an unknown
+    /// one), so that it costs what a real flow costs, but gets nothing: a
+    /// gate must not message a user locked out at start, and an unknown
+    /// name has no enrollment anyway.
     fn enrollment(
         &self,
         flow: &Flow,
         gate: &str,
         mode: Enrollment,
     ) -> Result<Option<Vec<u8>>, RuntimeError> {
-        if mode == Enrollment::None || flow.user.is_none() || flow.decoy {
+        if mode == Enrollment::None {
             return Ok(None);
         }
-        Ok(self
+        let data = self
             .rt
             .store
-            .get(Tree::Enrollments, &Self::enrollment_key(flow, gate))?)
+            .get(Tree::Enrollments, &Self::enrollment_key(flow, gate))?;
+        Ok(data.filter(|_| flow.user.is_some() && !flow.decoy))
     }
 }
 
@@ -1332,6 +1346,7 @@ mod tests {
             | State::Enrolling { .. }
             | State::Completed { .. }
             | State::Failed { .. }
+            | State::Interrupted { .. }
             | State::Locked { .. }
             | State::Expired => {}
         };
@@ -1358,6 +1373,9 @@ mod tests {
                 receipt: Receipt::default(),
             },
             State::Failed { receipt: None },
+            State::Interrupted {
+                receipt: Receipt::default(),
+            },
             State::Locked { until: Some(1) },
             State::Expired,
         ]

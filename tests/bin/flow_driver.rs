@@ -5,8 +5,17 @@
 //!
 //! `flow-driver run DATA_DIR` — 8 threads run complete resets until killed;
 //!   prints `ACK <flow> <passed> <state>` after each acknowledged request.
-//! `flow-driver check DATA_DIR` — recovers (fails flows interrupted
-//!   mid-commit), then prints `FLOW <flow> <passed> <state>` for every flow.
+//! `flow-driver check DATA_DIR` — recovers (ends flows interrupted
+//!   mid-commit as `interrupted`), then prints `FLOW <flow> <passed> <state>`
+//!   for every flow.
+//! `flow-driver interrupt DATA_DIR` — one reset of a local user (the
+//!   `local-users` directory, which keeps its users in the store) to
+//!   [`INTERRUPTED`]; the request's final commit never happens: once the
+//!   directory has set the password it prints `CHANGED <flow>` and waits to
+//!   be killed.
+//! `flow-driver check-interrupted DATA_DIR` — recovers, then prints
+//!   `VIEW <json>` for every flow (as `GET /v1/flows/{id}` shows it) and
+//!   `VERIFY <bool>`: whether the directory takes [`INTERRUPTED`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -20,10 +29,16 @@ use resetgate::contract::FieldValue;
 use resetgate::engine::{Flow, State};
 use resetgate::runtime::Runtime;
 use resetgate::secret::Secret;
-use resetgate::store::{SledStore, Store, Tree};
+use resetgate::store::{
+    AuditEntry, AuditError, AuditRecord, AuditSummary, Durable, KeyValue, SledStore, Store,
+    StoreError, Tree, Write as StoreWrite,
+};
 
 /// The password every flow sets; the test searches the data folder for it.
 pub const CANARY: &str = "CANARY-9c1f-new-password";
+
+/// The password the interrupted reset sets; the test searches for it too.
+pub const INTERRUPTED: &str = "CANARY-4be0-interrupted";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -35,13 +50,11 @@ fn now() -> u64 {
 fn tag(flow: &Flow) -> String {
     match &flow.state {
         State::Gate { index, .. } => format!("gate{index}"),
-        State::AwaitingPassword => "awaiting-password".into(),
-        State::Committing { .. } => "committing".into(),
-        State::Completed { .. } => "completed".into(),
-        State::Failed { .. } => "failed".into(),
-        State::Locked { .. } => "locked".into(),
-        State::Expired => "expired".into(),
-        other => format!("{other:?}"),
+        // The state's name as stored: `awaiting-password`, `completed`…
+        other => serde_json::to_value(other).unwrap()["at"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
     }
 }
 
@@ -49,6 +62,9 @@ fn main() {
     tracing_subscriber_init();
     let args: Vec<String> = std::env::args().collect();
     let (mode, dir) = (args[1].as_str(), PathBuf::from(&args[2]));
+    if mode == "interrupt" || mode == "check-interrupted" {
+        return interrupted(mode, &dir);
+    }
     let (host, _cache) = resetgate_tests::host();
     let users: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
     let names: Vec<&str> = users.iter().map(String::as_str).collect();
@@ -155,5 +171,168 @@ fn run(rt: Arc<Runtime>, users: u64) {
         .collect();
     for t in threads {
         let _ = t.join();
+    }
+}
+
+/// The store, except that the commit that would record a password change
+/// never happens: the runtime hangs there, after the directory changed the
+/// password and before the flow's record says so, until it is killed.
+struct HangAfterDirectory(Arc<SledStore>);
+
+impl HangAfterDirectory {
+    fn hang_if_changed(&self, records: &[AuditRecord]) {
+        if let Some(r) = records.iter().find(|r| r.kind == "password.changed") {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "CHANGED {}", r.flow.as_deref().unwrap_or("")).unwrap();
+            out.flush().unwrap();
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
+impl Store for HangAfterDirectory {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(tree, key)
+    }
+    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        self.0.scan(tree, prefix, limit)
+    }
+    fn scan_after(
+        &self,
+        tree: Tree,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.0.scan_after(tree, after, limit)
+    }
+    fn commit(&self, writes: Vec<StoreWrite>) -> Result<(), StoreError> {
+        self.0.commit(writes)
+    }
+    fn commit_audited(
+        &self,
+        writes: Vec<StoreWrite>,
+        records: Vec<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.hang_if_changed(&records);
+        self.0.commit_audited(writes, records)
+    }
+    fn stage_audited(
+        &self,
+        writes: Vec<StoreWrite>,
+        records: Vec<AuditRecord>,
+    ) -> Result<Durable, StoreError> {
+        self.hang_if_changed(&records);
+        self.0.stage_audited(writes, records)
+    }
+    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
+        self.hang_if_changed(std::slice::from_ref(&record));
+        self.0.append_audit(record)
+    }
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.0.audit_entries(from, limit)
+    }
+    fn verify_audit(&self) -> Result<AuditSummary, AuditError> {
+        self.0.verify_audit()
+    }
+}
+
+/// `interrupt` and `check-interrupted` (see the module's docs).
+fn interrupted(mode: &str, dir: &std::path::Path) {
+    use resetgate::contract::{CallContext, PluginKind};
+    use resetgate::plugin::{Grants, LoadSpec};
+    let sled = Arc::new(SledStore::open(dir).unwrap());
+    let store: Arc<dyn Store> = if mode == "interrupt" {
+        Arc::new(HangAfterDirectory(sled.clone()))
+    } else {
+        sled.clone()
+    };
+    let (host, _cache) = resetgate_tests::host();
+    assert!(host.set_kv_store(sled.clone()));
+    // The namespace is the file's stem, as for any plugin granted `kv`.
+    let namespace = "local_users";
+    let users = resetgate::users::Users::new(sled.clone(), namespace).unwrap();
+    let mut wf = resetgate_tests::test_workflow(
+        &host,
+        &[],
+        serde_json::json!({"threshold": 5, "lockout_ms": [60000]}),
+        &["first answer", "second answer"],
+    );
+    wf.directory.plugin_name = "local-users".into();
+    wf.directory.config = "{}".into();
+    // Setting a password hashes it and writes it durably.
+    wf.directory.limits.wall_time = std::time::Duration::from_secs(10);
+    let limits = wf.directory.limits;
+    wf.directory.grants = Grants {
+        kv: true,
+        ..Grants::default()
+    };
+    wf.directory.plugin = host
+        .load(
+            &resetgate_tests::wasm("local-users"),
+            &LoadSpec {
+                kind: Some(PluginKind::Directory),
+                grants: wf.directory.grants.clone(),
+                limits,
+            },
+        )
+        .unwrap();
+    let wf = Arc::new(wf);
+    let rt = Runtime::new(store, vec![wf.clone()]);
+    let answer = |v: &str| {
+        vec![FieldValue {
+            name: "answer".into(),
+            value: Secret::from(v),
+        }]
+    };
+    if mode == "interrupt" {
+        users
+            .add(
+                resetgate::users::NewUser {
+                    name: "carol".into(),
+                    password: Some(Secret::from("carol's old password")),
+                    ..Default::default()
+                },
+                false,
+            )
+            .unwrap();
+        let flow = rt.start("test-reset", "carol", now()).unwrap().flow;
+        rt.answer(&flow.id, answer("first answer"), now()).unwrap();
+        let out = rt.answer(&flow.id, answer("second answer"), now()).unwrap();
+        assert_eq!(out.flow.state, State::AwaitingPassword);
+        // Hangs once the directory has the new password.
+        let out = rt.password(&flow.id, Secret::from(INTERRUPTED), now());
+        panic!("the commit was not held back: {out:?}");
+    }
+    rt.recover(now()).unwrap();
+    let mut out = std::io::stdout().lock();
+    for (_, bytes) in sled.scan(Tree::Flows, b"", usize::MAX).unwrap() {
+        let flow: Flow = serde_json::from_slice(&bytes).unwrap();
+        let view = resetgate::api::wire::view(&flow, &wf, None);
+        writeln!(out, "VIEW {}", serde_json::to_string(&view).unwrap()).unwrap();
+    }
+    let directory = wf.directory.plugin.directory().unwrap();
+    let ctx = CallContext {
+        flow_id: "check".into(),
+        workflow: "test-reset".into(),
+        step: "directory".into(),
+        config: "{}".into(),
+        now_ms: now(),
+    };
+    let carol = directory
+        .find_user(&ctx, "carol")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let takes = directory
+        .verify_password(&ctx, &carol, &Secret::from(INTERRUPTED))
+        .unwrap()
+        .unwrap();
+    writeln!(out, "VERIFY {takes}").unwrap();
+    for entry in sled.audit_entries(0, usize::MAX).unwrap() {
+        if entry.record.kind == "flow.interrupted" {
+            writeln!(out, "AUDIT {}", entry.record.detail).unwrap();
+        }
     }
 }

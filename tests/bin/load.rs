@@ -5,7 +5,15 @@
 //!
 //! `cargo xtask loadtest` builds the release binary and runs this; by hand:
 //! `RESETGATE_BINARY=target/release/resetgate cargo run --release -p
-//! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]`.
+//! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]
+//! [--flood] [--enumeration | --enumeration-only] [--samples 5000]`.
+//!
+//! `--enumeration` adds the enumeration phase: start latency for a known,
+//! an unknown and a locked-out user, and the latency of a wrong *first
+//! answer* for known users against unknown names (and unknown against
+//! unknown, the control), `--samples` of each, every name used once, with
+//! Welch's t over all samples and with the slowest 5% of each dropped.
+//! `--enumeration-only` runs that phase alone.
 //!
 //! Each of `--flows` clients holds one keep-alive connection and runs resets
 //! back to back: start, answer gate 1, answer gate 2 (the `static-answer`
@@ -311,10 +319,159 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
+/// Welch's t statistic of two samples (µs).
+fn welch_t(a: &[u32], b: &[u32]) -> f64 {
+    let stats = |x: &[u32]| {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = x
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        (n, mean, var)
+    };
+    let ((na, ma, va), (nb, mb, vb)) = (stats(a), stats(b));
+    (ma - mb) / (va / na + vb / nb).sqrt()
+}
+
+/// `x` sorted, without its slowest `share`.
+fn trimmed(x: &[u32], share: f64) -> Vec<u32> {
+    let mut x = x.to_vec();
+    x.sort_unstable();
+    x.truncate(((x.len() as f64) * (1.0 - share)).round() as usize);
+    x
+}
+
+fn mean(x: &[u32]) -> f64 {
+    x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64
+}
+
+/// Starts a flow of the `enum` workflow for `name`; the wrong first
+/// answer's latency (µs) and the start's.
+fn first_answer(c: &Client, name: &str) -> (u32, u32) {
+    let t = Instant::now();
+    let v = c.call(
+        "POST",
+        "/v1/flows",
+        None,
+        Some(&json!({"workflow": "enum", "user": name})),
+    );
+    let start = t.elapsed().as_micros() as u32;
+    let path = format!("/v1/flows/{}/answers", v["id"].as_str().unwrap());
+    let t = Instant::now();
+    let v = c.call(
+        "POST",
+        &path,
+        v["token"].as_str(),
+        Some(&json!({"gate": "code", "round": 1, "answers": {"answer": "000000"}})),
+    );
+    let answer = t.elapsed().as_micros() as u32;
+    assert_eq!(v["notice"]["code"], "not-verified", "{v}");
+    (answer, start)
+}
+
+/// The enumeration phase's first answers: `samples` known users (each
+/// once) against as many unknown names, and a second set of unknown names
+/// as the control, interleaved so that drift affects all three alike.
+fn first_answers(c: &Client, samples: usize) {
+    // Warm up: the first requests pay for lazily built things.
+    for i in 0..50 {
+        first_answer(c, &format!("warm{i}"));
+    }
+    let mut answers: [Vec<u32>; 3] = Default::default();
+    let mut starts: [Vec<u32>; 3] = Default::default();
+    for i in 0..samples {
+        let names = [
+            format!("known{i}"),
+            format!("unknown-a{i}"),
+            format!("unknown-b{i}"),
+        ];
+        // Rotate the order so that none always goes first.
+        for k in 0..3 {
+            let j = (i + k) % 3;
+            let (a, s) = first_answer(c, &names[j]);
+            answers[j].push(a);
+            starts[j].push(s);
+        }
+    }
+    let row = |what: &str, lat: &[Vec<u32>; 3]| {
+        let median = |x: &[u32]| percentile(&trimmed(x, 0.0), 0.5);
+        let (k, u, v) = (&lat[0], &lat[1], &lat[2]);
+        let (kt, ut, vt) = (trimmed(k, 0.05), trimmed(u, 0.05), trimmed(v, 0.05));
+        println!(
+            "| {what}, {samples} each: known / unknown / unknown (control) | p50 {:.3} / {:.3} / {:.3} ms; mean {:.1} / {:.1} / {:.1} µs |",
+            median(k),
+            median(u),
+            median(v),
+            mean(k),
+            mean(u),
+            mean(v)
+        );
+        println!(
+            "| {what}: Welch \\|t\\| known vs unknown / control (unknown vs unknown) | all samples {:.2} / {:.2}; slowest 5% dropped {:.2} / {:.2} |",
+            welch_t(k, u).abs(),
+            welch_t(u, v).abs(),
+            welch_t(&kt, &ut).abs(),
+            welch_t(&ut, &vt).abs()
+        );
+    };
+    row("wrong first answer", &answers);
+    row("`POST /v1/flows`", &starts);
+}
+
+/// Start latency for a known, an unknown and a locked-out user.
+fn starts(c: &Client, known: &str, locked: &str) {
+    for _ in 0..3 {
+        let v = c.call(
+            "POST",
+            "/v1/flows",
+            None,
+            Some(&json!({"workflow": "load", "user": locked})),
+        );
+        let id = v["id"].as_str().unwrap();
+        c.call(
+            "POST",
+            &format!("/v1/flows/{id}/answers"),
+            v["token"].as_str(),
+            Some(&json!({"gate": "code", "round": 1, "answers": {"answer": "000000"}})),
+        );
+    }
+    let names = [known, "nobody-by-this-name", locked];
+    let mut lat: [Vec<u32>; 3] = Default::default();
+    for _ in 0..1000 {
+        for (i, name) in names.iter().enumerate() {
+            let t = Instant::now();
+            c.call(
+                "POST",
+                "/v1/flows",
+                None,
+                Some(&json!({"workflow": "load", "user": name})),
+            );
+            lat[i].push(t.elapsed().as_micros() as u32);
+        }
+    }
+    let mut row = vec![];
+    for (label, l) in ["known", "unknown", "locked out"]
+        .iter()
+        .zip(lat.iter_mut())
+    {
+        l.sort_unstable();
+        row.push(format!("{label} p50 {:.3} ms", percentile(l, 0.5)));
+    }
+    println!(
+        "| `POST /v1/flows` latency, 1000 each, one client | {} |",
+        row.join(", ")
+    );
+}
+
 fn main() {
     let flows = arg("--flows", 64) as usize;
     let seconds = arg("--seconds", 10);
+    let samples = arg("--samples", 5000) as usize;
     let tls = std::env::args().any(|a| a == "--tls");
+    let only = std::env::args().any(|a| a == "--enumeration-only");
+    let enumeration = only || std::env::args().any(|a| a == "--enumeration");
 
     let dir = tempfile::tempdir().unwrap();
     let (plugins, workflows) = (dir.path().join("plugins"), dir.path().join("workflows"));
@@ -328,6 +485,17 @@ fn main() {
         resetgate_tests::fixtures::reset_workflow("load", "5m", &names, false),
     )
     .unwrap();
+    if enumeration {
+        // Known users for the first answers, each used once (a wrong answer
+        // counts toward the lockout, as it does for an unknown name).
+        let known: Vec<String> = (0..samples).map(|i| format!("known{i}")).collect();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        std::fs::write(
+            workflows.join("enum.yaml"),
+            resetgate_tests::fixtures::reset_workflow("enum", "5m", &known, false),
+        )
+        .unwrap();
+    }
     let pki = Pki::new();
     let digest = resetgate_tests::pki::sha256(KEY.as_bytes());
     let config = write_config(
@@ -368,230 +536,195 @@ fn main() {
         )
     };
 
-    // Phase 1: the hello-world baseline, same server, same client.
-    let cpu_before = cpu();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let addr = base.trim_start_matches("http://").to_owned();
-    let hello: Vec<Vec<u32>> = if !tls {
-        lean_run(
-            (0..flows)
-                .map(|_| {
-                    let addr = addr.clone();
-                    Box::pin(async move {
-                        let mut c = Lean::connect(&addr).await;
-                        let mut lat = vec![];
-                        while Instant::now() < deadline {
-                            let t = Instant::now();
-                            c.call("GET", "/healthz", None, b"").await;
-                            lat.push(t.elapsed().as_micros() as u32);
-                        }
-                        lat
+    if !only {
+        // Phase 1: the hello-world baseline, same server, same client.
+        let cpu_before = cpu();
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let addr = base.trim_start_matches("http://").to_owned();
+        let hello: Vec<Vec<u32>> = if !tls {
+            lean_run(
+                (0..flows)
+                    .map(|_| {
+                        let addr = addr.clone();
+                        Box::pin(async move {
+                            let mut c = Lean::connect(&addr).await;
+                            let mut lat = vec![];
+                            while Instant::now() < deadline {
+                                let t = Instant::now();
+                                c.call("GET", "/healthz", None, b"").await;
+                                lat.push(t.elapsed().as_micros() as u32);
+                            }
+                            lat
+                        })
+                            as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u32>>>>
                     })
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u32>>>>
-                })
-                .collect(),
-        )
-    } else {
-        on_threads(flows, |i| {
-            let c = client(i);
-            let mut lat = vec![];
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let mut r = c
-                    .agent
-                    .get(format!("{}/healthz", c.base))
-                    .header("X-Api-Key", KEY)
-                    .call()
-                    .unwrap();
-                let _ = r.body_mut().read_to_string();
-                lat.push(t.elapsed().as_micros() as u32);
-            }
-            lat
-        })
-    };
-    let mut hello: Vec<u32> = hello.into_iter().flatten().collect();
-    hello.sort_unstable();
-    let hello_rps = hello.len() as f64 / seconds as f64;
-    let cpu_after = cpu();
-    let hello_cpu = (
-        (cpu_after.0 - cpu_before.0) / hello.len().max(1) as f64,
-        (cpu_after.1 - cpu_before.1) / hello.len().max(1) as f64,
-    );
-
-    // Phase 2: complete resets.
-    let cpu_before = cpu();
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let per_thread: Vec<(u64, [Vec<u32>; 4])> = if !tls {
-        lean_run(
-            users
-                .iter()
-                .map(|user| {
-                    Box::pin(lean_resets(addr.clone(), user.clone(), deadline))
-                        as std::pin::Pin<
-                            Box<dyn std::future::Future<Output = (u64, [Vec<u32>; 4])>>,
-                        >
-                })
-                .collect(),
-        )
-    } else {
-        on_threads(flows, |i| run_resets(&client(i), &users[i], deadline))
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = cpu();
-    let resets: u64 = per_thread.iter().map(|(d, _)| d).sum();
-    let mut steps: [Vec<u32>; 4] = Default::default();
-    for (_, lat) in per_thread {
-        for (all, mine) in steps.iter_mut().zip(lat) {
-            all.extend(mine);
-        }
-    }
-    let requests: usize = steps.iter().map(Vec::len).sum();
-    let rps = requests as f64 / elapsed;
-    let reset_cpu = (
-        (cpu_after.0 - cpu_before.0) / requests.max(1) as f64,
-        (cpu_after.1 - cpu_before.1) / requests.max(1) as f64,
-    );
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| hello-world `GET /healthz` | {hello_rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
-        percentile(&hello, 0.5),
-        percentile(&hello, 0.99)
-    );
-    println!(
-        "| completed resets | **{:.0} /s** ({resets} in {elapsed:.1} s) |",
-        resets as f64 / elapsed
-    );
-    println!(
-        "| API requests (4 per reset) | {rps:.0} req/s = {:.2} × hello-world |",
-        rps / hello_rps
-    );
-    for (name, lat) in STEPS.iter().zip(steps.iter_mut()) {
-        lat.sort_unstable();
-        println!(
-            "| step `{name}` | p50 {:.2} ms, p99 {:.2} ms |",
-            percentile(lat, 0.5),
-            percentile(lat, 0.99)
-        );
-    }
-    let mut all: Vec<u32> = steps.into_iter().flatten().collect();
-    all.sort_unstable();
-    println!(
-        "| every step | p50 {:.2} ms, p99 {:.2} ms |",
-        percentile(&all, 0.5),
-        percentile(&all, 0.99)
-    );
-    println!(
-        "| CPU per request, server / client | API steps {:.0} / {:.0} µs; hello-world {:.0} / {:.0} µs |",
-        reset_cpu.0 * 1e6,
-        reset_cpu.1 * 1e6,
-        hello_cpu.0 * 1e6,
-        hello_cpu.1 * 1e6
-    );
-
-    if std::env::args().any(|a| a == "--flood") {
-        // One portal's resets alone, then while 32 anonymous clients flood
-        // the gateway (all from 127.0.0.1: rate-limited to 429s).
-        let victim = client(0);
-        let steps_p50 = |lat: [Vec<u32>; 4]| {
-            let mut all: Vec<u32> = lat.into_iter().flatten().collect();
-            all.sort_unstable();
-            (percentile(&all, 0.5), percentile(&all, 0.99))
+                    .collect(),
+            )
+        } else {
+            on_threads(flows, |i| {
+                let c = client(i);
+                let mut lat = vec![];
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let mut r = c
+                        .agent
+                        .get(format!("{}/healthz", c.base))
+                        .header("X-Api-Key", KEY)
+                        .call()
+                        .unwrap();
+                    let _ = r.body_mut().read_to_string();
+                    lat.push(t.elapsed().as_micros() as u32);
+                }
+                lat
+            })
         };
-        let (alone_n, alone) = run_resets(
-            &victim,
-            &users[0],
-            Instant::now() + Duration::from_secs(seconds),
+        let mut hello: Vec<u32> = hello.into_iter().flatten().collect();
+        hello.sort_unstable();
+        let hello_rps = hello.len() as f64 / seconds as f64;
+        let cpu_after = cpu();
+        let hello_cpu = (
+            (cpu_after.0 - cpu_before.0) / hello.len().max(1) as f64,
+            (cpu_after.1 - cpu_before.1) / hello.len().max(1) as f64,
         );
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let flooded: std::sync::atomic::AtomicU64 = Default::default();
-        let (flood_n, during) = std::thread::scope(|s| {
-            for i in 0..32 {
-                let (stop, flooded, base, pki) = (&stop, &flooded, base.clone(), &pki);
-                s.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .new_agent();
-                    let agent = if tls { pki.client(false) } else { agent };
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let _ = agent
-                            .post(format!("{base}/v1/flows"))
-                            .header("Content-Type", "application/json")
-                            .send(format!("{{\"workflow\":\"load\",\"user\":\"flood{i}\"}}"));
-                        flooded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
+
+        // Phase 2: complete resets.
+        let cpu_before = cpu();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let per_thread: Vec<(u64, [Vec<u32>; 4])> = if !tls {
+            lean_run(
+                users
+                    .iter()
+                    .map(|user| {
+                        Box::pin(lean_resets(addr.clone(), user.clone(), deadline))
+                            as std::pin::Pin<
+                                Box<dyn std::future::Future<Output = (u64, [Vec<u32>; 4])>>,
+                            >
+                    })
+                    .collect(),
+            )
+        } else {
+            on_threads(flows, |i| run_resets(&client(i), &users[i], deadline))
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu_after = cpu();
+        let resets: u64 = per_thread.iter().map(|(d, _)| d).sum();
+        let mut steps: [Vec<u32>; 4] = Default::default();
+        for (_, lat) in per_thread {
+            for (all, mine) in steps.iter_mut().zip(lat) {
+                all.extend(mine);
             }
-            let r = run_resets(
+        }
+        let requests: usize = steps.iter().map(Vec::len).sum();
+        let rps = requests as f64 / elapsed;
+        let reset_cpu = (
+            (cpu_after.0 - cpu_before.0) / requests.max(1) as f64,
+            (cpu_after.1 - cpu_before.1) / requests.max(1) as f64,
+        );
+        println!();
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!(
+            "| hello-world `GET /healthz` | {hello_rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+            percentile(&hello, 0.5),
+            percentile(&hello, 0.99)
+        );
+        println!(
+            "| completed resets | **{:.0} /s** ({resets} in {elapsed:.1} s) |",
+            resets as f64 / elapsed
+        );
+        println!(
+            "| API requests (4 per reset) | {rps:.0} req/s = {:.2} × hello-world |",
+            rps / hello_rps
+        );
+        for (name, lat) in STEPS.iter().zip(steps.iter_mut()) {
+            lat.sort_unstable();
+            println!(
+                "| step `{name}` | p50 {:.2} ms, p99 {:.2} ms |",
+                percentile(lat, 0.5),
+                percentile(lat, 0.99)
+            );
+        }
+        let mut all: Vec<u32> = steps.into_iter().flatten().collect();
+        all.sort_unstable();
+        println!(
+            "| every step | p50 {:.2} ms, p99 {:.2} ms |",
+            percentile(&all, 0.5),
+            percentile(&all, 0.99)
+        );
+        println!(
+            "| CPU per request, server / client | API steps {:.0} / {:.0} µs; hello-world {:.0} / {:.0} µs |",
+            reset_cpu.0 * 1e6,
+            reset_cpu.1 * 1e6,
+            hello_cpu.0 * 1e6,
+            hello_cpu.1 * 1e6
+        );
+
+        if std::env::args().any(|a| a == "--flood") {
+            // One portal's resets alone, then while 32 anonymous clients flood
+            // the gateway (all from 127.0.0.1: rate-limited to 429s).
+            let victim = client(0);
+            let steps_p50 = |lat: [Vec<u32>; 4]| {
+                let mut all: Vec<u32> = lat.into_iter().flatten().collect();
+                all.sort_unstable();
+                (percentile(&all, 0.5), percentile(&all, 0.99))
+            };
+            let (alone_n, alone) = run_resets(
                 &victim,
                 &users[0],
                 Instant::now() + Duration::from_secs(seconds),
             );
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            r
-        });
-        let (a50, a99) = steps_p50(alone);
-        let (d50, d99) = steps_p50(during);
-        println!(
-            "| one portal's steps, alone | p50 {a50:.2} ms, p99 {a99:.2} ms ({:.0} resets/s) |",
-            alone_n as f64 / seconds as f64
-        );
-        println!(
-            "| same, while 32 anonymous clients flood ({:.0} req/s, answered 429) | p50 {d50:.2} ms, p99 {d99:.2} ms ({:.0} resets/s); p50 ratio {:.2} |",
-            flooded.load(std::sync::atomic::Ordering::Relaxed) as f64 / seconds as f64,
-            flood_n as f64 / seconds as f64,
-            d50 / a50
-        );
-    }
-    if std::env::args().any(|a| a == "--enumeration") {
-        // Start latency for a known, an unknown and a locked-out user,
-        // interleaved so that drift affects all three alike.
-        let c = client(0);
-        let locked = &users[1];
-        for _ in 0..3 {
-            let v = c.call(
-                "POST",
-                "/v1/flows",
-                None,
-                Some(&json!({"workflow": "load", "user": locked})),
-            );
-            let id = v["id"].as_str().unwrap();
-            c.call(
-                "POST",
-                &format!("/v1/flows/{id}/answers"),
-                v["token"].as_str(),
-                Some(&json!({"gate": "code", "round": 1, "answers": {"answer": "000000"}})),
-            );
-        }
-        let names = [users[0].as_str(), "nobody-by-this-name", locked.as_str()];
-        let mut lat: [Vec<u32>; 3] = Default::default();
-        for _ in 0..1000 {
-            for (i, name) in names.iter().enumerate() {
-                let t = Instant::now();
-                c.call(
-                    "POST",
-                    "/v1/flows",
-                    None,
-                    Some(&json!({"workflow": "load", "user": name})),
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let flooded: std::sync::atomic::AtomicU64 = Default::default();
+            let (flood_n, during) = std::thread::scope(|s| {
+                for i in 0..32 {
+                    let (stop, flooded, base, pki) = (&stop, &flooded, base.clone(), &pki);
+                    s.spawn(move || {
+                        let agent: ureq::Agent = ureq::Agent::config_builder()
+                            .http_status_as_error(false)
+                            .build()
+                            .new_agent();
+                        let agent = if tls { pki.client(false) } else { agent };
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let _ = agent
+                                .post(format!("{base}/v1/flows"))
+                                .header("Content-Type", "application/json")
+                                .send(format!("{{\"workflow\":\"load\",\"user\":\"flood{i}\"}}"));
+                            flooded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    });
+                }
+                let r = run_resets(
+                    &victim,
+                    &users[0],
+                    Instant::now() + Duration::from_secs(seconds),
                 );
-                lat[i].push(t.elapsed().as_micros() as u32);
-            }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                r
+            });
+            let (a50, a99) = steps_p50(alone);
+            let (d50, d99) = steps_p50(during);
+            println!(
+                "| one portal's steps, alone | p50 {a50:.2} ms, p99 {a99:.2} ms ({:.0} resets/s) |",
+                alone_n as f64 / seconds as f64
+            );
+            println!(
+                "| same, while 32 anonymous clients flood ({:.0} req/s, answered 429) | p50 {d50:.2} ms, p99 {d99:.2} ms ({:.0} resets/s); p50 ratio {:.2} |",
+                flooded.load(std::sync::atomic::Ordering::Relaxed) as f64 / seconds as f64,
+                flood_n as f64 / seconds as f64,
+                d50 / a50
+            );
         }
-        let mut row = vec![];
-        for (label, l) in ["known", "unknown", "locked out"]
-            .iter()
-            .zip(lat.iter_mut())
-        {
-            l.sort_unstable();
-            row.push(format!("{label} p50 {:.3} ms", percentile(l, 0.5)));
+    }
+    if enumeration {
+        let c = client(0);
+        if only {
+            println!();
+            println!("| measure | value |");
+            println!("|---|---|");
         }
-        println!(
-            "| `POST /v1/flows` latency, 1000 each, one client | {} |",
-            row.join(", ")
-        );
+        starts(&c, &users[0], &users[1]);
+        first_answers(&c, samples);
     }
     assert!(gw.stop(), "the gateway did not stop cleanly");
 }

@@ -228,7 +228,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn progress(passed: usize, state: &str) -> u32 {
     match state {
         "completed" => 4,
-        "failed" | "committing" => 3,
+        "failed" | "interrupted" | "committing" => 3,
         "awaiting-password" => 2,
         _ => passed as u32,
     }
@@ -302,8 +302,8 @@ fn a_sigkill_mid_run_loses_no_acknowledged_step() {
         let ok = match state.as_str() {
             "gate0" => *passed == 0,
             "gate1" => *passed == 1,
-            "awaiting-password" | "completed" | "failed" => *passed == 2,
-            "committing" => false, // recovery fails every interrupted commit
+            "awaiting-password" | "completed" | "failed" | "interrupted" => *passed == 2,
+            "committing" => false, // recovery ends every interrupted commit
             _ => false,
         };
         assert!(ok, "flow {id} is {state} with {passed} gates passed");
@@ -319,6 +319,82 @@ fn a_sigkill_mid_run_loses_no_acknowledged_step() {
             path.display()
         );
     }
+}
+
+/// Searches every file under `dir` for `needle`; the files holding it.
+fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn a_reset_killed_after_the_directory_changed_the_password_reads_unknown_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = env!("CARGO_BIN_EXE_flow-driver");
+    let mut child = Command::new(driver)
+        .args(["interrupt", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // The directory has set the password; the request has not ended.
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = logs.join().unwrap();
+    assert!(line.starts_with("CHANGED "), "{line:?}\n{logs}");
+    let flow_id = line["CHANGED ".len()..].to_owned();
+
+    let out = Command::new(driver)
+        .args(["check-interrupted", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The directory did take the new password...
+    assert!(stdout.lines().any(|l| l == "VERIFY true"), "{stdout}");
+    // ...so the flow must not say it failed: it says the outcome is unknown.
+    let view: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("VIEW "))
+        .map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap())
+        .find(|v| v["id"] == flow_id.as_str())
+        .unwrap_or_else(|| panic!("flow {flow_id} is gone: {stdout}"));
+    assert_eq!(view["state"], "interrupted", "{view}");
+    assert_eq!(view["receipt"]["directory"], "unknown", "{view}");
+    assert_eq!(
+        view["receipt"]["sync"],
+        serde_json::json!([{"id": "mail", "status": "unknown"}]),
+        "{view}"
+    );
+    // The audit log says so too.
+    let audit = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("AUDIT "))
+        .unwrap_or_else(|| panic!("no flow.interrupted record: {stdout}"));
+    let audit: serde_json::Value = serde_json::from_str(audit).unwrap();
+    assert_eq!(audit["outcome"], "unknown", "{audit}");
+    assert_eq!(audit["directory"], "unknown", "{audit}");
+    // The password was never stored or logged in clear.
+    let canary = "CANARY-4be0";
+    assert!(!logs.contains(canary), "the driver logged the password");
+    let holding = files_holding(dir.path(), canary);
+    assert!(holding.is_empty(), "{holding:?} hold the password");
 }
 
 #[test]
@@ -420,13 +496,15 @@ fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
     assert_eq!(rt.recover(T0 + 5).unwrap(), 25);
     assert!(matches!(
         rt.flow(&format!("{:032x}", 10_049)).unwrap().state,
-        State::Failed { .. }
+        State::Interrupted { .. }
     ));
     // Idle for 5 minutes: every unfinished flow goes (the template too);
-    // the 25 failed ones are kept 10 minutes for their receipts.
+    // the 25 interrupted ones are kept 10 minutes from the recovery for
+    // their receipts.
     assert_eq!(rt.sweep(T0 + 300_000).unwrap(), 10_026);
     assert_eq!(audit_kinds(&store, "flow.expired"), 10_026);
-    assert_eq!(rt.sweep(T0 + 600_000).unwrap(), 25);
+    assert_eq!(rt.sweep(T0 + 5 + 600_000 - 1).unwrap(), 0);
+    assert_eq!(rt.sweep(T0 + 5 + 600_000).unwrap(), 25);
     let left: Vec<Vec<u8>> = store
         .scan(Tree::Flows, b"", usize::MAX)
         .unwrap()
@@ -437,7 +515,7 @@ fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
 }
 
 #[test]
-fn recovery_fails_a_flow_a_crash_interrupted_mid_commit() {
+fn recovery_ends_a_flow_a_crash_interrupted_mid_commit_as_interrupted() {
     use resetgate::store::{Tree, Write};
     let dir = tempfile::tempdir().unwrap();
     let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
@@ -457,7 +535,7 @@ fn recovery_fails_a_flow_a_crash_interrupted_mid_commit() {
     assert_eq!(rt.recover(T0 + 5).unwrap(), 1);
     assert!(matches!(
         rt.flow(&flow.id).unwrap().state,
-        State::Failed { receipt: Some(_) }
+        State::Interrupted { receipt } if receipt.directory == resetgate::engine::Outcome::Unknown
     ));
     assert_eq!(audit_kinds(&store, "flow.interrupted"), 1);
     assert_eq!(rt.recover(T0 + 6).unwrap(), 0, "recovery is idempotent");

@@ -8,6 +8,7 @@ mod api;
 mod cache;
 mod cli;
 mod connections;
+mod decoy;
 mod flows;
 mod host;
 mod hostile;

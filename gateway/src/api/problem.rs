@@ -37,6 +37,8 @@ pub enum Code {
     WrongState,
     /// The flow has ended.
     FlowEnded,
+    /// The flow ended in a crash mid-commit: the outcome is unknown.
+    OutcomeUnknown,
     /// The flow's workflow version is gone.
     WorkflowChanged,
     /// Body over the limit.
@@ -53,7 +55,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the docs test.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::BadJson,
         Code::InvalidRequest,
         Code::InvalidApiKey,
@@ -66,6 +68,7 @@ impl Code {
         Code::StaleStep,
         Code::WrongState,
         Code::FlowEnded,
+        Code::OutcomeUnknown,
         Code::WorkflowChanged,
         Code::BodyTooLarge,
         Code::UnsupportedMediaType,
@@ -142,6 +145,11 @@ impl Code {
                 "flow-ended",
                 S::CONFLICT,
                 "The flow has ended; start a new one.",
+            ),
+            Code::OutcomeUnknown => (
+                "outcome-unknown",
+                S::CONFLICT,
+                "The gateway stopped while this flow's new password was being set, so whether it was changed is not known. Try signing in with the new password; if it does not work, start a new reset.",
             ),
             Code::WorkflowChanged => (
                 "workflow-changed",
@@ -241,6 +249,7 @@ impl From<RuntimeError> for Problem {
             RuntimeError::BadAnswers(detail) => Problem::new(Code::InvalidRequest).detail(detail),
             RuntimeError::Refused(Refusal::OutOfOrder) => Code::WrongState.into(),
             RuntimeError::Refused(Refusal::Finished) => Code::FlowEnded.into(),
+            RuntimeError::Refused(Refusal::Interrupted) => Code::OutcomeUnknown.into(),
             e @ (RuntimeError::Store(_) | RuntimeError::Corrupt { .. }) => {
                 tracing::error!(error = %e, "request failed");
                 Code::Internal.into()

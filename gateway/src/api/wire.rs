@@ -211,6 +211,11 @@ pub enum StateName {
     Completed,
     /// Failed (final).
     Failed,
+    /// The gateway stopped while the password was being set, so whether it
+    /// changed is not known (final): the person should try the new password
+    /// and start a new reset if it does not work. The receipt says
+    /// `unknown` for every target that may or may not have it.
+    Interrupted,
     /// Locked out (final).
     Locked,
     /// Past its time limit (final).
@@ -295,11 +300,12 @@ pub struct ViolationView {
 /// What a reset did, target by target.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReceiptView {
-    /// The directory: `ok`, `failed` or `pending`.
+    /// The directory: `ok`, `failed`, `pending`, or `unknown` (in
+    /// `interrupted`: it may or may not have the new password).
     pub directory: &'static str,
     /// Each sync target, in the order they ran.
     pub sync: Vec<SyncView>,
-    /// The VPN hook, if it ran.
+    /// The VPN hook, if it ran (or, `unknown`, may have).
     pub vpn: Option<&'static str>,
 }
 
@@ -308,7 +314,7 @@ pub struct ReceiptView {
 pub struct SyncView {
     /// The target's id in the workflow.
     pub id: String,
-    /// `ok`, `failed` or `pending`.
+    /// `ok`, `failed`, `pending` or `unknown`.
     pub status: &'static str,
 }
 
@@ -337,6 +343,7 @@ fn outcome(o: engine::Outcome) -> &'static str {
         engine::Outcome::Pending => "pending",
         engine::Outcome::Ok => "ok",
         engine::Outcome::Failed => "failed",
+        engine::Outcome::Unknown => "unknown",
     }
 }
 
@@ -488,6 +495,7 @@ pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView 
         State::Committing { receipt } => (StateName::Committing, None, Some(receipt)),
         State::Completed { receipt } => (StateName::Completed, None, Some(receipt)),
         State::Failed { receipt } => (StateName::Failed, None, receipt.as_ref()),
+        State::Interrupted { receipt } => (StateName::Interrupted, None, Some(receipt)),
         State::Locked { .. } => (StateName::Locked, None, None),
         State::Expired => (StateName::Expired, None, None),
     };

@@ -134,6 +134,14 @@ pub enum State {
         /// Outcomes, if the commit had started.
         receipt: Option<Receipt>,
     },
+    /// A crash interrupted the commit: the directory (and any target after
+    /// it) may or may not have the new password. Set by recovery at start-up
+    /// on a flow found `Committing`; the person is told the truth: try the
+    /// new password, and reset again if it does not work.
+    Interrupted {
+        /// Outcomes as far as they are known; the rest are `Unknown`.
+        receipt: Receipt,
+    },
     /// The lockout rule refused the user.
     Locked {
         /// Until when; `None` is permanent.
@@ -148,7 +156,11 @@ impl State {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            State::Completed { .. } | State::Failed { .. } | State::Locked { .. } | State::Expired
+            State::Completed { .. }
+                | State::Failed { .. }
+                | State::Interrupted { .. }
+                | State::Locked { .. }
+                | State::Expired
         )
     }
 }
@@ -164,6 +176,9 @@ pub enum Outcome {
     Ok,
     /// Refused or failed.
     Failed,
+    /// Not known: a crash interrupted the commit while this target may have
+    /// been reached.
+    Unknown,
 }
 
 /// What a reset did, target by target.

@@ -7,7 +7,8 @@
 //!
 //! A flow of a reset workflow goes
 //! `Resolving → Gate(0) … Gate(n-1) → AwaitingPassword → Committing →
-//! Completed | Failed | Locked | Expired`; an enrollment flow goes
+//! Completed | Failed | Locked | Expired` (and `Committing → Interrupted`
+//! when a crash cut a commit short: [`interrupt`], at start-up); an enrollment flow goes
 //! `Resolving → Authenticating → Enrolling(0) … → Completed`. The lockout
 //! rule is consulted when a flow starts, before every answer is judged, after
 //! every failure, and again right before the password is set.
@@ -178,6 +179,21 @@ pub enum Refusal {
     /// The flow has ended.
     #[error("this flow has ended")]
     Finished,
+    /// The flow has ended in a crash mid-commit: whether the password was
+    /// changed is not known.
+    #[error("this flow was interrupted while the password was being set; its outcome is unknown")]
+    Interrupted,
+}
+
+impl Refusal {
+    /// Why an ended flow refuses everything: [`Refusal::Interrupted`] for a
+    /// flow a crash interrupted mid-commit, else [`Refusal::Finished`].
+    pub fn ended(state: &State) -> Refusal {
+        match state {
+            State::Interrupted { .. } => Refusal::Interrupted,
+            _ => Refusal::Finished,
+        }
+    }
 }
 
 /// Applies `event` to `flow` at `now`. Returns the effects to carry out, in
@@ -187,7 +203,7 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
     // Time limits apply to every event from the portal.
     if matches!(event, Event::Answers(_) | Event::Password(_)) {
         if flow.state.is_terminal() {
-            return Err(Refusal::Finished);
+            return Err(Refusal::ended(&flow.state));
         }
         if flow.expired(now) {
             flow.state = State::Expired;
@@ -526,6 +542,51 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
         fx.push(Effect::Checkpoint);
     }
     Ok(fx)
+}
+
+/// At start-up, for a flow found `Committing`: a crash interrupted the
+/// commit after the flow was checkpointed, so the directory may or may not
+/// have the new password (it may have set it an instant before the crash),
+/// and so may every target after it. Nothing can find out without the
+/// password, which is never stored: the flow ends `Interrupted`, every
+/// outcome not recorded is `Unknown` (the sync targets and the partial-mode
+/// VPN hook the workflow would have run, when `wf` is the flow's workflow),
+/// and the person is told to try the new password and reset again if it
+/// does not work. Returns the audit event; `None` (and nothing changes) if
+/// the flow is not committing.
+pub fn interrupt(flow: &mut Flow, wf: Option<&Shape>, now: u64) -> Option<AuditEvent> {
+    let State::Committing { receipt } = &flow.state else {
+        return None;
+    };
+    let mut receipt = receipt.clone();
+    if receipt.directory == Outcome::Pending {
+        receipt.directory = Outcome::Unknown;
+    }
+    if let Some(wf) = wf {
+        for index in sync_order(wf) {
+            let id = &wf.sync[index].id;
+            if !receipt.sync.iter().any(|(done, _)| done == id) {
+                receipt.sync.push((id.clone(), Outcome::Unknown));
+            }
+        }
+        if wf.vpn == Some(VpnMode::Partial) && receipt.vpn.is_none() {
+            receipt.vpn = Some(Outcome::Unknown);
+        }
+    }
+    let name = |o: Outcome| format!("{o:?}").to_lowercase();
+    let detail = vec![
+        ("outcome", "unknown".to_owned()),
+        ("directory", name(receipt.directory)),
+    ];
+    flow.state = State::Interrupted { receipt };
+    flow.phase = Phase::Idle;
+    flow.pending_password = None;
+    // Ended now: the outcome stays readable for as long as any other.
+    flow.touched_ms = now;
+    Some(AuditEvent {
+        kind: "flow.interrupted",
+        detail,
+    })
 }
 
 fn begin_gate(flow: &mut Flow, wf: &Shape, index: usize, fx: &mut Vec<Effect>) {

@@ -674,3 +674,78 @@ fn a_stored_flow_never_holds_the_password_or_answers() {
     assert_eq!(back.state, flow.state);
     assert!(back.pending_password.is_none());
 }
+
+#[test]
+fn a_commit_cut_short_by_a_crash_ends_interrupted_with_unknown_outcomes() {
+    let mut wf = shape();
+    let sync = |on_failure| SyncMode::Sync {
+        timeout: Duration::from_secs(5),
+        on_failure,
+    };
+    wf.sync = vec![
+        SyncShape {
+            id: "mail".into(),
+            mode: sync(OnFailure::Allow),
+        },
+        SyncShape {
+            id: "hr".into(),
+            mode: sync(OnFailure::Deny),
+        },
+    ];
+    wf.vpn = Some(VpnMode::Partial);
+    let mut w = World::new();
+    let mut flow = started(&mut w, &wf);
+    w.pass_gates(&mut flow, &wf);
+    // As stored by the checkpoint before the directory was called.
+    flow.state = State::Committing {
+        receipt: Receipt::default(),
+    };
+    let event = interrupt(&mut flow, Some(&wf), T0 + 60_000).expect("committing");
+    assert_eq!(event.kind, "flow.interrupted");
+    assert!(event.detail.contains(&("outcome", "unknown".into())));
+    assert!(event.detail.contains(&("directory", "unknown".into())));
+    assert_eq!(
+        flow.state,
+        State::Interrupted {
+            receipt: Receipt {
+                directory: Outcome::Unknown,
+                sync: vec![
+                    ("hr".into(), Outcome::Unknown),
+                    ("mail".into(), Outcome::Unknown)
+                ],
+                vpn: Some(Outcome::Unknown),
+            }
+        }
+    );
+    assert!(flow.state.is_terminal());
+    assert_eq!(
+        flow.touched_ms,
+        T0 + 60_000,
+        "readable for a while after restart"
+    );
+    // Everything the portal sends is refused as interrupted, not as ended.
+    assert_eq!(
+        step(
+            &mut flow,
+            &wf,
+            Event::Password(Secret::from("x")),
+            T0 + 60_001
+        )
+        .unwrap_err(),
+        Refusal::Interrupted
+    );
+    // Outcomes already known stay; a flow not committing is left alone.
+    let mut known = started(&mut World::new(), &shape());
+    known.state = State::Committing {
+        receipt: Receipt {
+            directory: Outcome::Ok,
+            sync: vec![],
+            vpn: None,
+        },
+    };
+    interrupt(&mut known, None, T0).unwrap();
+    assert!(
+        matches!(&known.state, State::Interrupted { receipt } if receipt.directory == Outcome::Ok)
+    );
+    assert!(interrupt(&mut known, None, T0).is_none());
+}
