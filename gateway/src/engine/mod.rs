@@ -248,6 +248,10 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                 // A decoy flow: indistinguishable until it fails at a gate.
                 fx.push(audit("flow.unknown-user", vec![]));
                 flow.decoy = true;
+            } else {
+                // The same number of records either way: a decoy's start
+                // writes what a real one's does.
+                fx.push(audit("flow.user-found", vec![]));
             }
             flow.user = user;
             flow.phase = Phase::Deciding(Then::Begin);
