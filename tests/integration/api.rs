@@ -689,7 +689,7 @@ fn rank(view: &Value) -> u8 {
         (Some("gate"), Some("code")) => 0,
         (Some("gate"), Some("second")) => 1,
         (Some("awaiting-password"), _) => 2,
-        (Some("completed" | "failed"), _) => 3,
+        (Some("completed" | "failed" | "interrupted"), _) => 3,
         other => panic!("unexpected {other:?} in {view}"),
     }
 }
@@ -767,7 +767,8 @@ fn every_acknowledged_step_survives_a_sigkill_under_load() {
     p.crash_and_restart();
     // The last acknowledged step of each flow is still there; a flow may be
     // one step further (a request under way when the process died), never
-    // more, and an interrupted commit is failed, not completed.
+    // more, and an interrupted commit reads `interrupted` (outcome
+    // unknown), not completed.
     let mut last: std::collections::HashMap<String, (String, u8)> = Default::default();
     for (id, token, rank) in acked {
         let e = last.entry(id).or_insert((token, rank));
@@ -785,6 +786,17 @@ fn every_acknowledged_step_survives_a_sigkill_under_load() {
         );
         if now > *acked_rank {
             ahead += 1;
+        }
+        if r.json["state"] == "interrupted" {
+            // A portal retrying the password the crash cut off is told
+            // the outcome is unknown, not that the flow failed.
+            assert_eq!(r.json["receipt"]["directory"], "unknown", "{}", r.raw);
+            let again = p.post(
+                &format!("/v1/flows/{id}/password"),
+                Some(token),
+                json!({"password": "purple monkey dishwasher"}),
+            );
+            problem(&again, 409, "outcome-unknown");
         }
     }
     assert!(
