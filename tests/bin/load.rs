@@ -381,15 +381,27 @@ fn first_answers(c: &Client, samples: usize) {
     }
     let mut answers: [Vec<u32>; 3] = Default::default();
     let mut starts: [Vec<u32>; 3] = Default::default();
+    // A fixed-seed xorshift: each round's order is shuffled, so that no set
+    // of names is more often first, or more often after another set (a
+    // request can pay for what the one before it left behind).
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
     for i in 0..samples {
         let names = [
             format!("known{i}"),
             format!("unknown-a{i}"),
             format!("unknown-b{i}"),
         ];
-        // Rotate the order so that none always goes first.
-        for k in 0..3 {
-            let j = (i + k) % 3;
+        let mut order = [0, 1, 2];
+        for k in (1..3).rev() {
+            order.swap(k, (next() % (k as u64 + 1)) as usize);
+        }
+        for j in order {
             let (a, s) = first_answer(c, &names[j]);
             answers[j].push(a);
             starts[j].push(s);
