@@ -801,8 +801,11 @@ impl Plugin {
         if data.logs_dropped > 0 {
             tracing::warn!(plugin = %inner.label, flow = flow_id, dropped = data.logs_dropped, "plugin log lines dropped");
         }
-        let stopped = self.stopped(data);
-        let outcome = result.map_err(|e| self.classify(e, stopped));
+        // Only a failure needs what the host saw (and a clock read).
+        let outcome = result.map_err(|e| {
+            let stopped = self.stopped(data);
+            self.classify(e, stopped)
+        });
         // Torn down here, on the thread that built it: never reused.
         drop(fresh);
         outcome
