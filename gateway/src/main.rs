@@ -270,12 +270,17 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     println!("kind:     {}", i.info.kind);
     println!("summary:  {}", i.info.summary);
     println!("sha256:   {}", i.sha256);
+    // What it imports, not what it uses: some toolchains import every
+    // capability of the world. Each works only where a step grants it.
     println!(
         "grants:   {}",
         if needs.is_empty() {
-            "none".to_owned()
+            "none needed".to_owned()
         } else {
-            needs.join(", ")
+            format!(
+                "{} (imported; each works only where the step grants it)",
+                needs.join(", ")
+            )
         }
     );
     println!("imports:");
