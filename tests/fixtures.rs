@@ -97,11 +97,18 @@ gates:
 /// `resetgate users add NAME --password-stdin --config CONFIG` (the gateway
 /// must be stopped).
 pub fn add_local_user(config: &Path, name: &str, password: &str) {
+    users_add(name, password, &["--config".as_ref(), config.as_os_str()]);
+}
+
+/// `resetgate users add NAME --password-stdin EXTRA...` with `password` on
+/// its standard input; panics if it fails.
+pub fn users_add(name: &str, password: &str, extra: &[&std::ffi::OsStr]) {
     use std::io::Write as _;
     let mut add = std::process::Command::new(binary())
-        .args(["users", "add", name, "--password-stdin", "--config"])
-        .arg(config)
+        .args(["users", "add", name, "--password-stdin"])
+        .args(extra)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     add.stdin

@@ -5,9 +5,8 @@
 //! Each is the gate of a workflow over `local-users`, driven through a whole
 //! reset on the real binary over its HTTP API.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use resetgate::contract::CallContext;
 use resetgate::plugin::{Grants, LoadSpec};
 use resetgate::secret::Secret;
 use resetgate::store::SledStore;
-use resetgate_tests::{Gateway, binary, host, root, wasm};
+use resetgate_tests::{Gateway, host, root, wasm};
 use serde_json::{Value, json};
 
 /// The JavaScript gate as `cargo xtask js-gate` (and `cargo xtask test`) builds it.
@@ -102,20 +101,17 @@ impl Setup {
 
     /// `resetgate users add NAME --attr ATTR --password-stdin` on the data folder.
     fn add_user(&self, name: &str, attr: &str, password: &str) {
-        let mut add = Command::new(binary())
-            .args(["users", "add", name, "--attr", attr, "--password-stdin"])
-            .arg("--data-dir")
-            .arg(self.data())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        add.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        assert!(add.wait().unwrap().success(), "users add {name} failed");
+        let data = self.data();
+        resetgate_tests::fixtures::users_add(
+            name,
+            password,
+            &[
+                "--attr".as_ref(),
+                attr.as_ref(),
+                "--data-dir".as_ref(),
+                data.as_os_str(),
+            ],
+        );
     }
 
     fn start(&self) -> Gateway {
