@@ -71,6 +71,7 @@ fn native_begin(ctx: &CallContext, _user: &User) -> Round {
         prompt: Prompt {
             title: "Answer your security question".into(),
             help: Some(c.question.clone()),
+            display: vec![],
             fields: vec![Field {
                 name: "answer".into(),
                 label: c.question,

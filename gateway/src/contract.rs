@@ -1,6 +1,6 @@
 //! The plugin contract as the rest of the gateway sees it.
 //!
-//! These are the records of the WIT package `resetgate:plugin@0.1.0`
+//! These are the records of the WIT package `resetgate:plugin@0.2.0`
 //! (`plugin-sdk/wit/plugin.wit`) as plain Rust types, free of any wasmtime
 //! type, so the engine, the store and the HTTP layer can use them. The plugin
 //! host converts between these and its generated bindings.
@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 /// The contract version this gateway speaks. Plugins built against any
-/// `0.1.x` link; other versions are refused at load.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// `0.2.x` link; other versions are refused at load.
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// The kinds of plugin, one per WIT world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,6 +154,18 @@ pub struct Field {
     pub max_length: u32,
 }
 
+/// Something a portal shows without asking for input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type", content = "text")]
+pub enum Display {
+    /// A paragraph of text.
+    Text(String),
+    /// Text to copy exactly, in a fixed-width font.
+    Code(String),
+    /// Text drawn as a QR code.
+    QrCode(String),
+}
+
 /// What a portal shows for one round of a gate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prompt {
@@ -161,6 +173,9 @@ pub struct Prompt {
     pub title: String,
     /// Optional help line.
     pub help: Option<String>,
+    /// Shown between the help and the fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub display: Vec<Display>,
     /// The inputs.
     pub fields: Vec<Field>,
 }

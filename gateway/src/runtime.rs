@@ -1146,21 +1146,20 @@ impl Request<'_> {
                     .plugin
                     .gate()
                     .map(|g| g.enroll_prompt(&ctx, &Self::user(flow)));
-                reply(&format!("gate {}", gate.step.id), r, |prompt| {
-                    Event::RoundBegun(crate::contract::Round {
-                        prompt,
-                        state: vec![],
-                    })
-                })
+                reply(&format!("gate {}", gate.step.id), r, Event::RoundBegun)
             }
-            Effect::Enroll { index, input } => {
+            Effect::Enroll {
+                index,
+                state,
+                input,
+            } => {
                 let gate = &wf.gates[index];
                 let ctx = self.ctx(flow, &gate.step);
                 match gate
                     .step
                     .plugin
                     .gate()
-                    .map(|g| g.enroll(&ctx, &Self::user(flow), &input))
+                    .map(|g| g.enroll(&ctx, &Self::user(flow), &state, &input))
                 {
                     Some(Ok(result)) => Some(Event::Enrolled(result)),
                     Some(Err(e)) => failed(e),
@@ -1353,6 +1352,7 @@ mod tests {
         let prompt = crate::contract::Prompt {
             title: "t".into(),
             help: None,
+            display: vec![],
             fields: vec![],
         };
         vec![
@@ -1368,7 +1368,11 @@ mod tests {
                 receipt: Receipt::default(),
             },
             State::Authenticating,
-            State::Enrolling { index: 0, prompt },
+            State::Enrolling {
+                index: 0,
+                prompt,
+                state: vec![2],
+            },
             State::Completed {
                 receipt: Receipt::default(),
             },

@@ -142,9 +142,88 @@ pub mod http {
     pub use crate::bindings::base::resetgate::plugin::http::*;
 }
 
-/// LDAP over connections the admin defined (grant `ldap`).
+/// LDAP over connections the admin defined (grant `ldap`), and the escaping
+/// every name a user typed needs before it goes into a filter or a DN.
 pub mod ldap {
     pub use crate::bindings::base::resetgate::plugin::ldap::*;
+
+    /// `value` escaped for use as an assertion value in a search filter
+    /// (RFC 4515 section 3): `*`, `(`, `)`, `\` and NUL become `\2a`,
+    /// `\28`, `\29`, `\5c` and `\00`, so that nothing a user types can
+    /// widen or end the filter. Other characters (UTF-8 included) pass.
+    ///
+    /// ```
+    /// use resetgate_plugin_sdk::ldap::escape_filter_value;
+    /// assert_eq!(escape_filter_value("a*)(uid=*"), r"a\2a\29\28uid=\2a");
+    /// ```
+    pub fn escape_filter_value(value: &str) -> String {
+        let mut out = String::with_capacity(value.len());
+        for c in value.chars() {
+            match c {
+                '*' => out.push_str("\\2a"),
+                '(' => out.push_str("\\28"),
+                ')' => out.push_str("\\29"),
+                '\\' => out.push_str("\\5c"),
+                '\0' => out.push_str("\\00"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// `value` escaped for use as an attribute value in a distinguished name
+    /// (RFC 4514 section 2.4): `"`, `+`, `,`, `;`, `<`, `=`, `>` and `\`
+    /// get a backslash, a leading `#` or space and a trailing space too, and
+    /// NUL becomes `\00`.
+    ///
+    /// ```
+    /// use resetgate_plugin_sdk::ldap::escape_dn_value;
+    /// assert_eq!(escape_dn_value("#Doe, John+"), r"\#Doe\, John\+");
+    /// ```
+    pub fn escape_dn_value(value: &str) -> String {
+        let mut out = String::with_capacity(value.len());
+        let last = value.chars().count().saturating_sub(1);
+        for (i, c) in value.chars().enumerate() {
+            match c {
+                '"' | '+' | ',' | ';' | '<' | '=' | '>' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '#' | ' ' if i == 0 => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                ' ' if i == last => out.push_str("\\ "),
+                '\0' => out.push_str("\\00"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn filter_values_cannot_widen_a_filter() {
+            assert_eq!(escape_filter_value("*"), "\\2a");
+            assert_eq!(escape_filter_value("a\\b"), "a\\5cb");
+            assert_eq!(escape_filter_value("x\0y"), "x\\00y");
+            assert_eq!(escape_filter_value("(|(uid=*))"), "\\28|\\28uid=\\2a\\29\\29");
+            assert_eq!(escape_filter_value("Zoë"), "Zoë");
+        }
+
+        #[test]
+        fn dn_values_are_escaped_as_rfc_4514_says() {
+            assert_eq!(escape_dn_value("a,b=c+d"), "a\\,b\\=c\\+d");
+            assert_eq!(escape_dn_value(" x "), "\\ x\\ ");
+            assert_eq!(escape_dn_value("#x#"), "\\#x#");
+            assert_eq!(escape_dn_value("a\0b"), "a\\00b");
+            assert_eq!(escape_dn_value("<\"\\;>"), "\\<\\\"\\\\\\;\\>");
+            assert_eq!(escape_dn_value(""), "");
+        }
+    }
 }
 
 /// Named secrets the host injects (grant `secrets`).

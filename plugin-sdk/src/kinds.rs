@@ -13,7 +13,7 @@ pub trait Plugin {
 /// Records of the gate contract.
 pub mod gate {
     pub use crate::bindings::gate::exports::resetgate::plugin::gate_api::{
-        Field, FieldKind, FieldValue, Prompt, Round, Verdict,
+        Display, Field, FieldKind, FieldValue, Prompt, Round, Verdict,
     };
 
     impl FieldValue {
@@ -49,16 +49,20 @@ pub mod sync_target {
 /// An identity gate (security questions, one-time codes, ...). Export with
 /// [`export_gate!`](crate::export_gate).
 pub trait Gate: Plugin {
-    /// The prompt for registering this gate's data. The default says the
-    /// gate needs no registration.
-    fn enroll_prompt(_ctx: CallContext, _user: User) -> Result<gate::Prompt, PluginError> {
+    /// The first round of registering this gate's data: the prompt, and
+    /// state the host keeps (sealed at rest) and hands to
+    /// [`enroll`](Gate::enroll). The default says the gate needs no
+    /// registration.
+    fn enroll_prompt(_ctx: CallContext, _user: User) -> Result<gate::Round, PluginError> {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
     }
-    /// Turns registration input into the data the host stores for the user.
-    /// Hash anything secret with [`slow_hash`](crate::slow_hash) first.
+    /// Turns registration input (and the enrollment round's `state`) into
+    /// the data the host stores for the user, sealed at rest. Hash what only
+    /// needs comparing (answers) with [`slow_hash`](crate::slow_hash) first.
     fn enroll(
         _ctx: CallContext,
         _user: User,
+        _state: Vec<u8>,
         _input: Vec<gate::FieldValue>,
     ) -> Result<Vec<u8>, PluginError> {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
@@ -145,11 +149,11 @@ macro_rules! export_gate {
                 fn describe() -> $crate::PluginInfo {
                     <$ty as $crate::Plugin>::describe()
                 }
-                fn enroll_prompt(ctx: $crate::CallContext, user: $crate::User) -> Result<$crate::gate::Prompt, $crate::PluginError> {
+                fn enroll_prompt(ctx: $crate::CallContext, user: $crate::User) -> Result<$crate::gate::Round, $crate::PluginError> {
                     <$ty as $crate::Gate>::enroll_prompt(ctx, user)
                 }
-                fn enroll(ctx: $crate::CallContext, user: $crate::User, input: Vec<$crate::gate::FieldValue>) -> Result<Vec<u8>, $crate::PluginError> {
-                    <$ty as $crate::Gate>::enroll(ctx, user, input)
+                fn enroll(ctx: $crate::CallContext, user: $crate::User, state: Vec<u8>, input: Vec<$crate::gate::FieldValue>) -> Result<Vec<u8>, $crate::PluginError> {
+                    <$ty as $crate::Gate>::enroll(ctx, user, state, input)
                 }
                 fn begin(ctx: $crate::CallContext, user: $crate::User, enrollment: Option<Vec<u8>>) -> Result<$crate::gate::Round, $crate::PluginError> {
                     <$ty as $crate::Gate>::begin(ctx, user, enrollment)

@@ -51,7 +51,7 @@ fn gate_enrolls_and_checks_an_answer_with_a_host_made_hash() {
         }]
     };
     let enrollment = gate
-        .enroll(&c, &alice(), &answer("  Rex  the Dog "))
+        .enroll(&c, &alice(), &[], &answer("  Rex  the Dog "))
         .unwrap()
         .unwrap();
     let stored = String::from_utf8(enrollment.clone()).unwrap();
@@ -263,7 +263,22 @@ fn another_contract_version_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(matches!(err, LoadError::ContractVersion { .. }), "{msg}");
     assert!(
-        msg.contains("@0.2.0") && msg.contains("resetgate:plugin@0.1.0"),
+        msg.contains("@0.3.0") && msg.contains("resetgate:plugin@0.2.0"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_plugin_built_against_contract_0_1_is_refused_naming_both_versions() {
+    let (host, _dir) = host();
+    let err = host
+        .load(&wasm("past-version"), &LoadSpec::default())
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::ContractVersion { .. }), "{msg}");
+    assert!(
+        msg.contains("@0.1.0") && msg.contains("resetgate:plugin@0.2.0"),
         "{msg}"
     );
 }

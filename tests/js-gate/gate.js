@@ -12,7 +12,7 @@
 // It imports one capability, the always-granted `log`, to note a failure
 // for the admin (never what the person typed).
 
-import { write } from 'resetgate:plugin/log@0.1.0';
+import { write } from 'resetgate:plugin/log@0.2.0';
 
 const SCHEMA = JSON.stringify({
   $schema: 'https://json-schema.org/draft/2020-12/schema',
@@ -75,7 +75,7 @@ export const gateApi = {
     throw { tag: 'refused', val: 'this gate needs no enrollment' };
   },
 
-  enroll(_ctx, _user, _input) {
+  enroll(_ctx, _user, _state, _input) {
     throw { tag: 'refused', val: 'this gate needs no enrollment' };
   },
 
@@ -86,6 +86,7 @@ export const gateApi = {
       prompt: {
         title: c.label,
         help: `The last ${c.digits} digits of your phone number`,
+        display: [],
         fields: [{ name: FIELD, label: `Last ${c.digits} digits`, kind: { tag: 'code' }, maxLength: 32 }],
       },
       state: ROUND,

@@ -485,7 +485,9 @@ pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView 
             Some(prompt(gate_id(*index), *round, p)),
             None,
         ),
-        State::Enrolling { index, prompt: p } => (
+        State::Enrolling {
+            index, prompt: p, ..
+        } => (
             StateName::Enrolling,
             Some(prompt(gate_id(*index), 1, p)),
             None,

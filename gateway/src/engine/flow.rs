@@ -123,6 +123,10 @@ pub enum State {
         index: usize,
         /// What the portal shows.
         prompt: Prompt,
+        /// The plugin's state for the enrollment round (e.g. a TOTP key the
+        /// prompt shows), handed to `enroll`.
+        #[serde(default, with = "hex_bytes")]
+        state: Vec<u8>,
     },
     /// Done.
     Completed {

@@ -109,6 +109,8 @@ pub enum Effect {
     Enroll {
         /// The gate.
         index: usize,
+        /// The enrollment round's state.
+        state: Vec<u8>,
         /// The input.
         input: Vec<FieldValue>,
     },
@@ -318,11 +320,12 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
                 });
                 fx.push(Effect::Decide);
             }
-            State::Enrolling { index, .. } => {
-                let index = *index;
+            State::Enrolling { index, state, .. } => {
+                let (index, state) = (*index, state.clone());
                 flow.phase = Phase::Enrolling { index };
                 fx.push(Effect::Enroll {
                     index,
+                    state,
                     input: answers,
                 });
             }
@@ -431,6 +434,7 @@ pub fn step(flow: &mut Flow, wf: &Shape, event: Event, now: u64) -> Result<Vec<E
             flow.state = State::Enrolling {
                 index,
                 prompt: round.prompt,
+                state: round.state,
             };
         }
         (Phase::Enrolling { index }, Event::Enrolled(result)) => match result {

@@ -55,6 +55,7 @@ fn round(title: &str) -> Round {
         prompt: Prompt {
             title: title.into(),
             help: None,
+            display: vec![],
             fields: vec![Field {
                 name: "answer".into(),
                 label: "Answer".into(),

@@ -9,7 +9,7 @@ use super::bindings::{directory, gate, lockout, sync_target, vpn_hook};
 use super::state::{HostState, SecretHandle};
 use super::{CallError, Plugin, Site};
 use crate::contract::{
-    CallContext, Change, Decision, Field, FieldKind, FieldValue, History, PluginFailure,
+    CallContext, Change, Decision, Display, Field, FieldKind, FieldValue, History, PluginFailure,
     PluginInfo, PluginKind, Prompt, PushFailure, Round, SetPasswordFailure, User, Verdict,
 };
 use crate::secret::Secret;
@@ -101,6 +101,11 @@ pub const ELEMENT_COST: usize = 16;
 pub const MAX_FIELDS: usize = 32;
 /// The most choices one `choice` field may have.
 pub const MAX_CHOICES: usize = 256;
+/// The most display items one prompt may have.
+pub const MAX_DISPLAY: usize = 8;
+/// The longest text a QR code display item may carry, in bytes (a QR code
+/// holds at most 2,953 bytes; 1 KiB keeps it scannable from a screen).
+pub const MAX_QR_TEXT: usize = 1024;
 /// The most a round (its prompt and state, counted as for the output
 /// limit) may weigh: it is kept with the flow, whatever the step's output
 /// limit.
@@ -152,6 +157,15 @@ fn prompt_out(p: wg::Prompt) -> Prompt {
     Prompt {
         title: p.title,
         help: p.help,
+        display: p
+            .display
+            .into_iter()
+            .map(|d| match d {
+                wg::Display::Text(t) => Display::Text(t),
+                wg::Display::Code(t) => Display::Code(t),
+                wg::Display::QrCode(t) => Display::QrCode(t),
+            })
+            .collect(),
         fields: p
             .fields
             .into_iter()
@@ -174,6 +188,14 @@ fn prompt_size(p: &wg::Prompt) -> usize {
     ELEMENT_COST
         + str_size(&p.title)
         + p.help.as_deref().map_or(0, str_size)
+        + p.display
+            .iter()
+            .map(|d| match d {
+                wg::Display::Text(t) | wg::Display::Code(t) | wg::Display::QrCode(t) => {
+                    str_size(t)
+                }
+            })
+            .sum::<usize>()
         + p.fields
             .iter()
             .map(|f| {
@@ -206,6 +228,22 @@ fn check_prompt(plugin: &Plugin, p: &wg::Prompt) -> Result<(), CallError> {
             "a prompt has {} fields; at most {MAX_FIELDS} are allowed",
             p.fields.len()
         ));
+    }
+    if p.display.len() > MAX_DISPLAY {
+        return bad(format!(
+            "a prompt has {} display items; at most {MAX_DISPLAY} are allowed",
+            p.display.len()
+        ));
+    }
+    for d in &p.display {
+        if let wg::Display::QrCode(t) = d
+            && t.len() > MAX_QR_TEXT
+        {
+            return bad(format!(
+                "a QR code's text is {} bytes; at most {MAX_QR_TEXT} are allowed",
+                t.len()
+            ));
+        }
     }
     for (i, f) in p.fields.iter().enumerate() {
         if p.fields[..i].iter().any(|g| g.name == f.name) {
@@ -390,8 +428,8 @@ fn site(ctx: &CallContext) -> Site<'_> {
 pub struct GateCalls<'a>(&'a Plugin);
 
 impl GateCalls<'_> {
-    /// The prompt for registering the gate's data.
-    pub fn enroll_prompt(&self, ctx: &CallContext, user: &User) -> Reply<Prompt> {
+    /// The first round of registering the gate's data.
+    pub fn enroll_prompt(&self, ctx: &CallContext, user: &User) -> Reply<Round> {
         let p = self.0;
         p.call(
             site(ctx),
@@ -404,19 +442,25 @@ impl GateCalls<'_> {
                 )
             },
             |out| {
-                p.check_output(out.as_ref().map_or_else(failure_size, prompt_size))?;
-                if let Ok(prompt) = &out {
-                    // Kept with the flow as a round's prompt.
-                    check_prompt(p, prompt)?;
-                    check_weight(p, prompt_size(prompt))?;
+                p.check_output(out.as_ref().map_or_else(failure_size, round_size))?;
+                if let Ok(round) = &out {
+                    // Kept with the flow as a round.
+                    check_round(p, round)?;
                 }
-                Ok(out.map(prompt_out).map_err(failure_out))
+                Ok(out.map(round_out).map_err(failure_out))
             },
         )
     }
 
-    /// Turns registration input into the data the host stores.
-    pub fn enroll(&self, ctx: &CallContext, user: &User, input: &[FieldValue]) -> Reply<Vec<u8>> {
+    /// Turns registration input (and the enrollment round's state) into the
+    /// data the host stores.
+    pub fn enroll(
+        &self,
+        ctx: &CallContext,
+        user: &User,
+        state: &[u8],
+        input: &[FieldValue],
+    ) -> Reply<Vec<u8>> {
         let p = self.0;
         p.call(
             site(ctx),
@@ -426,6 +470,7 @@ impl GateCalls<'_> {
                     store,
                     &ctx_in(ctx),
                     &user_in(user),
+                    state,
                     &answers_in(input),
                 )
             },

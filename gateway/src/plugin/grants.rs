@@ -126,7 +126,7 @@ pub fn contract_name(name: &str) -> Option<ContractName<'_>> {
 }
 
 /// Whether a plugin's contract version links against ours: same major and
-/// minor (0.1.x), as component semver matching does.
+/// minor (0.2.x), as component semver matching does.
 pub fn version_compatible(version: &str) -> bool {
     let ours: Vec<&str> = CONTRACT_VERSION.split('.').collect();
     let theirs: Vec<&str> = version.split('.').collect();
@@ -207,9 +207,9 @@ mod tests {
     fn wasi_and_basic_interfaces_need_no_grant() {
         let none = Grants::default();
         assert_eq!(audit_import("wasi:cli/environment@0.2.6", &none), Ok(()));
-        assert_eq!(audit_import("resetgate:plugin/log@0.1.0", &none), Ok(()));
+        assert_eq!(audit_import("resetgate:plugin/log@0.2.0", &none), Ok(()));
         assert_eq!(
-            audit_import("resetgate:plugin/slow-hash@0.1.3", &none),
+            audit_import("resetgate:plugin/slow-hash@0.2.3", &none),
             Ok(())
         );
     }
@@ -218,7 +218,7 @@ mod tests {
     fn capabilities_need_their_grant_and_are_not_available_yet() {
         let none = Grants::default();
         assert_eq!(
-            audit_import("resetgate:plugin/http@0.1.0", &none),
+            audit_import("resetgate:plugin/http@0.2.0", &none),
             Err(ImportProblem::NotGranted(Capability::Http))
         );
         let http = Grants {
@@ -226,7 +226,7 @@ mod tests {
             ..Grants::default()
         };
         assert_eq!(
-            audit_import("resetgate:plugin/http@0.1.0", &http),
+            audit_import("resetgate:plugin/http@0.2.0", &http),
             Err(ImportProblem::Unavailable(Capability::Http))
         );
     }
@@ -234,22 +234,22 @@ mod tests {
     #[test]
     fn kv_is_available_with_its_grant() {
         assert_eq!(
-            audit_import("resetgate:plugin/kv@0.1.0", &Grants::default()),
+            audit_import("resetgate:plugin/kv@0.2.0", &Grants::default()),
             Err(ImportProblem::NotGranted(Capability::Kv))
         );
         let kv = Grants {
             kv: true,
             ..Grants::default()
         };
-        assert_eq!(audit_import("resetgate:plugin/kv@0.1.0", &kv), Ok(()));
+        assert_eq!(audit_import("resetgate:plugin/kv@0.2.0", &kv), Ok(()));
     }
 
     #[test]
     fn other_versions_and_strangers_are_refused() {
         let none = Grants::default();
         assert_eq!(
-            audit_import("resetgate:plugin/log@0.2.0", &none),
-            Err(ImportProblem::OtherVersion("0.2.0".into()))
+            audit_import("resetgate:plugin/log@0.3.0", &none),
+            Err(ImportProblem::OtherVersion("0.3.0".into()))
         );
         assert_eq!(
             audit_import("evil:net/raw-socket", &none),
@@ -260,15 +260,19 @@ mod tests {
     #[test]
     fn world_is_read_from_exports() {
         assert_eq!(
-            world_of(["resetgate:plugin/gate-api@0.1.0"].into_iter()),
+            world_of(["resetgate:plugin/gate-api@0.2.0"].into_iter()),
             Some(Ok(PluginKind::Gate))
         );
         assert_eq!(
-            world_of(["resetgate:plugin/vpn-hook-api@0.1.9"].into_iter()),
+            world_of(["resetgate:plugin/vpn-hook-api@0.2.9"].into_iter()),
             Some(Ok(PluginKind::VpnHook))
         );
         assert!(matches!(
-            world_of(["resetgate:plugin/gate-api@0.2.0"].into_iter()),
+            world_of(["resetgate:plugin/gate-api@0.1.0"].into_iter()),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            world_of(["resetgate:plugin/gate-api@0.3.0"].into_iter()),
             Some(Err(_))
         ));
         assert_eq!(world_of(["wasi:cli/run@0.2.0"].into_iter()), None);

@@ -510,9 +510,10 @@ impl wit::ldap::Host for HostState {
         &mut self,
         _connection: String,
         _base: String,
-        _scope: u8,
+        _scope: wit::ldap::Scope,
         _filter: String,
         _attributes: Vec<String>,
+        _size_limit: u32,
     ) -> WasmResult<Result<Vec<wit::ldap::Entry>, wit::ldap::LdapError>> {
         self.capability(Capability::Ldap, "search")
     }
@@ -539,7 +540,7 @@ impl wit::ldap::Host for HostState {
         &mut self,
         _connection: String,
         _dn: String,
-        _password: String,
+        _password: Resource<SecretHandle>,
     ) -> WasmResult<Result<bool, wit::ldap::LdapError>> {
         self.capability(Capability::Ldap, "check-bind")
     }

@@ -834,7 +834,7 @@ impl Loader<'_> {
                 pos,
                 "plugin-load",
                 format!("plugin `{name}` cannot be loaded: {other}"),
-                "rebuild the plugin against the contract's WIT (resetgate:plugin@0.1.x) for wasm32-wasip2, or check it with `resetgate plugin inspect`",
+                "rebuild the plugin against the contract's WIT (resetgate:plugin@0.2.x) for wasm32-wasip2, or check it with `resetgate plugin inspect`",
             ),
         }
     }

@@ -109,6 +109,7 @@ impl Gate for AttributeGate {
             prompt: Prompt {
                 title: c.label.clone(),
                 help: c.help.clone(),
+                display: vec![],
                 fields: vec![Field {
                     name: FIELD.to_owned(),
                     label: c.label,

@@ -44,6 +44,7 @@ fn prompt(c: &Config, title: &str) -> Prompt {
     Prompt {
         title: title.to_owned(),
         help: Some(c.question.clone()),
+        display: vec![],
         fields: vec![Field {
             name: "answer".into(),
             label: c.question.clone(),
@@ -61,11 +62,11 @@ impl Plugin for Question {
 }
 
 impl Gate for Question {
-    fn enroll_prompt(ctx: CallContext, _user: User) -> Result<Prompt, PluginError> {
-        Ok(prompt(&config(&ctx)?, "Choose your answer"))
+    fn enroll_prompt(ctx: CallContext, _user: User) -> Result<Round, PluginError> {
+        Ok(Round { prompt: prompt(&config(&ctx)?, "Choose your answer"), state: vec![] })
     }
 
-    fn enroll(ctx: CallContext, _user: User, input: Vec<FieldValue>) -> Result<Vec<u8>, PluginError> {
+    fn enroll(ctx: CallContext, _user: User, _state: Vec<u8>, input: Vec<FieldValue>) -> Result<Vec<u8>, PluginError> {
         let c = config(&ctx)?;
         let answer = FieldValue::find(&input, "answer").map(normalise).unwrap_or_default();
         if answer.chars().count() < 3 {

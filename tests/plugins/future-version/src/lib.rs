@@ -1,4 +1,4 @@
-//! A gate built against `resetgate:plugin@0.2.0`, which this gateway does not speak.
+//! A gate built against `resetgate:plugin@0.3.0`, which this gateway does not speak.
 
 wit_bindgen::generate!({ world: "gate", path: "wit" });
 

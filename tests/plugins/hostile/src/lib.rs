@@ -12,7 +12,7 @@ use std::hint::black_box;
 struct Hostile;
 
 fn round(title: String, state: Vec<u8>) -> Round {
-    Round { prompt: Prompt { title, help: None, fields: vec![] }, state }
+    Round { prompt: Prompt { title, help: None, display: vec![], fields: vec![] }, state }
 }
 
 /// The mode: the config is a JSON string, or `{"mode": "..."}` (as a
@@ -29,7 +29,7 @@ fn fields(n: usize, kind: FieldKind) -> Round {
     let fields = (0..n)
         .map(|i| Field { name: if n > 40 { String::new() } else { i.to_string() }, label: String::new(), kind: kind.clone(), max_length: 0 })
         .collect();
-    Round { prompt: Prompt { title: "many".into(), help: None, fields }, state: vec![] }
+    Round { prompt: Prompt { title: "many".into(), help: None, display: vec![], fields }, state: vec![] }
 }
 
 #[inline(never)]

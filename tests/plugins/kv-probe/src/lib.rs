@@ -63,6 +63,7 @@ impl Gate for KvProbe {
             prompt: Prompt {
                 title,
                 help: None,
+                display: vec![],
                 fields: vec![],
             },
             state: vec![],

@@ -103,13 +103,14 @@ impl Guest for PlainGate {
 
     /// Nothing to register (the workflow says `enrollment: none`): the
     /// same refusal the SDK's default gives.
-    fn enroll_prompt(_ctx: CallContext, _user: User) -> Result<Prompt, PluginError> {
+    fn enroll_prompt(_ctx: CallContext, _user: User) -> Result<Round, PluginError> {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
     }
 
     fn enroll(
         _ctx: CallContext,
         _user: User,
+        _state: Vec<u8>,
         _input: Vec<FieldValue>,
     ) -> Result<Vec<u8>, PluginError> {
         Err(PluginError::Refused("this gate needs no enrollment".into()))
@@ -126,6 +127,7 @@ impl Guest for PlainGate {
             prompt: Prompt {
                 title: c.label.clone(),
                 help: c.help,
+                display: vec![],
                 fields: vec![Field {
                     name: FIELD.into(),
                     label: c.label,

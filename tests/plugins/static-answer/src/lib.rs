@@ -23,6 +23,7 @@ impl Gate for StaticAnswer {
             prompt: Prompt {
                 title: "Say the word".into(),
                 help: None,
+                display: vec![],
                 fields: vec![Field { name: "answer".into(), label: "Answer".into(), kind: FieldKind::Code, max_length: 64 }],
             },
             state: b"r".to_vec(),

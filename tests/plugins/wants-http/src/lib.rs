@@ -20,7 +20,7 @@ impl Gate for WantsHttp {
             Ok(r) => format!("status {}", r.status),
             Err(_) => "failed".into(),
         };
-        Ok(Round { prompt: Prompt { title, help: None, fields: vec![] }, state: vec![] })
+        Ok(Round { prompt: Prompt { title, help: None, display: vec![], fields: vec![] }, state: vec![] })
     }
 
     fn answer(_: CallContext, _: User, _: Option<Vec<u8>>, _: Vec<u8>, _: Vec<FieldValue>) -> Result<Verdict, PluginError> {
