@@ -380,7 +380,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
     let store = Arc::new(SledStore::open(&config.data_dir)?);
     let host = PluginHost::new(HostConfig::new(config.data_dir.join("plugin-cache")))?;
-    host.set_kv_store(store.clone());
+    let caps = resetgate::plugin::Capabilities::from_config(&config, Some(store.clone()))
+        .context("cannot set up the capabilities the gateway config defines")?;
+    host.set_capabilities(Arc::new(caps));
     let (workflows, broken) = load_workflows(&host, &config);
     if !broken.is_empty() {
         anyhow::bail!(
@@ -491,6 +493,16 @@ async fn reload_on_sighup(
         }
         let (host, config, runtime) = (host.clone(), config.clone(), runtime.clone());
         let done = tokio::task::spawn_blocking(move || {
+            // Secrets are read again (rotation); LDAP connections and HTTP
+            // origins are set up again from the config. A secret that
+            // cannot be read keeps the old set.
+            match resetgate::plugin::Capabilities::from_config(&config, host.capabilities().kv.clone()) {
+                Ok(caps) => {
+                    host.set_capabilities(Arc::new(caps));
+                    tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
+                }
+                Err(e) => tracing::error!("capabilities reload refused, the ones loaded before stay: {e}"),
+            }
             let (mut workflows, broken) = load_workflows(&host, &config);
             let kept: Vec<Arc<Workflow>> = runtime
                 .current()

@@ -6,6 +6,7 @@
 
 mod api;
 mod cache;
+mod capabilities;
 mod cli;
 mod connections;
 mod decoy;

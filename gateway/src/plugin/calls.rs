@@ -357,6 +357,7 @@ impl Plugin {
         let site = Site {
             flow: "",
             step: "describe",
+            now_ms: None,
         };
         self.call(
             site,
@@ -421,6 +422,8 @@ fn site(ctx: &CallContext) -> Site<'_> {
     Site {
         flow: &ctx.flow_id,
         step: &ctx.step,
+        // In a flow, `clock.now-ms` is the flow's clock.
+        now_ms: (!ctx.flow_id.is_empty()).then_some(ctx.now_ms),
     }
 }
 

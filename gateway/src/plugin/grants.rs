@@ -61,7 +61,7 @@ impl Capability {
 
     /// Whether the host implements this capability yet.
     pub fn available(self) -> bool {
-        matches!(self, Capability::Kv)
+        matches!(self, Capability::Kv | Capability::Secrets)
     }
 
     fn from_interface(name: &str) -> Option<Capability> {

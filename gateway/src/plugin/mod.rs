@@ -14,8 +14,13 @@
 mod bindings;
 mod cache;
 mod calls;
+pub mod capabilities;
 mod error;
 mod grants;
+mod http;
+mod kv;
+mod ldap;
+pub mod secrets;
 mod state;
 mod wasi;
 
@@ -33,15 +38,15 @@ use wasmtime::{
 };
 
 pub use calls::{DirectoryCalls, GateCalls, LockoutCalls, SyncTargetCalls, VpnHookCalls};
+pub use capabilities::{Capabilities, CapabilitiesError};
 pub use error::{CallError, LoadError};
 pub use grants::{Capability, Grants};
 pub use state::{SlowHashError, hash_secret, verify_secret};
 
 use crate::contract::{CONTRACT_VERSION, PluginInfo, PluginKind};
-use crate::store::Store as DataStore;
-use crate::store::kv::{self, Kv};
+use crate::store::kv::{self as kv_store, Kv};
 use bindings::base::resetgate::plugin as wit;
-use state::{Granted, HostState};
+use state::HostState;
 
 /// One epoch tick; wall-time limits are counted in ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -195,8 +200,9 @@ struct Shared {
     /// Each plugin's call statistics by name, kept for the host's life so
     /// that a reload (which loads every plugin again) never resets them.
     stats: Mutex<BTreeMap<String, Arc<PluginStats>>>,
-    /// The store behind the `kv` capability, once the host is given one.
-    kv_store: std::sync::OnceLock<Arc<dyn DataStore>>,
+    /// The capabilities' current state: what a call starting now gets.
+    /// Replaced whole on reload; a call keeps the one it started with.
+    caps: std::sync::RwLock<Arc<Capabilities>>,
 }
 
 impl PluginHost {
@@ -236,7 +242,7 @@ impl PluginHost {
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             stats: Mutex::new(BTreeMap::new()),
-            kv_store: std::sync::OnceLock::new(),
+            caps: std::sync::RwLock::new(Arc::new(Capabilities::none())),
         });
         // Epochs tick for as long as anything (host or plugin) is alive.
         let ticking = Arc::downgrade(&shared);
@@ -282,14 +288,28 @@ impl PluginHost {
         Ok(linker)
     }
 
-    /// Gives the host the store behind the `kv` capability: each plugin
-    /// whose step grants `kv` gets the namespace named after its file
-    /// (`NAME` of `NAME.wasm`) in [`Tree::Kv`](crate::store::Tree::Kv).
-    /// Without a store (`resetgate check`, `plugin inspect`) a plugin that
-    /// calls `kv` is stopped with an error. Only the first store given is
-    /// kept; returns whether this one was.
-    pub fn set_kv_store(&self, store: Arc<dyn DataStore>) -> bool {
-        self.inner.shared.kv_store.set(store).is_ok()
+    /// Gives the host the state of its capabilities (secrets, LDAP
+    /// connections, HTTP origins, the store behind `kv`), built from the
+    /// gateway config at start and again on `SIGHUP`. Calls that start
+    /// afterwards use it; calls in flight keep the one they started with.
+    /// Each plugin whose step grants `kv` gets the namespace named after its
+    /// file (`NAME` of `NAME.wasm`) in [`Tree::Kv`](crate::store::Tree::Kv);
+    /// without a store (`resetgate check`, `plugin inspect`: the host starts
+    /// with [`Capabilities::none`]) a plugin that calls `kv` is stopped with
+    /// an error.
+    pub fn set_capabilities(&self, caps: Arc<Capabilities>) {
+        let mut current = self
+            .inner
+            .shared
+            .caps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = caps;
+    }
+
+    /// The capabilities' current state.
+    pub fn capabilities(&self) -> Arc<Capabilities> {
+        self.inner.shared.capabilities()
     }
 
     /// Counters: compiles, cache hits, calls, failures.
@@ -456,12 +476,12 @@ impl PluginHost {
                     .file_stem()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if !kv::valid_namespace(&stem) {
+                if !kv_store::valid_namespace(&stem) {
                     return Err(LoadError::Limits {
                         plugin: name,
                         reason: format!(
                             "its file name cannot name a kv namespace (1 to {} bytes)",
-                            kv::MAX_NAMESPACE
+                            kv_store::MAX_NAMESPACE
                         ),
                     });
                 }
@@ -516,7 +536,7 @@ impl PluginHost {
                 kind,
                 pre,
                 limits: spec.limits,
-                granted: Granted::of(&spec.grants),
+                grants: Arc::new(spec.grants.clone()),
                 needs,
                 warnings,
                 info: std::sync::OnceLock::new(),
@@ -598,7 +618,7 @@ struct PluginInner {
     pre: calls::Pre,
     limits: Limits,
     /// What the step grants: a call to an ungranted capability stops.
-    granted: Granted,
+    grants: Arc<Grants>,
     /// The capabilities it imports, granted or not.
     needs: Vec<Capability>,
     warnings: Vec<LoadWarning>,
@@ -631,12 +651,14 @@ impl Default for PluginStats {
 
 impl PluginInner {
     /// The `kv` namespace for a call, if granted and the host has a store.
-    fn kv(&self) -> Option<Kv> {
+    /// The namespace is made once, over the first store the host had: the
+    /// store never changes while the gateway runs.
+    fn kv(&self, caps: &Capabilities) -> Option<Kv> {
         let namespace = self.kv_namespace.as_deref()?;
         if let Some(kv) = self.kv.get() {
             return Some(kv.clone());
         }
-        let store = self.shared.kv_store.get()?;
+        let store = caps.kv.as_ref()?;
         let kv = Kv::new(store.clone(), namespace).ok()?;
         Some(self.kv.get_or_init(|| kv).clone())
     }
@@ -648,7 +670,12 @@ impl PluginInner {
         let mut waited = Duration::ZERO;
         loop {
             let deadline = Instant::now() + self.limits.wall_time;
-            let state = HostState::new(self.limits.memory, deadline, self.granted);
+            let state = HostState::new(
+                self.limits.memory,
+                deadline,
+                self.grants.clone(),
+                self.shared.capabilities(),
+            );
             let mut store = Store::new(&self.shared.engine, state);
             store.limiter(|s| &mut s.limiter);
             // One tick more than the limit: the current tick ends within a
@@ -742,7 +769,7 @@ impl Plugin {
     ) -> Result<R, CallError> {
         let inner = &self.inner;
         let started = Instant::now();
-        let outcome = self.call_inner(site.flow, f).and_then(out);
+        let outcome = self.call_inner(&site, f).and_then(out);
         inner.stats.duration.observe(started.elapsed());
         inner.shared.calls.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &outcome {
@@ -762,7 +789,7 @@ impl Plugin {
 
     fn call_inner<R>(
         &self,
-        flow_id: &str,
+        site: &Site<'_>,
         f: impl FnOnce(&mut Store<HostState>, &calls::Bound) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let inner = &self.inner;
@@ -792,14 +819,16 @@ impl Plugin {
                 });
             }
         };
-        fresh.store.data_mut().kv = inner.kv();
+        let data = fresh.store.data_mut();
+        data.kv = inner.kv(&data.caps);
+        data.now_ms = site.now_ms;
         let result = f(&mut fresh.store, &fresh.bound);
         let data = fresh.store.data_mut();
         for line in data.logs.drain(..) {
-            emit_log(&inner.label, flow_id, &line);
+            emit_log(&inner.label, site.flow, &line);
         }
         if data.logs_dropped > 0 {
-            tracing::warn!(plugin = %inner.label, flow = flow_id, dropped = data.logs_dropped, "plugin log lines dropped");
+            tracing::warn!(plugin = %inner.label, flow = site.flow, dropped = data.logs_dropped, "plugin log lines dropped");
         }
         // Only a failure needs what the host saw (and a clock read).
         let outcome = result.map_err(|e| {
@@ -875,6 +904,17 @@ impl Plugin {
 struct Site<'a> {
     flow: &'a str,
     step: &'a str,
+    /// The flow's clock, for a call that belongs to a flow.
+    now_ms: Option<u64>,
+}
+
+impl Shared {
+    fn capabilities(&self) -> Arc<Capabilities> {
+        self.caps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// What the host saw of a failed call, besides wasmtime's error.

@@ -1,7 +1,9 @@
-//! What a plugin's store holds, and the host side of the capabilities the
-//! gateway provides today: log, clock, random, slow-hash, credential and kv,
-//! plus the stand-ins for capabilities a step does not grant (or the host
-//! does not provide yet), which stop the call with a message for the admin.
+//! What a plugin's store holds, and the host side of the always-granted
+//! capabilities: log, clock, random, slow-hash and credential, plus the
+//! stand-ins for `commands` and `probe`, which the host does not provide
+//! yet. The granted capabilities have modules of their own (`secrets`,
+//! `ldap`, `http`, `kv`), built from the gateway config
+//! ([`Capabilities`]).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +12,10 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Result as WasmResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use std::sync::Arc;
+
 use super::bindings::base::resetgate::plugin as wit;
+use super::capabilities::Capabilities;
 use super::grants::{Capability, Grants};
 use crate::secret::Secret;
 use crate::store::kv::Kv;
@@ -81,6 +86,14 @@ pub struct HostState {
     pub stopped_in: Option<&'static str>,
     /// The capabilities the plugin's step grants.
     pub granted: Granted,
+    /// What the step grants, in full: which LDAP connections, origins and
+    /// secret names.
+    pub grants: Arc<Grants>,
+    /// The capabilities' state when the call started.
+    pub caps: Arc<Capabilities>,
+    /// The flow's clock (its `now-ms`) in a call that belongs to a flow:
+    /// what `clock.now-ms` returns, so that a flow replays.
+    pub now_ms: Option<u64>,
     /// Made on the plugin's first WASI call: most calls make none, and an
     /// empty context still costs allocations to build and drop.
     wasi: Option<WasiCtx>,
@@ -98,7 +111,12 @@ pub struct HostState {
 impl HostState {
     /// A store's data with WASI configured with nothing: no files, no
     /// environment, no arguments, no sockets, no stdio.
-    pub fn new(memory_limit: usize, deadline: Instant, granted: Granted) -> Self {
+    pub fn new(
+        memory_limit: usize,
+        deadline: Instant,
+        grants: Arc<Grants>,
+        caps: Arc<Capabilities>,
+    ) -> Self {
         let mut table = ResourceTable::new();
         // Host-side objects (pollables, handles) live outside the plugin's
         // linear memory: bound how many one call may make.
@@ -106,7 +124,10 @@ impl HostState {
         HostState {
             deadline,
             stopped_in: None,
-            granted,
+            granted: Granted::of(&grants),
+            grants,
+            caps,
+            now_ms: None,
             wasi: None,
             table,
             limiter: Limiter {
@@ -120,7 +141,9 @@ impl HostState {
         }
     }
 
-    fn refuse<T>(&mut self, reason: String) -> WasmResult<T> {
+    /// Stops the call: the plugin's input was refused (the reason is for
+    /// the admin).
+    pub(super) fn refuse<T>(&mut self, reason: String) -> WasmResult<T> {
         let err = wasmtime::Error::msg(reason.clone());
         self.refused = Some(reason);
         Err(err)
@@ -145,7 +168,7 @@ impl HostState {
     ///
     /// Only reached for a capability the step does not grant: one it grants
     /// and the host lacks is refused when the plugin is loaded.
-    fn capability<T>(&mut self, cap: Capability, function: &str) -> WasmResult<T> {
+    pub(super) fn capability<T>(&mut self, cap: Capability, function: &str) -> WasmResult<T> {
         self.refuse(format!(
             "it called {}.{function}, which this step does not grant; add `{}` to the step if the plugin should have it",
             cap.interface(),
@@ -230,6 +253,9 @@ impl wit::log::Host for HostState {
 
 impl wit::clock::Host for HostState {
     fn now_ms(&mut self) -> WasmResult<u64> {
+        if let Some(now) = self.now_ms {
+            return Ok(now);
+        }
         Ok(SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -387,35 +413,6 @@ impl HostState {
         }
     }
 
-    /// The key-value namespace of this call, or a refusal.
-    fn kv(&mut self, function: &str) -> WasmResult<Kv> {
-        if !self.granted.has(Capability::Kv) {
-            return self.capability(Capability::Kv, function);
-        }
-        match &self.kv {
-            Some(kv) => Ok(kv.clone()),
-            None => self.refuse(
-                "the kv capability has no store here (only `resetgate serve` provides one)"
-                    .to_owned(),
-            ),
-        }
-    }
-
-    /// Waits for a kv write to be durable, at most until the call's
-    /// deadline: past it the call stops (the write is applied and becomes
-    /// durable with the next flush, but the plugin is not told it is).
-    fn kv_durable(&mut self, what: &'static str, durable: crate::store::Durable) -> WasmResult<()> {
-        match bounded(self.remaining(), durable) {
-            Some(done) => self.kv_result(done.map_err(crate::store::kv::KvError::from)),
-            None => self.stop_at_deadline(what),
-        }
-    }
-
-    /// A key-value result, with a refusal for anything the plugin asked
-    /// out of bounds or the store could not do.
-    fn kv_result<T>(&mut self, result: Result<T, crate::store::kv::KvError>) -> WasmResult<T> {
-        result.or_else(|e| self.refuse(e.to_string()))
-    }
 }
 
 impl wit::slow_hash::Host for HostState {
@@ -439,31 +436,6 @@ impl wit::slow_hash::Host for HostState {
     }
 }
 
-impl wit::kv::Host for HostState {
-    fn get(&mut self, key: String) -> WasmResult<Option<Vec<u8>>> {
-        let result = self.kv("get")?.get(&key);
-        self.kv_result(result)
-    }
-
-    fn set(&mut self, key: String, value: Vec<u8>) -> WasmResult<()> {
-        let staged = self.kv("set")?.stage_set(&key, value);
-        let durable = self.kv_result(staged)?;
-        self.kv_durable("kv.set", durable)
-    }
-
-    fn delete(&mut self, key: String) -> WasmResult<bool> {
-        let staged = self.kv("delete")?.stage_delete(&key);
-        let (existed, durable) = self.kv_result(staged)?;
-        self.kv_durable("kv.delete", durable)?;
-        Ok(existed)
-    }
-
-    fn keys(&mut self, prefix: String, limit: u32) -> WasmResult<Vec<String>> {
-        let result = self.kv("keys")?.keys(&prefix, limit);
-        self.kv_result(result)
-    }
-}
-
 impl wit::credential::Host for HostState {}
 
 impl wit::credential::HostSecret for HostState {
@@ -481,76 +453,12 @@ impl wit::credential::HostSecret for HostState {
     }
 }
 
-// ----- capabilities a step must grant and the host does not provide yet ----
+// ----- capabilities the host does not provide yet -------------------------
 //
 // Each is linked so that a component built against the whole world loads
 // (only what it calls matters): a call stops the plugin's call with a
-// message that names the grant to add, or says the capability is not
-// available yet.
-
-impl wit::http::Host for HostState {
-    fn send(
-        &mut self,
-        _request: wit::http::Request,
-    ) -> WasmResult<Result<wit::http::Response, wit::http::HttpError>> {
-        self.capability(Capability::Http, "send")
-    }
-
-    fn send_with_secret(
-        &mut self,
-        _request: wit::http::Request,
-        _password: Resource<SecretHandle>,
-    ) -> WasmResult<Result<wit::http::Response, wit::http::HttpError>> {
-        self.capability(Capability::Http, "send-with-secret")
-    }
-}
-
-impl wit::ldap::Host for HostState {
-    fn search(
-        &mut self,
-        _connection: String,
-        _base: String,
-        _scope: wit::ldap::Scope,
-        _filter: String,
-        _attributes: Vec<String>,
-        _size_limit: u32,
-    ) -> WasmResult<Result<Vec<wit::ldap::Entry>, wit::ldap::LdapError>> {
-        self.capability(Capability::Ldap, "search")
-    }
-
-    fn modify(
-        &mut self,
-        _connection: String,
-        _dn: String,
-        _changes: Vec<wit::ldap::Modification>,
-    ) -> WasmResult<Result<(), wit::ldap::LdapError>> {
-        self.capability(Capability::Ldap, "modify")
-    }
-
-    fn set_password(
-        &mut self,
-        _connection: String,
-        _dn: String,
-        _password: Resource<SecretHandle>,
-    ) -> WasmResult<Result<(), wit::ldap::LdapError>> {
-        self.capability(Capability::Ldap, "set-password")
-    }
-
-    fn check_bind(
-        &mut self,
-        _connection: String,
-        _dn: String,
-        _password: Resource<SecretHandle>,
-    ) -> WasmResult<Result<bool, wit::ldap::LdapError>> {
-        self.capability(Capability::Ldap, "check-bind")
-    }
-}
-
-impl wit::secrets::Host for HostState {
-    fn available(&mut self, _name: String) -> WasmResult<bool> {
-        self.capability(Capability::Secrets, "available")
-    }
-}
+// message that names the grant to add. Granting one is refused at load
+// (`Capability::available`).
 
 impl wit::commands::Host for HostState {
     fn run(

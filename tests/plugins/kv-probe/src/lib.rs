@@ -2,10 +2,12 @@
 //! the host's side of it. The config is a JSON string of words:
 //! `set KEY VALUE`, `get KEY`, `delete KEY`, `keys PREFIX LIMIT`,
 //! `set-big KEY LEN` (a value of LEN bytes), `get-long LEN` (a key of LEN
-//! bytes). `begin` returns what happened as the prompt's title.
+//! bytes), and beyond `kv`: `now` (`clock.now-ms`), `secret NAME`
+//! (`secrets.available`). `begin` returns what happened as the prompt's
+//! title.
 
 use resetgate_plugin_sdk::gate::{FieldValue, Prompt, Round, Verdict};
-use resetgate_plugin_sdk::kv;
+use resetgate_plugin_sdk::{clock, kv, secrets};
 use resetgate_plugin_sdk::prelude::*;
 
 struct KvProbe;
@@ -48,6 +50,8 @@ fn run(command: &str) -> String {
             "{:?}",
             kv::get(&"k".repeat(num(1) as usize)).map(|v| v.len())
         ),
+        "now" => clock::now_ms().to_string(),
+        "secret" => secrets::available(word(1)).to_string(),
         other => format!("unknown op {other}"),
     }
 }
