@@ -210,7 +210,10 @@ pub mod ldap {
             assert_eq!(escape_filter_value("*"), "\\2a");
             assert_eq!(escape_filter_value("a\\b"), "a\\5cb");
             assert_eq!(escape_filter_value("x\0y"), "x\\00y");
-            assert_eq!(escape_filter_value("(|(uid=*))"), "\\28|\\28uid=\\2a\\29\\29");
+            assert_eq!(
+                escape_filter_value("(|(uid=*))"),
+                "\\28|\\28uid=\\2a\\29\\29"
+            );
             assert_eq!(escape_filter_value("Zoë"), "Zoë");
         }
 

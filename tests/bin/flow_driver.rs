@@ -249,7 +249,9 @@ fn interrupted(mode: &str, dir: &std::path::Path) {
         sled.clone()
     };
     let (host, _cache) = resetgate_tests::host();
-    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(sled.clone())));
+    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(
+        sled.clone(),
+    )));
     // The namespace is the file's stem, as for any plugin granted `kv`.
     let namespace = "local_users";
     let users = resetgate::users::Users::new(sled.clone(), namespace).unwrap();

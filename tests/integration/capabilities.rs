@@ -85,7 +85,11 @@ fn a_plugin_sees_only_the_secrets_its_step_grants_and_never_their_values() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_secrets(
         dir.path(),
-        &[("sms-key", "canary-sms-7781\n"), ("empty", ""), ("other", "x")],
+        &[
+            ("sms-key", "canary-sms-7781\n"),
+            ("empty", ""),
+            ("other", "x"),
+        ],
     );
     let (host, _cache) = host();
     host.set_capabilities(Arc::new(Capabilities::from_config(&config, None).unwrap()));
@@ -127,8 +131,46 @@ fn a_secret_file_others_can_read_fails_the_capabilities_with_the_fix() {
     let config = config_with_secrets(dir.path(), &[("bind", "canary-bind-9912")]);
     let path = dir.path().join("bind");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = Capabilities::from_config(&config, None).unwrap_err().to_string();
+    let err = Capabilities::from_config(&config, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("secret `bind`"), "{err}");
-    assert!(err.contains(&format!("chmod 600 {}", path.display())), "{err}");
+    assert!(
+        err.contains(&format!("chmod 600 {}", path.display())),
+        "{err}"
+    );
     assert!(!err.contains("canary-bind-9912"), "{err}");
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_secret_others_can_read_and_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("bind.secret");
+    std::fs::write(&secret, "canary-serve-5531\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = resetgate_tests::write_config(
+        dir.path(),
+        &format!("secrets:\n  ldap-bind: {{file: {secret:?}}}\n"),
+    );
+    let err = match resetgate_tests::Gateway::try_start_config(&config, &[]) {
+        Err(stderr) => stderr,
+        Ok(_) => panic!("serve started with a secret others can read"),
+    };
+    assert!(err.contains("secret `ldap-bind`"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("canary-serve-5531"), "{err}");
+
+    // Fixed, it starts; a SIGHUP re-reads the secrets (here: one gone bad
+    // again), and the gateway keeps the ones it had and says why.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let gateway = resetgate_tests::Gateway::start_config(&config, &[]);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    gateway.signal("HUP");
+    let logs = gateway.wait_for_log("capabilities reload refused");
+    assert!(logs.contains("secret `ldap-bind`"), "{logs}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    gateway.signal("HUP");
+    let logs = gateway.wait_for_log("reloaded secrets, LDAP connections and HTTP origins");
+    assert!(!logs.contains("canary-serve-5531"), "{logs}");
+    assert_eq!(gateway.get("/healthz").0, 200);
 }

@@ -320,7 +320,9 @@ fn a_wrong_first_answer_costs_a_decoy_what_it_costs_a_known_user() {
         )
         .unwrap();
     let (host, _cache) = host();
-    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(store.clone())));
+    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(
+        store.clone(),
+    )));
     let config = GatewayConfig {
         plugins: plugins.path().to_owned(),
         data_dir: data.path().to_owned(),
@@ -370,7 +372,9 @@ fn a_wrong_first_answer_to_an_enrolled_question_costs_a_decoy_the_same() {
         )
         .unwrap();
     let (host, _cache) = host();
-    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(store.clone())));
+    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(
+        store.clone(),
+    )));
     let config = GatewayConfig {
         plugins: plugins.path().to_owned(),
         data_dir: data.path().to_owned(),

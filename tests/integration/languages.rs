@@ -127,7 +127,9 @@ impl Setup {
     fn is_password(&self, name: &str, password: &str) -> bool {
         let (host, _cache) = host();
         let store = Arc::new(SledStore::open(&self.data()).unwrap());
-        host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(store.clone())));
+        host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(
+            store.clone(),
+        )));
         let plugin = host
             .load(
                 &self.dir.path().join("plugins/local-users.wasm"),

@@ -39,7 +39,9 @@ fn plugins_dir() -> tempfile::TempDir {
 fn host_with_store(data: &Path) -> (PluginHost, Arc<SledStore>, tempfile::TempDir) {
     let (host, cache) = host();
     let store = Arc::new(SledStore::open(data).unwrap());
-    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(store.clone())));
+    host.set_capabilities(Arc::new(resetgate::plugin::Capabilities::with_kv(
+        store.clone(),
+    )));
     (host, store, cache)
 }
 
@@ -158,7 +160,10 @@ fn kv_needs_its_grant_and_without_a_store_stops_the_call() {
         .unwrap();
     let warnings: Vec<String> = a.warnings().iter().map(ToString::to_string).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("kv, which this step does not grant"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("kv, which this step does not grant"),
+        "{warnings:?}"
+    );
     assert!(warnings[0].contains("grants: { kv: true }"), "{warnings:?}");
     let reason = refusal(probe(&a, "get k"));
     assert!(reason.contains("does not grant"), "{reason}");

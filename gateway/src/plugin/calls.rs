@@ -191,9 +191,7 @@ fn prompt_size(p: &wg::Prompt) -> usize {
         + p.display
             .iter()
             .map(|d| match d {
-                wg::Display::Text(t) | wg::Display::Code(t) | wg::Display::QrCode(t) => {
-                    str_size(t)
-                }
+                wg::Display::Text(t) | wg::Display::Code(t) | wg::Display::QrCode(t) => str_size(t),
             })
             .sum::<usize>()
         + p.fields

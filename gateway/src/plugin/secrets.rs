@@ -243,7 +243,10 @@ mod tests {
         let errors = Secrets::load(&sources).unwrap_err();
         let text = errors[0].to_string();
         assert!(text.contains("mode 0640"), "{text}");
-        assert!(text.contains(&format!("chmod 600 {}", a.display())), "{text}");
+        assert!(
+            text.contains(&format!("chmod 600 {}", a.display())),
+            "{text}"
+        );
         assert!(!text.contains("canary-4417"));
     }
 
@@ -262,7 +265,15 @@ mod tests {
         ]);
         let errors = Secrets::load(&sources).unwrap_err();
         assert_eq!(errors.len(), 2);
-        assert!(errors[0].to_string().starts_with("secret `missing`: cannot read"));
-        assert!(errors[1].to_string().contains("RESETGATE_TEST_SURELY_UNSET_VAR"));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("secret `missing`: cannot read")
+        );
+        assert!(
+            errors[1]
+                .to_string()
+                .contains("RESETGATE_TEST_SURELY_UNSET_VAR")
+        );
     }
 }

@@ -412,7 +412,6 @@ impl HostState {
             Err(e) => Err(wasmtime::Error::msg(e.to_string())),
         }
     }
-
 }
 
 impl wit::slow_hash::Host for HostState {
