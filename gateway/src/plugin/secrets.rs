@@ -198,7 +198,7 @@ impl wit::secrets::Host for HostState {
         if !self.granted.has(Capability::Secrets) {
             return self.capability(Capability::Secrets, "available");
         }
-        Ok(self.grants.secrets.iter().any(|g| *g == name)
+        Ok(self.grants.secrets.contains(&name)
             && self
                 .caps
                 .secrets
