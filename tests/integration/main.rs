@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod decoy;
 mod flows;
+mod gates;
 mod host;
 mod hostile;
 mod languages;
