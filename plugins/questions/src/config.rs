@@ -77,7 +77,12 @@ pub fn schema() -> String {
             "properties": { "questions": { "type": "array", "minItems": q, "maxItems": q } },
             "required": ["questions"]
         });
-        rules.push(at_most(exactly.clone(), "shown_at_registration", q, SHOWN_LE_QUESTIONS));
+        rules.push(at_most(
+            exactly.clone(),
+            "shown_at_registration",
+            q,
+            SHOWN_LE_QUESTIONS,
+        ));
         rules.push(at_most(exactly, "asked_at_reset", q, ASKED_LE_QUESTIONS));
     }
     for u in 1..=FIELDS_MAX / 2 {
@@ -120,11 +125,14 @@ pub fn schema() -> String {
         ));
     }
     for a in 1..=FIELDS_MAX {
-        rules.push(at_most(is("asked_at_reset", a), "required_at_reset", a, CORRECT_LE_ASKED));
+        rules.push(at_most(
+            is("asked_at_reset", a),
+            "required_at_reset",
+            a,
+            CORRECT_LE_ASKED,
+        ));
     }
-    let count = |description: &str| {
-        json!({ "type": "integer", "minimum": 1, "maximum": FIELDS_MAX, "description": description })
-    };
+    let count = |description: &str| json!({ "type": "integer", "minimum": 1, "maximum": FIELDS_MAX, "description": description });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",

@@ -299,7 +299,10 @@ impl Gate for Questions {
                 )));
             }
             if len > c.max_answer_length as usize || answer.len() > HASH_INPUT_MAX {
-                return Err(PluginError::Refused(format!("answer {} is too long", i + 1)));
+                return Err(PluginError::Refused(format!(
+                    "answer {} is too long",
+                    i + 1
+                )));
             }
             for (other_q, _, other_a) in &given[..i] {
                 if other_a == answer {
@@ -330,7 +333,11 @@ impl Gate for Questions {
         serde_json::to_vec(&enrollment).map_err(|e| internal("enrollment", e))
     }
 
-    fn begin(ctx: CallContext, user: User, enrollment: Option<Vec<u8>>) -> Result<Round, PluginError> {
+    fn begin(
+        ctx: CallContext,
+        user: User,
+        enrollment: Option<Vec<u8>>,
+    ) -> Result<Round, PluginError> {
         let c = config(&ctx)?;
         let registered = usable(&c, &user, enrollment.as_deref())?;
         // A decoy or unregistered user is asked the admin's questions, with
@@ -418,9 +425,7 @@ impl Gate for Questions {
             }
         }
         if current.is_none() {
-            return Ok(Verdict::Failed(
-                "not registered for these questions".into(),
-            ));
+            return Ok(Verdict::Failed("not registered for these questions".into()));
         }
         if right < c.required_at_reset {
             return Ok(Verdict::Failed(format!(

@@ -120,7 +120,11 @@ fn digits(typed: &str) -> Option<String> {
 
 /// Constant-time equality of two codes of the same length.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The steps within the drift window around `now_ms` whose code is `code`,
@@ -221,7 +225,11 @@ impl Gate for Totp {
         Ok(state)
     }
 
-    fn begin(ctx: CallContext, _user: User, _enrollment: Option<Vec<u8>>) -> Result<Round, PluginError> {
+    fn begin(
+        ctx: CallContext,
+        _user: User,
+        _enrollment: Option<Vec<u8>>,
+    ) -> Result<Round, PluginError> {
         let c = config(&ctx)?;
         // The same prompt whether or not the user enrolled.
         Ok(Round {
@@ -267,9 +275,7 @@ impl Gate for Totp {
             return Ok(Verdict::Failed("wrong code".into()));
         };
         if last.is_some_and(|l| matched <= l) {
-            return Ok(Verdict::Failed(
-                "code of a time step already used".into(),
-            ));
+            return Ok(Verdict::Failed("code of a time step already used".into()));
         }
         kv::set(&last_step_key(&user), matched.to_string().as_bytes());
         Ok(Verdict::Passed)
