@@ -36,7 +36,7 @@ pub fn wasm(name: &str) -> PathBuf {
 }
 
 /// The first-party plugins, by crate name.
-pub const FIRST_PARTY: [&str; 7] = [
+pub const FIRST_PARTY: [&str; 9] = [
     "example-question",
     "example-lockout",
     "example-directory",
@@ -44,6 +44,8 @@ pub const FIRST_PARTY: [&str; 7] = [
     "example-sync",
     "local-users",
     "attribute-gate",
+    "questions",
+    "totp",
 ];
 
 /// A plugin host whose cache lives in a fresh temporary folder.

@@ -105,11 +105,11 @@ fn every_example_workflow_loads_without_errors() {
         plugins: plugins.path().to_owned(),
         ..GatewayConfig::default()
     };
-    let expected_warnings = [
+    let expected_warnings: [(&str, Vec<&str>); 4] = [
         ("demo.yaml", vec![]),
         ("enrollment.yaml", vec![]),
-        ("reset-with-sync-and-vpn.yaml", vec!["questions-only"]),
-        ("self-service-reset.yaml", vec!["questions-only"]),
+        ("reset-with-sync-and-vpn.yaml", vec![]),
+        ("self-service-reset.yaml", vec![]),
     ];
     let files = workflow::workflow_files(&root().join("workflows")).unwrap();
     let names: Vec<String> = files
@@ -157,25 +157,23 @@ fn examples_build_the_model_the_engine_runs() {
     assert_eq!(w.name, "self-service-reset");
     assert_eq!(
         w.description.as_deref(),
-        Some("Reset a forgotten password by answering two security questions.")
+        Some("Reset a forgotten password with your authenticator app and your security questions.")
     );
     assert_eq!(w.version, sha256_of(&file));
     assert_eq!(w.purpose, Purpose::Reset);
     assert_eq!(w.limits.idle, Duration::from_secs(300));
     assert_eq!(w.limits.absolute, Duration::from_secs(900));
     let ids: Vec<&str> = w.gates.iter().map(|g| g.step.id.as_str()).collect();
-    assert_eq!(ids, ["first-pet", "birth-city"]);
+    assert_eq!(ids, ["authenticator", "security-questions"]);
     let gate = &w.gates[1];
     assert_eq!(gate.step.path, "gates[1]");
-    assert_eq!(gate.step.plugin_name, "example-question");
-    assert_eq!(gate.step.plugin.info().name, "example-question");
+    assert_eq!(gate.step.plugin_name, "questions");
+    assert_eq!(gate.step.plugin.info().name, "questions");
     assert_eq!(gate.enrollment, Enrollment::Required);
-    assert_eq!(gate.max_rounds, 1);
+    assert_eq!(gate.max_rounds, 3, "default max_rounds");
     let config_json: serde_json::Value = serde_json::from_str(&gate.step.config).unwrap();
-    assert_eq!(
-        config_json,
-        serde_json::json!({"question": "In which city were you born?"})
-    );
+    assert_eq!(config_json["asked_at_reset"], 2);
+    assert_eq!(config_json["questions"].as_array().unwrap().len(), 5);
     let lockout = w.lockout.as_ref().unwrap();
     let ladder: serde_json::Value = serde_json::from_str(&lockout.config).unwrap();
     assert_eq!(
@@ -192,7 +190,7 @@ fn examples_build_the_model_the_engine_runs() {
 
     let file = root().join("workflows/reset-with-sync-and-vpn.yaml");
     let (w, _) = workflow::load_file(&host, &config, &file).unwrap();
-    assert_eq!(w.directory.limits.wall_time, Duration::from_secs(2));
+    assert_eq!(w.directory.limits.wall_time, Duration::from_secs(5));
     assert_eq!(w.gates[0].max_rounds, 3, "default max_rounds");
     assert_eq!(w.password.min_length, 15, "default min_length");
     let sync = &w.sync[0];
@@ -325,7 +323,7 @@ fn a_broken_file_is_skipped_and_the_rest_load() {
     let (loaded, diagnostics) = workflow::load_dir(&host, &config, dir.path());
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].name, "self-service-reset");
-    assert_eq!(codes(&diagnostics), ["yaml", "questions-only"]);
+    assert_eq!(codes(&diagnostics), ["yaml"]);
 }
 
 #[test]
@@ -340,7 +338,7 @@ fn check_paths_reports_every_file() {
     ];
     let report = workflow::check_report(&host, &config, &paths);
     assert_eq!(report.workflows, 6);
-    assert_eq!(report.warnings(), 2);
+    assert_eq!(report.warnings(), 0);
     assert_eq!(
         report.errors(),
         3,
@@ -443,13 +441,16 @@ fn check_cli_passes_the_examples_and_fails_on_errors() {
 
     let (ok, _, err) = run_cli(&["check", "--config", config, examples]);
     assert!(ok, "{err}");
-    assert!(err.contains("warning[questions-only]"), "{err}");
     assert!(
-        err.ends_with("checked 4 workflows: 0 errors, 2 warnings\n"),
+        err.ends_with("checked 4 workflows: 0 errors, 0 warnings\n"),
         "{err}"
     );
 
-    let (ok, _, err) = run_cli(&["check", "--config", config, "--deny-warnings", examples]);
+    let warns = root().join("tests/workflows/ok/minimal.yaml");
+    let warns = warns.to_str().unwrap();
+    let (ok, _, err) = run_cli(&["check", "--config", config, warns]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_cli(&["check", "--config", config, "--deny-warnings", warns]);
     assert!(!ok, "--deny-warnings must fail on warnings:\n{err}");
 
     let enrollment = root().join("workflows/enrollment.yaml");
@@ -473,7 +474,7 @@ fn check_cli_passes_the_examples_and_fails_on_errors() {
         "{err}"
     );
     assert!(
-        err.ends_with("checked 5 workflows: 9 errors, 3 warnings\n"),
+        err.ends_with("checked 5 workflows: 9 errors, 1 warning\n"),
         "{err}"
     );
 }
