@@ -1,7 +1,8 @@
 //! Support for resetgate's integration tests: where the built plugins are,
 //! a plugin host in a temporary folder, and the real `resetgate` binary
 //! started on a free loopback port (plain HTTP, or HTTPS with a throwaway
-//! PKI from [`pki`]); and a headless Chromium to drive the self-service
+//! PKI from [`pki`]); a loopback HTTP(S) sink that records what plugins
+//! send ([`sink`]); and a headless Chromium to drive the self-service
 //! page with ([`webdriver`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -16,6 +17,7 @@ use resetgate::plugin::{HostConfig, PluginHost};
 
 pub mod fixtures;
 pub mod pki;
+pub mod sink;
 pub mod webdriver;
 
 /// The workspace root.

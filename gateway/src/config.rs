@@ -58,6 +58,33 @@ pub struct CommandSpec {
     pub timeout: Duration,
 }
 
+/// How many requests to one HTTP origin may run at once unless the config
+/// says otherwise.
+pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
+
+/// An origin plugins may be granted outgoing HTTP to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpOrigin {
+    /// `scheme://host[:port]` as [`normalise_origin`] writes it: lowercase,
+    /// no trailing slash, the scheme's default port left out.
+    pub origin: String,
+    /// Whether the origin is plain `http://` (only allowed with
+    /// `plain_http: true` in the file).
+    pub plain_http: bool,
+    /// PEM file with the CA certificate(s) the server's certificate must
+    /// chain to, instead of the operating system's roots (resolved against
+    /// the config file's folder; read when the capability is built).
+    pub ca_file: Option<PathBuf>,
+    /// How many requests to this origin may run at once.
+    pub max_concurrent: usize,
+}
+
+impl AsRef<str> for HttpOrigin {
+    fn as_ref(&self) -> &str {
+        &self.origin
+    }
+}
+
 /// HTTPS: the server's certificate and key, and optionally the CA that signs
 /// client certificates. The files are read when the gateway starts and again
 /// on `SIGHUP` (`crate::listen::Tls`), not when the config is read.
@@ -150,8 +177,9 @@ pub struct GatewayConfig {
     pub secrets: BTreeMap<String, SecretSource>,
     /// Allow-listed commands by name.
     pub commands: BTreeMap<String, CommandSpec>,
-    /// Origins plugins may be granted HTTP to (lowercase, no trailing slash).
-    pub http_origins: Vec<String>,
+    /// Origins plugins may be granted HTTP to, each once (normalised by
+    /// [`normalise_origin`]).
+    pub http_origins: Vec<HttpOrigin>,
 }
 
 impl Default for GatewayConfig {
@@ -202,7 +230,27 @@ struct RawConfig {
     #[serde(default)]
     commands: BTreeMap<String, RawCommand>,
     #[serde(default)]
-    http_origins: Vec<String>,
+    http_origins: Vec<RawOrigin>,
+}
+
+/// An entry of `http_origins`: a bare origin, or one with settings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOrigin {
+    Bare(String),
+    Full(RawOriginSettings),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOriginSettings {
+    origin: String,
+    #[serde(default)]
+    plain_http: bool,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    max_concurrent: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -319,9 +367,21 @@ fn schema() -> Result<&'static (Value, jsonschema::Validator), &'static str> {
         .map_err(String::as_str)
 }
 
-/// The origin form used for comparisons: lowercase, no trailing slash.
+/// The origin form used for comparisons: lowercase, no trailing slash, and
+/// the scheme's default port (443 for `https`, 80 for `http`) left out, so
+/// `https://SMS.example.com:443/` and `https://sms.example.com` are one
+/// origin.
 pub fn normalise_origin(origin: &str) -> String {
-    origin.trim_end_matches('/').to_ascii_lowercase()
+    let lower = origin.trim_end_matches('/').to_ascii_lowercase();
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if let Some(rest) = lower.strip_prefix(scheme)
+            && let Some(host) = rest.strip_suffix(port)
+            && !host.contains(':')
+        {
+            return format!("{scheme}{host}");
+        }
+    }
+    lower
 }
 
 impl GatewayConfig {
@@ -361,8 +421,14 @@ impl GatewayConfig {
 
     /// Whether `origin` is one of [`GatewayConfig::http_origins`].
     pub fn allows_origin(&self, origin: &str) -> bool {
+        self.http_origin(origin).is_some()
+    }
+
+    /// The entry of [`GatewayConfig::http_origins`] for `origin` (any
+    /// spelling [`normalise_origin`] maps to it).
+    pub fn http_origin(&self, origin: &str) -> Option<&HttpOrigin> {
         let wanted = normalise_origin(origin);
-        self.http_origins.contains(&wanted)
+        self.http_origins.iter().find(|o| o.origin == wanted)
     }
 
     /// Where this config is described in messages: its file, or the defaults.
@@ -588,12 +654,77 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         }
     };
 
-    let mut http_origins: Vec<String> = Vec::new();
-    for o in raw.http_origins {
-        let n = normalise_origin(&o);
-        if !http_origins.contains(&n) {
-            http_origins.push(n);
+    let mut http_origins: Vec<HttpOrigin> = Vec::new();
+    for (i, entry) in raw.http_origins.into_iter().enumerate() {
+        let (settings, at) = match entry {
+            RawOrigin::Bare(origin) => (
+                RawOriginSettings {
+                    origin,
+                    plain_http: false,
+                    ca_file: None,
+                    max_concurrent: None,
+                },
+                format!("/http_origins/{i}"),
+            ),
+            RawOrigin::Full(s) => (s, format!("/http_origins/{i}/origin")),
+        };
+        let origin = normalise_origin(&settings.origin);
+        let plain = origin.starts_with("http://");
+        if plain && !settings.plain_http {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos(&at),
+                    "plain-http",
+                    format!("HTTP origin `{origin}` is plain `http://`: requests to it would cross the network unencrypted"),
+                )
+                .with_help(format!(
+                    "use `https://` if the server has it; if it really has no HTTPS (e.g. a relay on this host), write `{{ origin: \"{origin}\", plain_http: true }}`"
+                )),
+            );
         }
+        if !plain && settings.plain_http {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos(&format!("/http_origins/{i}/plain_http")),
+                    "value",
+                    format!("HTTP origin `{origin}` is `https://` but says `plain_http: true`"),
+                )
+                .with_help("remove `plain_http`: it is only for `http://` origins"),
+            );
+        }
+        if plain && settings.ca_file.is_some() {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos(&format!("/http_origins/{i}/ca_file")),
+                    "value",
+                    format!("HTTP origin `{origin}` is plain `http://` but has a `ca_file`"),
+                )
+                .with_help("a CA only matters for `https://`: remove `ca_file`, or use `https://`"),
+            );
+        }
+        if http_origins.iter().any(|o| o.origin == origin) {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos(&at),
+                    "duplicate",
+                    format!("HTTP origin `{origin}` is listed twice"),
+                )
+                .with_help("keep one entry per origin (`:443` and `:80` are the default ports and make no difference)"),
+            );
+            continue;
+        }
+        http_origins.push(HttpOrigin {
+            origin,
+            plain_http: plain && settings.plain_http,
+            ca_file: settings.ca_file.map(resolve),
+            max_concurrent: settings
+                .max_concurrent
+                .unwrap_or(DEFAULT_HTTP_CONCURRENCY),
+        });
     }
 
     if !errors.is_empty() {
@@ -792,6 +923,89 @@ mod tests {
               secret `nope`, which `secrets` does not define\n  help: define it: `secrets: { nope: { env: VARIABLE } }`"
             ]
         );
+    }
+
+    #[test]
+    fn http_origins_as_strings_and_with_settings() {
+        let c = load(
+            "version: 1\nhttp_origins:\n  - \"https://SMS.example.com:443\"\n  \
+             - { origin: \"http://127.0.0.1:8025\", plain_http: true, max_concurrent: 2 }\n  \
+             - { origin: \"https://mail.example.com:8443\", ca_file: mail-ca.pem }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http_origins,
+            [
+                HttpOrigin {
+                    origin: "https://sms.example.com".into(),
+                    plain_http: false,
+                    ca_file: None,
+                    max_concurrent: DEFAULT_HTTP_CONCURRENCY,
+                },
+                HttpOrigin {
+                    origin: "http://127.0.0.1:8025".into(),
+                    plain_http: true,
+                    ca_file: None,
+                    max_concurrent: 2,
+                },
+                HttpOrigin {
+                    origin: "https://mail.example.com:8443".into(),
+                    plain_http: false,
+                    ca_file: Some(PathBuf::from("/etc/resetgate/mail-ca.pem")),
+                    max_concurrent: 4,
+                },
+            ]
+        );
+        // Default ports are one origin with the bare host.
+        assert!(c.allows_origin("https://sms.example.com"));
+        assert!(c.allows_origin("http://127.0.0.1:8025/"));
+        assert!(!c.allows_origin("https://127.0.0.1:8025"));
+        assert!(!c.allows_origin("https://mail.example.com"));
+        assert_eq!(normalise_origin("HTTP://a.example:80"), "http://a.example");
+        assert_eq!(normalise_origin("https://a.example:4430"), "https://a.example:4430");
+    }
+
+    #[test]
+    fn plain_http_origins_need_saying_so() {
+        let errs = load("version: 1\nhttp_origins: [\"http://relay.example\"]\n").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/resetgate/config.yaml:2:16: error[plain-http]: HTTP origin `http://relay.example` \
+                 is plain `http://`: requests to it would cross the network unencrypted\n  help: use \
+                 `https://` if the server has it; if it really has no HTTPS (e.g. a relay on this \
+                 host), write `{ origin: \"http://relay.example\", plain_http: true }`"
+            ]
+        );
+        let errs = load(
+            "version: 1\nhttp_origins:\n  - { origin: \"http://relay.example\", ca_file: ca.pem }\n  \
+             - { origin: \"https://a.example\", plain_http: true }\n  - \"https://A.example:443\"\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(
+            all.contains("config.yaml:3:15: error[plain-http]: HTTP origin `http://relay.example` is plain"),
+            "{all}"
+        );
+        assert!(
+            all.contains("config.yaml:3:48: error[value]: HTTP origin `http://relay.example` is plain `http://` but has a `ca_file`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("config.yaml:4:50: error[value]: HTTP origin `https://a.example` is `https://` but says `plain_http: true`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("config.yaml:5:5: error[duplicate]: HTTP origin `https://a.example` is listed twice"),
+            "{all}"
+        );
+        assert_eq!(errs.len(), 4, "{all}");
+        // Neither a path nor an unknown setting passes the schema.
+        let errs = load(
+            "version: 1\nhttp_origins: [\"https://a.example/send\", { origin: \"https://b.example\", proxy: x }]\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{}", errs.join("\n"));
     }
 
     #[test]
