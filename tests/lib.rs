@@ -59,6 +59,63 @@ pub fn host() -> (PluginHost, tempfile::TempDir) {
 
 pub use resetgate::metrics::cpu_seconds;
 
+/// Runs `f` with every log event of this thread (all levels, every target)
+/// written to a buffer; returns the text and `f`'s result. Plugin calls run
+/// on the calling thread, so their host's and plugin's lines are caught.
+pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (String, T) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = {
+        let _guard = subscriber.set_default();
+        f()
+    };
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (text, out)
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Panics if any file under `dir` holds `canary`'s bytes.
+pub fn assert_not_in_files(dir: &Path, canary: &str) {
+    for file in files_under(dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{} holds `{canary}` in clear",
+            file.display()
+        );
+    }
+}
+
 /// sha256 of a file, hex.
 pub fn sha256_of(path: &Path) -> String {
     use sha2::Digest;

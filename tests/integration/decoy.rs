@@ -32,7 +32,7 @@ fn similar(a: usize, b: usize) -> bool {
 
 /// One thing a request did to the store: which tree, and how big.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Op {
+pub(crate) enum Op {
     Get {
         tree: String,
         key_len: usize,
@@ -56,7 +56,7 @@ enum Op {
 impl Op {
     /// The op without its sizes (and an audit record without its kind):
     /// what must be identical.
-    fn shape(&self) -> String {
+    pub(crate) fn shape(&self) -> String {
         match self {
             Op::Get { tree, .. } => format!("get {tree}"),
             Op::Put { tree, .. } => format!("put {tree}"),
@@ -67,7 +67,7 @@ impl Op {
         }
     }
 
-    fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         match self {
             Op::Get { key_len, .. } | Op::Delete { key_len, .. } => *key_len,
             Op::Put {
@@ -80,13 +80,22 @@ impl Op {
 
 /// The store, recording every read and write (the counting hook lives
 /// here, in the test: the runtime knows nothing of it).
-struct Recorder {
+pub(crate) struct Recorder {
     inner: Arc<SledStore>,
     ops: Mutex<Vec<Op>>,
 }
 
 impl Recorder {
-    fn take(&self) -> Vec<Op> {
+    /// A recorder in front of `inner`.
+    pub(crate) fn new(inner: Arc<SledStore>) -> Recorder {
+        Recorder {
+            inner,
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The ops recorded since the last call.
+    pub(crate) fn take(&self) -> Vec<Op> {
         std::mem::take(&mut *self.ops.lock().unwrap())
     }
 

@@ -17,6 +17,7 @@ mod hostile;
 mod languages;
 mod loading;
 mod local_users;
+mod one_time_code;
 mod page;
 mod sandbox;
 mod tls;

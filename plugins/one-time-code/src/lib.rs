@@ -214,7 +214,8 @@ struct UserRecord {
 /// The current code's secret side: never in the round state.
 #[derive(Serialize, Deserialize)]
 struct CodeRecord {
-    serial: u64,
+    /// 16 hex digits (fixed width: a decoy's record is the same size).
+    serial: String,
     /// The HMAC key of this code (hex).
     key: String,
     issued_ms: u64,
@@ -225,7 +226,7 @@ struct CodeRecord {
 #[derive(Serialize, Deserialize)]
 struct State {
     v: u32,
-    serial: u64,
+    serial: String,
     issued_ms: u64,
     /// HMAC-SHA256(key, flow id, serial, code), hex.
     mac: String,
@@ -274,12 +275,13 @@ fn store_record(key: &str, record: &UserRecord) -> Result<(), PluginError> {
     Ok(())
 }
 
-fn mac(key: &[u8], flow_id: &str, serial: u64, code: &str) -> Result<Hmac<Sha256>, PluginError> {
+fn mac(key: &[u8], flow_id: &str, serial: &str, code: &str) -> Result<Hmac<Sha256>, PluginError> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .map_err(|_| PluginError::Internal("bad code key".into()))?;
     m.update(&(flow_id.len() as u64).to_be_bytes());
     m.update(flow_id.as_bytes());
-    m.update(&serial.to_be_bytes());
+    m.update(&(serial.len() as u64).to_be_bytes());
+    m.update(serial.as_bytes());
     m.update(code.as_bytes());
     Ok(m)
 }
@@ -330,7 +332,7 @@ fn decoy_mask(c: &Config, user: &User, key: &[u8]) -> Result<String, PluginError
             format!("{first}{}@{domain}", DOT.to_string().repeat(3))
         }
         DestinationKind::Phone => {
-            let m = mac(key, "decoy", 0, &user.name.trim().to_lowercase())?;
+            let m = mac(key, "decoy", "", &user.name.trim().to_lowercase())?;
             let bytes = m.finalize().into_bytes();
             let n = u16::from_be_bytes([bytes[0], bytes[1]]) % 100;
             mask(DestinationKind::Phone, &format!("{n:02}"))
@@ -473,11 +475,11 @@ fn issue(c: &Config, ctx: &CallContext, user: &User) -> Result<Option<Round>, Pl
         width = c.digits as usize
     );
     let code_key = random::bytes(32);
-    let serial = random::below(u64::MAX);
-    let m = mac(&code_key, &ctx.flow_id, serial, &code)?;
+    let serial = hex(&random::bytes(8));
+    let m = mac(&code_key, &ctx.flow_id, &serial, &code)?;
     record.sends.push(now);
     record.code = Some(CodeRecord {
-        serial,
+        serial: serial.clone(),
         key: hex(&code_key),
         issued_ms: now,
         tries: 0,
@@ -610,7 +612,7 @@ impl Gate for OneTimeCode {
                     let code_key = unhex(&code.key)
                         .ok_or_else(|| PluginError::Internal("unreadable code key".into()))?;
                     let expected = unhex(&state.mac).unwrap_or_default();
-                    let m = mac(&code_key, &ctx.flow_id, state.serial, &given)?;
+                    let m = mac(&code_key, &ctx.flow_id, &state.serial, &given)?;
                     if m.verify_slice(&expected).is_ok() {
                         Verdict::Passed
                     } else {
