@@ -992,7 +992,7 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("config.yaml:4:50: error[value]: HTTP origin `https://a.example` is `https://` but says `plain_http: true`"),
+            all.contains("config.yaml:4:48: error[value]: HTTP origin `https://a.example` is `https://` but says `plain_http: true`"),
             "{all}"
         );
         assert!(

@@ -14,6 +14,7 @@ mod flows;
 mod gates;
 mod host;
 mod hostile;
+mod http;
 mod languages;
 mod loading;
 mod local_users;

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ureq::http::{HeaderName, HeaderValue, Method, Uri};
@@ -600,6 +600,15 @@ fn classify(e: ureq::Error) -> wit::http::HttpError {
     use wit::http::HttpError as E;
     match e {
         ureq::Error::Timeout(_) => E::Timeout,
+        // The handshake failed (the certificate, most often): rustls's
+        // error comes wrapped in an I/O error.
+        ureq::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            E::Connect(format!("TLS: {io}"))
+        }
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => E::Timeout,
         ureq::Error::Io(io)
             if matches!(
