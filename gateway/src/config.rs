@@ -721,9 +721,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
             origin,
             plain_http: plain && settings.plain_http,
             ca_file: settings.ca_file.map(resolve),
-            max_concurrent: settings
-                .max_concurrent
-                .unwrap_or(DEFAULT_HTTP_CONCURRENCY),
+            max_concurrent: settings.max_concurrent.unwrap_or(DEFAULT_HTTP_CONCURRENCY),
         });
     }
 
@@ -962,7 +960,10 @@ mod tests {
         assert!(!c.allows_origin("https://127.0.0.1:8025"));
         assert!(!c.allows_origin("https://mail.example.com"));
         assert_eq!(normalise_origin("HTTP://a.example:80"), "http://a.example");
-        assert_eq!(normalise_origin("https://a.example:4430"), "https://a.example:4430");
+        assert_eq!(
+            normalise_origin("https://a.example:4430"),
+            "https://a.example:4430"
+        );
     }
 
     #[test]
@@ -984,7 +985,9 @@ mod tests {
         .unwrap_err();
         let all = errs.join("\n");
         assert!(
-            all.contains("config.yaml:3:15: error[plain-http]: HTTP origin `http://relay.example` is plain"),
+            all.contains(
+                "config.yaml:3:15: error[plain-http]: HTTP origin `http://relay.example` is plain"
+            ),
             "{all}"
         );
         assert!(
@@ -996,7 +999,9 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("config.yaml:5:5: error[duplicate]: HTTP origin `https://a.example` is listed twice"),
+            all.contains(
+                "config.yaml:5:5: error[duplicate]: HTTP origin `https://a.example` is listed twice"
+            ),
             "{all}"
         );
         assert_eq!(errs.len(), 4, "{all}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use resetgate::config::{GatewayConfig, HttpOrigin, SecretSource};
 use resetgate::contract::{CallContext, Change, PluginKind, PushFailure, User};
-use resetgate::plugin::{Capabilities, CallError, Grants, Limits, LoadSpec, Plugin, PluginHost};
+use resetgate::plugin::{CallError, Capabilities, Grants, Limits, LoadSpec, Plugin, PluginHost};
 use resetgate::secret::Secret;
 use resetgate_tests::pki::Pki;
 use resetgate_tests::sink::{Reply, Sink};
@@ -106,7 +106,9 @@ fn send(plugin: &Plugin, request: Value) -> Result<Value, CallError> {
 }
 
 fn error(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or_else(|| panic!("not an error: {v}"))
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {v}"))
 }
 
 #[test]
@@ -115,10 +117,17 @@ fn only_granted_and_configured_origins_are_reached() {
     let unlisted = Sink::http();
     let setup = Setup::new(vec![plain(&listed)]);
     let p = setup.probe(&[&listed.origin()], Duration::from_secs(5));
-    let v = send(&p, json!({"url": listed.url("/a?b=1"), "headers": [["X-A", "1"]]})).unwrap();
+    let v = send(
+        &p,
+        json!({"url": listed.url("/a?b=1"), "headers": [["X-A", "1"]]}),
+    )
+    .unwrap();
     assert_eq!(v["status"], 200, "{v}");
     let got = listed.wait_for_requests(1);
-    assert_eq!((got[0].method.as_str(), got[0].path.as_str()), ("GET", "/a?b=1"));
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("GET", "/a?b=1")
+    );
     assert_eq!(got[0].header("x-a"), Some("1"));
 
     // Default port spelled out, case: the same origin.
@@ -129,7 +138,10 @@ fn only_granted_and_configured_origins_are_reached() {
     let v = send(&p, json!({"url": unlisted.url("/")})).unwrap();
     assert_eq!(
         error(&v),
-        format!("origin-not-granted: `{}` is not granted to this step", unlisted.origin())
+        format!(
+            "origin-not-granted: `{}` is not granted to this step",
+            unlisted.origin()
+        )
     );
     let p2 = setup.probe(&[&unlisted.origin()], Duration::from_secs(5));
     let v = send(&p2, json!({"url": unlisted.url("/")})).unwrap();
@@ -149,7 +161,8 @@ fn only_granted_and_configured_origins_are_reached() {
     let ungranted = setup.probe(&[], Duration::from_secs(5));
     let err = send(&ungranted, json!({"url": listed.url("/")})).unwrap_err();
     assert!(
-        err.to_string().contains("grants: { http: [\"https://sms.example.com\"] }"),
+        err.to_string()
+            .contains("grants: { http: [\"https://sms.example.com\"] }"),
         "{err}"
     );
 }
@@ -176,7 +189,10 @@ fn https_is_verified_and_plain_http_needs_the_config_to_say_so() {
         },
     ]);
     let p = setup.probe(
-        &[&tls.origin(), &plain_sink.origin().replace("http://", "https://")],
+        &[
+            &tls.origin(),
+            &plain_sink.origin().replace("http://", "https://"),
+        ],
         Duration::from_secs(5),
     );
     let v = send(&p, json!({"url": tls.url("/x")})).unwrap();
@@ -215,7 +231,11 @@ fn redirects_are_returned_on_the_origin_and_refused_off_it() {
         .unwrap();
     assert_eq!(location[1], "/next");
     sink.reply_with(Reply::status(307).with_header("Location", "http://127.0.0.2:9/steal"));
-    let v = send(&p, json!({"url": sink.url("/start"), "method": "POST", "body": "x"})).unwrap();
+    let v = send(
+        &p,
+        json!({"url": sink.url("/start"), "method": "POST", "body": "x"}),
+    )
+    .unwrap();
     assert_eq!(error(&v), "protocol: redirect to another origin refused");
     assert_eq!(sink.requests().len(), 2);
 }
@@ -254,8 +274,15 @@ fn bodies_and_headers_are_bounded() {
     );
     assert_eq!(sink.requests().len(), 2);
     // Headers the host writes are refused.
-    let v = send(&p, json!({"url": sink.url("/"), "headers": [["Host", "evil"]]})).unwrap();
-    assert_eq!(error(&v), "protocol: the header `host` is written by the host");
+    let v = send(
+        &p,
+        json!({"url": sink.url("/"), "headers": [["Host", "evil"]]}),
+    )
+    .unwrap();
+    assert_eq!(
+        error(&v),
+        "protocol: the header `host` is written by the host"
+    );
 }
 
 #[test]
@@ -339,7 +366,10 @@ fn secrets_reach_the_wire_and_nothing_else() {
     assert!(logs.contains("request failed: connect:"), "{logs}");
     let everything = format!("{logs}{results:?}");
     for canary in [TOKEN, "CANARY-pw", "line\nbreak"] {
-        assert!(!everything.contains(canary), "`{canary}` leaked:\n{everything}");
+        assert!(
+            !everything.contains(canary),
+            "`{canary}` leaked:\n{everything}"
+        );
     }
 }
 
@@ -392,7 +422,11 @@ fn a_slow_origin_takes_only_its_own_slots() {
         let v = send(&to_fast, json!({"url": fast.url("/fast")})).unwrap();
         assert_eq!(v["status"], 200, "{v}");
     }
-    assert_eq!(slow.in_flight(), 2, "more than max_concurrent reached the slow origin");
+    assert_eq!(
+        slow.in_flight(),
+        2,
+        "more than max_concurrent reached the slow origin"
+    );
     // A call to the slow origin whose time ends while it waits for a slot
     // gets `timeout`, without reaching the server.
     let short = setup.probe(&[&slow.origin()], Duration::from_secs(5));

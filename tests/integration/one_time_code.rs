@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::decoy::{Op, Recorder};
 use resetgate::config::{GatewayConfig, HttpOrigin, SecretSource};
 use resetgate::contract::{
     CallContext, FieldKind, FieldValue, PluginFailure, PluginKind, Round, User, Verdict,
@@ -13,12 +14,9 @@ use resetgate::contract::{
 use resetgate::plugin::{Capabilities, Grants, LoadSpec, Plugin, PluginHost};
 use resetgate::secret::Secret;
 use resetgate::store::SledStore;
-use crate::decoy::{Op, Recorder};
 use resetgate_tests::fixtures::users_add;
 use resetgate_tests::sink::{Recorded, Reply, Sink};
-use resetgate_tests::{
-    Gateway, assert_not_in_files, capture_logs, host, wasm, write_config,
-};
+use resetgate_tests::{Gateway, assert_not_in_files, capture_logs, host, wasm, write_config};
 use serde_json::{Value, json};
 
 const T0: u64 = 1_763_856_000_000;
@@ -278,7 +276,12 @@ fn a_code_expires_after_its_ttl_on_the_flows_clock() {
     let round = g.begin("f1", &alice(), T0).unwrap();
     assert_eq!(relay_body(&g.sink.requests()[0])["minutes"], 3);
     assert!(
-        round.prompt.help.as_deref().unwrap().contains("valid for 3 minutes"),
+        round
+            .prompt
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("valid for 3 minutes"),
         "{:?}",
         round.prompt.help
     );
@@ -366,8 +369,7 @@ fn sends_per_user_per_hour_are_limited() {
         panic!()
     };
     let round2 = round.clone();
-    let Verdict::AnotherRound(round) = g.answer("f1", &alice(), &round, "", T0 + 2 * MINUTE)
-    else {
+    let Verdict::AnotherRound(round) = g.answer("f1", &alice(), &round, "", T0 + 2 * MINUTE) else {
         panic!()
     };
     let c3 = g.last_code();
@@ -425,14 +427,18 @@ fn digits_phones_and_form_bodies() {
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(c.len(), 8);
     let help = round.prompt.help.as_deref().unwrap();
-    assert!(help.contains("We sent a 8-digit code to •••• ••12."), "{help}");
+    assert!(
+        help.contains("We sent a 8-digit code to •••• ••12."),
+        "{help}"
+    );
     assert_eq!(g.answer("f1", &alice(), &round, c, T0), Verdict::Passed);
 }
 
 #[test]
 fn a_relay_failure_fails_the_flow_for_the_admin() {
     let g = Gate::new(json!({}));
-    g.sink.reply_with(Reply::status(500).with_body("quota exceeded"));
+    g.sink
+        .reply_with(Reply::status(500).with_body("quota exceeded"));
     match g.begin("f1", &alice(), T0) {
         Err(PluginFailure::Unavailable(reason)) => {
             assert_eq!(reason, "the code relay answered HTTP 500")
@@ -462,7 +468,9 @@ fn decoys_get_the_same_prompt_the_same_kv_work_and_no_message() {
     // Same shape: only the masked digits differ.
     let shape = |r: &Round| {
         let mut p = r.prompt.clone();
-        p.help = p.help.map(|h| h.chars().filter(|c| !c.is_ascii_digit()).collect());
+        p.help = p
+            .help
+            .map(|h| h.chars().filter(|c| !c.is_ascii_digit()).collect());
         p
     };
     assert_eq!(shape(&real), shape(&fake));
@@ -485,7 +493,11 @@ fn decoys_get_the_same_prompt_the_same_kv_work_and_no_message() {
     let g = Gate::new(json!({}));
     let fake = g.begin("f1", &decoy("Zed"), T0).unwrap();
     assert!(
-        fake.prompt.help.as_deref().unwrap().contains(" z•••@example.com."),
+        fake.prompt
+            .help
+            .as_deref()
+            .unwrap()
+            .contains(" z•••@example.com."),
         "{:?}",
         fake.prompt.help
     );
@@ -503,7 +515,10 @@ fn the_code_is_in_no_log_line_and_no_file() {
             panic!()
         };
         let c2 = g.last_code();
-        assert_eq!(g.answer("f1", &alice(), &round, &c2, T0 + 3), Verdict::Passed);
+        assert_eq!(
+            g.answer("f1", &alice(), &round, &c2, T0 + 3),
+            Verdict::Passed
+        );
         // A relay that fails, the code in its answer.
         g.sink
             .reply_with(Reply::status(400).with_body(format!("bad code {c2}")));

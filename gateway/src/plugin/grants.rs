@@ -61,7 +61,10 @@ impl Capability {
 
     /// Whether the host implements this capability yet.
     pub fn available(self) -> bool {
-        matches!(self, Capability::Kv | Capability::Secrets | Capability::Http)
+        matches!(
+            self,
+            Capability::Kv | Capability::Secrets | Capability::Http
+        )
     }
 
     fn from_interface(name: &str) -> Option<Capability> {

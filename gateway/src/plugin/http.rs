@@ -182,12 +182,11 @@ impl Http {
 }
 
 fn ca_file(o: &HttpOrigin, path: &std::path::Path) -> Result<Vec<Certificate<'static>>, HttpError> {
-    let pem = crate::readfile::read_limited(path, MAX_CA_FILE).map_err(|source| {
-        HttpError::CaFile {
+    let pem =
+        crate::readfile::read_limited(path, MAX_CA_FILE).map_err(|source| HttpError::CaFile {
             origin: o.origin.clone(),
             source,
-        }
-    })?;
+        })?;
     let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -254,7 +253,10 @@ fn target(url: &str) -> Result<Target, wit::http::HttpError> {
         ))
     };
     let uri: Uri = url.parse().map_err(|_| not_granted())?;
-    let scheme = uri.scheme_str().ok_or_else(not_granted)?.to_ascii_lowercase();
+    let scheme = uri
+        .scheme_str()
+        .ok_or_else(not_granted)?
+        .to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return Err(not_granted());
     }
@@ -662,7 +664,11 @@ mod tests {
     #[test]
     fn the_password_is_encoded_for_the_body() {
         let body = br#"{"user":"a","password":"{{password}}"}"#;
-        let out = substitute(body, encoding(Some("application/json; charset=utf-8")), "p\"w\\d\n");
+        let out = substitute(
+            body,
+            encoding(Some("application/json; charset=utf-8")),
+            "p\"w\\d\n",
+        );
         assert_eq!(
             String::from_utf8_lossy(&out),
             r#"{"user":"a","password":"p\"w\\d\n"}"#
@@ -710,7 +716,15 @@ mod tests {
             headers: vec![("location".into(), location.into())],
             body: vec![],
         };
-        for same in ["/elsewhere", "next", "?page=2", "a/b:c", "?x=y:z", "https://A.example:443/x", "//a.example/y"] {
+        for same in [
+            "/elsewhere",
+            "next",
+            "?page=2",
+            "a/b:c",
+            "?x=y:z",
+            "https://A.example:443/x",
+            "//a.example/y",
+        ] {
             assert!(check_redirect(&t, r(same)).is_ok(), "{same}");
         }
         for other in [

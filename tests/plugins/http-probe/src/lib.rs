@@ -37,13 +37,19 @@ fn get() -> String {
 
 impl Plugin for HttpProbe {
     fn describe() -> PluginInfo {
-        PluginInfo::new("http-probe", "0.1.0", PluginKind::SyncTarget, "sends what it is told")
+        PluginInfo::new(
+            "http-probe",
+            "0.1.0",
+            PluginKind::SyncTarget,
+            "sends what it is told",
+        )
     }
 }
 
 impl SyncTarget for HttpProbe {
     fn push(ctx: CallContext, _change: Change, password: &Secret) -> Result<(), PushError> {
-        let c: Config = serde_json::from_str(&ctx.config).map_err(|e| PushError::Permanent(e.to_string()))?;
+        let c: Config =
+            serde_json::from_str(&ctx.config).map_err(|e| PushError::Permanent(e.to_string()))?;
         let mut headers: Vec<(String, HeaderValue)> = c
             .headers
             .into_iter()
