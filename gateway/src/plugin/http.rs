@@ -60,6 +60,9 @@ pub enum HttpError {
         /// Why.
         source: crate::readfile::ReadError,
     },
+    /// A plain `http://` origin the config does not mark `plain_http`.
+    #[error("HTTP origin `{0}` is plain `http://` without `plain_http: true`")]
+    PlainHttp(String),
     /// An origin's `ca_file` holds no usable certificate.
     #[error("the CA file {path} of HTTP origin `{origin}` holds no PEM certificate")]
     NoCertificate {
@@ -155,6 +158,10 @@ impl Http {
         let mut native: Option<Vec<Certificate<'static>>> = None;
         let mut origins = HashMap::new();
         for o in &config.http_origins {
+            // The config refuses it; a config built in code must not slip it in.
+            if o.origin.starts_with("http://") && !o.plain_http {
+                return Err(HttpError::PlainHttp(o.origin.clone()));
+            }
             let roots = if o.plain_http {
                 None
             } else if let Some(path) = &o.ca_file {
@@ -686,6 +693,52 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), "pw: x\"y");
         assert_eq!(encoding(Some("application/problem+json")), Encoding::Json);
         assert_eq!(encoding(None), Encoding::Raw);
+    }
+
+    #[test]
+    fn origins_that_cannot_be_set_up_are_named() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap_or_else(|e| panic!("{e}"));
+        let origin = |origin: &str, plain_http, ca_file| HttpOrigin {
+            origin: origin.into(),
+            plain_http,
+            ca_file,
+            max_concurrent: 4,
+        };
+        let error = |o: HttpOrigin| {
+            let config = GatewayConfig {
+                http_origins: vec![o],
+                ..GatewayConfig::default()
+            };
+            match Http::from_config(&config) {
+                Ok(_) => panic!("built"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let missing = dir.path().join("missing.pem");
+        let e = error(origin("https://a.example", false, Some(missing.clone())));
+        assert!(
+            e.starts_with("cannot read the CA file of HTTP origin `https://a.example`: "),
+            "{e}"
+        );
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert_eq!(
+            error(origin("https://a.example", false, Some(empty.clone()))),
+            format!(
+                "the CA file {} of HTTP origin `https://a.example` holds no PEM certificate",
+                empty.display()
+            )
+        );
+        assert_eq!(
+            error(origin("http://a.example", false, None)),
+            "HTTP origin `http://a.example` is plain `http://` without `plain_http: true`"
+        );
+        let config = GatewayConfig {
+            http_origins: vec![origin("http://a.example", true, None)],
+            ..GatewayConfig::default()
+        };
+        assert!(Http::from_config(&config).is_ok());
     }
 
     #[test]
