@@ -54,7 +54,8 @@ impl Setup {
                     kind: Some(PluginKind::SyncTarget),
                     grants: Grants {
                         http: origins.iter().map(|o| (*o).to_owned()).collect(),
-                        secrets: vec!["api-token".into(), "bad-token".into()],
+                        // `undefined` is granted but not in the config.
+                        secrets: vec!["api-token".into(), "bad-token".into(), "undefined".into()],
                         ..Grants::default()
                     },
                     limits: Limits {
@@ -339,6 +340,10 @@ fn secrets_reach_the_wire_and_nothing_else() {
             &p,
             json!({"url": sink.url("/"), "secret_headers": [["Authorization", "bad-token"]]}),
         ));
+        out.push(send(
+            &p,
+            json!({"url": sink.url("/"), "secret_headers": [["Authorization", "undefined"]]}),
+        ));
         out
     });
     let results: Vec<Value> = results.into_iter().map(Result::unwrap).collect();
@@ -352,6 +357,10 @@ fn secrets_reach_the_wire_and_nothing_else() {
     assert_eq!(
         error(&results[4]),
         "protocol: secret `bad-token` is not a valid header value"
+    );
+    assert_eq!(
+        error(&results[5]),
+        "origin-not-granted: header `authorization` names secret `undefined`, which has no value"
     );
     let got = sink.requests();
     assert_eq!(got.len(), 2, "{got:?}");
