@@ -475,6 +475,7 @@ pub fn test_workflow(
             blocklist: std::sync::Arc::default(),
             blocklist_source: None,
             reject_user_name: true,
+            must_change: false,
         },
         sync: vec![SyncTarget {
             step: step(

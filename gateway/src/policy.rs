@@ -128,6 +128,7 @@ mod tests {
             ])),
             blocklist_source: None,
             reject_user_name: true,
+            must_change: false,
         }
     }
 

@@ -1203,7 +1203,7 @@ impl Request<'_> {
                     .directory
                     .plugin
                     .directory()
-                    .map(|d| d.set_password(&ctx, &user, &password, false))
+                    .map(|d| d.set_password(&ctx, &user, &password, wf.password.must_change))
                 {
                     Some(Ok(result)) => Some(Event::PasswordSet(result)),
                     Some(Err(e)) => failed(e),

@@ -561,6 +561,61 @@ fn a_reset_through_the_demo_workflow_for_a_user_the_cli_added() {
     assert_not_in_files(data.path(), old);
 }
 
+#[test]
+fn a_workflow_that_forces_a_change_at_next_logon_tells_the_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir();
+    let (ok, _, err) = users_cli(
+        data.path(),
+        &[
+            "add",
+            "bob",
+            "--attr",
+            "employee_id=E-5",
+            "--random-password",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(listed(data.path())[0]["must_change"], false);
+    let flows = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(root().join("workflows/demo.yaml")).unwrap();
+    let forced = demo.replace(
+        "  reject_user_name: true\n",
+        "  reject_user_name: true\n  must_change: true\n",
+    );
+    assert_ne!(forced, demo);
+    std::fs::write(flows.path().join("demo.yaml"), forced).unwrap();
+    std::fs::copy(
+        root().join("workflows/blocklist.txt"),
+        flows.path().join("blocklist.txt"),
+    )
+    .unwrap();
+    {
+        let (host, store, _cache) = host_with_store(data.path());
+        let config = GatewayConfig {
+            plugins: plugins.path().to_owned(),
+            data_dir: data.path().to_owned(),
+            ..GatewayConfig::default()
+        };
+        let (wf, _) =
+            resetgate::workflow::load_file(&host, &config, &flows.path().join("demo.yaml"))
+                .unwrap();
+        assert!(wf.password.must_change);
+        let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
+        let flow = rt.start("demo", "bob", T0).unwrap().flow;
+        let out = rt.answer(&flow.id, value("E-5"), T0 + 1).unwrap();
+        assert_eq!(out.flow.state, State::AwaitingPassword, "{:?}", out.notice);
+        let out = rt
+            .password(&flow.id, Secret::from("a temporary one 4417"), T0 + 2)
+            .unwrap();
+        assert!(matches!(out.flow.state, State::Completed { .. }));
+        drop(rt);
+        store.close();
+    }
+    assert_eq!(listed(data.path())[0]["must_change"], true);
+}
+
 // ----- the attribute gate ------------------------------------------------------------
 
 #[test]

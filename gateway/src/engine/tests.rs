@@ -32,6 +32,7 @@ pub(crate) fn shape() -> Shape {
             blocklist: Arc::new(HashSet::from(["password1234".to_owned()])),
             blocklist_source: None,
             reject_user_name: true,
+            must_change: false,
         },
         sync: vec![],
         vpn: None,

@@ -563,6 +563,7 @@ impl Loader<'_> {
             blocklist: Arc::new(blocklist),
             blocklist_source: source,
             reject_user_name: p.reject_user_name,
+            must_change: p.must_change,
         })
     }
 

@@ -82,6 +82,10 @@ pub struct PasswordPolicy {
     pub blocklist_source: Option<String>,
     /// Refuse passwords that contain the user name (case-insensitive).
     pub reject_user_name: bool,
+    /// Ask the directory to force a change at the next logon (OpenLDAP
+    /// `pwdReset`, Active Directory `pwdLastSet=0`): the new password is a
+    /// temporary one.
+    pub must_change: bool,
 }
 
 /// When a synchronous sync target fails.

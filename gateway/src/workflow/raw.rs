@@ -169,6 +169,9 @@ pub struct RawPassword {
     /// Refuse passwords containing the user name.
     #[serde(default = "yes")]
     pub reject_user_name: bool,
+    /// The directory forces a change at the next logon.
+    #[serde(default)]
+    pub must_change: bool,
 }
 
 impl Default for RawPassword {
@@ -178,6 +181,7 @@ impl Default for RawPassword {
             max_length: default_max(),
             blocklist: None,
             reject_user_name: true,
+            must_change: false,
         }
     }
 }
