@@ -18,6 +18,7 @@ use resetgate::plugin::{HostConfig, PluginHost};
 pub mod fixtures;
 pub mod pki;
 pub mod sink;
+pub mod slapd;
 pub mod webdriver;
 
 /// The workspace root.

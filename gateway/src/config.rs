@@ -32,13 +32,46 @@ const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 /// An LDAP connection workflows may grant by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LdapConnection {
-    /// `ldaps://host[:port]` (or `ldap://`, upgraded with StartTLS).
+    /// `ldaps://host[:port]`, or `ldap://host[:port]`: upgraded with
+    /// StartTLS unless [`LdapConnection::insecure`].
     pub url: String,
     /// The DN to bind as; `None` for an anonymous connection.
     pub bind_dn: Option<String>,
     /// The name of the secret (in [`GatewayConfig::secrets`]) holding the bind password.
     pub bind_secret: Option<String>,
+    /// Which server it is: decides how a password is set.
+    pub flavor: LdapFlavor,
+    /// PEM file of the CA certificate(s) the server's certificate must
+    /// chain to; `None`: the operating system's roots. Read when the
+    /// gateway starts and on `SIGHUP`.
+    pub ca_file: Option<PathBuf>,
+    /// Plain LDAP, no TLS at all (`ldap://` only; for tests and a server
+    /// on the same host).
+    pub insecure: bool,
+    /// How many connections bound as the bind account the gateway keeps.
+    pub pool: usize,
+    /// How many operations may run on this connection at once; further
+    /// ones wait (within their call's time) so that one slow server cannot
+    /// hold every request worker.
+    pub max_concurrent: usize,
 }
+
+/// Which LDAP server a connection talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LdapFlavor {
+    /// OpenLDAP (and other RFC 3062 servers): passwords are set with the
+    /// Password Modify extended operation.
+    #[default]
+    Openldap,
+    /// Active Directory: passwords are set with a `unicodePwd` replace.
+    ActiveDirectory,
+}
+
+/// The default of [`LdapConnection::pool`].
+pub const LDAP_POOL_DEFAULT: usize = 2;
+/// The default of [`LdapConnection::max_concurrent`].
+pub const LDAP_MAX_CONCURRENT_DEFAULT: usize = 8;
 
 /// Where the host reads a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,6 +368,16 @@ struct RawLdap {
     bind_dn: Option<String>,
     #[serde(default)]
     bind_secret: Option<String>,
+    #[serde(default)]
+    flavor: LdapFlavor,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    pool: Option<usize>,
+    #[serde(default)]
+    max_concurrent: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -501,12 +544,49 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
                 }),
             );
         }
+        let plain = l.url.starts_with("ldap://");
+        if l.insecure && !plain {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos(&format!("/ldap/{}/insecure", escape(&name))),
+                    "value",
+                    format!(
+                        "LDAP connection `{name}` is `insecure` but its URL `{}` is `ldaps://`",
+                        l.url
+                    ),
+                )
+                .with_help(
+                    "remove `insecure: true` (an `ldaps://` connection is always verified), \
+                     or write an `ldap://` URL to talk plain LDAP",
+                ),
+            );
+        }
+        if l.insecure && l.ca_file.is_some() {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos(&format!("/ldap/{}/ca_file", escape(&name))),
+                    "value",
+                    format!("LDAP connection `{name}` is `insecure` (no TLS) but sets `ca_file`"),
+                )
+                .with_help(
+                    "remove `insecure: true` to use TLS (StartTLS on `ldap://`) verified \
+                     against `ca_file`, or remove `ca_file`",
+                ),
+            );
+        }
         ldap.insert(
             name,
             LdapConnection {
                 url: l.url,
                 bind_dn: l.bind_dn,
                 bind_secret: l.bind_secret,
+                flavor: l.flavor,
+                ca_file: l.ca_file.map(resolve),
+                insecure: l.insecure,
+                pool: l.pool.unwrap_or(LDAP_POOL_DEFAULT),
+                max_concurrent: l.max_concurrent.unwrap_or(LDAP_MAX_CONCURRENT_DEFAULT),
             },
         );
     }
@@ -1011,6 +1091,73 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errs.len(), 2, "{}", errs.join("\n"));
+    }
+
+    #[test]
+    fn ldap_connections() {
+        let c = load(
+            "version: 1\nsecrets:\n  bind: {env: BIND}\nldap:\n  \
+             corp: {url: \"ldaps://dc1.corp.example\", bind_dn: \"cn=rg\", bind_secret: bind, \
+             flavor: active-directory, ca_file: tls/corp-ca.pem, pool: 4, max_concurrent: 32}\n  \
+             lab: {url: \"ldap://127.0.0.1:3890\", insecure: true}\n  \
+             dir: {url: \"ldap://dir.example\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.ldap["corp"],
+            LdapConnection {
+                url: "ldaps://dc1.corp.example".to_owned(),
+                bind_dn: Some("cn=rg".to_owned()),
+                bind_secret: Some("bind".to_owned()),
+                flavor: LdapFlavor::ActiveDirectory,
+                ca_file: Some(PathBuf::from("/etc/resetgate/tls/corp-ca.pem")),
+                insecure: false,
+                pool: 4,
+                max_concurrent: 32,
+            }
+        );
+        let lab = &c.ldap["lab"];
+        assert!(lab.insecure);
+        assert_eq!(lab.flavor, LdapFlavor::Openldap);
+        // Unset: StartTLS on the OS roots, two connections, eight operations.
+        let dir = &c.ldap["dir"];
+        assert_eq!((dir.insecure, &dir.ca_file), (false, &None));
+        assert_eq!((dir.pool, dir.max_concurrent), (2, 8));
+    }
+
+    #[test]
+    fn ldap_connection_errors() {
+        let errs = load(
+            "version: 1\nldap:\n  a: {url: \"ldaps://dc\", insecure: true}\n  \
+             b: {url: \"ldap://dc\", insecure: true, ca_file: ca.pem}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/resetgate/config.yaml:3:38: error[value]: LDAP connection `a` is `insecure` \
+                 but its URL `ldaps://dc` is `ldaps://`\n  help: remove `insecure: true` (an \
+                 `ldaps://` connection is always verified), or write an `ldap://` URL to talk plain LDAP",
+                "/etc/resetgate/config.yaml:4:51: error[value]: LDAP connection `b` is `insecure` \
+                 (no TLS) but sets `ca_file`\n  help: remove `insecure: true` to use TLS (StartTLS \
+                 on `ldap://`) verified against `ca_file`, or remove `ca_file`",
+            ]
+        );
+        let errs = load(
+            "version: 1\nldap:\n  a: {url: \"ldap://dc\", flavor: samba, pool: 0, max_concurrent: 1000}\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for part in [
+            "config.yaml:3:38: error[",
+            "openldap",
+            "active-directory",
+            "`ldap.a.pool` must be at least 1, found 0",
+            "`ldap.a.max_concurrent` must be at most 256, found 1000",
+        ] {
+            assert!(all.contains(part), "{part} missing in {all}");
+        }
+        assert_eq!(errs.len(), 3, "{all}");
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Capability {
     pub fn available(self) -> bool {
         matches!(
             self,
-            Capability::Kv | Capability::Secrets | Capability::Http
+            Capability::Kv | Capability::Secrets | Capability::Http | Capability::Ldap
         )
     }
 
