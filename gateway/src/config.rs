@@ -1135,10 +1135,10 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "/etc/resetgate/config.yaml:3:38: error[value]: LDAP connection `a` is `insecure` \
+                "/etc/resetgate/config.yaml:3:36: error[value]: LDAP connection `a` is `insecure` \
                  but its URL `ldaps://dc` is `ldaps://`\n  help: remove `insecure: true` (an \
                  `ldaps://` connection is always verified), or write an `ldap://` URL to talk plain LDAP",
-                "/etc/resetgate/config.yaml:4:51: error[value]: LDAP connection `b` is `insecure` \
+                "/etc/resetgate/config.yaml:4:50: error[value]: LDAP connection `b` is `insecure` \
                  (no TLS) but sets `ca_file`\n  help: remove `insecure: true` to use TLS (StartTLS \
                  on `ldap://`) verified against `ca_file`, or remove `ca_file`",
             ]
@@ -1149,11 +1149,10 @@ mod tests {
         .unwrap_err();
         let all = errs.join("\n");
         for part in [
-            "config.yaml:3:38: error[",
-            "openldap",
-            "active-directory",
-            "`ldap.a.pool` must be at least 1, found 0",
-            "`ldap.a.max_concurrent` must be at most 256, found 1000",
+            "config.yaml:3:33: error[value]: `ldap.a.flavor` must be one of `openldap`, \
+             `active-directory`; found the string `samba`",
+            "config.yaml:3:46: error[value]: `ldap.a.pool` must be at least 1, found 0",
+            "config.yaml:3:65: error[value]: `ldap.a.max_concurrent` must be at most 256, found 1000",
         ] {
             assert!(all.contains(part), "{part} missing in {all}");
         }
