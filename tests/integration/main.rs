@@ -16,6 +16,7 @@ mod host;
 mod hostile;
 mod http;
 mod languages;
+mod ldap;
 mod loading;
 mod local_users;
 mod one_time_code;

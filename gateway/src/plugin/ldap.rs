@@ -62,8 +62,6 @@ const MAX_CA_BYTES: u64 = 1 << 20;
 pub mod code {
     /// More entries than the size limit.
     pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
-    /// No such attribute (e.g. deleting a value that is not there).
-    pub const NO_SUCH_ATTRIBUTE: u32 = 16;
     /// Invalid credentials.
     pub const INVALID_CREDENTIALS: u32 = 49;
     /// The server is down or the connection was lost.

@@ -6,9 +6,10 @@
 //!
 //! - find a user: one search under `base` for an entry of `object_class`
 //!   whose `user_attributes` (e.g. `uid`, `mail`) equal what the person
-//!   typed, escaped as RFC 4515 says; one match is the user (id = its DN),
-//!   none is unknown, several is an error for the admin's log and unknown
-//!   for the person;
+//!   typed, escaped as RFC 4515 says; one match is the user (id = its DN,
+//!   name = the value of the first of `user_attributes`, attributes = the
+//!   `return_attributes` it has), none is unknown, several is an error for
+//!   the admin's log and unknown for the person;
 //! - verify a password: a bind as the user on a connection of its own;
 //! - set a password: the Password Modify extended operation as the
 //!   connection's account, then `pwdReset: TRUE` when the user must change
@@ -214,11 +215,12 @@ impl Directory for LdapDirectory {
                 .filter_map(|v| String::from_utf8(v.clone()).ok())
                 .collect()
         };
+        // The account's name as the directory spells it: the first user
+        // attribute's value (e.g. `uid`), whichever attribute matched.
         let normalised = cfg
             .user_attributes
-            .iter()
-            .flat_map(|a| value_of(a))
-            .find(|v| v.eq_ignore_ascii_case(&name))
+            .first()
+            .and_then(|a| value_of(a).into_iter().next())
             .unwrap_or(name);
         let attributes = cfg
             .return_attributes
