@@ -32,8 +32,13 @@ uid: twin2\ncn: twin2\nsn: twin2\nmail: twin@example.test\n\n";
 /// `name` to `url`, bound as the slapd's service account with its password
 /// in a 0600 file in `dir`; `extra` adds settings (`ca_file: ...`).
 fn connection_yaml(dir: &Path, name: &str, url: &str, extra: &str) -> String {
+    connection_yaml_with(dir, name, url, extra, Slapd::BIND_PASSWORD)
+}
+
+/// [`connection_yaml`] with the bind password `password`.
+fn connection_yaml_with(dir: &Path, name: &str, url: &str, extra: &str, password: &str) -> String {
     let secret = dir.join("ldap-bind.secret");
-    std::fs::write(&secret, format!("{}\n", Slapd::BIND_PASSWORD)).unwrap();
+    std::fs::write(&secret, format!("{password}\n")).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     format!(
         "secrets:\n  ldap-bind: {{ file: {secret:?} }}\nldap:\n  {name}: {{ url: \"{url}\", bind_dn: \"{}\", bind_secret: ldap-bind{extra} }}\n",
@@ -178,13 +183,23 @@ fn with_token(view: Value, token: &Value) -> Value {
 /// A plugin host whose capabilities come from a config with the
 /// connection `corp` to `slapd` (LDAPS, verified against its CA).
 fn ldap_host(slapd: &Slapd, dir: &Path) -> (PluginHost, tempfile::TempDir, Plugin) {
+    ldap_host_with(slapd, dir, Slapd::BIND_PASSWORD)
+}
+
+/// [`ldap_host`] with the bind password `password`.
+fn ldap_host_with(
+    slapd: &Slapd,
+    dir: &Path,
+    password: &str,
+) -> (PluginHost, tempfile::TempDir, Plugin) {
     let yaml = format!(
         "version: 1\n{}",
-        connection_yaml(
+        connection_yaml_with(
             dir,
             "corp",
             &slapd.ldaps_url(),
-            &format!(", ca_file: {:?}", slapd.ca_file())
+            &format!(", ca_file: {:?}", slapd.ca_file()),
+            password,
         )
     );
     let config = GatewayConfig::from_bytes(&dir.join("gateway.yaml"), yaml.as_bytes()).unwrap();
@@ -353,6 +368,29 @@ fn a_stopped_directory_is_unavailable_with_the_connection_named() {
         other => panic!("expected unavailable, got {other:?}"),
     }
     assert!(!d.reachable(&c).unwrap());
+}
+
+#[test]
+fn a_refused_bind_of_the_gateways_account_says_so() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "not-the-bind-password";
+    let (_host, _cache, plugin) = ldap_host_with(&slapd, dir.path(), wrong);
+    match plugin.directory().unwrap().find_user(&ctx(PEOPLE), "erin") {
+        Ok(Err(PluginFailure::Refused(reason))) => {
+            assert!(
+                reason.contains(&format!(
+                    "LDAP result 49: the bind as `{}` on {} (connection `corp`) was refused \
+                     with LDAP result 49 (invalidCredentials)",
+                    Slapd::BIND_DN,
+                    slapd.ldaps_url()
+                )),
+                "{reason}"
+            );
+            assert!(!reason.contains(wrong), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[test]

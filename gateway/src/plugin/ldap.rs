@@ -92,6 +92,20 @@ pub enum LdapError {
         /// The server's diagnostic message as sent.
         text: String,
     },
+    /// The server refused the bind of the connection's own account.
+    #[error("the bind as `{dn}` on {url} (connection `{connection}`) was refused with LDAP result {code} ({}): {text}; check `bind_dn` and the secret `bind_secret` names", result_name(*.code))]
+    BindRefused {
+        /// The connection's name.
+        connection: String,
+        /// Its URL.
+        url: String,
+        /// The bind DN.
+        dn: String,
+        /// The result code.
+        code: u32,
+        /// The server's diagnostic message as sent.
+        text: String,
+    },
     /// No TCP connection to the server.
     #[error("cannot connect to {url} (connection `{connection}`): {reason}")]
     Connect {
@@ -190,7 +204,7 @@ impl LdapError {
     /// The LDAP result code a plugin gets: the server's, or 81, 85, 87, 91.
     pub fn code(&self) -> u32 {
         match self {
-            LdapError::Result { code, .. } => *code,
+            LdapError::Result { code, .. } | LdapError::BindRefused { code, .. } => *code,
             LdapError::Connect { .. }
             | LdapError::Tls { .. }
             | LdapError::StartTls { .. }
@@ -215,8 +229,9 @@ impl LdapError {
         }
     }
 
-    /// Whether the failure is on the way to the server (not a result it
-    /// sent): worth a line in the gateway's log of its own.
+    /// Whether the failure is the gateway's side of things (the way to the
+    /// server, or its own account), not a result about what the plugin
+    /// asked: worth a line in the gateway's log of its own.
     pub fn is_client_side(&self) -> bool {
         !matches!(self, LdapError::Result { .. } | LdapError::Filter { .. })
     }
@@ -625,14 +640,19 @@ impl Connection {
                     connection: self.name.clone(),
                     secret: self.settings.bind_secret.clone().unwrap_or_default(),
                 })?;
-            let operation = format!("the bind as `{dn}`");
             let bound = ldap
                 .simple_bind(dn, password.expose())
                 .await
-                .map_err(|e| self.failed(&operation, e))?;
+                .map_err(|e| self.failed("the bind as the connection's account", e))?;
             if bound.rc != 0 {
                 let _ = ldap.unbind().await;
-                return Err(self.result(&operation, bound));
+                return Err(LdapError::BindRefused {
+                    connection: self.name.clone(),
+                    url: self.settings.url.clone(),
+                    dn: dn.clone(),
+                    code: bound.rc,
+                    text: bound.text,
+                });
             }
         }
         let number = self.made.fetch_add(1, Ordering::Relaxed);
