@@ -832,11 +832,9 @@ impl Connection {
                         b"unicodePwd".to_vec(),
                         HashSet::from([value.to_vec()]),
                     )];
-                    let done = ldap
-                        .modify(dn, mods)
+                    ldap.modify(dn, mods)
                         .await
-                        .map_err(|e| self.failed("the unicodePwd replace", e))?;
-                    done
+                        .map_err(|e| self.failed("the unicodePwd replace", e))?
                 }
             };
             if done.rc != 0 {
@@ -1234,9 +1232,11 @@ mod tests {
              the password is too short"
         );
         let empty = LdapError::Result {
-            text: String::new(),
+            connection: "ad".to_owned(),
+            url: "ldaps://dc1".to_owned(),
+            operation: "search".to_owned(),
             code: 32,
-            ..e
+            text: String::new(),
         };
         assert_eq!(empty.message(), "noSuchObject");
     }
