@@ -2,8 +2,8 @@
 //! a plugin host in a temporary folder, and the real `resetgate` binary
 //! started on a free loopback port (plain HTTP, or HTTPS with a throwaway
 //! PKI from [`pki`]); a loopback HTTP(S) sink that records what plugins
-//! send ([`sink`]); and a headless Chromium to drive the self-service
-//! page with ([`webdriver`]).
+//! send ([`sink`]); a headless Chromium to drive the self-service
+//! page with ([`webdriver`]); and a Samba AD DC on 127.0.0.1 ([`samba`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -17,6 +17,7 @@ use resetgate::plugin::{HostConfig, PluginHost};
 
 pub mod fixtures;
 pub mod pki;
+pub mod samba;
 pub mod sink;
 pub mod slapd;
 pub mod webdriver;
