@@ -240,6 +240,13 @@ impl SambaDc {
         std::fs::create_dir_all(lab()).unwrap();
         let lock = File::create(lab().join("dc.lock")).unwrap();
         lock.lock().unwrap();
+        // Under the lock no DC runs: a clone left behind by a test process
+        // that was killed is garbage.
+        for entry in std::fs::read_dir(lab()).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("dc-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let template = template();
         let dir = tempfile::Builder::new()
             .prefix("dc-")

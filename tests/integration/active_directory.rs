@@ -467,3 +467,28 @@ fn the_plugin_forces_a_change_expires_unlocks_and_verifies_against_ad() {
             .is_err()
     );
 }
+
+#[test]
+fn a_second_dc_waits_until_the_first_has_exited() {
+    let first = SambaDc::start();
+    let first_pid = first.pid();
+    let second = std::thread::spawn(|| {
+        let dc = SambaDc::start();
+        let answers = dc.binds("jdoe@example.test", samba::JDOE_PASSWORD);
+        (dc, answers)
+    });
+    // The second start is blocked on the lock while the first DC serves.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        first.binds("jdoe@example.test", samba::JDOE_PASSWORD),
+        Ok(true)
+    );
+    drop(first);
+    let (dc, answers) = second.join().unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{first_pid}")).exists(),
+        "the second DC started before the first had exited"
+    );
+    assert_eq!(answers, Ok(true));
+    assert_eq!(dc.stop().code(), Some(127));
+}
