@@ -13,11 +13,11 @@
 //!   refused.
 //! - `verify-password`: a bind as the account (`ldap.check-bind`).
 //! - `set-password`: `ldap.set-password` (the host writes `unicodePwd`),
-//!   then `pwdLastSet=0` when the person must change it at next logon and
-//!   `lockoutTime=0` (unless `unlock_on_reset: false`). AD's password
-//!   policy refusing it (`0000052D`, result 19) is `rejected-by-policy`
-//!   with AD's reason: the person is told the directory refused the
-//!   password and may choose another.
+//!   then `pwdLastSet=0` when the person must change it at next logon, and
+//!   `lockoutTime=0` if AD has locked the account (unless `unlock_on_reset:
+//!   false`). AD's password policy refusing it (`0000052D`, result 19)
+//!   is `rejected-by-policy` with AD's reason: the person is told the
+//!   directory refused the password and may choose another.
 //! - `expire-password`: `pwdLastSet=0`; `unlock`: `lockoutTime=0`;
 //!   `reachable`: a search of the root DSE.
 
@@ -67,7 +67,7 @@ const SCHEMA: &str = r#"{
     "filter": { "type": "string", "minLength": 3, "maxLength": 2048, "pattern": "^\\(.*\\)$",
                 "description": "An LDAP filter every account must also match, e.g. `(memberOf=CN=Self-Service,OU=Groups,DC=example,DC=com)`; others are unknown users" },
     "unlock_on_reset": { "type": "boolean", "default": true,
-                         "description": "Also clear AD's own lockout (`lockoutTime=0`) when a password is set, so a locked-out person can log on with the new password at once" }
+                         "description": "Also clear AD's own lockout (`lockoutTime=0`) when the password of a locked account is set, so a locked-out person can log on with the new password at once (the bind account needs the right to write `lockoutTime`; if it fails, the reset stands and the admin log says so)" }
   }
 }"#;
 
@@ -99,6 +99,16 @@ fn plugin_error(what: &str, e: &LdapError) -> PluginError {
     match e.code {
         51 | 52 | 81 | 85 | 91 => PluginError::Unavailable(text),
         _ => PluginError::Refused(text),
+    }
+}
+
+/// The text of a plugin error.
+fn reason(e: &PluginError) -> &str {
+    match e {
+        PluginError::BadConfig(t)
+        | PluginError::Unavailable(t)
+        | PluginError::Refused(t)
+        | PluginError::Internal(t) => t,
     }
 }
 
@@ -214,13 +224,20 @@ fn user_of(cfg: &Config, entry: &Entry) -> Option<User> {
     })
 }
 
-/// The DN of the enabled account `user` (found again by its
-/// `objectGUID`), or `refused` if it is gone or disabled.
-fn account(cfg: &Config, user: &User) -> Result<String, PluginError> {
+/// An enabled account found again by its `objectGUID`.
+struct Account {
+    dn: String,
+    /// AD's own lockout is on (`lockoutTime` set and not 0).
+    locked: bool,
+}
+
+/// The enabled account `user` (found again by its `objectGUID`), or
+/// `refused` if it is gone or disabled.
+fn account(cfg: &Config, user: &User) -> Result<Account, PluginError> {
     let guid = guid_filter_value(&user.id)
         .ok_or_else(|| PluginError::Refused(format!("{:?} is not an objectGUID", user.id)))?;
     let filter = account_filter(cfg, &format!("(objectGUID={guid})"));
-    let attrs = ["userAccountControl".to_owned()];
+    let attrs = ["userAccountControl".to_owned(), "lockoutTime".to_owned()];
     let entries = ldap::search(
         &cfg.connection,
         &cfg.base,
@@ -231,7 +248,10 @@ fn account(cfg: &Config, user: &User) -> Result<String, PluginError> {
     )
     .map_err(|e| plugin_error(&format!("looking up account {}", user.id), &e))?;
     match entries.as_slice() {
-        [entry] if !disabled(entry) => Ok(entry.dn.clone()),
+        [entry] if !disabled(entry) => Ok(Account {
+            dn: entry.dn.clone(),
+            locked: text(entry, "lockoutTime").is_some_and(|t| t.trim() != "0"),
+        }),
         [_] => Err(PluginError::Refused(format!(
             "account {} ({}) is disabled",
             user.id, user.name
@@ -328,7 +348,7 @@ impl Directory for ActiveDirectory {
         password: &Secret,
     ) -> Result<bool, PluginError> {
         let cfg = config(&ctx)?;
-        let dn = account(&cfg, &user)?;
+        let dn = account(&cfg, &user)?.dn;
         ldap::check_bind(&cfg.connection, &dn, password)
             .map_err(|e| plugin_error(&format!("checking the password of {dn}"), &e))
     }
@@ -340,7 +360,7 @@ impl Directory for ActiveDirectory {
         must_change: bool,
     ) -> Result<(), SetPasswordError> {
         let cfg = config(&ctx).map_err(SetPasswordError::Other)?;
-        let dn = account(&cfg, &user).map_err(SetPasswordError::Other)?;
+        let Account { dn, locked } = account(&cfg, &user).map_err(SetPasswordError::Other)?;
         match ldap::set_password(&cfg.connection, &dn, password) {
             Ok(()) => {}
             Err(e) if is_policy_refusal(&e) => {
@@ -368,8 +388,18 @@ impl Directory for ActiveDirectory {
         if must_change {
             modify(&cfg, &dn, "pwdLastSet", "0").map_err(|e| after("pwdLastSet=0", e))?;
         }
-        if cfg.unlock_on_reset {
-            modify(&cfg, &dn, "lockoutTime", "0").map_err(|e| after("lockoutTime=0", e))?;
+        // Only a locked account is unlocked (an account delegated the
+        // right to reset passwords may lack the right to write
+        // `lockoutTime`), and a failure there does not undo the reset: the
+        // password is set, and AD's lockout ends after its own duration.
+        if cfg.unlock_on_reset
+            && locked
+            && let Err(e) = modify(&cfg, &dn, "lockoutTime", "0")
+        {
+            log::error(&format!(
+                "the password of {dn} was set, but unlocking the account failed: {}",
+                reason(&e)
+            ));
         }
         log::info(&format!(
             "password set for {dn} (must change: {must_change})"
@@ -379,7 +409,7 @@ impl Directory for ActiveDirectory {
 
     fn expire_password(ctx: CallContext, user: User) -> Result<(), PluginError> {
         let cfg = config(&ctx)?;
-        let dn = account(&cfg, &user)?;
+        let dn = account(&cfg, &user)?.dn;
         modify(&cfg, &dn, "pwdLastSet", "0")?;
         log::info(&format!("password of {dn} expired"));
         Ok(())
@@ -387,7 +417,7 @@ impl Directory for ActiveDirectory {
 
     fn unlock(ctx: CallContext, user: User) -> Result<(), PluginError> {
         let cfg = config(&ctx)?;
-        let dn = account(&cfg, &user)?;
+        let dn = account(&cfg, &user)?.dn;
         modify(&cfg, &dn, "lockoutTime", "0")?;
         log::info(&format!("{dn} unlocked"));
         Ok(())
