@@ -107,6 +107,14 @@ impl Lab {
             std::fs::copy(wasm(name), plugins.join(format!("{name}.wasm"))).unwrap();
         }
         std::fs::write(workflows.join("ad-reset.yaml"), WORKFLOW).unwrap();
+        // The same, but the new password must be changed at next logon.
+        let temp = WORKFLOW
+            .replace("name: ad-reset", "name: ad-temporary")
+            .replace(
+                "  reject_user_name: true\n",
+                "  reject_user_name: true\n  must_change: true\n",
+            );
+        std::fs::write(workflows.join("ad-temporary.yaml"), temp).unwrap();
         let secret = dir.path().join("ad-bind.secret");
         std::fs::write(&secret, format!("{}\n", samba::ADMIN_PASSWORD)).unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -213,10 +221,15 @@ impl Portal {
 
     /// Starts an `ad-reset` flow for `user`: (id, token, reply).
     fn begin(&self, user: &str) -> (String, String, Reply) {
+        self.begin_in("ad-reset", user)
+    }
+
+    /// Starts a flow of `workflow` for `user`: (id, token, reply).
+    fn begin_in(&self, workflow: &str, user: &str) -> (String, String, Reply) {
         let r = self.post(
             "/v1/flows",
             None,
-            json!({"workflow": "ad-reset", "user": user}),
+            json!({"workflow": workflow, "user": user}),
         );
         assert_eq!(r.status, 201, "{}", r.raw);
         let id = r.json["id"].as_str().unwrap().to_owned();
@@ -279,6 +292,37 @@ fn a_full_reset_sets_unicode_pwd_so_the_new_password_binds_and_the_old_does_not(
     // Neither password is in the gateway's log.
     let logs = p.gw.logs();
     assert!(!logs.contains("Reset-Passw0rd2!") && !logs.contains(samba::JDOE_PASSWORD));
+}
+
+#[test]
+fn a_workflow_that_forces_a_change_leaves_pwd_last_set_at_zero() {
+    let lab = Lab::start();
+    let p = lab.gateway();
+    let (id, token, started) = p.begin_in("ad-temporary", "jdoe");
+    let r = p.answer(&id, &token, &started.json, CODE);
+    assert_eq!(r.json["state"], "awaiting-password", "{}", r.raw);
+    let r = p.password(&id, &token, "Temporary-Passw0rd3!");
+    assert_eq!(r.json["state"], "completed", "{}", r.raw);
+
+    let dc = &lab.dc;
+    assert_eq!(dc.value(samba::JDOE_DN, "pwdLastSet").as_deref(), Some("0"));
+    // AD refuses a logon with it until it is changed (data 773), and the
+    // old password is gone.
+    let refused = dc
+        .search_as(
+            "jdoe@example.test",
+            "Temporary-Passw0rd3!",
+            samba::BASE_DN,
+            "base",
+            "(objectClass=*)",
+            &["dn"],
+        )
+        .unwrap_err();
+    assert!(refused.contains("data 773"), "{refused}");
+    assert_eq!(
+        dc.binds("jdoe@example.test", samba::JDOE_PASSWORD),
+        Ok(false)
+    );
 }
 
 #[test]
