@@ -40,7 +40,7 @@ pub fn wasm(name: &str) -> PathBuf {
 }
 
 /// The first-party plugins, by crate name.
-pub const FIRST_PARTY: [&str; 9] = [
+pub const FIRST_PARTY: [&str; 12] = [
     "example-question",
     "example-lockout",
     "example-directory",
@@ -50,6 +50,9 @@ pub const FIRST_PARTY: [&str; 9] = [
     "attribute-gate",
     "questions",
     "totp",
+    "one-time-code",
+    "ldap-directory",
+    "active-directory",
 ];
 
 /// A plugin host whose cache lives in a fresh temporary folder.

@@ -479,6 +479,44 @@ fn check_cli_passes_the_examples_and_fails_on_errors() {
     );
 }
 
+/// Every gateway config in `examples/` passes `resetgate check` with the
+/// workflows it names and no warning: the examples are documentation that
+/// must keep working (their plugins, configs and grants load for real).
+#[test]
+fn every_example_config_checks_without_warnings() {
+    // The configs name `../target/plugins`, where `cargo xtask plugins`
+    // (and `cargo xtask test`) put the first-party plugins.
+    let examples = root().join("examples");
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    configs.sort();
+    let names: Vec<String> = configs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, EXAMPLE_CONFIGS);
+    for config in &configs {
+        let (ok, _, err) = run_cli(&[
+            "check",
+            "--deny-warnings",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(ok, "{}: {err}", config.display());
+        assert!(
+            err.ends_with("checked 2 workflows: 0 errors, 0 warnings\n"),
+            "{}: {err}",
+            config.display()
+        );
+    }
+}
+
+/// The gateway configs in `examples/`, each with its folder of workflows.
+const EXAMPLE_CONFIGS: [&str; 2] = ["active-directory.yaml", "openldap.yaml"];
+
 #[test]
 fn check_cli_reports_a_broken_config_and_uses_the_config_folders() {
     let plugins = plugins_dir();

@@ -6,7 +6,7 @@
 //! | `questions-only` | a reset workflow whose every gate is a security question: a gate is one when its plugin's name (as written, or as the plugin describes itself) contains `question` |
 //! | `no-lockout` | a workflow without `lockout:` (reset: answers can be guessed without limit; enrollment: the current password can) |
 //! | `sync-allow-without-fallback` | a `mode: sync` target with `on_failure: allow` and no `mode: async` target in the workflow to deliver the change later |
-//! | `unused-grant` | a step grants a capability its plugin's component does not import |
+//! | `unused-grant` | a step grants a capability its plugin's component does not import (`secrets` counts as used by a plugin that imports `http`: a header names a granted secret) |
 
 use std::path::Path;
 
@@ -103,9 +103,14 @@ pub fn unused_grants(
     granted: &[Capability],
     needs: &[Capability],
 ) -> Vec<Diagnostic> {
+    // A granted secret is used through `http` too (a header's `secret-ref`),
+    // without the `secrets` interface.
+    let uses = |c: &Capability| {
+        needs.contains(c) || (*c == Capability::Secrets && needs.contains(&Capability::Http))
+    };
     granted
         .iter()
-        .filter(|c| !needs.contains(c))
+        .filter(|c| !uses(c))
         .map(|c| {
             let cap = c.interface();
             Diagnostic::warning(
