@@ -507,7 +507,11 @@ fn a_reset_through_the_demo_workflow_for_a_user_the_cli_added() {
                 .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let wf = Arc::new(wf);
-        let rt = Runtime::new(store.clone(), vec![wf.clone()]);
+        let rt = Runtime::new(
+            store.clone(),
+            Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+            vec![wf.clone()],
+        );
 
         // A wrong employee id fails the gate.
         let flow = rt.start("demo", "alice", T0).unwrap().flow;
