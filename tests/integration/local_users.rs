@@ -606,7 +606,11 @@ fn a_workflow_that_forces_a_change_at_next_logon_tells_the_directory() {
             resetgate::workflow::load_file(&host, &config, &flows.path().join("demo.yaml"))
                 .unwrap();
         assert!(wf.password.must_change);
-        let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
+        let rt = Runtime::new(
+            store.clone(),
+            Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+            vec![Arc::new(wf)],
+        );
         let flow = rt.start("demo", "bob", T0).unwrap().flow;
         let out = rt.answer(&flow.id, value("E-5"), T0 + 1).unwrap();
         assert_eq!(out.flow.state, State::AwaitingPassword, "{:?}", out.notice);
