@@ -118,3 +118,58 @@ pub fn users_add(name: &str, password: &str, extra: &[&std::ffi::OsStr]) {
         .unwrap();
     assert!(add.wait().unwrap().success(), "users add {name} failed");
 }
+
+/// Writes `enroll-canary.yaml` (purpose enrollment) and `reset-canary.yaml`
+/// (purpose reset) into `dir`: the `local-users` directory and the
+/// `canary-gate` test gate (copy it with [`copy_canary_gate`]), which
+/// registers a random canary shown as a `code` and a `qr-code` display item
+/// and asks for it at a reset.
+pub fn canary_workflows(dir: &Path) {
+    let common = r#"
+limits: { idle: 5m, absolute: 15m }
+directory:
+  plugin: local-users
+  grants: { kv: true }
+  limits: { wall_time: 5s }
+gates:
+  - id: canary
+    plugin: canary-gate
+    enrollment: required
+    config: {}
+"#;
+    std::fs::write(
+        dir.join("enroll-canary.yaml"),
+        format!(
+            "version: 1\nname: enroll-canary\ndescription: Register a canary\npurpose: enrollment\n{common}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("reset-canary.yaml"),
+        format!(
+            "version: 1\nname: reset-canary\npurpose: reset\n{common}password: {{ min_length: 12, max_length: 64 }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Copies the `canary-gate` test plugin into the plugin folder `dir`.
+pub fn copy_canary_gate(dir: &Path) {
+    std::fs::copy(wasm("canary-gate"), dir.join("canary-gate.wasm")).unwrap();
+}
+
+/// What the `canary-gate` plugin's QR code encodes for `user` and `canary`.
+pub fn canary_uri(user: &str, canary: &str) -> String {
+    format!("otpauth://totp/resetgate:{user}?secret={canary}&issuer=resetgate")
+}
+
+/// `text` as a QR code the way the `qrcode` crate draws it (error
+/// correction M, the smallest version): rows of `1` (dark) and `0` (light),
+/// no quiet zone.
+pub fn qr_rows(text: &str) -> Vec<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).unwrap();
+    code.to_debug_str('1', '0')
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

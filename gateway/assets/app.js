@@ -329,6 +329,54 @@
     return row;
   }
 
+  const SVG = 'http://www.w3.org/2000/svg';
+  /** Light modules left around a QR code, as its standard asks. */
+  const QUIET = 4;
+
+  /**
+   * A QR code as SVG from the modules the gateway computed (rows of `1`
+   * dark and `0` light): one path of unit squares on a light square with
+   * the quiet zone. Nothing is fetched, no library, no inline style.
+   */
+  function qrCode(modules) {
+    const n = modules.length;
+    const size = n + 2 * QUIET;
+    const svg = document.createElementNS(SVG, 'svg');
+    for (const [k, v] of Object.entries({
+      viewBox: `0 0 ${size} ${size}`, class: 'qr-code', role: 'img',
+      'aria-label': 'QR code', 'shape-rendering': 'crispEdges', 'data-modules': n,
+    })) svg.setAttribute(k, String(v));
+    const light = document.createElementNS(SVG, 'rect');
+    for (const [k, v] of Object.entries({ width: size, height: size, class: 'qr-light' })) light.setAttribute(k, String(v));
+    let d = '';
+    modules.forEach((row, y) => {
+      for (let x = 0; x < row.length; x += 1) {
+        if (row[x] === '1') d += `M${x + QUIET} ${y + QUIET}h1v1h-1z`;
+      }
+    });
+    const dark = document.createElementNS(SVG, 'path');
+    dark.setAttribute('d', d);
+    dark.setAttribute('class', 'qr-dark');
+    svg.append(light, dark);
+    const figure = el('figure', { class: 'display-qr', 'data-display': 'qr-code' });
+    figure.append(svg);
+    return figure;
+  }
+
+  /** One display item of a prompt: a paragraph, text to copy, a QR code. */
+  function displayFor(item) {
+    if (item.type === 'code') {
+      const p = el('p', { class: 'display-code', 'data-display': 'code' });
+      p.append(el('code', {}, item.text));
+      return p;
+    }
+    if (item.type === 'qr-code' && Array.isArray(item.modules) && item.modules.length > 0) {
+      return qrCode(item.modules);
+    }
+    // Text, and a QR code the gateway could not draw: its text.
+    return el('p', { class: 'display-text', 'data-display': item.type === 'text' ? 'text' : 'qr-text' }, item.text);
+  }
+
   function gateInputs() {
     return [...$('gate-fields').querySelectorAll('input, select')];
   }
@@ -341,6 +389,9 @@
     help.textContent = p.help || '';
     // A help line that only repeats the label says nothing new.
     help.hidden = !p.help || p.fields.some((f) => f.label === p.help);
+    const items = p.display || [];
+    $('gate-display').replaceChildren(...items.map(displayFor));
+    $('gate-display').hidden = items.length === 0;
     $('gate-fields').replaceChildren(...p.fields.map(fieldFor));
     $('gate-submit').textContent = view.state === 'enrolling' ? 'Save' : 'Continue';
     const inputs = gateInputs();

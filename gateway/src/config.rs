@@ -208,6 +208,9 @@ pub struct GatewayConfig {
     pub ldap: BTreeMap<String, LdapConnection>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// The secret holding the data key (`crate::seal`); `None`: the data
+    /// folder's `data.key`.
+    pub data_key_secret: Option<String>,
     /// Allow-listed commands by name.
     pub commands: BTreeMap<String, CommandSpec>,
     /// Origins plugins may be granted HTTP to, each once (normalised by
@@ -229,6 +232,7 @@ impl Default for GatewayConfig {
             api: crate::api::ApiConfig::default(),
             ldap: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            data_key_secret: None,
             commands: BTreeMap::new(),
             http_origins: Vec::new(),
         }
@@ -260,6 +264,8 @@ struct RawConfig {
     ldap: BTreeMap<String, RawLdap>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
+    #[serde(default)]
+    data_key_secret: Option<String>,
     #[serde(default)]
     commands: BTreeMap<String, RawCommand>,
     #[serde(default)]
@@ -519,6 +525,24 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
             _ => continue,
         };
         secrets.insert(name, source);
+    }
+
+    if let Some(secret) = &raw.data_key_secret
+        && !secrets.contains_key(secret)
+    {
+        errors.push(
+            Diagnostic::error(
+                path,
+                doc.value_pos("/data_key_secret"),
+                "undefined",
+                format!("`data_key_secret` names secret `{secret}`, which `secrets` does not define"),
+            )
+            .with_help(if secrets.is_empty() {
+                format!("define it: `secrets: {{ {secret}: {{ file: data-key.txt }} }}` (64 hexadecimal characters, mode 600)")
+            } else {
+                format!("define it under `secrets`, or use one of {}", list(secrets.keys()))
+            }),
+        );
     }
 
     let mut ldap = BTreeMap::new();
@@ -821,6 +845,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         api,
         ldap,
         secrets,
+        data_key_secret: raw.data_key_secret,
         commands,
         http_origins,
     })
@@ -1157,6 +1182,21 @@ mod tests {
             assert!(all.contains(part), "{part} missing in {all}");
         }
         assert_eq!(errs.len(), 3, "{all}");
+    }
+
+    #[test]
+    fn the_data_key_secret_must_be_defined() {
+        let c = load("version: 1\nsecrets:\n  dk: {file: dk.hex}\ndata_key_secret: dk\n").unwrap();
+        assert_eq!(c.data_key_secret.as_deref(), Some("dk"));
+        let errs = load("version: 1\ndata_key_secret: dk\n").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/resetgate/config.yaml:2:18: error[undefined]: `data_key_secret` names secret \
+                 `dk`, which `secrets` does not define\n  help: define it: `secrets: { dk: { file: \
+                 data-key.txt } }` (64 hexadecimal characters, mode 600)"
+            ]
+        );
     }
 
     #[test]

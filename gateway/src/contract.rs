@@ -154,8 +154,10 @@ pub struct Field {
     pub max_length: u32,
 }
 
-/// Something a portal shows without asking for input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Something a portal shows without asking for input. It may show a secret
+/// the person registers (a TOTP key), so its `Debug` gives the kind and
+/// length only: a prompt never reaches a log line by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type", content = "text")]
 pub enum Display {
     /// A paragraph of text.
@@ -164,6 +166,17 @@ pub enum Display {
     Code(String),
     /// Text drawn as a QR code.
     QrCode(String),
+}
+
+impl std::fmt::Debug for Display {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, text) = match self {
+            Display::Text(t) => ("Text", t),
+            Display::Code(t) => ("Code", t),
+            Display::QrCode(t) => ("QrCode", t),
+        };
+        write!(f, "{kind}([{} bytes])", text.len())
+    }
 }
 
 /// What a portal shows for one round of a gate.

@@ -14,6 +14,7 @@ pub mod plugin;
 pub mod policy;
 pub mod readfile;
 pub mod runtime;
+pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod store;

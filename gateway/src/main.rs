@@ -382,6 +382,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let host = PluginHost::new(HostConfig::new(config.data_dir.join("plugin-cache")))?;
     let caps = resetgate::plugin::Capabilities::from_config(&config, Some(store.clone()))
         .context("cannot set up the capabilities the gateway config defines")?;
+    // After the store: a second gateway on the folder stops at its lock.
+    let data_key = data_key(&config, &caps.secrets)?;
     host.set_capabilities(Arc::new(caps));
     let (workflows, broken) = load_workflows(&host, &config);
     if !broken.is_empty() {
@@ -393,7 +395,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for wf in &workflows {
         tracing::info!(workflow = %wf.name, version = %&wf.version[..12], source = %wf.source, "loaded workflow");
     }
-    let runtime = Arc::new(Runtime::new(store.clone(), workflows));
+    let runtime = Arc::new(Runtime::new(store.clone(), data_key, workflows));
     let api = resetgate::api::Api::new(runtime.clone(), config.api.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
@@ -460,6 +462,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// The data key that seals enrollments at rest, as the config says; where
+/// it came from is logged, the key never.
+fn data_key(
+    config: &GatewayConfig,
+    secrets: &resetgate::plugin::secrets::Secrets,
+) -> anyhow::Result<Arc<resetgate::seal::DataKey>> {
+    use resetgate::seal::{DataKey, Source};
+    let (key, source) = DataKey::from_config(config, secrets)?;
+    match source {
+        Source::Created => tracing::info!(
+            key = %key.origin(),
+            "created the data key (mode 600); keep a copy with your backups: sealed enrollment \
+             data does not open without it"
+        ),
+        Source::File | Source::Secret => tracing::info!(key = %key.origin(), "read the data key"),
+    }
+    Ok(Arc::new(key))
 }
 
 /// `SIGHUP` re-reads the TLS certificate, key and client CA, and the

@@ -19,6 +19,7 @@ use crate::contract::{CallContext, Decision, FieldValue, User};
 use crate::engine::{self, Effect, Event, Flow, Notice, Refusal, Shape, State};
 use crate::history::Ledger;
 use crate::plugin::CallError;
+use crate::seal::{DataKey, SealError};
 use crate::secret::Secret;
 use crate::store::{AuditRecord, Store, StoreError, Tree, Write};
 use crate::workflow::{Enrollment, Step, Workflow};
@@ -58,6 +59,16 @@ pub enum RuntimeError {
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A sealed record did not open: sealed with another data key, altered
+    /// or moved in the store, or stored before sealing. The text names the
+    /// record and the data key, never its content.
+    #[error("the stored {what} cannot be read: {error}")]
+    Sealed {
+        /// What record, and what to do about it.
+        what: String,
+        /// Why it did not open.
+        error: SealError,
+    },
     /// A stored record could not be read.
     #[error("stored {what} is unreadable: {reason}")]
     Corrupt {
@@ -198,6 +209,8 @@ pub struct Runtime {
     /// Flow, gate and lockout counts for `/metrics`.
     pub metrics: FlowMetrics,
     store: Arc<dyn Store>,
+    /// Seals enrollment data and enrollment rounds at rest.
+    key: Arc<DataKey>,
     /// Current workflows by name.
     current: RwLock<HashMap<String, Arc<Loaded>>>,
     /// Every version a flow may still run on, by version.
@@ -206,12 +219,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime over `store` serving `workflows`.
-    pub fn new(store: Arc<dyn Store>, workflows: Vec<Arc<Workflow>>) -> Runtime {
+    /// A runtime over `store` serving `workflows`, sealing what it keeps of
+    /// enrollments with `key` (the data folder's: see [`DataKey`]).
+    pub fn new(store: Arc<dyn Store>, key: Arc<DataKey>, workflows: Vec<Arc<Workflow>>) -> Runtime {
         let rt = Runtime {
             counters: Arc::default(),
             metrics: FlowMetrics::default(),
             store,
+            key,
             current: RwLock::default(),
             versions: RwLock::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -479,13 +494,74 @@ impl Runtime {
         self.request(flow_id, Event::Password(password), now)
     }
 
-    /// The flow as stored.
+    /// The flow as stored (an enrollment round opened).
     pub fn flow(&self, flow_id: &str) -> Result<Flow, RuntimeError> {
-        let bytes = self
-            .store
+        let bytes = self.flow_bytes(flow_id)?;
+        self.parse_flow(&bytes)
+    }
+
+    fn flow_bytes(&self, flow_id: &str) -> Result<Vec<u8>, RuntimeError> {
+        self.store
             .get(Tree::Flows, flow_id.as_bytes())?
-            .ok_or(RuntimeError::UnknownFlow)?;
-        parse_flow(&bytes)
+            .ok_or(RuntimeError::UnknownFlow)
+    }
+
+    /// A stored flow, with an enrolling flow's round opened (see
+    /// [`Runtime::encode_flow`]).
+    fn parse_flow(&self, bytes: &[u8]) -> Result<Flow, RuntimeError> {
+        let mut flow = parse_flow(bytes)?;
+        if let State::Enrolling {
+            index,
+            prompt,
+            state,
+        } = &mut flow.state
+        {
+            let round = open_round(&self.key, &flow.id, *index, bytes)?;
+            *prompt = round.prompt;
+            *state = round.state;
+        }
+        Ok(flow)
+    }
+
+    /// A flow as it is stored. An enrolling flow's round (prompt and state,
+    /// which may show or hold a key the person registers) is never
+    /// serialised with it (`#[serde(skip)]`): it is sealed with the data key
+    /// for this flow and gate, and kept as `state.sealed` (hex). Other
+    /// flows pay nothing for it.
+    fn encode_flow(&self, flow: &Flow) -> Result<Vec<u8>, RuntimeError> {
+        let State::Enrolling {
+            index,
+            prompt,
+            state,
+        } = &flow.state
+        else {
+            return encode_flow(flow);
+        };
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&StoredRound {
+                prompt: prompt.clone(),
+                state: hex::encode(state),
+            })
+            .map_err(|e| corrupt_flow(&e))?,
+        );
+        let sealed = self
+            .key
+            .seal(&round_place(&flow.id, *index), &plain)
+            .map_err(|error| RuntimeError::Sealed {
+                what: "enrollment round".to_owned(),
+                error,
+            })?;
+        let mut value = serde_json::to_value(flow).map_err(|e| corrupt_flow(&e))?;
+        match value.get_mut("state").and_then(|s| s.as_object_mut()) {
+            Some(s) => s.insert("sealed".to_owned(), hex::encode(sealed).into()),
+            None => {
+                return Err(RuntimeError::Corrupt {
+                    what: "flow",
+                    reason: "an enrolling flow serialised without its state".to_owned(),
+                });
+            }
+        };
+        serde_json::to_vec(&value).map_err(|e| corrupt_flow(&e))
     }
 
     fn request(&self, flow_id: &str, event: Event, now: u64) -> Result<Outcome, RuntimeError> {
@@ -504,7 +580,9 @@ impl Runtime {
         event: Event,
         now: u64,
     ) -> Result<Staged, RuntimeError> {
-        let flow = self.flow(flow_id)?;
+        // Before the lock only the token, version and user matter: an
+        // enrolling flow's round is opened on the second read.
+        let flow = parse_flow(&self.flow_bytes(flow_id)?)?;
         if let Some(token) = check.token {
             token_matches(&flow, token)?;
         }
@@ -761,7 +839,7 @@ impl Runtime {
             let put = Write::Put {
                 tree: Tree::Flows,
                 key,
-                value: encode_flow(&flow)?,
+                value: self.encode_flow(&flow)?,
             };
             staged.push(self.store.stage_audited(vec![put], vec![record])?);
             self.metrics.flows.inc(&[&flow.workflow, "interrupted"]);
@@ -950,8 +1028,69 @@ impl Glance {
     }
 }
 
+/// A stored flow as it is, an enrolling flow's round left sealed (its
+/// prompt and state empty): what the sweep, recovery and the check of a
+/// request's token need. [`Runtime::parse_flow`] opens the round.
 fn parse_flow(bytes: &[u8]) -> Result<Flow, RuntimeError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt_flow(&e))
+}
+
+/// An enrolling flow's round as sealed: its prompt, and its state as hex.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRound {
+    prompt: crate::contract::Prompt,
+    state: String,
+}
+
+/// Where a sealed enrollment round belongs: its flow and gate.
+fn round_place(flow_id: &str, index: usize) -> Vec<u8> {
+    format!("flows/{flow_id}/enrolling/{index}").into_bytes()
+}
+
+/// Where sealed enrollment data belongs: its key in `Tree::Enrollments`.
+fn enrollment_place(key: &[u8]) -> Vec<u8> {
+    [b"enrollments/".as_slice(), key].concat()
+}
+
+/// Opens the round sealed in the stored enrolling flow `bytes`.
+fn open_round(
+    key: &DataKey,
+    flow_id: &str,
+    index: usize,
+    bytes: &[u8],
+) -> Result<crate::contract::Round, RuntimeError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        state: Sealed,
+    }
+    #[derive(serde::Deserialize)]
+    struct Sealed {
+        #[serde(default)]
+        sealed: Option<String>,
+    }
+    let sealed_error = |error: SealError| RuntimeError::Sealed {
+        what: "enrollment round of a flow (the person starts again)".to_owned(),
+        error,
+    };
+    let stored: Stored = serde_json::from_slice(bytes).map_err(|e| corrupt_flow(&e))?;
+    let sealed = stored.state.sealed.ok_or_else(|| {
+        sealed_error(SealError::Format(
+            "none: the flow was stored before enrollment rounds were sealed".to_owned(),
+        ))
+    })?;
+    let sealed = hex::decode(sealed).map_err(|e| sealed_error(SealError::Format(e.to_string())))?;
+    let plain = key
+        .open(&round_place(flow_id, index), &sealed)
+        .map_err(sealed_error)?;
+    let round: StoredRound = serde_json::from_slice(&plain).map_err(|e| corrupt_flow(&e))?;
+    let state = zeroize::Zeroizing::new(round.state);
+    Ok(crate::contract::Round {
+        prompt: round.prompt,
+        state: hex::decode(state.as_bytes()).map_err(|e| RuntimeError::Corrupt {
+            what: "flow",
+            reason: e.to_string(),
+        })?,
+    })
 }
 
 fn encode_flow(flow: &Flow) -> Result<Vec<u8>, RuntimeError> {
@@ -1053,7 +1192,7 @@ impl Request<'_> {
     /// must never survive without the history, enrollments and audit
     /// records of the step that moved it.
     fn stage(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
-        let value = encode_flow(flow)?;
+        let value = self.rt.encode_flow(flow)?;
         let mut writes = std::mem::take(&mut self.writes);
         writes.push(Write::Put {
             tree: Tree::Flows,
@@ -1167,11 +1306,22 @@ impl Request<'_> {
                 }
             }
             Effect::StoreEnrollment { index, data } => {
+                // Sealed for its place (user and gate): a TOTP key never
+                // reaches the store in clear.
+                let data = zeroize::Zeroizing::new(data);
                 let key = Self::enrollment_key(flow, &wf.gates[index].step.id);
+                let value = self
+                    .rt
+                    .key
+                    .seal(&enrollment_place(&key), &data)
+                    .map_err(|error| RuntimeError::Sealed {
+                        what: "enrollment".to_owned(),
+                        error,
+                    })?;
                 self.writes.push(Write::Put {
                     tree: Tree::Enrollments,
                     key,
-                    value: data,
+                    value,
                 });
                 None
             }
@@ -1320,11 +1470,22 @@ impl Request<'_> {
         if mode == Enrollment::None {
             return Ok(None);
         }
+        let key = Self::enrollment_key(flow, gate);
+        let Some(sealed) = self.rt.store.get(Tree::Enrollments, &key)? else {
+            return Ok(None);
+        };
+        // Opened for a decoy too (the same work), then withheld.
         let data = self
             .rt
-            .store
-            .get(Tree::Enrollments, &Self::enrollment_key(flow, gate))?;
-        Ok(data.filter(|_| flow.user.is_some() && !flow.decoy))
+            .key
+            .open(&enrollment_place(&key), &sealed)
+            .map_err(|error| RuntimeError::Sealed {
+                what: format!(
+                    "enrollment of gate `{gate}` (the person can register again to replace it)"
+                ),
+                error,
+            })?;
+        Ok(Some(data.to_vec()).filter(|_| flow.user.is_some() && !flow.decoy))
     }
 }
 

@@ -87,7 +87,11 @@ fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
+    let rt = Runtime::new(
+        store.clone(),
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![Arc::new(wf)],
+    );
     run(&rt, 64, Duration::from_secs(2)); // warm up
     for concurrency in [1, 64] {
         let mut rates = vec![];

@@ -75,7 +75,11 @@ fn main() {
         &["first answer", "second answer"],
     );
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
-    let rt = Arc::new(Runtime::new(store.clone(), vec![Arc::new(wf)]));
+    let rt = Arc::new(Runtime::new(
+        store.clone(),
+        Arc::new(resetgate::seal::DataKey::load_or_create(&dir).unwrap().0),
+        vec![Arc::new(wf)],
+    ));
     match mode {
         "run" => run(rt, names.len() as u64),
         "check" => {
@@ -281,7 +285,11 @@ fn interrupted(mode: &str, dir: &std::path::Path) {
         )
         .unwrap();
     let wf = Arc::new(wf);
-    let rt = Runtime::new(store, vec![wf.clone()]);
+    let rt = Runtime::new(
+        store,
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![wf.clone()],
+    );
     let answer = |v: &str| {
         vec![FieldValue {
             name: "answer".into(),

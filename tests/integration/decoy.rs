@@ -341,7 +341,11 @@ fn a_wrong_first_answer_costs_a_decoy_what_it_costs_a_known_user() {
         resetgate::workflow::load_file(&host, &config, &root().join("workflows/demo.yaml"))
             .unwrap();
     let demo = Arc::new(demo);
-    let rt = Runtime::new(store.clone(), vec![demo.clone()]);
+    let rt = Runtime::new(
+        store.clone(),
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![demo.clone()],
+    );
 
     // Twice each, so that the second known answer meets a history with a
     // failure in it, as the second unknown one does.
@@ -397,7 +401,11 @@ fn a_wrong_first_answer_to_an_enrolled_question_costs_a_decoy_the_same() {
         )
     };
     let (enroll, reset) = (load("enroll.yaml"), load("reset.yaml"));
-    let rt = Runtime::new(store.clone(), vec![enroll.clone(), reset.clone()]);
+    let rt = Runtime::new(
+        store.clone(),
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![enroll.clone(), reset.clone()],
+    );
 
     // Bob registers his answers.
     let flow = rt.start("enroll", "bob", T0).unwrap().flow;

@@ -31,7 +31,11 @@ fn runtime(
     std::mem::forget(cache);
     let wf = test_workflow(&host, &["alice", "bob"], lockout, &["open sesame"]);
     let store = Arc::new(SledStore::open(dir).unwrap());
-    let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
+    let rt = Runtime::new(
+        store.clone(),
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![Arc::new(wf)],
+    );
     (rt, store, host)
 }
 
@@ -152,7 +156,11 @@ fn a_success_in_one_workflow_does_not_clear_another_workflows_failures() {
     weak.name = "weak-reset".into();
     weak.version = "test-weak".into();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let rt = Runtime::new(store, vec![Arc::new(strict), Arc::new(weak)]);
+    let rt = Runtime::new(
+        store,
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![Arc::new(strict), Arc::new(weak)],
+    );
 
     // Two failures in the strict workflow: one short of its threshold.
     let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
@@ -405,7 +413,11 @@ fn a_running_flow_finishes_on_the_version_it_started_with() {
     let mut v2 = test_workflow(&host, &["alice"], serde_json::json!({}), &["new answer"]);
     v2.version = "test-v2".into();
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    let rt = Runtime::new(store, vec![Arc::new(v1)]);
+    let rt = Runtime::new(
+        store,
+        Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+        vec![Arc::new(v1)],
+    );
     let running = rt.start("test-reset", "alice", T0).unwrap().flow;
     rt.reload(vec![Arc::new(v2)]);
     let out = rt

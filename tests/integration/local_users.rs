@@ -507,7 +507,11 @@ fn a_reset_through_the_demo_workflow_for_a_user_the_cli_added() {
                 .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let wf = Arc::new(wf);
-        let rt = Runtime::new(store.clone(), vec![wf.clone()]);
+        let rt = Runtime::new(
+            store.clone(),
+            Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+            vec![wf.clone()],
+        );
 
         // A wrong employee id fails the gate.
         let flow = rt.start("demo", "alice", T0).unwrap().flow;
@@ -602,7 +606,11 @@ fn a_workflow_that_forces_a_change_at_next_logon_tells_the_directory() {
             resetgate::workflow::load_file(&host, &config, &flows.path().join("demo.yaml"))
                 .unwrap();
         assert!(wf.password.must_change);
-        let rt = Runtime::new(store.clone(), vec![Arc::new(wf)]);
+        let rt = Runtime::new(
+            store.clone(),
+            Arc::new(resetgate::seal::DataKey::generate().unwrap()),
+            vec![Arc::new(wf)],
+        );
         let flow = rt.start("demo", "bob", T0).unwrap().flow;
         let out = rt.answer(&flow.id, value("E-5"), T0 + 1).unwrap();
         assert_eq!(out.flow.state, State::AwaitingPassword, "{:?}", out.notice);

@@ -23,5 +23,6 @@ mod local_users;
 mod one_time_code;
 mod page;
 mod sandbox;
+mod sealing;
 mod tls;
 mod workflows;

@@ -601,3 +601,83 @@ fn a_person_registers_security_answers_in_the_browser() {
     );
     assert_eq!(page.js("return window.__cspViolations;"), json!([]));
 }
+
+#[test]
+fn a_person_sees_a_key_to_copy_and_its_qr_code_while_registering() {
+    use resetgate_tests::fixtures::{
+        add_local_user, canary_uri, canary_workflows, copy_canary_gate, qr_rows,
+    };
+    let site = Site::start_with(canary_workflows, |config| {
+        copy_canary_gate(&config.parent().unwrap().join("plugins"));
+        add_local_user(config, "erin", "the current password");
+    });
+    let browser = site.browser();
+    let page = Page { b: &browser };
+    let b = &browser;
+    b.goto(&format!("{}/?workflow=enroll-canary", site.gw.base_url()));
+    b.wait_until(
+        "the workflows to load",
+        "return !document.getElementById('start-fields').disabled;",
+    );
+    b.send_keys(&b.find("#user"), &format!("erin{ENTER}"));
+    page.wait_heading("authenticate", "Confirm it is you");
+    b.send_keys(
+        &b.find("#current-password"),
+        &format!("the current password{ENTER}"),
+    );
+    page.wait_heading("gate", "Register your canary");
+
+    // The text, then the key to copy in a fixed-width font, selectable whole.
+    assert_eq!(
+        page.text("#gate-display [data-display=text]"),
+        "Scan the code with your app, or copy the key."
+    );
+    let canary = page.text("#gate-display [data-display=code] code");
+    assert!(
+        canary.starts_with("canary-") && canary.len() == 39,
+        "{canary}"
+    );
+    let style = page.js(
+        "const s = getComputedStyle(document.querySelector('#gate-display code'));
+         return [s.fontFamily, s.userSelect];",
+    );
+    assert!(style[0].as_str().unwrap().contains("monospace"), "{style}");
+    assert_eq!(style[1], "all");
+
+    // The QR code: an SVG drawn from the gateway's modules, with a quiet
+    // zone of 4, exactly the modules of the QR code of its text.
+    let expected = qr_rows(&canary_uri("erin", &canary));
+    let n = expected.len();
+    let svg = page.js(
+        "const svg = document.querySelector('#gate-display svg.qr-code');
+         return { viewBox: svg.getAttribute('viewBox'), modules: svg.dataset.modules,
+                  d: svg.querySelector('path').getAttribute('d'),
+                  shown: svg.checkVisibility(), width: svg.getBoundingClientRect().width,
+                  label: svg.getAttribute('aria-label') };",
+    );
+    assert_eq!(svg["viewBox"], format!("0 0 {} {}", n + 8, n + 8));
+    assert_eq!(svg["modules"], n.to_string());
+    assert_eq!(svg["shown"], true);
+    assert!(svg["width"].as_f64().unwrap() >= 150.0, "{svg}");
+    assert_eq!(svg["label"], "QR code");
+    let mut drawn = vec![vec!['0'; n]; n];
+    for square in svg["d"].as_str().unwrap().split('M').skip(1) {
+        let xy = square.strip_suffix("h1v1h-1z").unwrap();
+        let (x, y) = xy.split_once(' ').unwrap();
+        let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
+        drawn[y - 4][x - 4] = '1';
+    }
+    let drawn: Vec<String> = drawn.into_iter().map(|r| r.into_iter().collect()).collect();
+    assert_eq!(drawn, expected, "the page draws the QR code's modules");
+    // Nothing fetched for it, nothing the page's CSP refuses.
+    let fetched = page.js(
+        "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname)
+           .filter((p) => !p.startsWith('/v1/') && !['/app.js', '/style.css', '/favicon.svg'].includes(p));",
+    );
+    assert_eq!(fetched, json!([]));
+    page.assert_labelled();
+
+    b.send_keys(&b.find("#field-0"), &format!("OK{ENTER}"));
+    page.wait_heading("done", "Your reset options are saved");
+    assert_eq!(page.js("return window.__cspViolations;"), json!([]));
+}

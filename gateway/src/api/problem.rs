@@ -250,7 +250,9 @@ impl From<RuntimeError> for Problem {
             RuntimeError::Refused(Refusal::OutOfOrder) => Code::WrongState.into(),
             RuntimeError::Refused(Refusal::Finished) => Code::FlowEnded.into(),
             RuntimeError::Refused(Refusal::Interrupted) => Code::OutcomeUnknown.into(),
-            e @ (RuntimeError::Store(_) | RuntimeError::Corrupt { .. }) => {
+            e @ (RuntimeError::Store(_)
+            | RuntimeError::Corrupt { .. }
+            | RuntimeError::Sealed { .. }) => {
                 tracing::error!(error = %e, "request failed");
                 Code::Internal.into()
             }

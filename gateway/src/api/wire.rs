@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use crate::contract::{FieldKind, Prompt};
+use crate::contract::{Display, FieldKind, Prompt};
 use crate::engine::{self, Flow, Notice, State};
 use crate::policy::Violation;
 use crate::secret::Secret;
@@ -233,8 +233,89 @@ pub struct PromptView {
     pub title: String,
     /// Help line.
     pub help: Option<String>,
+    /// What to show between the help line and the fields, in order (at
+    /// most 8): paragraphs, text to copy (a key), QR codes.
+    pub display: Vec<DisplayView>,
     /// The inputs, in order.
     pub fields: Vec<FieldView>,
+}
+
+/// Something to show without asking for input. It may hold a secret the
+/// person registers (a TOTP key): show it, never log or store it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisplayView {
+    /// How to show it.
+    #[serde(rename = "type")]
+    pub kind: DisplayKind,
+    /// The text: the paragraph, the text to copy, or what the QR code
+    /// encodes (e.g. an `otpauth://` URI).
+    pub text: String,
+    /// For `qr-code`: the QR code's modules, drawn by the gateway so that a
+    /// portal needs no library: one string per row, top to bottom, one
+    /// character per module, left to right, `1` dark and `0` light; as many
+    /// rows as columns (21 to 177). The quiet zone (4 light modules on
+    /// every side) is not included: leave it around the code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["1111111010...", "1000001001..."]))]
+    pub modules: Option<Vec<String>>,
+}
+
+/// How to show a display item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DisplayKind {
+    /// A paragraph of text.
+    Text,
+    /// Text to copy exactly (a key, an address): a fixed-width font,
+    /// selectable.
+    Code,
+    /// A QR code to scan (e.g. with an authenticator app); `modules` has
+    /// it drawn.
+    QrCode,
+}
+
+/// A display item as the API shows it; a QR code with its modules.
+fn display(d: &Display) -> DisplayView {
+    match d {
+        Display::Text(text) => DisplayView {
+            kind: DisplayKind::Text,
+            text: text.clone(),
+            modules: None,
+        },
+        Display::Code(text) => DisplayView {
+            kind: DisplayKind::Code,
+            text: text.clone(),
+            modules: None,
+        },
+        Display::QrCode(text) => DisplayView {
+            kind: DisplayKind::QrCode,
+            text: text.clone(),
+            modules: Some(qr_modules(text)),
+        },
+    }
+}
+
+/// The modules of `text` as a QR code (error correction M, the smallest
+/// version that holds it), one `0`/`1` string per row. The host checks
+/// that a QR item is at most 1024 bytes, which every QR code version 40
+/// holds; should one still not fit, the list is empty and the portal shows
+/// the text alone.
+pub fn qr_modules(text: &str) -> Vec<String> {
+    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
+        return Vec::new();
+    };
+    let width = code.width();
+    code.to_colors()
+        .chunks(width)
+        .map(|row| {
+            row.iter()
+                .map(|c| match c {
+                    qrcode::Color::Dark => '1',
+                    qrcode::Color::Light => '0',
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// One input of a prompt.
@@ -353,6 +434,7 @@ fn prompt(gate: &str, round: u32, p: &Prompt) -> PromptView {
         round,
         title: p.title.clone(),
         help: p.help.clone(),
+        display: p.display.iter().map(display).collect(),
         fields: p
             .fields
             .iter()
@@ -532,7 +614,37 @@ pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView 
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use super::{Display, DisplayKind, display, rfc3339};
+
+    #[test]
+    fn a_qr_code_item_carries_its_modules() {
+        let text = "otpauth://totp/resetgate:alice?secret=JBSWY3DPEHPK3PXP&issuer=resetgate";
+        let view = display(&Display::QrCode(text.to_owned()));
+        assert_eq!(view.kind, DisplayKind::QrCode);
+        assert_eq!(view.text, text);
+        let rows = view.modules.unwrap();
+        // Square, 17 + 4 × version modules a side.
+        let n = rows.len();
+        assert!(n >= 21 && (n - 17).is_multiple_of(4), "{n}");
+        assert!(
+            rows.iter()
+                .all(|r| r.len() == n && r.bytes().all(|b| b == b'0' || b == b'1'))
+        );
+        // The finder patterns' outer edges in three corners, light separators.
+        assert!(rows[0].starts_with("11111110") && rows[0].ends_with("01111111"));
+        assert!(rows[n - 1].starts_with("11111110"));
+        assert!(display(&Display::Code("JBSWY3DP".into())).modules.is_none());
+        // The most a QR item may carry (1024 bytes, `plugin::calls`) fits.
+        let long = "x".repeat(1024);
+        let rows = super::qr_modules(&long);
+        assert!(rows.len() > 100 && rows.iter().all(|r| r.len() == rows.len()));
+    }
+
+    #[test]
+    fn display_items_never_show_their_text_in_debug() {
+        let d = Display::Code("canary-3f9a".into());
+        assert_eq!(format!("{d:?}"), "Code([11 bytes])");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -118,14 +118,20 @@ pub enum State {
     /// Enrollment: waiting for the current password.
     Authenticating,
     /// Enrollment: waiting for gate `index`'s registration input.
+    ///
+    /// The round (`prompt` and `state`) may hold a secret the person
+    /// registers (a TOTP key), so it is never serialised with the flow: the
+    /// runtime seals it with the data key beside the flow's record and opens
+    /// it when it reads the flow (`runtime`'s `encode_flow`/`parse_flow`).
     Enrolling {
         /// The gate.
         index: usize,
         /// What the portal shows.
+        #[serde(skip, default = "no_prompt")]
         prompt: Prompt,
         /// The plugin's state for the enrollment round (e.g. a TOTP key the
         /// prompt shows), handed to `enroll`.
-        #[serde(default, with = "hex_bytes")]
+        #[serde(skip)]
         state: Vec<u8>,
     },
     /// Done.
@@ -153,6 +159,17 @@ pub enum State {
     },
     /// Past its time limit.
     Expired,
+}
+
+/// The empty prompt an enrolling flow is read with before the runtime
+/// opens its sealed round.
+fn no_prompt() -> Prompt {
+    Prompt {
+        title: String::new(),
+        help: None,
+        display: Vec::new(),
+        fields: Vec::new(),
+    }
 }
 
 impl State {
