@@ -452,6 +452,17 @@ fn hostile_names() -> Vec<String> {
 
 #[test]
 fn a_reset_through_the_api_changes_the_ldap_password() {
+    reset_through_the_api(false);
+}
+
+#[test]
+fn a_reset_whose_workflow_forces_a_change_sets_pwd_reset() {
+    reset_through_the_api(true);
+}
+
+/// A whole reset of alice through the HTTP API; with `must_change` the
+/// workflow says `password.must_change: true`.
+fn reset_through_the_api(must_change: bool) {
     let slapd = Slapd::start();
     let lab = Lab::new();
     let alice = Slapd::user_dn("alice");
@@ -459,10 +470,12 @@ fn a_reset_through_the_api_changes_the_ldap_password() {
     slapd.modify(&format!(
         "dn: {alice}\nchangetype: modify\nreplace: pwdReset\npwdReset: TRUE\n"
     ));
-    lab.workflow(
-        "reset",
-        &reset_workflow("reset", &directory_yaml("corp", PEOPLE, "5s")),
-    );
+    let mut workflow = reset_workflow("reset", &directory_yaml("corp", PEOPLE, "5s"));
+    if must_change {
+        workflow = workflow.replace("max_length: 64 }", "max_length: 64, must_change: true }");
+        assert!(workflow.contains("must_change: true"));
+    }
+    lab.workflow("reset", &workflow);
     let gw = lab.start(&connection_yaml(
         lab.path(),
         "corp",
@@ -499,7 +512,11 @@ fn a_reset_through_the_api_changes_the_ldap_password() {
         49,
         "the old one still binds"
     );
-    assert!(slapd.attribute(&alice, "pwdReset").is_empty());
+    if must_change {
+        assert_eq!(slapd.attribute(&alice, "pwdReset"), ["TRUE"]);
+    } else {
+        assert!(slapd.attribute(&alice, "pwdReset").is_empty());
+    }
     for secret in [new, Slapd::BIND_PASSWORD] {
         assert!(!logs.contains(secret), "a password in the log:\n{logs}");
     }
