@@ -218,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn capabilities_need_their_grant_and_are_not_available_yet() {
+    fn capabilities_need_their_grant_and_commands_are_not_available_yet() {
         let none = Grants::default();
         assert_eq!(
             audit_import("resetgate:plugin/http@0.2.0", &none),
@@ -228,9 +228,14 @@ mod tests {
             http: vec!["https://x.example".into()],
             ..Grants::default()
         };
+        assert_eq!(audit_import("resetgate:plugin/http@0.2.0", &http), Ok(()));
+        let commands = Grants {
+            commands: vec!["vpn-up".into()],
+            ..Grants::default()
+        };
         assert_eq!(
-            audit_import("resetgate:plugin/http@0.2.0", &http),
-            Err(ImportProblem::Unavailable(Capability::Http))
+            audit_import("resetgate:plugin/commands@0.2.0", &commands),
+            Err(ImportProblem::Unavailable(Capability::Commands))
         );
     }
 
