@@ -11,7 +11,7 @@
 //! the same file on the commit before it (the runtime there takes no key;
 //! see BENCHMARKS.md for the command).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
