@@ -673,6 +673,20 @@ impl Connection {
     /// Runs `op` on a pooled connection within `limit`: a permit, a handle,
     /// the operation. A connection that broke or did not answer in time
     /// is dropped from the pool.
+    /// A slot of the connection's `max_concurrent`, waited for until `deadline`.
+    async fn permit(
+        &self,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, LdapError> {
+        let waiting = "waiting for a free operation slot (`max_concurrent`)";
+        match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out, or the semaphore was closed (never done).
+            Ok(Err(_)) | Err(_) => Err(self.timeout(waiting, limit)),
+        }
+    }
+
     async fn run<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T, LdapError>
     where
         F: FnOnce(ldap3::Ldap) -> Fut,
@@ -680,20 +694,7 @@ impl Connection {
     {
         let limit = limit.saturating_sub(MARGIN);
         let deadline = Instant::now() + limit;
-        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
-            .await
-            .map_err(|_| {
-                self.timeout(
-                    "waiting for a free operation slot (`max_concurrent`)",
-                    limit,
-                )
-            })?
-            .map_err(|_| {
-                self.timeout(
-                    "waiting for a free operation slot (`max_concurrent`)",
-                    limit,
-                )
-            })?;
+        let _permit = self.permit(deadline, limit).await?;
         let pooled = tokio::time::timeout_at(deadline, self.pooled())
             .await
             .map_err(|_| self.timeout("connecting and binding", limit))??;
@@ -859,20 +860,7 @@ impl Connection {
         }
         let limit = limit.saturating_sub(MARGIN);
         let deadline = Instant::now() + limit;
-        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
-            .await
-            .map_err(|_| {
-                self.timeout(
-                    "waiting for a free operation slot (`max_concurrent`)",
-                    limit,
-                )
-            })?
-            .map_err(|_| {
-                self.timeout(
-                    "waiting for a free operation slot (`max_concurrent`)",
-                    limit,
-                )
-            })?;
+        let _permit = self.permit(deadline, limit).await?;
         let mut ldap = tokio::time::timeout_at(deadline, self.open())
             .await
             .map_err(|_| self.timeout("connecting", limit))??;
