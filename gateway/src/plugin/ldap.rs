@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ldap3::exop::PasswordModify;
-use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry, SearchOptions};
+use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry, SearchOptions, StdStream};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
@@ -599,6 +599,12 @@ impl Connection {
     /// driver spawned on the current tokio runtime. Not bound.
     async fn open(&self) -> Result<ldap3::Ldap, LdapError> {
         let mut settings = LdapConnSettings::new();
+        if let Some(address) = host_port(&self.settings.url) {
+            let tcp = nodelay_stream(&address)
+                .await
+                .map_err(|source| self.connect_failed(ldap3::LdapError::Io { source }))?;
+            settings = settings.set_std_stream(StdStream::Tcp(tcp));
+        }
         if let Some(tls) = &self.tls {
             settings = settings
                 .set_config(tls.clone())
@@ -880,6 +886,32 @@ impl Connection {
 
 /// Active Directory's `unicodePwd` value: the password in double quotes,
 /// as UTF-16LE.
+/// `host:port` of an `ldap://` or `ldaps://` URL (ports 389 and 636 by
+/// default), as `ldap3` would connect to it; `None` if it cannot be read
+/// (then `ldap3` connects, and reports the URL).
+fn host_port(url: &str) -> Option<String> {
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let default = match uri.scheme_str()? {
+        "ldaps" => 636,
+        "ldap" => 389,
+        _ => return None,
+    };
+    let host = uri.host().filter(|h| !h.is_empty())?;
+    Some(format!("{host}:{}", uri.port_u16().unwrap_or(default)))
+}
+
+/// A TCP connection to `address` with `TCP_NODELAY`, which `ldap3` does not
+/// set. Without it a small write that follows another before the server
+/// has acknowledged it (the first request after the TLS handshake, or two
+/// operations multiplexed on one pooled connection) waits for the
+/// server's delayed ACK: 40 ms on Linux, which made every `check-bind`
+/// take 44 ms on loopback (BENCHMARKS.md, issue 12).
+async fn nodelay_stream(address: &str) -> std::io::Result<std::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    tcp.set_nodelay(true)?;
+    tcp.into_std()
+}
+
 fn unicode_pwd(password: &Secret) -> Zeroizing<Vec<u8>> {
     let quoted = Zeroizing::new(format!("\"{}\"", password.expose()));
     let mut out = Zeroizing::new(Vec::with_capacity(quoted.len() * 2));
@@ -1091,6 +1123,24 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn connections_are_made_with_tcp_nodelay() {
+        assert_eq!(
+            host_port("ldaps://dc1.corp.example").as_deref(),
+            Some("dc1.corp.example:636")
+        );
+        assert_eq!(
+            host_port("ldap://127.0.0.1:3890/").as_deref(),
+            Some("127.0.0.1:3890")
+        );
+        assert_eq!(host_port("ldap://[::1]").as_deref(), Some("[::1]:389"));
+        assert_eq!(host_port("ldapi:///run/slapd.sock"), None);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let tcp = rt().block_on(nodelay_stream(&address)).unwrap();
+        assert!(tcp.nodelay().unwrap(), "Nagle's algorithm is still on");
     }
 
     #[test]
