@@ -173,3 +173,19 @@ pub fn qr_rows(text: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// LDIF of `n` people under `ou=people,dc=example,dc=test` (the slapd
+/// harness's suffix) for benchmarks: `uid=PREFIXi`, password
+/// `PREFIXi-old-1`, mail `PREFIXi@example.test`.
+pub fn ldap_people(prefix: &str, n: usize) -> String {
+    let mut ldif = String::new();
+    for i in 0..n {
+        let uid = format!("{prefix}{i}");
+        ldif.push_str(&format!(
+            "dn: uid={uid},ou=people,dc=example,dc=test\nobjectClass: inetOrgPerson\nuid: {uid}\n\
+             cn: {uid}\nsn: {uid}\nmail: {uid}@example.test\ndisplayName: {uid} Example\n\
+             userPassword: {uid}-old-1\n\n"
+        ));
+    }
+    ldif
+}

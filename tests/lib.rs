@@ -17,6 +17,7 @@ use resetgate::plugin::{HostConfig, PluginHost};
 
 pub mod fixtures;
 pub mod pki;
+pub mod relay;
 pub mod samba;
 pub mod sink;
 pub mod slapd;

@@ -6,7 +6,20 @@
 //! `cargo xtask loadtest` builds the release binary and runs this; by hand:
 //! `RESETGATE_BINARY=target/release/resetgate cargo run --release -p
 //! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]
-//! [--flood] [--enumeration | --enumeration-only] [--samples 5000]`.
+//! [--flood] [--enumeration | --enumeration-only] [--samples 5000]
+//! [--directories | --directories-only] [--rounds 3] [--users 3200]`.
+//!
+//! `--directories` adds the directories phase (issue 12): complete resets
+//! with the `ldap-directory` directory (an OpenLDAP slapd the client starts
+//! with `--users` people, over LDAPS) and a `one-time-code` gate whose codes
+//! go to a loopback relay in this process ([`CodeRelay`]: the client reads
+//! its user's code there), alternating `--rounds` times with the
+//! `local-users` directory and the `attribute-gate` gate (the same number
+//! of users, in the gateway's store), same server, same client. Each flow
+//! cycles through its own share of the users (the one-time-code gate sends
+//! at most 100 codes per user per hour). Reports resets/s, step latencies
+//! and the CPU per reset of the gateway, of slapd and of this client.
+//! `--directories-only` runs that phase alone.
 //!
 //! `--enumeration` adds the enumeration phase: start latency for a known,
 //! an unknown and a locked-out user, and the latency of a wrong *first
@@ -32,6 +45,8 @@
 use std::time::{Duration, Instant};
 
 use resetgate_tests::pki::Pki;
+use resetgate_tests::relay::CodeRelay;
+use resetgate_tests::slapd::Slapd;
 use resetgate_tests::{Gateway, write_config};
 use serde_json::{Value, json};
 
@@ -477,13 +492,320 @@ fn starts(c: &Client, known: &str, locked: &str) {
     );
 }
 
+/// The two workflows of the directories phase.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Directory {
+    /// `local-users` and `attribute-gate` (the answer: the user's mail).
+    Local,
+    /// `ldap-directory` and `one-time-code` (the code: from the relay).
+    Ldap,
+}
+
+impl Directory {
+    fn workflow(self) -> &'static str {
+        match self {
+            Directory::Local => "local",
+            Directory::Ldap => "ldap",
+        }
+    }
+}
+
+/// The directories phase's workflows and gateway config lines.
+fn directories_setup(dir: &std::path::Path, slapd: &Slapd, relay: &CodeRelay) -> String {
+    let common = "purpose: reset\nlimits: { idle: 5m, absolute: 15m }\n\
+                  lockout:\n  plugin: example-lockout\n  config: { threshold: 3, lockout_ms: [900000], max_lockouts: 3 }\n\
+                  password: { min_length: 12, max_length: 64 }\n";
+    std::fs::write(
+        dir.join("workflows/local.yaml"),
+        format!(
+            "version: 1\nname: local\n{common}\
+             directory:\n  plugin: local-users\n  grants: {{ kv: true }}\n  limits: {{ wall_time: 5s }}\n\
+             gates:\n  - id: mail\n    plugin: attribute-gate\n    config: {{ attribute: mail, label: Your e-mail address }}\n"
+        ),
+    )
+    .unwrap();
+    let origin = relay.origin();
+    std::fs::write(
+        dir.join("workflows/ldap.yaml"),
+        format!(
+            "version: 1\nname: ldap\n{common}\
+             directory:\n  plugin: ldap-directory\n  grants: {{ ldap: [corp] }}\n  limits: {{ wall_time: 5s }}\n  \
+             config: {{ connection: corp, base: \"ou=people,dc=example,dc=test\", user_attributes: [uid] }}\n\
+             gates:\n  - id: code\n    plugin: one-time-code\n    enrollment: none\n    \
+             grants: {{ http: [\"{origin}\"], secrets: [sms-key], kv: true }}\n    limits: {{ wall_time: 5s }}\n    \
+             config:\n      url: \"{origin}/send\"\n      headers: {{ Authorization: {{ secret: sms-key }} }}\n      \
+             body: '{}'\n      destination_attribute: mail\n      decoy_domain: example.test\n      max_sends_per_hour: 100\n",
+            CodeRelay::BODY
+        ),
+    )
+    .unwrap();
+    let secret = |name: &str, value: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        std::fs::write(&path, value).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    format!(
+        "secrets:\n  ldap-bind: {{ file: {:?} }}\n  sms-key: {{ file: {:?} }}\n\
+         ldap:\n  corp: {{ url: \"{}\", bind_dn: \"{}\", bind_secret: ldap-bind, ca_file: {:?} }}\n\
+         http_origins:\n  - {{ origin: \"{origin}\", plain_http: true }}\n",
+        secret("ldap-bind.secret", Slapd::BIND_PASSWORD),
+        secret("sms-key.secret", "load-relay-key"),
+        slapd.ldaps_url(),
+        Slapd::BIND_DN,
+        slapd.ca_file(),
+    )
+}
+
+/// Adds `load0` … `load{n-1}` (mail `loadI@example.test`, no password: a
+/// reset sets one) to the `local-users` namespace of the store in `data`.
+fn add_local_users(data: &std::path::Path, n: usize) {
+    use resetgate::users::{NewUser, Users, open_store};
+    let store = std::sync::Arc::new(open_store(data).unwrap());
+    let users = Users::new(store, "local-users").unwrap();
+    for i in 0..n {
+        users
+            .add(
+                NewUser {
+                    name: format!("load{i}"),
+                    attributes: [("mail".to_owned(), format!("load{i}@example.test"))].into(),
+                    ..NewUser::default()
+                },
+                false,
+            )
+            .unwrap();
+    }
+}
+
+/// One flow of the directories phase: complete resets of `which` until
+/// `deadline`, cycling through `users`; (resets, the three steps' latencies).
+async fn directory_resets(
+    addr: String,
+    which: Directory,
+    users: Vec<String>,
+    relay: std::sync::Arc<CodeRelay>,
+    deadline: Instant,
+) -> (u64, [Vec<u32>; 3]) {
+    let mut c = Lean::connect(&addr).await;
+    let mut lat: [Vec<u32>; 3] = Default::default();
+    let mut done = 0u64;
+    let workflow = which.workflow();
+    while Instant::now() < deadline {
+        let user = &users[done as usize % users.len()];
+        let mail = format!("{user}@example.test");
+        let t = Instant::now();
+        let start = format!(r#"{{"workflow":"{workflow}","user":"{user}"}}"#);
+        let v: View =
+            serde_json::from_slice(&c.call("POST", "/v1/flows", None, start.as_bytes()).await)
+                .unwrap();
+        lat[0].push(t.elapsed().as_micros() as u32);
+        let (id, token) = (v.id.unwrap(), v.token.unwrap());
+        let answer = match which {
+            Directory::Local => {
+                format!(r#"{{"gate":"mail","round":1,"answers":{{"value":"{mail}"}}}}"#)
+            }
+            Directory::Ldap => {
+                // Sent before the start was answered.
+                let code = relay
+                    .take_code(&mail)
+                    .unwrap_or_else(|| panic!("no code was sent to {mail}"));
+                format!(r#"{{"gate":"code","round":1,"answers":{{"code":"{code}"}}}}"#)
+            }
+        };
+        let t = Instant::now();
+        let v: View = serde_json::from_slice(
+            &c.call(
+                "POST",
+                &format!("/v1/flows/{id}/answers"),
+                Some(&token),
+                answer.as_bytes(),
+            )
+            .await,
+        )
+        .unwrap();
+        lat[1].push(t.elapsed().as_micros() as u32);
+        assert_eq!(v.state.as_deref(), Some("awaiting-password"), "{workflow}");
+        let t = Instant::now();
+        let password = format!(r#"{{"password":"reset-{done}-harbour-lantern"}}"#);
+        let v: View = serde_json::from_slice(
+            &c.call(
+                "POST",
+                &format!("/v1/flows/{id}/password"),
+                Some(&token),
+                password.as_bytes(),
+            )
+            .await,
+        )
+        .unwrap();
+        lat[2].push(t.elapsed().as_micros() as u32);
+        assert_eq!(v.state.as_deref(), Some("completed"), "{workflow}");
+        done += 1;
+    }
+    (done, lat)
+}
+
+/// What one run of the directories phase measured.
+struct DirectoryRun {
+    which: Directory,
+    resets_per_s: f64,
+    /// p50, p99 of each step and of every step (ms).
+    steps: [(f64, f64); 4],
+    /// CPU per reset (µs): gateway, slapd, this client (with the relay).
+    cpu: (f64, f64, f64),
+}
+
+/// The directories phase: `rounds` alternating pairs of `local` and
+/// `ldap` runs of `seconds` each with `flows` flows.
+#[allow(clippy::too_many_arguments)]
+fn directories_phase(
+    addr: &str,
+    flows: usize,
+    seconds: u64,
+    rounds: usize,
+    users: usize,
+    relay: &std::sync::Arc<CodeRelay>,
+    gateway_pid: u32,
+    slapd_pid: u32,
+) {
+    let (gw, sl) = (gateway_pid.to_string(), slapd_pid.to_string());
+    let cpu = || {
+        (
+            resetgate_tests::cpu_seconds(&gw),
+            resetgate_tests::cpu_seconds(&sl),
+            resetgate_tests::cpu_seconds("self"),
+        )
+    };
+    // Flow f's users: loadF, loadF+flows, ...
+    let shares: Vec<Vec<String>> = (0..flows)
+        .map(|f| {
+            (f..users)
+                .step_by(flows)
+                .map(|i| format!("load{i}"))
+                .collect()
+        })
+        .collect();
+    let run = |which: Directory, seconds: u64| -> DirectoryRun {
+        let before = cpu();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let per_flow = lean_run(
+            shares
+                .iter()
+                .map(|share| {
+                    Box::pin(directory_resets(
+                        addr.to_owned(),
+                        which,
+                        share.clone(),
+                        relay.clone(),
+                        deadline,
+                    ))
+                        as std::pin::Pin<
+                            Box<dyn std::future::Future<Output = (u64, [Vec<u32>; 3])>>,
+                        >
+                })
+                .collect(),
+        );
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = cpu();
+        let resets: u64 = per_flow.iter().map(|(d, _)| d).sum();
+        let mut lat: [Vec<u32>; 3] = Default::default();
+        for (_, mine) in per_flow {
+            for (all, m) in lat.iter_mut().zip(mine) {
+                all.extend(m);
+            }
+        }
+        let mut steps = [(0.0, 0.0); 4];
+        for (i, l) in lat.iter_mut().enumerate() {
+            l.sort_unstable();
+            steps[i] = (percentile(l, 0.5), percentile(l, 0.99));
+        }
+        let mut all: Vec<u32> = lat.into_iter().flatten().collect();
+        all.sort_unstable();
+        steps[3] = (percentile(&all, 0.5), percentile(&all, 0.99));
+        let n = resets.max(1) as f64;
+        DirectoryRun {
+            which,
+            resets_per_s: resets as f64 / elapsed,
+            steps,
+            cpu: (
+                (after.0 - before.0) * 1e6 / n,
+                (after.1 - before.1) * 1e6 / n,
+                (after.2 - before.2) * 1e6 / n,
+            ),
+        }
+    };
+    // Warm-up: connections made, plugins compiled and instantiated once.
+    run(Directory::Local, 1);
+    run(Directory::Ldap, 1);
+    let mut runs = Vec::new();
+    for _ in 0..rounds {
+        runs.push(run(Directory::Local, seconds));
+        runs.push(run(Directory::Ldap, seconds));
+    }
+    println!();
+    println!(
+        "directories: {flows} flows, {users} users, {rounds} alternating pairs of {seconds} s; relay received {} codes",
+        relay.sent()
+    );
+    println!();
+    println!(
+        "| run | workflow | resets/s | start p50 / p99 | answer p50 / p99 | password p50 / p99 | every step p50 / p99 | CPU per reset: gateway / slapd / client |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, r) in runs.iter().enumerate() {
+        let ms = |(a, b): (f64, f64)| format!("{a:.2} / {b:.2} ms");
+        println!(
+            "| {} | {} | **{:.0}** | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} µs |",
+            i / 2 + 1,
+            match r.which {
+                Directory::Local => "local-users + attribute-gate",
+                Directory::Ldap => "ldap-directory + one-time-code",
+            },
+            r.resets_per_s,
+            ms(r.steps[0]),
+            ms(r.steps[1]),
+            ms(r.steps[2]),
+            ms(r.steps[3]),
+            r.cpu.0,
+            r.cpu.1,
+            r.cpu.2,
+        );
+    }
+    let median = |which: Directory| {
+        let mut x: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.which == which)
+            .map(|r| r.resets_per_s)
+            .collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let ratios: Vec<String> = runs
+        .chunks(2)
+        .map(|p| format!("{:.2}", p[1].resets_per_s / p[0].resets_per_s))
+        .collect();
+    println!(
+        "| median | | local {:.0}, ldap {:.0} resets/s: ldap / local = {:.2} (pairs: {}) | | | | | |",
+        median(Directory::Local),
+        median(Directory::Ldap),
+        median(Directory::Ldap) / median(Directory::Local),
+        ratios.join(", ")
+    );
+}
+
 fn main() {
     let flows = arg("--flows", 64) as usize;
     let seconds = arg("--seconds", 10);
     let samples = arg("--samples", 5000) as usize;
     let tls = std::env::args().any(|a| a == "--tls");
     let only = std::env::args().any(|a| a == "--enumeration-only");
-    let enumeration = only || std::env::args().any(|a| a == "--enumeration");
+    let directories_only = std::env::args().any(|a| a == "--directories-only");
+    let directories = directories_only || std::env::args().any(|a| a == "--directories");
+    let only = only || directories_only;
+    let enumeration = !directories_only && (only || std::env::args().any(|a| a == "--enumeration"));
+    let rounds = arg("--rounds", 3) as usize;
+    let directory_users = arg("--users", flows as u64 * 50) as usize;
 
     let dir = tempfile::tempdir().unwrap();
     let (plugins, workflows) = (dir.path().join("plugins"), dir.path().join("workflows"));
@@ -508,17 +830,40 @@ fn main() {
         )
         .unwrap();
     }
+    // The directories phase: slapd with the users, the relay, their config.
+    let directory_setup = directories.then(|| {
+        for name in ["ldap-directory", "one-time-code"] {
+            std::fs::copy(
+                resetgate_tests::wasm(name),
+                plugins.join(format!("{name}.wasm")),
+            )
+            .unwrap();
+        }
+        let slapd = Slapd::start_with(&resetgate_tests::fixtures::ldap_people(
+            "load",
+            directory_users,
+        ));
+        let relay = std::sync::Arc::new(CodeRelay::start());
+        let yaml = directories_setup(dir.path(), &slapd, &relay);
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        add_local_users(&data, directory_users);
+        (slapd, relay, yaml)
+    });
     let pki = Pki::new();
     let digest = resetgate_tests::pki::sha256(KEY.as_bytes());
     let config = write_config(
         dir.path(),
         &format!(
-            "{}api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n",
+            "{}{}api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n",
             if tls {
                 pki.tls_yaml(None)
             } else {
                 String::new()
-            }
+            },
+            directory_setup
+                .as_ref()
+                .map_or(String::new(), |(_, _, yaml)| yaml.clone()),
         ),
     );
     let gw = Gateway::start_config(&config, &[]);
@@ -737,6 +1082,23 @@ fn main() {
         }
         starts(&c, &users[0], &users[1]);
         first_answers(&c, samples);
+    }
+    if let Some((slapd, relay, _)) = directory_setup {
+        assert!(!tls, "the directories phase runs over plain HTTP");
+        directories_phase(
+            base.trim_start_matches("http://"),
+            flows,
+            seconds,
+            rounds,
+            directory_users,
+            &relay,
+            gw.pid(),
+            slapd.pid(),
+        );
+        assert!(gw.stop(), "the gateway did not stop cleanly");
+        drop(relay);
+        assert!(slapd.stop(), "slapd did not stop cleanly");
+        return;
     }
     assert!(gw.stop(), "the gateway did not stop cleanly");
 }

@@ -23,7 +23,9 @@ commands:
   coldstart       time `resetgate serve` (release) from spawn to a healthy answer
   loadtest [ARGS] complete resets against the release binary over loopback, with
                   the hello-world baseline (tests/bin/load.rs; ARGS: --flows N
-                  --seconds S --tls)";
+                  --seconds S --tls --flood --enumeration[-only]; --directories[-only]
+                  [--rounds R] [--users N]: ldap-directory + one-time-code against a
+                  slapd it starts, alternating with local-users + attribute-gate)";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
