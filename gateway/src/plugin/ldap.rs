@@ -884,8 +884,6 @@ impl Connection {
     }
 }
 
-/// Active Directory's `unicodePwd` value: the password in double quotes,
-/// as UTF-16LE.
 /// `host:port` of an `ldap://` or `ldaps://` URL (ports 389 and 636 by
 /// default), as `ldap3` would connect to it; `None` if it cannot be read
 /// (then `ldap3` connects, and reports the URL).
@@ -912,6 +910,8 @@ async fn nodelay_stream(address: &str) -> std::io::Result<std::net::TcpStream> {
     tcp.into_std()
 }
 
+/// Active Directory's `unicodePwd` value: the password in double quotes,
+/// as UTF-16LE.
 fn unicode_pwd(password: &Secret) -> Zeroizing<Vec<u8>> {
     let quoted = Zeroizing::new(format!("\"{}\"", password.expose()));
     let mut out = Zeroizing::new(Vec::with_capacity(quoted.len() * 2));
