@@ -437,9 +437,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tls: tls.clone(),
             limits: config.connections,
         };
-        // Listen for SIGHUP before announcing the address: a SIGHUP that
-        // arrives before the handler is installed would end the process.
+        // Listen for SIGHUP and SIGTERM before announcing the address: a
+        // signal that arrives before its handler is installed would end the
+        // process (SIGTERM right after the announcement killed it uncleanly).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
         tokio::spawn(reload_on_sighup(
             hup,
             host,
@@ -455,7 +457,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // way finish.
         let draining = api.clone();
         let shutdown = async move {
-            shutdown_signal().await;
+            shutdown_signal(term.ok()).await;
             draining.set_ready(false);
         };
         resetgate::server::serve(listener, api, options, shutdown).await?;
@@ -546,19 +548,16 @@ async fn reload_on_sighup(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at Ctrl-C or at SIGTERM (`term`, registered by the caller
+/// before it announced the address).
+async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-            return;
+    if let Some(mut term) = term {
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
         }
+        return;
     }
     let _ = ctrl_c.await;
 }
