@@ -141,7 +141,7 @@ fn main() {
         let opened = key.open(b"flows/x/enrolling/0", &sealed).unwrap();
         let again = key.seal(b"enrollments/x", &state).unwrap();
         work.push(t.elapsed());
-        assert_eq!(opened.len() + again.len(), plain.len() + state.len() + 82);
+        assert_eq!(opened.len() + again.len(), plain.len() + state.len() + 41);
     }
     println!(
         "enrollment: read of an enrolling flow median {:.1} µs ({READS} reads); enroll step median {:.0} µs ({FLOWS} flows); \
