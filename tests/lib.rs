@@ -347,16 +347,7 @@ impl Gateway {
         .unwrap();
         let mut raw = String::new();
         s.read_to_string(&mut raw).unwrap();
-        let status = raw
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        status_and_body(&raw)
     }
 
     /// Sends a signal (`HUP`, `TERM`, ...) to the gateway.
@@ -383,6 +374,21 @@ impl Gateway {
     fn terminate(&mut self) -> bool {
         stop_child(&mut self.child).is_some_and(|s| s.success())
     }
+}
+
+/// The status code and the body of a raw HTTP/1.1 response (0 and empty
+/// when it has none).
+pub fn status_and_body(raw: &str) -> (u16, String) {
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Stops a server the tests started: SIGTERM, then up to 10 s for it to

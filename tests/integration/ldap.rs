@@ -728,16 +728,7 @@ fn start_flow(addr: std::net::SocketAddr, workflow: &str, user: &str) -> (u16, S
     .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    resetgate_tests::status_and_body(&raw)
 }
 
 #[test]
