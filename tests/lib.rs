@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use resetgate::plugin::{HostConfig, PluginHost};
 
 pub mod fixtures;
+pub mod hooked;
 pub mod pki;
 pub mod relay;
 pub mod samba;

@@ -298,12 +298,21 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
-    use resetgate::store::{SledStore, Store};
-    let store = SledStore::open(data_dir)?;
-    let summary = store.verify_audit()?;
+    use resetgate::store::StoreSpec;
+    let store = resetgate::store::open(&StoreSpec::Sled {
+        dir: data_dir.to_owned(),
+    })?;
+    let summary = store.audit().verify()?;
+    for chain in &summary.chains {
+        println!(
+            "audit chain {}: {} entries, head {}",
+            chain.chain, chain.entries, chain.head
+        );
+    }
     println!(
-        "audit log intact: {} entries, head {}",
-        summary.entries, summary.head
+        "audit log intact: {} entries in {} chain(s)",
+        summary.entries,
+        summary.chains.len()
     );
     Ok(())
 }
@@ -336,7 +345,7 @@ fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflo
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use resetgate::runtime::Runtime;
-    use resetgate::store::SledStore;
+    use resetgate::store::StoreSpec;
     let started = Instant::now();
     let mut config = match &args.config {
         Some(path) => GatewayConfig::load(path).map_err(|ds| {
@@ -378,7 +387,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
-    let store = Arc::new(SledStore::open(&config.data_dir)?);
+    let store = resetgate::store::open(&StoreSpec::Sled {
+        dir: config.data_dir.clone(),
+    })?;
     let host = PluginHost::new(HostConfig::new(config.data_dir.join("plugin-cache")))?;
     let caps = resetgate::plugin::Capabilities::from_config(&config, Some(store.clone()))
         .context("cannot set up the capabilities the gateway config defines")?;

@@ -182,7 +182,7 @@ pub struct NewUser {
 /// [`UsersError::GatewayRunning`].
 pub fn open_store(data_dir: &Path) -> Result<SledStore, UsersError> {
     SledStore::open(data_dir).map_err(|e| match e {
-        StoreError::Locked { .. } => UsersError::GatewayRunning {
+        StoreError::InUse { .. } => UsersError::GatewayRunning {
             path: data_dir.to_owned(),
         },
         other => UsersError::Store(other),

@@ -29,10 +29,8 @@ use resetgate::contract::FieldValue;
 use resetgate::engine::{Flow, State};
 use resetgate::runtime::Runtime;
 use resetgate::secret::Secret;
-use resetgate::store::{
-    AuditEntry, AuditError, AuditRecord, AuditSummary, Durable, KeyValue, SledStore, Store,
-    StoreError, Tree, Write as StoreWrite,
-};
+use resetgate::store::{Commit, SledStore, Store};
+use resetgate_tests::hooked::{Hooked, Hooks, audit_entries, flow_bodies};
 
 /// The password every flow sets; the test searches the data folder for it.
 pub const CANARY: &str = "CANARY-9c1f-new-password";
@@ -87,11 +85,12 @@ fn main() {
             // The audit chain has no hole, and every stored step has its
             // audit records (they are committed first, in the same flush).
             let summary = store
-                .verify_audit()
+                .audit()
+                .verify()
                 .unwrap_or_else(|e| panic!("the audit log does not verify after the crash: {e}"));
             let mut audited: std::collections::HashMap<(String, String), usize> =
                 Default::default();
-            for entry in store.audit_entries(0, usize::MAX).unwrap() {
+            for entry in audit_entries(store.as_ref()) {
                 if let Some(flow) = entry.record.flow {
                     *audited.entry((flow, entry.record.kind)).or_default() += 1;
                 }
@@ -104,7 +103,7 @@ fn main() {
             };
             let out = std::io::stdout();
             let mut out = out.lock();
-            for (_, bytes) in store.scan(Tree::Flows, b"", usize::MAX).unwrap() {
+            for bytes in flow_bodies(store.as_ref()) {
                 let flow: Flow = serde_json::from_slice(&bytes).unwrap();
                 assert!(
                     count(&flow, "flow.started") == 1
@@ -181,11 +180,11 @@ fn run(rt: Arc<Runtime>, users: u64) {
 /// The store, except that the commit that would record a password change
 /// never happens: the runtime hangs there, after the directory changed the
 /// password and before the flow's record says so, until it is killed.
-struct HangAfterDirectory(Arc<SledStore>);
+struct HangAfterDirectory;
 
-impl HangAfterDirectory {
-    fn hang_if_changed(&self, records: &[AuditRecord]) {
-        if let Some(r) = records.iter().find(|r| r.kind == "password.changed") {
+impl Hooks for HangAfterDirectory {
+    fn commit(&self, commit: &Commit) {
+        if let Some(r) = commit.audit.iter().find(|r| r.kind == "password.changed") {
             let mut out = std::io::stdout().lock();
             writeln!(out, "CHANGED {}", r.flow.as_deref().unwrap_or("")).unwrap();
             out.flush().unwrap();
@@ -196,59 +195,16 @@ impl HangAfterDirectory {
     }
 }
 
-impl Store for HangAfterDirectory {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(tree, key)
-    }
-    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        self.0.scan(tree, prefix, limit)
-    }
-    fn scan_after(
-        &self,
-        tree: Tree,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        self.0.scan_after(tree, after, limit)
-    }
-    fn commit(&self, writes: Vec<StoreWrite>) -> Result<(), StoreError> {
-        self.0.commit(writes)
-    }
-    fn commit_audited(
-        &self,
-        writes: Vec<StoreWrite>,
-        records: Vec<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.hang_if_changed(&records);
-        self.0.commit_audited(writes, records)
-    }
-    fn stage_audited(
-        &self,
-        writes: Vec<StoreWrite>,
-        records: Vec<AuditRecord>,
-    ) -> Result<Durable, StoreError> {
-        self.hang_if_changed(&records);
-        self.0.stage_audited(writes, records)
-    }
-    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
-        self.hang_if_changed(std::slice::from_ref(&record));
-        self.0.append_audit(record)
-    }
-    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.0.audit_entries(from, limit)
-    }
-    fn verify_audit(&self) -> Result<AuditSummary, AuditError> {
-        self.0.verify_audit()
-    }
-}
-
 /// `interrupt` and `check-interrupted` (see the module's docs).
 fn interrupted(mode: &str, dir: &std::path::Path) {
     use resetgate::contract::{CallContext, PluginKind};
     use resetgate::plugin::{Grants, LoadSpec};
     let sled = Arc::new(SledStore::open(dir).unwrap());
     let store: Arc<dyn Store> = if mode == "interrupt" {
-        Arc::new(HangAfterDirectory(sled.clone()))
+        Arc::new(Hooked {
+            inner: sled.clone(),
+            hooks: HangAfterDirectory,
+        })
     } else {
         sled.clone()
     };
@@ -317,7 +273,7 @@ fn interrupted(mode: &str, dir: &std::path::Path) {
     }
     rt.recover(now()).unwrap();
     let mut out = std::io::stdout().lock();
-    for (_, bytes) in sled.scan(Tree::Flows, b"", usize::MAX).unwrap() {
+    for bytes in flow_bodies(sled.as_ref()) {
         let flow: Flow = serde_json::from_slice(&bytes).unwrap();
         let view = resetgate::api::wire::view(&flow, &wf, None);
         writeln!(out, "VIEW {}", serde_json::to_string(&view).unwrap()).unwrap();
@@ -340,7 +296,7 @@ fn interrupted(mode: &str, dir: &std::path::Path) {
         .unwrap()
         .unwrap();
     writeln!(out, "VERIFY {takes}").unwrap();
-    for entry in sled.audit_entries(0, usize::MAX).unwrap() {
+    for entry in audit_entries(sled.as_ref()) {
         if entry.record.kind == "flow.interrupted" {
             writeln!(out, "AUDIT {}", entry.record.detail).unwrap();
         }

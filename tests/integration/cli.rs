@@ -146,7 +146,7 @@ fn sighup_reloads_workflows_and_a_broken_file_keeps_the_old_version() {
 fn audit_verify_checks_the_chain_of_a_data_folder() {
     let data = tempfile::tempdir().unwrap();
     {
-        use resetgate::store::{AuditRecord, SledStore, Store};
+        use resetgate::store::{AuditRecord, SledStore};
         let store = SledStore::open(data.path()).unwrap();
         for i in 0..3 {
             store
@@ -169,7 +169,8 @@ fn audit_verify_checks_the_chain_of_a_data_folder() {
     ]);
     assert!(ok, "{err}");
     assert!(
-        out.starts_with("audit log intact: 3 entries, head "),
+        out.starts_with("audit chain local: 3 entries, head ")
+            && out.contains("audit log intact: 3 entries in 1 chain(s)"),
         "{out}"
     );
 }

@@ -14,12 +14,10 @@ use resetgate::contract::FieldValue;
 use resetgate::engine::{Notice, State};
 use resetgate::runtime::Runtime;
 use resetgate::secret::Secret;
-use resetgate::store::{
-    AuditEntry, AuditError, AuditRecord, AuditSummary, Durable, KeyValue, SledStore, Store,
-    StoreError, Tree, Write,
-};
+use resetgate::store::{AuditRecord, Change, Commit, SledStore};
 use resetgate::users::{NewUser, Users};
 use resetgate::workflow::Workflow;
+use resetgate_tests::hooked::{Hooked, Hooks};
 use resetgate_tests::{host, root};
 
 const T0: u64 = 1_763_856_000_000;
@@ -78,22 +76,14 @@ impl Op {
     }
 }
 
-/// The store, recording every read and write (the counting hook lives
+/// Records every read and write of the store (the counting hook lives
 /// here, in the test: the runtime knows nothing of it).
+#[derive(Default)]
 pub(crate) struct Recorder {
-    inner: Arc<SledStore>,
     ops: Mutex<Vec<Op>>,
 }
 
 impl Recorder {
-    /// A recorder in front of `inner`.
-    pub(crate) fn new(inner: Arc<SledStore>) -> Recorder {
-        Recorder {
-            inner,
-            ops: Mutex::new(Vec::new()),
-        }
-    }
-
     /// The ops recorded since the last call.
     pub(crate) fn take(&self) -> Vec<Op> {
         std::mem::take(&mut *self.ops.lock().unwrap())
@@ -101,22 +91,6 @@ impl Recorder {
 
     fn push(&self, op: Op) {
         self.ops.lock().unwrap().push(op);
-    }
-
-    fn writes(&self, writes: &[Write]) {
-        for w in writes {
-            self.push(match w {
-                Write::Put { tree, key, value } => Op::Put {
-                    tree: tree.name().into(),
-                    key_len: key.len(),
-                    value_len: value.len(),
-                },
-                Write::Delete { tree, key } => Op::Delete {
-                    tree: tree.name().into(),
-                    key_len: key.len(),
-                },
-            });
-        }
     }
 
     fn records(&self, records: &[AuditRecord]) {
@@ -135,56 +109,39 @@ impl Recorder {
     }
 }
 
-impl Store for Recorder {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+impl Hooks for Recorder {
+    fn read(&self, repository: &'static str, key_len: usize) {
         self.push(Op::Get {
-            tree: tree.name().into(),
-            key_len: key.len(),
+            tree: repository.into(),
+            key_len,
         });
-        self.inner.get(tree, key)
     }
-    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        self.inner.scan(tree, prefix, limit)
-    }
-    fn scan_after(
-        &self,
-        tree: Tree,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        self.inner.scan_after(tree, after, limit)
-    }
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.writes(&writes);
-        self.inner.commit(writes)
-    }
-    fn commit_audited(
-        &self,
-        writes: Vec<Write>,
-        records: Vec<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.records(&records);
-        self.writes(&writes);
-        self.inner.commit_audited(writes, records)
-    }
-    fn stage_audited(
-        &self,
-        writes: Vec<Write>,
-        records: Vec<AuditRecord>,
-    ) -> Result<Durable, StoreError> {
-        self.records(&records);
-        self.writes(&writes);
-        self.inner.stage_audited(writes, records)
-    }
-    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
-        self.records(std::slice::from_ref(&record));
-        self.inner.append_audit(record)
-    }
-    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.inner.audit_entries(from, limit)
-    }
-    fn verify_audit(&self) -> Result<AuditSummary, AuditError> {
-        self.inner.verify_audit()
+
+    fn commit(&self, commit: &Commit) {
+        self.records(&commit.audit);
+        for change in &commit.changes {
+            let put = |tree: &str, key_len: usize, value_len: usize| Op::Put {
+                tree: tree.into(),
+                key_len,
+                value_len,
+            };
+            self.push(match change {
+                Change::PutFlow(r) => put("flows", r.id.len(), r.body.len()),
+                Change::PutLockout { user, history } => put("lockout", user.len(), history.len()),
+                Change::PutEnrollment { user, gate, data } => {
+                    put("enrollments", user.len() + 1 + gate.len(), data.len())
+                }
+                Change::PutKv {
+                    namespace,
+                    key,
+                    value,
+                } => put("kv", namespace.len() + 1 + key.len(), value.len()),
+                other => Op::Delete {
+                    tree: format!("{other:?}"),
+                    key_len: 0,
+                },
+            });
+        }
     }
 }
 
@@ -233,19 +190,19 @@ struct Work {
 /// start did, and what the answer did.
 fn wrong_first_answer(
     rt: &Runtime,
-    store: &Recorder,
+    store: &Hooked<Recorder>,
     wf: &Workflow,
     user: &str,
     field: &str,
     now: u64,
 ) -> (Work, Work) {
-    store.take();
+    store.hooks.take();
     let before = calls(wf);
     let flow = rt.start(&wf.name, user, now).unwrap().flow;
     assert!(matches!(flow.state, State::Gate { .. }), "{:?}", flow.state);
     let start = Work {
         calls: delta(&before, &calls(wf)),
-        ops: store.take(),
+        ops: store.hooks.take(),
     };
     let before = calls(wf);
     let answers = vec![FieldValue {
@@ -261,7 +218,7 @@ fn wrong_first_answer(
     );
     let answer = Work {
         calls: delta(&before, &calls(wf)),
-        ops: store.take(),
+        ops: store.hooks.take(),
     };
     (start, answer)
 }
@@ -295,10 +252,10 @@ fn assert_same_work(known: &Work, unknown: &Work) {
     }
 }
 
-fn recorder(data: &Path) -> Arc<Recorder> {
-    Arc::new(Recorder {
+fn recorder(data: &Path) -> Arc<Hooked<Recorder>> {
+    Arc::new(Hooked {
         inner: Arc::new(SledStore::open(data).unwrap()),
-        ops: Mutex::default(),
+        hooks: Recorder::default(),
     })
 }
 

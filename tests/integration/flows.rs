@@ -40,9 +40,7 @@ fn runtime(
 }
 
 fn audit_kinds(store: &SledStore, kind: &str) -> usize {
-    store
-        .audit_entries(0, usize::MAX)
-        .unwrap()
+    resetgate_tests::hooked::audit_entries(store)
         .iter()
         .filter(|e| e.record.kind == kind)
         .count()
@@ -203,7 +201,7 @@ fn a_complete_reset_with_a_canary_leaves_no_trace_of_it() {
             receipt.sync,
             vec![("mail".to_owned(), resetgate::engine::Outcome::Ok)]
         );
-        assert!(store.verify_audit().unwrap().entries >= 5);
+        assert!(store.audit().verify().unwrap().entries >= 5);
     }
     for entry in walk(dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
@@ -463,9 +461,20 @@ fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
     // More flows than one batch of the walk (10,000): the 25 interrupted
     // commits sort after the first batch, so a walk that stopped after it
     // would leave them committing forever and the store would only grow.
-    use resetgate::store::{Tree, Write};
+    use resetgate::store::{Change, Commit, FlowRecord};
     let dir = tempfile::tempdir().unwrap();
     let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
+    let record = |id: &str, due_ms: u64, body: Vec<u8>| Commit {
+        changes: vec![Change::PutFlow(FlowRecord {
+            id: id.to_owned(),
+            user: "u".to_owned(),
+            version: String::new(),
+            in_progress: true,
+            due_ms,
+            body,
+        })],
+        audit: vec![],
+    };
     let template = rt.start("test-reset", "alice", T0).unwrap().flow;
     let mut staged = Vec::new();
     for i in 0..10_050u32 {
@@ -478,12 +487,12 @@ fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
                 receipt: Default::default(),
             };
         }
-        let put = Write::Put {
-            tree: Tree::Flows,
-            key: flow.id.clone().into_bytes(),
-            value: serde_json::to_vec(&flow).unwrap(),
+        let due = match flow.state {
+            State::Committing { .. } => flow.touched_ms,
+            _ => flow.expires_at(),
         };
-        staged.push(store.stage_audited(vec![put], vec![]).unwrap());
+        let put = record(&flow.id, due, serde_json::to_vec(&flow).unwrap());
+        staged.push(store.commit(put).unwrap());
     }
     // Unreadable records (not JSON; a flow's times and state but not the
     // rest) are left alone and stop nothing.
@@ -495,12 +504,7 @@ fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
                 .to_owned(),
         ),
     ] {
-        let put = Write::Put {
-            tree: Tree::Flows,
-            key: key.as_bytes().to_vec(),
-            value: value.into_bytes(),
-        };
-        staged.push(store.stage_audited(vec![put], vec![]).unwrap());
+        staged.push(store.commit(record(key, 0, value.into_bytes())).unwrap());
     }
     for durable in staged {
         durable.wait().unwrap();
@@ -517,18 +521,21 @@ fn the_sweep_and_recovery_reach_every_flow_however_many_are_stored() {
     assert_eq!(audit_kinds(&store, "flow.expired"), 10_026);
     assert_eq!(rt.sweep(T0 + 5 + 600_000 - 1).unwrap(), 0);
     assert_eq!(rt.sweep(T0 + 5 + 600_000).unwrap(), 25);
-    let left: Vec<Vec<u8>> = store
-        .scan(Tree::Flows, b"", usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(left, [b"zz-half-a-flow".to_vec(), b"zz-not-json".to_vec()]);
+    let mut left = Vec::new();
+    store
+        .export(&mut |item| {
+            if let resetgate::store::Item::Flow(r) = item {
+                left.push(r.id);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(left, ["zz-half-a-flow", "zz-not-json"]);
 }
 
 #[test]
 fn recovery_ends_a_flow_a_crash_interrupted_mid_commit_as_interrupted() {
-    use resetgate::store::{Tree, Write};
+    use resetgate::store::{Change, Commit, FlowRecord};
     let dir = tempfile::tempdir().unwrap();
     let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
     let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
@@ -538,11 +545,19 @@ fn recovery_ends_a_flow_a_crash_interrupted_mid_commit_as_interrupted() {
     };
     let value = serde_json::to_vec(&stored).unwrap();
     store
-        .commit(vec![Write::Put {
-            tree: Tree::Flows,
-            key: flow.id.clone().into_bytes(),
-            value,
-        }])
+        .commit(Commit {
+            changes: vec![Change::PutFlow(FlowRecord {
+                id: flow.id.clone(),
+                user: "u".to_owned(),
+                version: stored.version.clone(),
+                in_progress: true,
+                due_ms: T0,
+                body: value,
+            })],
+            audit: vec![],
+        })
+        .unwrap()
+        .wait()
         .unwrap();
     assert_eq!(rt.recover(T0 + 5).unwrap(), 1);
     assert!(matches!(

@@ -15,6 +15,7 @@ use resetgate::plugin::{Capabilities, Grants, LoadSpec, Plugin, PluginHost};
 use resetgate::secret::Secret;
 use resetgate::store::SledStore;
 use resetgate_tests::fixtures::users_add;
+use resetgate_tests::hooked::Hooked;
 use resetgate_tests::sink::{Recorded, Reply, Sink};
 use resetgate_tests::{Gateway, assert_not_in_files, capture_logs, host, wasm, write_config};
 use serde_json::{Value, json};
@@ -42,7 +43,7 @@ struct Gate {
     config: String,
     _store: Arc<SledStore>,
     /// Every store op of the plugin's `kv` calls.
-    ops: Arc<Recorder>,
+    ops: Arc<Hooked<Recorder>>,
     data: tempfile::TempDir,
     _host: PluginHost,
     _dir: tempfile::TempDir,
@@ -82,7 +83,10 @@ impl Gate {
         let (host, dir) = host();
         let data = tempfile::tempdir().unwrap();
         let store = Arc::new(SledStore::open(data.path()).unwrap());
-        let ops = Arc::new(Recorder::new(store.clone()));
+        let ops = Arc::new(Hooked {
+            inner: store.clone(),
+            hooks: Recorder::default(),
+        });
         let key_file = write_secret(dir.path(), "sms-key", API_KEY);
         let config = GatewayConfig {
             http_origins: vec![HttpOrigin {
@@ -452,19 +456,19 @@ fn decoys_get_the_same_prompt_the_same_kv_work_and_no_message() {
     let g = Gate::new(json!({"destination_attribute": "mobile", "destination_kind": "phone"}));
     // A first call makes the decoy key: not part of either.
     g.begin("f0", &decoy("warm-up"), T0).unwrap();
-    g.ops.take();
+    g.ops.hooks.take();
     let real = g.begin("f1", &alice(), T0).unwrap();
     assert_eq!(g.sink.requests().len(), 1);
-    let real_ops = g.ops.take();
+    let real_ops = g.ops.hooks.take();
     let fake = g.begin("f2", &decoy("mallory"), T0).unwrap();
     assert_eq!(g.sink.requests().len(), 1, "a decoy was sent a message");
-    let fake_ops = g.ops.take();
+    let fake_ops = g.ops.hooks.take();
     assert_same_ops(&real_ops, &fake_ops);
     // And the answers: a wrong code each.
     failed(&g.answer("f1", &alice(), &real, "000000", T0 + 1));
-    let real_ops = g.ops.take();
+    let real_ops = g.ops.hooks.take();
     failed(&g.answer("f2", &decoy("mallory"), &fake, "000000", T0 + 1));
-    assert_same_ops(&real_ops, &g.ops.take());
+    assert_same_ops(&real_ops, &g.ops.hooks.take());
     // Same shape: only the masked digits differ.
     let shape = |r: &Round| {
         let mut p = r.prompt.clone();

@@ -58,10 +58,19 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
-/// One entry of the audit log: a record and its place in the chain.
+/// One entry of the audit log: a record and its place in its chain.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct AuditEntry {
-    /// Position in the log, from 0, without gaps.
+    /// The chain it belongs to: sled keeps one ([`LOCAL_CHAIN`]); several
+    /// gateways on one database each append to chains of their own.
+    #[serde(default)]
+    pub chain: String,
+    /// Its position in the whole log (every chain), in the order entries
+    /// were appended: what [`AuditLog::entries`](super::AuditLog::entries)
+    /// pages by. Not covered by the hash.
+    #[serde(default)]
+    pub position: u64,
+    /// Position in its chain, from 0, without gaps.
     pub seq: u64,
     /// The previous entry's hash ([`GENESIS_HASH`] for the first entry).
     pub prev_hash: String,
@@ -71,13 +80,38 @@ pub struct AuditEntry {
     pub record: AuditRecord,
 }
 
+/// The name of sled's one chain.
+pub const LOCAL_CHAIN: &str = "local";
+
 /// The state of a verified chain.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct AuditSummary {
+pub struct ChainSummary {
+    /// The chain's name.
+    pub chain: String,
     /// How many entries the chain holds.
     pub entries: u64,
-    /// The last entry's hash ([`GENESIS_HASH`] when the log is empty).
+    /// The last entry's hash ([`GENESIS_HASH`] when the chain is empty).
     pub head: String,
+}
+
+/// The state of a verified audit log: every chain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AuditSummary {
+    /// How many entries the chains hold together.
+    pub entries: u64,
+    /// Each chain, by name.
+    pub chains: Vec<ChainSummary>,
+}
+
+impl AuditSummary {
+    /// The summary of `chains` (sorted by name).
+    pub fn of(mut chains: Vec<ChainSummary>) -> AuditSummary {
+        chains.sort_by(|a, b| a.chain.cmp(&b.chain));
+        AuditSummary {
+            entries: chains.iter().map(|c| c.entries).sum(),
+            chains,
+        }
+    }
 }
 
 /// Why an entry breaks the chain. Never quotes the entry's contents.
@@ -122,8 +156,10 @@ pub enum ChainBreak {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The chain is broken; `seq` is the first entry that does not verify.
-    #[error("the audit chain is broken at entry {seq}: {why}")]
+    #[error("the audit chain `{chain}` is broken at entry {seq}: {why}")]
     Broken {
+        /// The chain.
+        chain: String,
         /// The first bad sequence number.
         seq: u64,
         /// What is wrong with it.
@@ -167,7 +203,6 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// The record as canonical JSON: sorted keys, no whitespace.
-#[cfg(test)]
 pub(super) fn canonical_json(record: &AuditRecord) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
     write_canonical_json(&mut out, record)?;
@@ -264,6 +299,32 @@ pub(super) fn prepare(
     Ok(Some((bytes, Layout { entries })))
 }
 
+/// A group holding `entries` exactly as given (their sequence numbers and
+/// hashes kept, records in canonical JSON): how a copied log is stored, so
+/// that it verifies exactly as the original. Refuses an entry whose hashes
+/// are not 64 hex digits.
+pub(super) fn encode_entries(entries: &[AuditEntry]) -> Result<Vec<u8>, String> {
+    let count = u32::try_from(entries.len()).map_err(|_| "too many audit entries".to_owned())?;
+    let mut bytes = vec![GROUP_FORMAT];
+    bytes.extend_from_slice(&count.to_be_bytes());
+    let digest = |hex_text: &str, seq: u64| -> Result<Digest32, String> {
+        let mut out = [0u8; DIGEST_LEN];
+        hex::decode_to_slice(hex_text, &mut out)
+            .map_err(|_| format!("audit entry {seq} has a hash that is not 64 hex digits"))?;
+        Ok(out)
+    };
+    for e in entries {
+        let json = canonical_json(&e.record).map_err(|err| err.to_string())?;
+        let len = u32::try_from(json.len()).map_err(|_| "an audit record is too large")?;
+        bytes.extend_from_slice(&e.seq.to_be_bytes());
+        bytes.extend_from_slice(&digest(&e.prev_hash, e.seq)?);
+        bytes.extend_from_slice(&digest(&e.hash, e.seq)?);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&json);
+    }
+    Ok(bytes)
+}
+
 impl Layout {
     /// Chains the group's entries after `head`, in place in `bytes` (the
     /// bytes [`prepare`] returned with this layout), and moves `head` past
@@ -313,8 +374,10 @@ impl Stored<'_> {
     }
 
     /// The entry as the API shows it; `None` if the record is not one.
-    pub(super) fn entry(&self) -> Option<AuditEntry> {
+    pub(super) fn entry(&self, chain: &str, position: u64) -> Option<AuditEntry> {
         Some(AuditEntry {
+            chain: chain.to_owned(),
+            position,
             seq: self.seq,
             prev_hash: hex::encode(self.prev_hash),
             hash: hex::encode(self.hash),
@@ -466,13 +529,15 @@ impl Head {
 /// break.
 #[derive(Debug)]
 pub(super) struct ChainVerifier {
+    chain: String,
     expected: Head,
 }
 
 impl ChainVerifier {
-    /// A verifier expecting the chain to start at entry 0.
-    pub(super) fn new() -> ChainVerifier {
+    /// A verifier of chain `chain`, expecting it to start at entry 0.
+    pub(super) fn new(chain: &str) -> ChainVerifier {
         ChainVerifier {
+            chain: chain.to_owned(),
             expected: Head::empty(),
         }
     }
@@ -480,7 +545,14 @@ impl ChainVerifier {
     /// Checks the next stored group, entry by entry.
     pub(super) fn feed(&mut self, key: &[u8], value: &[u8]) -> Result<(), AuditError> {
         let expected = self.expected.next_seq;
-        let broken = |seq, why| Err(AuditError::Broken { seq, why });
+        let chain = self.chain.clone();
+        let broken = |seq, why| {
+            Err(AuditError::Broken {
+                chain: chain.clone(),
+                seq,
+                why,
+            })
+        };
         let Some(first) = key_seq(key) else {
             return broken(expected, ChainBreak::BadKey);
         };
@@ -517,10 +589,11 @@ impl ChainVerifier {
 
     /// Ends the walk. With `head`, the head the running store recorded, the
     /// chain must end exactly there (this catches a deleted tail).
-    pub(super) fn finish(self, head: Option<&Head>) -> Result<AuditSummary, AuditError> {
+    pub(super) fn finish(self, head: Option<&Head>) -> Result<ChainSummary, AuditError> {
         if let Some(head) = head {
             if self.expected.next_seq < head.next_seq {
                 return Err(AuditError::Broken {
+                    chain: self.chain,
                     seq: self.expected.next_seq,
                     why: ChainBreak::Missing,
                 });
@@ -528,12 +601,14 @@ impl ChainVerifier {
             if self.expected.hash != head.hash {
                 let seq = self.expected.next_seq.saturating_sub(1);
                 return Err(AuditError::Broken {
+                    chain: self.chain,
                     seq,
                     why: ChainBreak::HeadMismatch,
                 });
             }
         }
-        Ok(AuditSummary {
+        Ok(ChainSummary {
+            chain: self.chain,
             entries: self.expected.next_seq,
             head: self.expected.hash_hex(),
         })
@@ -627,17 +702,17 @@ mod tests {
         chain_of(&vec![1; n])
     }
 
-    fn verify(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<AuditSummary, AuditError> {
-        let mut verifier = ChainVerifier::new();
+    fn verify(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<ChainSummary, AuditError> {
+        let mut verifier = ChainVerifier::new("c");
         for (k, v) in entries {
             verifier.feed(k, v)?;
         }
         verifier.finish(None)
     }
 
-    fn broken_at(result: Result<AuditSummary, AuditError>) -> (u64, ChainBreak) {
+    fn broken_at(result: Result<ChainSummary, AuditError>) -> (u64, ChainBreak) {
         match result {
-            Err(AuditError::Broken { seq, why }) => (seq, why),
+            Err(AuditError::Broken { seq, why, .. }) => (seq, why),
             other => panic!("expected a broken chain, got {other:?}"),
         }
     }
@@ -646,7 +721,7 @@ mod tests {
         stored
             .iter()
             .flat_map(|(_, v)| decode_group(v).unwrap())
-            .map(|s| s.entry().unwrap())
+            .map(|s| s.entry("c", s.seq).unwrap())
             .collect()
     }
 
@@ -714,7 +789,8 @@ mod tests {
         assert_eq!(summary.head, entries_of(&chain(5))[4].hash);
         assert_eq!(
             verify(&[]).unwrap(),
-            AuditSummary {
+            ChainSummary {
+                chain: "c".to_owned(),
                 entries: 0,
                 head: GENESIS_HASH.to_owned()
             }
@@ -883,7 +959,7 @@ mod tests {
     fn a_deleted_tail_is_caught_against_the_recorded_head() {
         let entries = chain_of(&[1, 2, 2]);
         let head = Head::from_last_group(&entries[2].1).unwrap();
-        let mut verifier = ChainVerifier::new();
+        let mut verifier = ChainVerifier::new("c");
         for (k, v) in &entries[..2] {
             verifier.feed(k, v).unwrap();
         }
@@ -892,7 +968,7 @@ mod tests {
             (3, ChainBreak::Missing)
         );
 
-        let mut verifier = ChainVerifier::new();
+        let mut verifier = ChainVerifier::new("c");
         for (k, v) in &entries {
             verifier.feed(k, v).unwrap();
         }
@@ -911,6 +987,7 @@ mod tests {
         assert!(matches!(
             err,
             AuditError::Broken {
+                chain: _,
                 seq: 2,
                 why: ChainBreak::HashMismatch
             }

@@ -1,10 +1,10 @@
-//! Plugins' key-value namespaces (the `kv` capability), in [`Tree::Kv`].
+//! Plugins' key-value namespaces (the `kv` capability), in the store's kv
+//! repository.
 //!
 //! A namespace is a plugin's name as workflows reference it (`NAME` of
 //! `<plugins>/NAME.wasm`), so every workflow that uses the plugin sees the
-//! same keys, and so do admin tools such as `resetgate users`. A stored key
-//! is the namespace, one 0x00 byte, then the plugin's key. A namespace never
-//! contains 0x00, so no namespace's keys share a prefix with another's.
+//! same keys, and so do admin tools such as `resetgate users`. A namespace
+//! never contains 0x00 (backends may store a key as namespace, 0x00, key).
 //!
 //! The bounds of the capability ([`MAX_KEY`], [`MAX_VALUE`], [`MAX_LIST`])
 //! are checked here, for the plugin host and the admin tools alike. Values
@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Durable, Store, StoreError, Tree, Write};
+use super::{Change, Commit, Durable, Store, StoreError};
 
 /// The longest key (and `keys` prefix), in bytes.
 pub const MAX_KEY: usize = 256;
@@ -58,13 +58,11 @@ pub enum KvError {
     Store(#[from] StoreError),
 }
 
-/// One namespace of [`Tree::Kv`] over a store; cheap to clone.
+/// One namespace of the kv repository over a store; cheap to clone.
 #[derive(Clone)]
 pub struct Kv {
     store: Arc<dyn Store>,
     namespace: Arc<str>,
-    /// The namespace and the 0x00 separator: every stored key starts with it.
-    prefix: Arc<[u8]>,
 }
 
 impl fmt::Debug for Kv {
@@ -88,19 +86,16 @@ fn check_key(key: &str) -> Result<(), KvError> {
 }
 
 impl Kv {
-    /// The namespace `namespace` of `store`'s [`Tree::Kv`].
+    /// The namespace `namespace` of `store`'s kv repository.
     pub fn new(store: Arc<dyn Store>, namespace: &str) -> Result<Kv, KvError> {
         if !valid_namespace(namespace) {
             return Err(KvError::BadNamespace {
                 namespace: namespace.chars().take(MAX_NAMESPACE).collect(),
             });
         }
-        let mut prefix = namespace.as_bytes().to_vec();
-        prefix.push(0);
         Ok(Kv {
             store,
             namespace: Arc::from(namespace),
-            prefix: Arc::from(prefix),
         })
     }
 
@@ -109,24 +104,10 @@ impl Kv {
         &self.namespace
     }
 
-    /// The stored key of `key`.
-    fn stored(&self, key: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.prefix.len() + key.len());
-        out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(key.as_bytes());
-        out
-    }
-
-    /// The plugin's key of a stored key, if it is one of this namespace's.
-    fn plugin_key(&self, stored: Vec<u8>) -> Option<String> {
-        let rest = stored.strip_prefix(&*self.prefix)?;
-        String::from_utf8(rest.to_vec()).ok()
-    }
-
     /// The value under `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
-        Ok(self.store.get(Tree::Kv, &self.stored(key))?)
+        Ok(self.store.kv_get(&self.namespace, key)?)
     }
 
     /// Stores `value` under `key`; durable when it returns.
@@ -141,12 +122,15 @@ impl Kv {
         if value.len() > MAX_VALUE {
             return Err(KvError::ValueTooLarge { len: value.len() });
         }
-        let write = Write::Put {
-            tree: Tree::Kv,
-            key: self.stored(key),
+        let change = Change::PutKv {
+            namespace: self.namespace.to_string(),
+            key: key.to_owned(),
             value,
         };
-        Ok(self.store.stage_audited(vec![write], Vec::new())?)
+        Ok(self.store.commit(Commit {
+            changes: vec![change],
+            audit: Vec::new(),
+        })?)
     }
 
     /// Removes `key`; whether it existed. Durable when it returns.
@@ -163,15 +147,18 @@ impl Kv {
     /// [`Durable`] to wait on.
     pub fn stage_delete(&self, key: &str) -> Result<(bool, Durable), KvError> {
         check_key(key)?;
-        let stored = self.stored(key);
-        if self.store.get(Tree::Kv, &stored)?.is_none() {
+        if self.store.kv_get(&self.namespace, key)?.is_none() {
             return Ok((false, Durable::ready()));
         }
-        let write = Write::Delete {
-            tree: Tree::Kv,
-            key: stored,
+        let change = Change::DeleteKv {
+            namespace: self.namespace.to_string(),
+            key: key.to_owned(),
         };
-        Ok((true, self.store.stage_audited(vec![write], Vec::new())?))
+        let durable = self.store.commit(Commit {
+            changes: vec![change],
+            audit: Vec::new(),
+        })?;
+        Ok((true, durable))
     }
 
     /// Keys that start with `prefix`, in byte order, at most `limit`
@@ -181,12 +168,11 @@ impl Kv {
         if limit > MAX_LIST {
             return Err(KvError::TooManyKeys { limit });
         }
-        let keys = self
+        Ok(self
             .store
-            .scan_keys(Tree::Kv, &self.stored(prefix), limit as usize)?;
-        Ok(keys
+            .kv_scan(&self.namespace, prefix, limit as usize)?
             .into_iter()
-            .filter_map(|k| self.plugin_key(k))
+            .map(|(k, _)| k)
             .collect())
     }
 
@@ -194,11 +180,7 @@ impl Kv {
     /// `limit` (for admin tools; not bounded by [`MAX_LIST`]).
     pub fn entries(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, KvError> {
         check_key(prefix)?;
-        let entries = self.store.scan(Tree::Kv, &self.stored(prefix), limit)?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(k, v)| Some((self.plugin_key(k)?, v)))
-            .collect())
+        Ok(self.store.kv_scan(&self.namespace, prefix, limit)?)
     }
 }
 

@@ -1,23 +1,37 @@
-//! Durable state: flows, enrollments, lockout history, the outbox, timers and
-//! the audit log, behind a small interface so that another engine can serve
-//! where one machine is outgrown. Only `store::sled` names `sled`.
+//! Durable state, behind a port any transactional backend can honour:
+//! flows, lockout history, enrollments, plugins' key-value namespaces, due
+//! work (outbox and timers) and the audit log, each a typed repository. The
+//! runtime, the CLI and the API name no backend; [`open`] picks one from a
+//! [`StoreSpec`]. Only `store::sled` names `sled`, only `store::postgres`
+//! names `postgres`.
 //!
-//! Durability: `commit` and `append_audit` return only once their writes are
-//! on disk. Concurrent callers share flushes (group commit), so durability
-//! costs one fsync per batch of callers, not per caller. `stage_audited`
-//! applies a request's writes and hands back a [`Durable`] to wait on —
-//! blocking or as a future — so that an async caller waits for the flush
-//! without holding a thread, and a caller can release its locks before the
-//! flush (a later writer's flush always covers an earlier writer's writes).
-//!
-//! Order, not isolation: a commit's writes are applied in order and a crash
-//! keeps a prefix of them; a reader may see some of a commit's writes before
-//! the rest. Callers order their writes so that every prefix is safe (the
-//! runtime writes a flow's record last, after the lockout history and
-//! enrollments it depends on) and serialise conflicting writers themselves
-//! (the runtime's user locks). This is what sled 0.34 does cheaply; its
-//! transactions cost far more (see `store::sled`).
+//! What every backend promises (the conformance suite in
+//! `tests/integration/store_conformance.rs` holds each to it):
+//! - **A commit is all or nothing.** [`Store::commit`] applies one
+//!   request's changes and audit records together; after a crash either all
+//!   of them are there or none is. Readers of *other* users' data never
+//!   wait for it.
+//! - **Visible, then durable.** `commit` returns once the changes are
+//!   visible, with a [`Durable`] that resolves once they are on disk
+//!   (blocking or as a future). Nothing may be reported to anyone as done
+//!   before it resolves. A backend that commits synchronously returns
+//!   [`Durable::ready`]; sled shares one flush among concurrent writers
+//!   (group commit) and resolves it when that flush ends.
+//! - **A user's requests are serialised.** [`Store::lock_user`] holds off
+//!   every other holder of the same user's lock, in this process and in
+//!   every other gateway on the same store, until the [`UserLock`] drops.
+//!   The runtime takes it before it reads what a request depends on (the
+//!   flow, the lockout history) and keeps it until the commit is applied,
+//!   so concurrent requests of one user never interleave (the lockout
+//!   count of a 50-way race stops exactly at the threshold).
+//! - **Due work is claimed, not raced for.** [`Store::claim_due`] leases an
+//!   item to one caller until the lease ends; no other caller gets it
+//!   meanwhile.
+//! - **Errors never carry values** (values may hold secrets), and a
+//!   backend that cannot be reached says [`StoreError::Unavailable`] (the
+//!   API's 503), never panics.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -26,224 +40,560 @@ use std::task::{Context, Poll};
 
 mod audit;
 pub mod kv;
+pub mod postgres;
 mod sled;
 
 pub use self::sled::SledStore;
-pub use audit::{AuditEntry, AuditError, AuditRecord, AuditSummary, ChainBreak, GENESIS_HASH};
+pub use audit::{
+    AuditEntry, AuditError, AuditRecord, AuditSummary, ChainBreak, ChainSummary, GENESIS_HASH,
+};
 
-/// The trees (tables) of the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tree {
-    /// Flow records by flow id.
-    Flows,
-    /// Enrollment data by user key and gate.
-    Enrollments,
-    /// Failure history by user key.
-    Lockout,
-    /// Queued deliveries to async sync targets (encrypted; a later issue).
-    Outbox,
-    /// Durable timers by due time.
-    Timers,
-    /// Small settings (schema version, keys' ids).
-    Meta,
-    /// Plugins' key-value namespaces (the `kv` capability): key =
-    /// namespace, 0x00, the plugin's key. See [`kv`].
-    Kv,
+/// A flow as the store keeps it: the runtime's record, opaque to the store,
+/// and the few facts the store indexes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// The flow's id.
+    pub id: String,
+    /// The (hashed) user key whose lock guards the flow.
+    pub user: String,
+    /// The workflow version the flow runs on.
+    pub version: String,
+    /// Whether the flow has not ended yet.
+    pub in_progress: bool,
+    /// When the sweep should next look at it (ms since the Unix epoch).
+    pub due_ms: u64,
+    /// The record (may hold hashes and sealed data: never printed).
+    pub body: Vec<u8>,
 }
 
-impl Tree {
-    /// Every tree.
-    pub const ALL: [Tree; 7] = [
-        Tree::Flows,
-        Tree::Enrollments,
-        Tree::Lockout,
-        Tree::Outbox,
-        Tree::Timers,
-        Tree::Meta,
-        Tree::Kv,
-    ];
+impl std::fmt::Debug for FlowRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowRecord")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("in_progress", &self.in_progress)
+            .field("due_ms", &self.due_ms)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
 
-    /// The tree's name on disk.
+/// The queues of due work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Queue {
+    /// Deliveries to asynchronous password sync targets.
+    Outbox,
+    /// Timers (for example a temporary password's expiry).
+    Timers,
+}
+
+impl Queue {
+    /// Every queue.
+    pub const ALL: [Queue; 2] = [Queue::Outbox, Queue::Timers];
+
+    /// Its name in storage and output.
     pub fn name(self) -> &'static str {
         match self {
-            Tree::Flows => "flows",
-            Tree::Enrollments => "enrollments",
-            Tree::Lockout => "lockout",
-            Tree::Outbox => "outbox",
-            Tree::Timers => "timers",
-            Tree::Meta => "meta",
-            Tree::Kv => "kv",
+            Queue::Outbox => "outbox",
+            Queue::Timers => "timers",
         }
     }
 }
 
-/// One write of a commit.
+/// A piece of due work.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Write {
-    /// Sets `key` to `value`.
-    Put {
-        /// The tree.
-        tree: Tree,
+pub struct WorkItem {
+    /// Its queue.
+    pub queue: Queue,
+    /// Its id, unique in the queue.
+    pub id: String,
+    /// When it is due (ms since the Unix epoch).
+    pub due_ms: u64,
+    /// What to do (sealed by the caller if it holds secrets).
+    pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for WorkItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkItem")
+            .field("queue", &self.queue)
+            .field("id", &self.id)
+            .field("due_ms", &self.due_ms)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// A work item leased to one caller by [`Store::claim_due`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The item.
+    pub item: WorkItem,
+    /// How many times it has been claimed, this time included.
+    pub attempt: u32,
+    /// Until when no other caller gets it (ms since the Unix epoch).
+    pub lease_until_ms: u64,
+}
+
+/// One change of a [`Commit`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Stores a flow (replacing the one with its id).
+    PutFlow(FlowRecord),
+    /// Removes a flow.
+    DeleteFlow {
+        /// Its id.
+        id: String,
+    },
+    /// Stores a user's lockout history.
+    PutLockout {
+        /// The (hashed) user key.
+        user: String,
+        /// The history, as the runtime encodes it.
+        history: Vec<u8>,
+    },
+    /// Stores a user's enrollment for a gate (sealed by the runtime).
+    PutEnrollment {
+        /// The (hashed) user key.
+        user: String,
+        /// The gate's id.
+        gate: String,
+        /// The sealed data.
+        data: Vec<u8>,
+    },
+    /// Removes a user's enrollment for a gate.
+    DeleteEnrollment {
+        /// The (hashed) user key.
+        user: String,
+        /// The gate's id.
+        gate: String,
+    },
+    /// Sets a key of a plugin's namespace (see [`kv`]).
+    PutKv {
+        /// The namespace.
+        namespace: String,
         /// The key.
-        key: Vec<u8>,
+        key: String,
         /// The value.
         value: Vec<u8>,
     },
-    /// Removes `key`.
-    Delete {
-        /// The tree.
-        tree: Tree,
+    /// Removes a key of a plugin's namespace.
+    DeleteKv {
+        /// The namespace.
+        namespace: String,
         /// The key.
-        key: Vec<u8>,
+        key: String,
+    },
+    /// Adds (or replaces) a work item, unleased.
+    Enqueue(WorkItem),
+    /// Removes a work item: it is done.
+    Finish {
+        /// Its queue.
+        queue: Queue,
+        /// Its id.
+        id: String,
+    },
+    /// Ends a work item's lease and makes it due again at `due_ms`.
+    Retry {
+        /// Its queue.
+        queue: Queue,
+        /// Its id.
+        id: String,
+        /// When it is due again.
+        due_ms: u64,
     },
 }
 
-/// Values may hold secrets (queued passwords, hashes): never print them.
-impl std::fmt::Debug for Write {
+/// Values may hold secrets: never print them.
+impl std::fmt::Debug for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Write::Put { tree, key, value } => f
-                .debug_struct("Put")
-                .field("tree", tree)
-                .field("key_len", &key.len())
-                .field("value_len", &value.len())
+            Change::PutFlow(r) => f.debug_tuple("PutFlow").field(r).finish(),
+            Change::DeleteFlow { id } => f.debug_struct("DeleteFlow").field("id", id).finish(),
+            Change::PutLockout { history, .. } => f
+                .debug_struct("PutLockout")
+                .field("len", &history.len())
+                .finish_non_exhaustive(),
+            Change::PutEnrollment { gate, data, .. } => f
+                .debug_struct("PutEnrollment")
+                .field("gate", gate)
+                .field("len", &data.len())
+                .finish_non_exhaustive(),
+            Change::DeleteEnrollment { gate, .. } => f
+                .debug_struct("DeleteEnrollment")
+                .field("gate", gate)
+                .finish_non_exhaustive(),
+            Change::PutKv {
+                namespace, value, ..
+            } => f
+                .debug_struct("PutKv")
+                .field("namespace", namespace)
+                .field("len", &value.len())
+                .finish_non_exhaustive(),
+            Change::DeleteKv { namespace, .. } => f
+                .debug_struct("DeleteKv")
+                .field("namespace", namespace)
+                .finish_non_exhaustive(),
+            Change::Enqueue(item) => f.debug_tuple("Enqueue").field(item).finish(),
+            Change::Finish { queue, id } => f
+                .debug_struct("Finish")
+                .field("queue", queue)
+                .field("id", id)
                 .finish(),
-            Write::Delete { tree, key } => f
-                .debug_struct("Delete")
-                .field("tree", tree)
-                .field("key_len", &key.len())
+            Change::Retry { queue, id, due_ms } => f
+                .debug_struct("Retry")
+                .field("queue", queue)
+                .field("id", id)
+                .field("due_ms", due_ms)
                 .finish(),
         }
     }
 }
 
-/// Why the store failed. Never carries a value (values may hold secrets).
+/// One request's changes and audit records: applied all or nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commit {
+    /// The changes, applied in order (a later change to the same record
+    /// wins).
+    pub changes: Vec<Change>,
+    /// The audit records that tell of them, appended in order.
+    pub audit: Vec<AuditRecord>,
+}
+
+impl Commit {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.audit.is_empty()
+    }
+}
+
+/// Everything a store holds, one record at a time: what [`Store::export`]
+/// hands out and [`Store::import`] takes (`resetgate store copy`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// A flow.
+    Flow(FlowRecord),
+    /// A user's lockout history.
+    Lockout {
+        /// The (hashed) user key.
+        user: String,
+        /// The history.
+        history: Vec<u8>,
+    },
+    /// An enrollment.
+    Enrollment {
+        /// The (hashed) user key.
+        user: String,
+        /// The gate.
+        gate: String,
+        /// The sealed data.
+        data: Vec<u8>,
+    },
+    /// A key of a plugin's namespace.
+    Kv {
+        /// The namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// A work item, with its claim if leased.
+    Work {
+        /// The item.
+        item: WorkItem,
+        /// Claims so far.
+        attempts: u32,
+        /// The lease's end, if leased.
+        lease_until_ms: Option<u64>,
+    },
+    /// An audit entry, with its chain, sequence number and hashes as
+    /// stored (so the copy verifies exactly as the original).
+    Audit(AuditEntry),
+}
+
+impl Item {
+    /// The repository it belongs to, for counts.
+    pub fn repository(&self) -> &'static str {
+        match self {
+            Item::Flow(_) => "flows",
+            Item::Lockout { .. } => "lockout",
+            Item::Enrollment { .. } => "enrollments",
+            Item::Kv { .. } => "kv",
+            Item::Work { item, .. } => item.queue.name(),
+            Item::Audit(_) => "audit",
+        }
+    }
+}
+
+/// Why the store failed. Never carries a value (values may hold secrets),
+/// nor a password.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be opened.
-    #[error("cannot open the store in {path}: {reason}")]
+    /// The store could not be opened.
+    #[error("cannot open the store at {location}: {reason}")]
     Open {
-        /// The data folder.
-        path: PathBuf,
-        /// What the engine said.
+        /// Where (a folder, or a URL without its password).
+        location: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another process holds the store (sled allows one process at a time):
+    /// usually a running gateway.
+    #[error("the store at {location} is in use by another process (a running gateway?)")]
+    InUse {
+        /// Where.
+        location: String,
+    },
+    /// The backend cannot be reached right now (a database restarting, a
+    /// full pool, a lock not granted in time): try again later.
+    #[error("the store is unavailable: {reason}")]
+    Unavailable {
+        /// What happened.
         reason: String,
     },
     /// A read or write failed.
-    #[error("store {op} on {tree} failed: {reason}")]
+    #[error("store {op} on {what} failed: {reason}")]
     Io {
         /// What was being done.
         op: &'static str,
-        /// The tree.
-        tree: &'static str,
-        /// What the engine said.
+        /// The repository.
+        what: &'static str,
+        /// What the backend said.
         reason: String,
     },
     /// The store has been closed (shutting down).
     #[error("the store is closed")]
     Closed,
-    /// Another process holds the database (sled allows one process at a
-    /// time): usually a running gateway.
-    #[error("the store in {path} is in use by another process (a running gateway?)")]
-    Locked {
-        /// The data folder.
-        path: PathBuf,
+    /// The stored data is of a newer format than this binary knows.
+    #[error(
+        "the store's schema is version {found}, newer than this resetgate's ({supported}): \
+         run the newer resetgate, or restore a backup made before the upgrade"
+    )]
+    Newer {
+        /// The stored version.
+        found: u32,
+        /// The newest version this binary knows.
+        supported: u32,
     },
 }
 
-/// A key and its value, as [`Store::scan`] returns them.
-pub type KeyValue = (Vec<u8>, Vec<u8>);
+/// Holds one user's requests off every other holder until dropped (see
+/// [`Store::lock_user`]).
+#[must_use = "the user's lock is released when this drops"]
+pub struct UserLock<'a>(#[allow(dead_code)] Box<dyn Held + 'a>);
 
-/// The store interface the rest of the gateway uses.
+/// Whatever a backend holds for a [`UserLock`].
+pub trait Held {}
+impl<T> Held for T {}
+
+impl<'a> UserLock<'a> {
+    /// A lock held by `held` until it drops.
+    pub fn new(held: impl Held + 'a) -> UserLock<'a> {
+        UserLock(Box::new(held))
+    }
+}
+
+impl std::fmt::Debug for UserLock<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserLock")
+    }
+}
+
+/// The store port the rest of the gateway uses. See the module
+/// documentation for what every implementation promises.
 pub trait Store: Send + Sync + 'static {
-    /// The value under `key`.
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Every entry whose key starts with `prefix`, in key order, at most `limit`.
-    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
-    /// Entries whose key comes after `after` (from the first with `None`),
-    /// in key order, at most `limit`: for walking a whole tree in batches.
-    fn scan_after(
+    /// The backend's name (`sled`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// Where the data is: a folder, or a URL without its password.
+    fn location(&self) -> String;
+    /// The version of the stored data's format (schema).
+    fn schema_version(&self) -> Result<u32, StoreError>;
+
+    /// Serialises the requests of `user` (a hashed user key): returns once
+    /// no other holder of the same key, in any gateway on this store, holds
+    /// it; the lock is released when the result drops. Blocking; inside a
+    /// request worker the wait is announced with `workers::waiting`.
+    fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError>;
+
+    /// The flow `id`'s record body.
+    fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Flows due at `now_ms` (their `due_ms` ≤ `now_ms`), in (due, id)
+    /// order, after `after`, at most `limit`.
+    fn flows_due(
         &self,
-        tree: Tree,
-        after: Option<&[u8]>,
+        now_ms: u64,
+        after: Option<(u64, String)>,
         limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError>;
-    /// Every key that starts with `prefix`, in key order, at most `limit`,
-    /// without reading the values.
-    fn scan_keys(
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+    /// The workflow versions flows in progress run on.
+    fn versions_in_progress(&self) -> Result<BTreeSet<String>, StoreError>;
+    /// A user's lockout history.
+    fn lockout(&self, user: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A user's enrollment for `gate`.
+    fn enrollment(&self, user: &str, gate: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The value under `key` in `namespace`.
+    fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Keys and values of `namespace` starting with `prefix`, in byte order
+    /// of the key, at most `limit`.
+    fn kv_scan(
         &self,
-        tree: Tree,
-        prefix: &[u8],
+        namespace: &str,
+        prefix: &str,
         limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self
-            .scan(tree, prefix, limit)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
-    }
-    /// Applies `writes` in order and returns once they are durable. A crash
-    /// before then keeps a prefix of them, as does an error part-way;
-    /// readers may see a prefix.
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
-    /// Appends `records` to the audit log, then applies `writes` in order,
-    /// returning once both are durable: one flush for a whole request. The
-    /// records come first, so no prefix that survives a crash holds a write
-    /// without the records that tell of it.
-    fn commit_audited(
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Applies `commit` all or nothing; returns once it is visible, with the
+    /// [`Durable`] to wait on before reporting it.
+    fn commit(&self, commit: Commit) -> Result<Durable, StoreError>;
+
+    /// Leases up to `limit` items of `queue` due at `now_ms` and not leased
+    /// (or whose lease ended) to the caller until `now_ms + lease_ms`,
+    /// earliest due first. Durable when it returns.
+    fn claim_due(
         &self,
-        writes: Vec<Write>,
-        records: Vec<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        for record in records {
-            self.append_audit(record)?;
-        }
-        self.commit(writes)
-    }
-    /// Like [`commit_audited`](Store::commit_audited), but returns as soon
-    /// as the records and writes are applied (visible to readers), with a
-    /// [`Durable`] that resolves once they are on disk. Nothing may be
-    /// reported to anyone as done before it resolves.
-    fn stage_audited(
+        queue: Queue,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Hands every stored record to `visit`, repository by repository (the
+    /// audit log last, in chain order).
+    fn export(
         &self,
-        writes: Vec<Write>,
-        records: Vec<AuditRecord>,
-    ) -> Result<Durable, StoreError> {
-        self.commit_audited(writes, records)?;
-        Ok(Durable::ready())
-    }
-    /// Appends an audit record, hash-chained to the previous one; returns
-    /// once it is durable, with its sequence number.
-    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError>;
-    /// Audit entries from sequence `from`, at most `limit`.
-    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
-    /// Checks the whole audit chain.
-    fn verify_audit(&self) -> Result<AuditSummary, AuditError>;
-    /// How long flushes to disk take, if the engine measures it.
-    fn flush_latency(&self) -> Option<&crate::metrics::Histogram> {
+        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Stores `items` as they are (audit entries keep their chain, sequence
+    /// numbers and hashes); durable when it returns. For copying a store
+    /// into an empty one.
+    fn import(&self, items: Vec<Item>) -> Result<(), StoreError>;
+
+    /// The audit log.
+    fn audit(&self) -> &dyn AuditLog;
+
+    /// How long commits take to become durable, if the backend measures it.
+    fn commit_latency(&self) -> Option<&crate::metrics::Histogram> {
         None
     }
+    /// Refuses new work, lets applied commits become durable and releases
+    /// the backend's resources. Closing again does nothing.
+    fn close(&self);
 }
 
-/// What an engine that flushes in groups offers a [`Durable`]: waiting for
-/// ticket `needed`, the number of a flush that began after the writes.
-pub trait Durability: Send + Sync {
-    /// Blocks until flush `needed` has ended; its result.
-    fn wait(&self, needed: u64) -> Result<(), StoreError>;
-    /// The same, as a poll: registers `cx`'s waker when not yet done.
-    fn poll(&self, needed: u64, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>>;
+/// The audit log: hash-chained records, appended with commits.
+pub trait AuditLog: Send + Sync {
+    /// Appends records with no other change; durable when the result
+    /// resolves.
+    fn append(&self, records: Vec<AuditRecord>) -> Result<Durable, StoreError>;
+    /// Entries from global position `from` (0 = the first), in the order
+    /// they were appended (across every chain), at most `limit`.
+    fn entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Verifies every chain.
+    fn verify(&self) -> Result<AuditSummary, AuditError>;
 }
 
-/// Writes that are applied but perhaps not yet on disk. Wait for it —
+/// Which backend to open, and where.
+#[derive(Clone, Debug)]
+pub enum StoreSpec {
+    /// sled in `<dir>/db` (the default: nothing to install).
+    Sled {
+        /// The data folder.
+        dir: PathBuf,
+    },
+    /// PostgreSQL (several gateways may share it).
+    Postgres(PostgresSpec),
+}
+
+impl StoreSpec {
+    /// Where, without a password.
+    pub fn location(&self) -> String {
+        match self {
+            StoreSpec::Sled { dir } => dir.join("db").display().to_string(),
+            StoreSpec::Postgres(spec) => spec.location(),
+        }
+    }
+}
+
+/// How to reach a PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct PostgresSpec {
+    /// `postgres://USER@HOST:PORT/DATABASE` (never with a password).
+    pub url: String,
+    /// The password, from a named secret.
+    pub password: Option<crate::secret::Secret>,
+    /// TLS to the server.
+    pub tls: PgTls,
+    /// Connections for reads and commits (advisory locks use a pool of
+    /// their own).
+    pub pool: u32,
+    /// This gateway's name: it names the gateway's audit chains.
+    pub node: String,
+}
+
+impl PostgresSpec {
+    /// The URL without any password.
+    pub fn location(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((user, host)) => {
+                    let user = user.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}@{host}")
+                }
+                None => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
+    }
+}
+
+/// TLS settings for PostgreSQL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PgTls {
+    /// Whether and how TLS is used.
+    pub mode: PgTlsMode,
+    /// CA certificates (PEM) to verify the server against; the operating
+    /// system's roots without it.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Whether and how TLS to PostgreSQL is used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PgTlsMode {
+    /// Plain TCP (loopback, or with `insecure: true`).
+    Disable,
+    /// TLS without checking the certificate.
+    Require,
+    /// TLS, the certificate checked against the CA and the host name.
+    #[default]
+    VerifyFull,
+}
+
+/// Opens the store `spec` names (creating it, and applying migrations).
+pub fn open(spec: &StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match spec {
+        StoreSpec::Sled { dir } => Arc::new(SledStore::open(dir)?),
+        StoreSpec::Postgres(spec) => Arc::new(postgres::PostgresStore::open(spec)?),
+    })
+}
+
+/// Writes that are visible but perhaps not yet on disk. Wait for it —
 /// [`Durable::wait`] on a thread, or `.await` — before reporting them.
 #[must_use = "writes are not durable until this resolves"]
 pub struct Durable(DurableState);
 
+/// What a backend that makes writes durable later (group commit) hands a
+/// [`Durable`] to wait on.
+pub trait Pending: Send {
+    /// Blocks until the writes are durable; the result.
+    fn wait(&mut self) -> Result<(), StoreError>;
+    /// The same, as a poll: registers `cx`'s waker when not yet done.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>>;
+}
+
 enum DurableState {
     Done(Option<Result<(), StoreError>>),
-    Flush {
-        source: Arc<dyn Durability>,
-        needed: u64,
-    },
+    Pending(Box<dyn Pending>),
 }
 
 impl Durable {
@@ -252,18 +602,16 @@ impl Durable {
         Durable(DurableState::Done(Some(Ok(()))))
     }
 
-    /// Durable once flush `needed` of `source` has succeeded.
-    pub fn after(source: Arc<dyn Durability>, needed: u64) -> Durable {
-        Durable(DurableState::Flush { source, needed })
+    /// Durable once `pending` resolves.
+    pub fn pending(pending: Box<dyn Pending>) -> Durable {
+        Durable(DurableState::Pending(pending))
     }
 
     /// Blocks the thread until the writes are durable.
     pub fn wait(self) -> Result<(), StoreError> {
         match self.0 {
             DurableState::Done(result) => result.unwrap_or(Ok(())),
-            DurableState::Flush { source, needed } => {
-                crate::workers::waiting(|| source.wait(needed))
-            }
+            DurableState::Pending(mut pending) => crate::workers::waiting(|| pending.wait()),
         }
     }
 }
@@ -275,8 +623,8 @@ impl Future for Durable {
         let this = self.get_mut();
         match &mut this.0 {
             DurableState::Done(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
-            DurableState::Flush { source, needed } => {
-                let polled = source.poll(*needed, cx);
+            DurableState::Pending(pending) => {
+                let polled = pending.poll(cx);
                 if polled.is_ready() {
                     this.0 = DurableState::Done(None);
                 }
@@ -290,7 +638,7 @@ impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             DurableState::Done(_) => f.write_str("Durable(done)"),
-            DurableState::Flush { needed, .. } => write!(f, "Durable(after flush {needed})"),
+            DurableState::Pending(_) => f.write_str("Durable(pending)"),
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The store on sled 0.34: one sled tree per [`Tree`] and one for the audit
-//! log, in `<data dir>/db`.
+//! The store on sled 0.34: one sled tree per repository (and its indexes),
+//! one for the audit log and one for commit intents, in `<data dir>/db`.
 //!
-//! Order, not transactions: a commit is its writes applied one by one, in
-//! order, as single sled inserts and removes, and a crash keeps a prefix of
+//! Order inside, all or nothing outside: a commit's writes are applied one
+//! by one, as single sled inserts and removes, and a crash keeps a prefix of
 //! them (sled recovers a prefix of its log, and one thread's writes reach
 //! the log in the order they are made). sled 0.34's batches and
 //! transactions are never used: the first one switches sled, for the rest
@@ -11,6 +11,18 @@
 //! other reader and writer while it commits. Measured here: a flow write
 //! with an audit record cost 29 µs of CPU; once a transaction had run,
 //! 36 µs; with one write in four a two-tree transaction, 55–79 µs.
+//!
+//! What makes a commit all or nothing after a crash is its *intent*: a
+//! commit of more than one write first inserts the whole commit (its audit
+//! group and every write) as one value in the `intents` tree, then its
+//! audit group, then its writes, then removes the intent. A prefix that
+//! holds any of the writes holds the intent; [`SledStore::open`] applies
+//! every intent it finds again (each write is idempotent) before anything
+//! else reads the store. Intents are numbered under the audit chain's lock,
+//! so they are replayed in chain order.
+//!
+//! A user's requests are serialised by in-process striped mutexes: sled
+//! allows one process per database, so the process is the whole store.
 //!
 //! Durability (group commit): sled only syncs by itself every 500 ms, so a
 //! writer applies its writes, takes a *ticket* — the number of the first
@@ -25,7 +37,14 @@
 //! writes, lets writes already applied reach their ticket, flushes once more
 //! and stops the flusher. A waiter never outlives the flusher: if the flusher
 //! is gone before its flush, it gets [`StoreError::Closed`].
+//!
+//! Schema versions (`meta/schema`): 1 had no flow indexes; 2 adds
+//! `flow_index` (id → due time, state, version, user), `flows_due`
+//! (due ‖ id), `work`/`work_due` (the queues) and `intents`. Opening a
+//! version-1 store indexes its flows as due at once (the first sweep puts
+//! each where it belongs); a newer version is refused.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,14 +54,124 @@ use std::time::{Duration, Instant};
 
 use std::task::{Context, Poll, Waker};
 
-use super::audit::{self, ChainVerifier, Head};
+use super::audit::{self, ChainVerifier, Head, LOCAL_CHAIN};
 use super::{
-    AuditEntry, AuditError, AuditRecord, AuditSummary, Durability, Durable, KeyValue, Store,
-    StoreError, Tree, Write,
+    AuditEntry, AuditError, AuditLog, AuditRecord, AuditSummary, Change, Claim, Commit, Durable,
+    FlowRecord, Item, Pending, Queue, Store, StoreError, UserLock, WorkItem,
 };
 
 /// The sled tree that holds the audit log.
 const AUDIT_TREE: &str = "audit";
+
+/// The schema version this binary writes.
+pub const SCHEMA: u32 = 2;
+
+/// How many mutexes share out the users' locks.
+const STRIPES: usize = 1024;
+
+/// The sled trees (besides the audit log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Tree {
+    /// Flow records by flow id.
+    Flows,
+    /// Per flow: due time, whether in progress, version, user.
+    FlowIndex,
+    /// Due time (8 bytes BE) ‖ flow id, empty values.
+    FlowsDue,
+    /// Enrollment data by `user/gate`.
+    Enrollments,
+    /// Failure history by user key.
+    Lockout,
+    /// Work items by queue byte ‖ id.
+    Work,
+    /// Queue byte ‖ due time (8 bytes BE) ‖ id, empty values.
+    WorkDue,
+    /// Small settings (the schema version).
+    Meta,
+    /// Plugins' key-value namespaces: namespace, 0x00, the plugin's key.
+    Kv,
+    /// Commits being applied (see the module documentation).
+    Intents,
+}
+
+impl Tree {
+    /// Every tree.
+    pub(crate) const ALL: [Tree; 10] = [
+        Tree::Flows,
+        Tree::FlowIndex,
+        Tree::FlowsDue,
+        Tree::Enrollments,
+        Tree::Lockout,
+        Tree::Work,
+        Tree::WorkDue,
+        Tree::Meta,
+        Tree::Kv,
+        Tree::Intents,
+    ];
+
+    /// The tree's name on disk.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tree::Flows => "flows",
+            Tree::FlowIndex => "flow_index",
+            Tree::FlowsDue => "flows_due",
+            Tree::Enrollments => "enrollments",
+            Tree::Lockout => "lockout",
+            Tree::Work => "work",
+            Tree::WorkDue => "work_due",
+            Tree::Meta => "meta",
+            Tree::Kv => "kv",
+            Tree::Intents => "intents",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One raw write of a commit.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Sets `key` to `value`.
+    Put {
+        /// The tree.
+        tree: Tree,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The tree.
+        tree: Tree,
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// Values may hold secrets (queued passwords, hashes): never print them.
+impl fmt::Debug for Write {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Write::Put { tree, key, value } => f
+                .debug_struct("Put")
+                .field("tree", tree)
+                .field("key_len", &key.len())
+                .field("value_len", &value.len())
+                .finish(),
+            Write::Delete { tree, key } => f
+                .debug_struct("Delete")
+                .field("tree", tree)
+                .field("key_len", &key.len())
+                .finish(),
+        }
+    }
+}
+
+/// A key and its value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// The store on sled. Cheap to clone: every clone is a handle on the same
 /// database; the database closes when [`close`](SledStore::close) is called
@@ -56,9 +185,15 @@ struct Inner {
     path: PathBuf,
     trees: Trees,
     audit: ::sled::Tree,
-    /// The end of the audit chain. Held across "read head, write entry" so
-    /// that concurrent appends never fork the chain.
+    /// The end of the audit chain. Held across "read head, write intent and
+    /// entry" so that concurrent appends never fork the chain.
     head: Mutex<Head>,
+    /// The next intent's number (taken under `head`).
+    next_intent: AtomicU64,
+    /// Users' locks, by a hash of the user key.
+    stripes: Vec<Mutex<()>>,
+    /// Held by claims and by commits that change work items.
+    work: Mutex<()>,
     /// `true` once closed. Writers hold it for reading while they apply
     /// their writes and take their ticket; `close` takes it for writing, so
     /// every write either happens before the final flush or not at all.
@@ -68,40 +203,20 @@ struct Inner {
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// One sled tree per [`Tree`].
-struct Trees {
-    flows: ::sled::Tree,
-    enrollments: ::sled::Tree,
-    lockout: ::sled::Tree,
-    outbox: ::sled::Tree,
-    timers: ::sled::Tree,
-    meta: ::sled::Tree,
-    kv: ::sled::Tree,
-}
+/// One sled tree per [`Tree`], in [`Tree::ALL`] order.
+struct Trees(Vec<::sled::Tree>);
 
 impl Trees {
     fn open(db: &::sled::Db) -> Result<Trees, ::sled::Error> {
-        Ok(Trees {
-            flows: db.open_tree(Tree::Flows.name())?,
-            enrollments: db.open_tree(Tree::Enrollments.name())?,
-            lockout: db.open_tree(Tree::Lockout.name())?,
-            outbox: db.open_tree(Tree::Outbox.name())?,
-            timers: db.open_tree(Tree::Timers.name())?,
-            meta: db.open_tree(Tree::Meta.name())?,
-            kv: db.open_tree(Tree::Kv.name())?,
-        })
+        Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<_, _>>()
+            .map(Trees)
     }
 
     fn get(&self, tree: Tree) -> &::sled::Tree {
-        match tree {
-            Tree::Flows => &self.flows,
-            Tree::Enrollments => &self.enrollments,
-            Tree::Lockout => &self.lockout,
-            Tree::Outbox => &self.outbox,
-            Tree::Timers => &self.timers,
-            Tree::Meta => &self.meta,
-            Tree::Kv => &self.kv,
-        }
+        &self.0[tree.index()]
     }
 }
 
@@ -166,7 +281,7 @@ impl FlushState {
         } else if self.finished >= needed {
             Some(Err(StoreError::Io {
                 op: "flush",
-                tree: "*",
+                what: "*",
                 reason: self
                     .last_error
                     .clone()
@@ -285,10 +400,17 @@ impl Drop for StoppedOnExit {
     }
 }
 
-impl Durability for Flush {
-    fn wait(&self, needed: u64) -> Result<(), StoreError> {
+/// A wait for flush `needed` of `flush`.
+struct Ticket {
+    flush: Arc<Flush>,
+    needed: u64,
+}
+
+impl Pending for Ticket {
+    fn wait(&mut self) -> Result<(), StoreError> {
+        let needed = self.needed;
         {
-            let mut state = lock(&self.state);
+            let mut state = lock(&self.flush.state);
             if let Some(outcome) = state.outcome(needed) {
                 return outcome;
             }
@@ -298,24 +420,24 @@ impl Durability for Flush {
         }
         // Parked until the flusher unparks this thread; unpark before park
         // makes park return at once, and spurious wake-ups loop.
-        while !self.ended(needed) {
+        while !self.flush.ended(needed) {
             std::thread::park();
         }
-        lock(&self.state)
+        lock(&self.flush.state)
             .outcome(needed)
             .unwrap_or(Err(StoreError::Closed))
     }
 
-    fn poll(&self, needed: u64, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
-        let mut state = lock(&self.state);
-        if let Some(outcome) = state.outcome(needed) {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
+        let mut state = lock(&self.flush.state);
+        if let Some(outcome) = state.outcome(self.needed) {
             return Poll::Ready(outcome);
         }
         // A task polled again before its flush is registered twice and
         // woken twice: harmless.
         state
             .waiters
-            .push((needed, Waiter::Task(cx.waker().clone())));
+            .push((self.needed, Waiter::Task(cx.waker().clone())));
         Poll::Pending
     }
 }
@@ -333,15 +455,14 @@ fn describe(error: &::sled::Error) -> String {
 }
 
 /// Maps a sled error of `op` on `tree` to a [`StoreError`].
-fn io(op: &'static str, tree: &'static str) -> impl FnOnce(::sled::Error) -> StoreError {
+fn io(op: &'static str, what: &'static str) -> impl FnOnce(::sled::Error) -> StoreError {
     move |e| StoreError::Io {
         op,
-        tree,
+        what,
         reason: describe(&e),
     }
 }
 
-/// The tree a write goes to.
 /// At most `limit` entries of a sled iterator over `tree`, copied out.
 fn entries(tree: Tree, iter: ::sled::Iter, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
     iter.take(limit)
@@ -350,12 +471,6 @@ fn entries(tree: Tree, iter: ::sled::Iter, limit: usize) -> Result<Vec<KeyValue>
             Ok((key.to_vec(), value.to_vec()))
         })
         .collect()
-}
-
-fn target(write: &Write) -> Tree {
-    match write {
-        Write::Put { tree, .. } | Write::Delete { tree, .. } => *tree,
-    }
 }
 
 /// Creates the database folder, private to this user, if it is missing.
@@ -402,21 +517,26 @@ fn open_db(path: &Path) -> Result<::sled::Db, ::sled::Error> {
 impl SledStore {
     /// Opens (creating if needed) the store in `<dir>/db` and starts its
     /// flusher thread. Waits up to two seconds if the database is locked
-    /// (for example, closed a moment ago in this process).
+    /// (for example, closed a moment ago in this process). Applies the
+    /// intents a crash left (see the module documentation) before anything
+    /// reads the store.
     ///
     /// Refuses to open when the last audit entry cannot be read, since the
-    /// chain could not be continued.
+    /// chain could not be continued, and a schema newer than [`SCHEMA`].
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         let path = dir.join("db");
+        let location = path.display().to_string();
         let open_error = |reason: String| StoreError::Open {
-            path: path.clone(),
+            location: location.clone(),
             reason,
         };
         create_private_dir(&path)
             .map_err(|e| open_error(format!("cannot create the folder: {e}")))?;
         let db = open_db(&path).map_err(|e| {
             if is_lock_error(&e) {
-                StoreError::Locked { path: path.clone() }
+                StoreError::InUse {
+                    location: location.clone(),
+                }
             } else {
                 open_error(describe(&e))
             }
@@ -425,6 +545,11 @@ impl SledStore {
         let audit = db
             .open_tree(AUDIT_TREE)
             .map_err(|e| open_error(describe(&e)))?;
+        migrate(&trees).map_err(|e| match e {
+            e @ StoreError::Newer { .. } => e,
+            e => open_error(e.to_string()),
+        })?;
+        let next_intent = replay_intents(&trees, &audit).map_err(|e| open_error(e.to_string()))?;
         let head = Self::read_head(&audit).map_err(open_error)?;
 
         let flush = Arc::new(Flush {
@@ -451,6 +576,9 @@ impl SledStore {
                 trees,
                 audit,
                 head: Mutex::new(head),
+                next_intent: AtomicU64::new(next_intent),
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                work: Mutex::new(()),
                 closed: RwLock::new(false),
                 flush,
                 flusher: Mutex::new(Some(flusher)),
@@ -511,52 +639,508 @@ impl SledStore {
     fn raw_audit(&self) -> ::sled::Tree {
         self.inner.audit.clone()
     }
+
+    /// Raw writes as one commit, durable when it returns (tests).
+    #[cfg(test)]
+    fn raw_commit_vec(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.raw_commit(writes, Vec::new())
+    }
+
+    /// Raw writes and records as one commit, visible when it returns
+    /// (tests).
+    #[cfg(test)]
+    fn stage_audited(
+        &self,
+        writes: Vec<Write>,
+        records: Vec<AuditRecord>,
+    ) -> Result<Durable, StoreError> {
+        Ok(self.stage(&writes, &records)?.1)
+    }
+
+    /// The value under `key` of `tree`.
+    pub(crate) fn raw_get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_open()?;
+        let value = self
+            .inner
+            .trees
+            .get(tree)
+            .get(key)
+            .map_err(io("get", tree.name()))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// Every entry of `tree` whose key starts with `prefix`, in key order,
+    /// at most `limit`.
+    pub(crate) fn raw_scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.check_open()?;
+        entries(tree, self.inner.trees.get(tree).scan_prefix(prefix), limit)
+    }
+
+    /// Applies raw `writes` (and `records`) as one commit; durable when it
+    /// returns.
+    pub(crate) fn raw_commit(
+        &self,
+        writes: Vec<Write>,
+        records: Vec<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.stage(&writes, &records)?.1.wait()
+    }
+
+    /// The raw writes of `changes`, reading the indexes they replace.
+    fn writes_of(&self, changes: Vec<Change>) -> Result<Vec<Write>, StoreError> {
+        let mut writes = Vec::with_capacity(changes.len() * 3);
+        for change in changes {
+            match change {
+                Change::PutFlow(r) => {
+                    self.unindex_flow(&r.id, &mut writes)?;
+                    writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
+                    writes.push(put(
+                        Tree::FlowIndex,
+                        r.id.as_bytes().to_vec(),
+                        FlowIndex::of(&r).encode(),
+                    ));
+                    writes.push(put(Tree::Flows, r.id.into_bytes(), r.body));
+                }
+                Change::DeleteFlow { id } => {
+                    self.unindex_flow(&id, &mut writes)?;
+                    writes.push(delete(Tree::FlowIndex, id.as_bytes().to_vec()));
+                    writes.push(delete(Tree::Flows, id.into_bytes()));
+                }
+                Change::PutLockout { user, history } => {
+                    writes.push(put(Tree::Lockout, user.into_bytes(), history));
+                }
+                Change::PutEnrollment { user, gate, data } => {
+                    writes.push(put(Tree::Enrollments, enrollment_key(&user, &gate), data));
+                }
+                Change::DeleteEnrollment { user, gate } => {
+                    writes.push(delete(Tree::Enrollments, enrollment_key(&user, &gate)));
+                }
+                Change::PutKv {
+                    namespace,
+                    key,
+                    value,
+                } => writes.push(put(Tree::Kv, kv_key(&namespace, &key), value)),
+                Change::DeleteKv { namespace, key } => {
+                    writes.push(delete(Tree::Kv, kv_key(&namespace, &key)));
+                }
+                Change::Enqueue(item) => {
+                    self.put_work(
+                        &item.queue,
+                        &item.id,
+                        StoredWork {
+                            due_ms: item.due_ms,
+                            attempts: 0,
+                            lease_until_ms: None,
+                            payload: item.payload,
+                        },
+                        &mut writes,
+                    )?;
+                }
+                Change::Finish { queue, id } => {
+                    if let Some(old) = self.work_item(queue, &id)? {
+                        writes.push(delete(
+                            Tree::WorkDue,
+                            work_due_key(queue, old.next_ms(), &id),
+                        ));
+                        writes.push(delete(Tree::Work, work_key(queue, &id)));
+                    }
+                }
+                Change::Retry { queue, id, due_ms } => {
+                    if let Some(old) = self.work_item(queue, &id)? {
+                        let item = StoredWork {
+                            due_ms,
+                            lease_until_ms: None,
+                            ..old
+                        };
+                        self.put_work(&queue, &id, item, &mut writes)?;
+                    }
+                }
+            }
+        }
+        Ok(writes)
+    }
+
+    /// Removes the due-index entry of flow `id`, if it is indexed.
+    fn unindex_flow(&self, id: &str, writes: &mut Vec<Write>) -> Result<(), StoreError> {
+        if let Some(old) = self.raw_get(Tree::FlowIndex, id.as_bytes())? {
+            let old = FlowIndex::decode(&old);
+            writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, id)));
+        }
+        Ok(())
+    }
+
+    fn work_item(&self, queue: Queue, id: &str) -> Result<Option<StoredWork>, StoreError> {
+        Ok(self
+            .raw_get(Tree::Work, &work_key(queue, id))?
+            .and_then(|v| StoredWork::decode(&v)))
+    }
+
+    /// Writes `item` as work item `id` of `queue`, replacing its index entry.
+    fn put_work(
+        &self,
+        queue: &Queue,
+        id: &str,
+        item: StoredWork,
+        writes: &mut Vec<Write>,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = self.work_item(*queue, id)? {
+            writes.push(delete(
+                Tree::WorkDue,
+                work_due_key(*queue, old.next_ms(), id),
+            ));
+        }
+        writes.push(put(
+            Tree::WorkDue,
+            work_due_key(*queue, item.next_ms(), id),
+            Vec::new(),
+        ));
+        writes.push(put(Tree::Work, work_key(*queue, id), item.encode()));
+        Ok(())
+    }
+}
+
+/// Brings a store of an older schema to [`SCHEMA`]; refuses a newer one.
+fn migrate(trees: &Trees) -> Result<(), StoreError> {
+    let meta = trees.get(Tree::Meta);
+    let stored = meta
+        .get(b"schema")
+        .map_err(io("open", "meta"))?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+        .map(u32::from_be_bytes);
+    match stored {
+        Some(v) if v > SCHEMA => {
+            return Err(StoreError::Newer {
+                found: v,
+                supported: SCHEMA,
+            });
+        }
+        Some(v) if v == SCHEMA => return Ok(()),
+        _ => {}
+    }
+    // Version 1 (or new): index every flow as due at once; the first sweep
+    // reads each and puts it where it belongs.
+    let flows = trees.get(Tree::Flows);
+    let index = trees.get(Tree::FlowIndex);
+    let due = trees.get(Tree::FlowsDue);
+    for item in flows.iter() {
+        let (id, _) = item.map_err(io("migrate", "flows"))?;
+        let Ok(id) = std::str::from_utf8(&id) else {
+            continue;
+        };
+        if index.contains_key(id).map_err(io("migrate", "flows"))? {
+            continue;
+        }
+        let entry = FlowIndex {
+            due_ms: 0,
+            in_progress: true,
+            version: String::new(),
+            user: String::new(),
+        };
+        due.insert(due_key(0, id), Vec::new())
+            .map_err(io("migrate", "flows"))?;
+        index
+            .insert(id, entry.encode())
+            .map_err(io("migrate", "flows"))?;
+    }
+    meta.insert(b"schema", &SCHEMA.to_be_bytes())
+        .map_err(io("migrate", "meta"))?;
+    meta.flush().map_err(io("migrate", "meta"))?;
+    Ok(())
+}
+
+/// Applies every intent a crash left, in order, and removes it; returns the
+/// next intent's number.
+fn replay_intents(trees: &Trees, audit: &::sled::Tree) -> Result<u64, StoreError> {
+    let intents = trees.get(Tree::Intents);
+    let mut next = 0;
+    let mut replayed = 0;
+    for item in intents.iter() {
+        let (key, value) = item.map_err(io("replay", "intents"))?;
+        let intent = Intent::decode(&value).ok_or_else(|| StoreError::Io {
+            op: "replay",
+            what: "intents",
+            reason: "an intent cannot be decoded".to_owned(),
+        })?;
+        if let Some((group_key, group)) = intent.audit {
+            audit
+                .insert(group_key, group)
+                .map_err(io("replay", AUDIT_TREE))?;
+        }
+        apply_writes(trees, &intent.writes)?;
+        intents.remove(&key).map_err(io("replay", "intents"))?;
+        next = u64::from_be_bytes(<[u8; 8]>::try_from(key.as_ref()).unwrap_or_default()) + 1;
+        replayed += 1;
+    }
+    if replayed > 0 {
+        intents.flush().map_err(io("replay", "intents"))?;
+        tracing::warn!(
+            commits = replayed,
+            "completed commits a crash interrupted (all or nothing)"
+        );
+    }
+    Ok(next)
+}
+
+/// Applies `writes` one by one, in order (not yet durably).
+fn apply_writes(trees: &Trees, writes: &[Write]) -> Result<(), StoreError> {
+    for write in writes {
+        match write {
+            Write::Put { tree, key, value } => trees
+                .get(*tree)
+                .insert(key.as_slice(), value.as_slice())
+                .map(|_| ())
+                .map_err(io("commit", tree.name()))?,
+            Write::Delete { tree, key } => trees
+                .get(*tree)
+                .remove(key.as_slice())
+                .map(|_| ())
+                .map_err(io("commit", tree.name()))?,
+        }
+    }
+    Ok(())
+}
+
+fn put(tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Write {
+    Write::Put { tree, key, value }
+}
+
+fn delete(tree: Tree, key: Vec<u8>) -> Write {
+    Write::Delete { tree, key }
+}
+
+fn due_key(due_ms: u64, id: &str) -> Vec<u8> {
+    [&due_ms.to_be_bytes()[..], id.as_bytes()].concat()
+}
+
+fn enrollment_key(user: &str, gate: &str) -> Vec<u8> {
+    format!("{user}/{gate}").into_bytes()
+}
+
+fn kv_key(namespace: &str, key: &str) -> Vec<u8> {
+    [namespace.as_bytes(), &[0], key.as_bytes()].concat()
+}
+
+fn queue_byte(queue: Queue) -> u8 {
+    match queue {
+        Queue::Outbox => b'o',
+        Queue::Timers => b't',
+    }
+}
+
+fn byte_queue(byte: u8) -> Option<Queue> {
+    Queue::ALL.into_iter().find(|q| queue_byte(*q) == byte)
+}
+
+fn work_key(queue: Queue, id: &str) -> Vec<u8> {
+    [&[queue_byte(queue)][..], id.as_bytes()].concat()
+}
+
+fn work_due_key(queue: Queue, due_ms: u64, id: &str) -> Vec<u8> {
+    [
+        &[queue_byte(queue)][..],
+        &due_ms.to_be_bytes(),
+        id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// Reads a length-prefixed field.
+fn take_field<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    let field = rest.get(..len)?;
+    *bytes = rest.get(len..)?;
+    Some(field)
+}
+
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
+    let (n, rest) = bytes.split_first_chunk::<8>()?;
+    *bytes = rest;
+    Some(u64::from_be_bytes(*n))
+}
+
+/// What `flow_index` keeps per flow.
+struct FlowIndex {
+    due_ms: u64,
+    in_progress: bool,
+    version: String,
+    user: String,
+}
+
+impl FlowIndex {
+    fn of(r: &FlowRecord) -> FlowIndex {
+        FlowIndex {
+            due_ms: r.due_ms,
+            in_progress: r.in_progress,
+            version: r.version.clone(),
+            user: r.user.clone(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + self.version.len() + self.user.len() + 8);
+        out.extend_from_slice(&self.due_ms.to_be_bytes());
+        out.push(u8::from(self.in_progress));
+        push_field(&mut out, self.version.as_bytes());
+        push_field(&mut out, self.user.as_bytes());
+        out
+    }
+
+    /// An unreadable entry reads as due at once (the sweep looks at the
+    /// flow itself).
+    fn decode(mut bytes: &[u8]) -> FlowIndex {
+        let mut read = || -> Option<FlowIndex> {
+            let due_ms = take_u64(&mut bytes)?;
+            let (flag, rest) = bytes.split_first()?;
+            bytes = rest;
+            let version = String::from_utf8(take_field(&mut bytes)?.to_vec()).ok()?;
+            let user = String::from_utf8(take_field(&mut bytes)?.to_vec()).ok()?;
+            Some(FlowIndex {
+                due_ms,
+                in_progress: *flag != 0,
+                version,
+                user,
+            })
+        };
+        read().unwrap_or(FlowIndex {
+            due_ms: 0,
+            in_progress: true,
+            version: String::new(),
+            user: String::new(),
+        })
+    }
+}
+
+/// A work item as `work` keeps it.
+struct StoredWork {
+    due_ms: u64,
+    attempts: u32,
+    lease_until_ms: Option<u64>,
+    payload: Vec<u8>,
+}
+
+impl StoredWork {
+    /// When it can next be claimed: at its due time, or when its lease ends.
+    fn next_ms(&self) -> u64 {
+        self.lease_until_ms.unwrap_or(self.due_ms)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.payload.len());
+        out.extend_from_slice(&self.due_ms.to_be_bytes());
+        out.extend_from_slice(&self.attempts.to_be_bytes());
+        out.extend_from_slice(&self.lease_until_ms.unwrap_or(0).to_be_bytes());
+        push_field(&mut out, &self.payload);
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<StoredWork> {
+        let due_ms = take_u64(&mut bytes)?;
+        let (attempts, rest) = bytes.split_first_chunk::<4>()?;
+        bytes = rest;
+        let lease = take_u64(&mut bytes)?;
+        let payload = take_field(&mut bytes)?.to_vec();
+        Some(StoredWork {
+            due_ms,
+            attempts: u32::from_be_bytes(*attempts),
+            lease_until_ms: (lease != 0).then_some(lease),
+            payload,
+        })
+    }
+}
+
+/// A commit as its intent keeps it: its audit group (key and bytes) and its
+/// writes.
+struct Intent {
+    audit: Option<(Vec<u8>, Vec<u8>)>,
+    writes: Vec<Write>,
+}
+
+impl Intent {
+    const FORMAT: u8 = 1;
+
+    fn encode(audit: Option<(&[u8], &[u8])>, writes: &[Write]) -> Vec<u8> {
+        let size: usize = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { key, value, .. } => 10 + key.len() + value.len(),
+                Write::Delete { key, .. } => 6 + key.len(),
+            })
+            .sum::<usize>()
+            + audit.map_or(0, |(k, v)| 8 + k.len() + v.len());
+        let mut out = Vec::with_capacity(6 + size);
+        out.push(Self::FORMAT);
+        match audit {
+            Some((key, group)) => {
+                out.push(1);
+                push_field(&mut out, key);
+                push_field(&mut out, group);
+            }
+            None => out.push(0),
+        }
+        for write in writes {
+            match write {
+                Write::Put { tree, key, value } => {
+                    out.push(0);
+                    out.push(tree.index() as u8);
+                    push_field(&mut out, key);
+                    push_field(&mut out, value);
+                }
+                Write::Delete { tree, key } => {
+                    out.push(1);
+                    out.push(tree.index() as u8);
+                    push_field(&mut out, key);
+                }
+            }
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Intent> {
+        let (&format, rest) = bytes.split_first()?;
+        if format != Self::FORMAT {
+            return None;
+        }
+        let (&has_audit, rest) = rest.split_first()?;
+        bytes = rest;
+        let audit = if has_audit == 1 {
+            let key = take_field(&mut bytes)?.to_vec();
+            let group = take_field(&mut bytes)?.to_vec();
+            Some((key, group))
+        } else {
+            None
+        };
+        let mut writes = Vec::new();
+        while let Some((&op, rest)) = bytes.split_first() {
+            let (&tree, rest) = rest.split_first()?;
+            let tree = *Tree::ALL.get(usize::from(tree))?;
+            bytes = rest;
+            let key = take_field(&mut bytes)?.to_vec();
+            writes.push(match op {
+                0 => Write::Put {
+                    tree,
+                    key,
+                    value: take_field(&mut bytes)?.to_vec(),
+                },
+                1 => Write::Delete { tree, key },
+                _ => return None,
+            });
+        }
+        Some(Intent { audit, writes })
+    }
 }
 
 impl Inner {
-    /// Appends audit records to the chain (not yet flushed) as one group
-    /// under one key; returns the last one's sequence number. One sled
-    /// insert per call, whatever the number of records (a sled batch would
-    /// take sled's global write lock, see [`Flush::exclusive`], and measured
-    /// 40% slower here).
-    ///
-    /// The group is laid out (records serialised, buffer allocated) before
-    /// the chain-head lock is taken; under it, only each entry's hash is
-    /// computed and written into place, and the group inserted. Inserting
-    /// under the lock, in sequence order, is what keeps the log free of
-    /// holes on disk: sled recovers a prefix of its log, and groups reach
-    /// the log in the order they are inserted, so whatever prefix survives
-    /// a crash holds entry `n - 1` whenever it holds entry `n`. (Inserting
-    /// outside the lock would let any flush, or sled writing out a full
-    /// buffer, persist `n` before `n - 1` was even inserted.)
-    fn append(&self, records: &[AuditRecord]) -> Result<Option<u64>, StoreError> {
-        let encode_error = |reason: String| StoreError::Io {
-            op: "append",
-            tree: AUDIT_TREE,
-            reason,
-        };
-        let Some((bytes, layout)) = audit::prepare(records)
-            .map_err(|e| encode_error(format!("cannot encode the entry: {e}")))?
-        else {
-            return Ok(None);
-        };
-        // Converted before the lock: this copies the bytes once more.
-        let mut value = ::sled::IVec::from(bytes);
-        let mut head = lock(&self.head);
-        // Link a copy, so that a failed insert leaves the head where the
-        // stored chain ends.
-        let mut next = *head;
-        let first = layout
-            .link(&mut next, &mut value)
-            .ok_or_else(|| encode_error("internal error: the group lost its layout".to_owned()))?;
-        self.audit
-            .insert(audit::seq_key(first), value)
-            .map_err(io("append", AUDIT_TREE))?;
-        *head = next;
-        drop(head);
-        Ok(next.next_seq.checked_sub(1))
-    }
-
     fn close(&self) {
         // Held throughout, so that a second caller returns only once the
         // flusher is gone.
@@ -571,23 +1155,78 @@ impl Inner {
         }
     }
 
-    /// Applies `writes` one by one, in order (not yet durably).
-    fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        for write in writes {
-            let tree = target(write);
-            let sled = self.trees.get(tree);
-            match write {
-                Write::Put { key, value, .. } => sled
-                    .insert(key.as_slice(), value.as_slice())
-                    .map(|_| ())
-                    .map_err(io("commit", tree.name()))?,
-                Write::Delete { key, .. } => sled
-                    .remove(key.as_slice())
-                    .map(|_| ())
-                    .map_err(io("commit", tree.name()))?,
+    /// Appends `records` as one group and applies `writes`, all or nothing
+    /// across a crash (see the module documentation); not yet durable.
+    /// Returns the last record's sequence number.
+    ///
+    /// The group is laid out (records serialised, buffer allocated) before
+    /// the chain-head lock is taken; under it, only each entry's hash is
+    /// computed and written into place, and the intent and the group
+    /// inserted. Inserting under the lock, in sequence order, is what keeps
+    /// the log free of holes on disk: sled recovers a prefix of its log,
+    /// and groups reach the log in the order they are inserted, so whatever
+    /// prefix survives a crash holds entry `n - 1` whenever it holds entry
+    /// `n`. The writes are applied after the lock is released.
+    fn apply(&self, writes: &[Write], records: &[AuditRecord]) -> Result<Option<u64>, StoreError> {
+        let encode_error = |reason: String| StoreError::Io {
+            op: "append",
+            what: AUDIT_TREE,
+            reason,
+        };
+        let prepared = audit::prepare(records)
+            .map_err(|e| encode_error(format!("cannot encode the entry: {e}")))?;
+        let needs_intent = writes.len() + usize::from(prepared.is_some()) > 1;
+        let mut seq = None;
+        let mut intent_key = None;
+        if let Some((bytes, layout)) = prepared {
+            // Converted before the lock: this copies the bytes once more.
+            let mut value = ::sled::IVec::from(bytes);
+            let mut head = lock(&self.head);
+            // Link a copy, so that a failed insert leaves the head where the
+            // stored chain ends.
+            let mut next = *head;
+            let first = layout.link(&mut next, &mut value).ok_or_else(|| {
+                encode_error("internal error: the group lost its layout".to_owned())
+            })?;
+            let group_key = audit::seq_key(first);
+            if needs_intent {
+                intent_key = Some(self.insert_intent(Some((&group_key, &value)), writes)?);
             }
+            self.audit
+                .insert(group_key, value)
+                .map_err(io("append", AUDIT_TREE))?;
+            *head = next;
+            drop(head);
+            seq = next.next_seq.checked_sub(1);
+        } else if needs_intent {
+            let _order = lock(&self.head);
+            intent_key = Some(self.insert_intent(None, writes)?);
         }
-        Ok(())
+        apply_writes(&self.trees, writes)?;
+        if let Some(key) = intent_key {
+            self.trees
+                .get(Tree::Intents)
+                .remove(key)
+                .map_err(io("commit", "intents"))?;
+        }
+        Ok(seq)
+    }
+
+    /// Inserts a commit's intent; its key. The caller holds the head lock.
+    fn insert_intent(
+        &self,
+        audit: Option<(&[u8], &[u8])>,
+        writes: &[Write],
+    ) -> Result<[u8; 8], StoreError> {
+        let key = self
+            .next_intent
+            .fetch_add(1, Ordering::Relaxed)
+            .to_be_bytes();
+        self.trees
+            .get(Tree::Intents)
+            .insert(key, Intent::encode(audit, writes))
+            .map_err(io("commit", "intents"))?;
+        Ok(key)
     }
 }
 
@@ -606,10 +1245,9 @@ impl fmt::Debug for SledStore {
 }
 
 impl SledStore {
-    /// Appends `records` to the audit log, then applies `writes`; returns
-    /// the last record's sequence number and the [`Durable`] that resolves
-    /// once both are on disk. The audit records come first: a crash before
-    /// the flush loses both, a crash after it keeps both.
+    /// Appends `records` to the audit log and applies `writes` (all or
+    /// nothing); returns the last record's sequence number and the
+    /// [`Durable`] that resolves once both are on disk.
     fn stage(
         &self,
         writes: &[Write],
@@ -627,98 +1265,397 @@ impl SledStore {
             if writes.is_empty() && records.is_empty() {
                 return Ok((None, Durable::ready()));
             }
-            let seq = self.inner.append(records)?;
-            if !writes.is_empty() {
-                self.inner.apply(writes)?;
-            }
+            let seq = self.inner.apply(writes, records)?;
             (seq, self.inner.flush.register()?)
         };
-        let source: Arc<dyn Durability> = self.inner.flush.clone();
-        Ok((seq, Durable::after(source, needed)))
-    }
-}
-
-impl Store for SledStore {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check_open()?;
-        let value = self
-            .inner
-            .trees
-            .get(tree)
-            .get(key)
-            .map_err(io("get", tree.name()))?;
-        Ok(value.map(|v| v.to_vec()))
-    }
-
-    fn scan(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        self.check_open()?;
-        entries(tree, self.inner.trees.get(tree).scan_prefix(prefix), limit)
-    }
-
-    fn scan_after(
-        &self,
-        tree: Tree,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        use std::ops::Bound;
-        self.check_open()?;
-        let sled = self.inner.trees.get(tree);
-        let range = match after {
-            Some(after) => sled.range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded)),
-            None => sled.iter(),
+        let ticket = Ticket {
+            flush: self.inner.flush.clone(),
+            needed,
         };
-        entries(tree, range, limit)
+        Ok((seq, Durable::pending(Box::new(ticket))))
     }
 
-    fn scan_keys(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.check_open()?;
-        let mut out = Vec::new();
-        for item in self
-            .inner
-            .trees
-            .get(tree)
-            .scan_prefix(prefix)
-            .keys()
-            .take(limit)
-        {
-            out.push(item.map_err(io("scan", tree.name()))?.to_vec());
-        }
-        Ok(out)
-    }
-
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.commit_audited(writes, Vec::new())
-    }
-
-    fn commit_audited(
-        &self,
-        writes: Vec<Write>,
-        records: Vec<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.stage(&writes, &records)?.1.wait()
-    }
-
-    fn stage_audited(
-        &self,
-        writes: Vec<Write>,
-        records: Vec<AuditRecord>,
-    ) -> Result<Durable, StoreError> {
-        Ok(self.stage(&writes, &records)?.1)
-    }
-
-    fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
+    /// Appends one record; durable when it returns, with its sequence
+    /// number.
+    pub fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
         let (seq, durable) = self.stage(&[], std::slice::from_ref(&record))?;
         durable.wait()?;
         Ok(seq.unwrap_or_default())
     }
+}
 
-    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+impl Store for SledStore {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
+    fn location(&self) -> String {
+        self.inner.path.display().to_string()
+    }
+
+    fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .raw_get(Tree::Meta, b"schema")?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+            .map_or(1, u32::from_be_bytes))
+    }
+
+    fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(user.as_bytes());
+        let i =
+            u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) as usize % STRIPES;
+        let stripe = &self.inner.stripes[i];
+        // A poisoned stripe only means another request panicked; the data
+        // it guards is in the store.
+        let guard = match stripe.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        };
+        Ok(UserLock::new(guard))
+    }
+
+    fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw_get(Tree::Flows, id.as_bytes())
+    }
+
+    fn flows_due(
+        &self,
+        now_ms: u64,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        use std::ops::Bound;
+        self.check_open()?;
+        let tree = self.inner.trees.get(Tree::FlowsDue);
+        let start = match &after {
+            Some((due, id)) => Bound::Excluded(due_key(*due, id)),
+            None => Bound::Unbounded,
+        };
+        let end = match now_ms.checked_add(1) {
+            Some(end) => Bound::Excluded(end.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in tree.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let (key, _) = item.map_err(io("scan", "flows_due"))?;
+            let mut bytes = key.as_ref();
+            let (Some(due), Ok(id)) = (take_u64(&mut bytes), std::str::from_utf8(bytes)) else {
+                continue;
+            };
+            out.push((due, id.to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn versions_in_progress(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.check_open()?;
+        let mut out = BTreeSet::new();
+        for item in self.inner.trees.get(Tree::FlowIndex).iter().values() {
+            let index = FlowIndex::decode(&item.map_err(io("scan", "flow_index"))?);
+            if index.in_progress {
+                out.insert(index.version);
+            }
+        }
+        Ok(out)
+    }
+
+    fn lockout(&self, user: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw_get(Tree::Lockout, user.as_bytes())
+    }
+
+    fn enrollment(&self, user: &str, gate: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw_get(Tree::Enrollments, &enrollment_key(user, gate))
+    }
+
+    fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw_get(Tree::Kv, &kv_key(namespace, key))
+    }
+
+    fn kv_scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let ns = kv_key(namespace, "");
+        Ok(self
+            .raw_scan(Tree::Kv, &kv_key(namespace, prefix), limit)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = String::from_utf8(k.get(ns.len()..)?.to_vec()).ok()?;
+                Some((key, v))
+            })
+            .collect())
+    }
+
+    fn commit(&self, commit: Commit) -> Result<Durable, StoreError> {
+        self.check_open()?;
+        let touches_work = commit.changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Enqueue(_) | Change::Finish { .. } | Change::Retry { .. }
+            )
+        });
+        let _work = touches_work.then(|| lock(&self.inner.work));
+        let writes = self.writes_of(commit.changes)?;
+        Ok(self.stage(&writes, &commit.audit)?.1)
+    }
+
+    fn claim_due(
+        &self,
+        queue: Queue,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.check_open()?;
+        let durable = {
+            let _work = lock(&self.inner.work);
+            let tree = self.inner.trees.get(Tree::WorkDue);
+            let end = [
+                &[queue_byte(queue)][..],
+                &now_ms.saturating_add(1).to_be_bytes(),
+            ]
+            .concat();
+            let mut claims = Vec::new();
+            let mut writes = Vec::new();
+            for item in tree.range(vec![queue_byte(queue)]..end).keys().take(limit) {
+                let key = item.map_err(io("claim", "work_due"))?;
+                let Some(id) = key.get(9..).and_then(|id| std::str::from_utf8(id).ok()) else {
+                    continue;
+                };
+                let Some(old) = self.work_item(queue, id)? else {
+                    continue;
+                };
+                let lease_until_ms = now_ms.saturating_add(lease_ms);
+                let leased = StoredWork {
+                    attempts: old.attempts.saturating_add(1),
+                    lease_until_ms: Some(lease_until_ms),
+                    ..old
+                };
+                claims.push(Claim {
+                    item: WorkItem {
+                        queue,
+                        id: id.to_owned(),
+                        due_ms: leased.due_ms,
+                        payload: leased.payload.clone(),
+                    },
+                    attempt: leased.attempts,
+                    lease_until_ms,
+                });
+                writes.push(delete(Tree::WorkDue, key.to_vec()));
+                writes.push(put(
+                    Tree::WorkDue,
+                    work_due_key(queue, lease_until_ms, id),
+                    Vec::new(),
+                ));
+                writes.push(put(Tree::Work, work_key(queue, id), leased.encode()));
+            }
+            if claims.is_empty() {
+                return Ok(claims);
+            }
+            let durable = self.stage(&writes, &[])?.1;
+            (claims, durable)
+        };
+        let (claims, durable) = durable;
+        durable.wait()?;
+        Ok(claims)
+    }
+
+    fn export(
+        &self,
+        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.check_open()?;
+        let trees = &self.inner.trees;
+        for item in trees.get(Tree::Flows).iter() {
+            let (id, body) = item.map_err(io("export", "flows"))?;
+            let Ok(id) = String::from_utf8(id.to_vec()) else {
+                continue;
+            };
+            let index = match self.raw_get(Tree::FlowIndex, id.as_bytes())? {
+                Some(bytes) => FlowIndex::decode(&bytes),
+                None => FlowIndex::decode(&[]),
+            };
+            visit(Item::Flow(FlowRecord {
+                id,
+                user: index.user,
+                version: index.version,
+                in_progress: index.in_progress,
+                due_ms: index.due_ms,
+                body: body.to_vec(),
+            }))?;
+        }
+        for item in trees.get(Tree::Lockout).iter() {
+            let (user, history) = item.map_err(io("export", "lockout"))?;
+            if let Ok(user) = String::from_utf8(user.to_vec()) {
+                visit(Item::Lockout {
+                    user,
+                    history: history.to_vec(),
+                })?;
+            }
+        }
+        for item in trees.get(Tree::Enrollments).iter() {
+            let (key, data) = item.map_err(io("export", "enrollments"))?;
+            // `user/gate`: a user key is a hex digest, so the first `/` ends it.
+            let Some((user, gate)) = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            visit(Item::Enrollment {
+                user: user.to_owned(),
+                gate: gate.to_owned(),
+                data: data.to_vec(),
+            })?;
+        }
+        for item in trees.get(Tree::Kv).iter() {
+            let (key, value) = item.map_err(io("export", "kv"))?;
+            let Some(at) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let (Ok(namespace), Ok(k)) = (
+                String::from_utf8(key[..at].to_vec()),
+                String::from_utf8(key[at + 1..].to_vec()),
+            ) else {
+                continue;
+            };
+            visit(Item::Kv {
+                namespace,
+                key: k,
+                value: value.to_vec(),
+            })?;
+        }
+        for item in trees.get(Tree::Work).iter() {
+            let (key, value) = item.map_err(io("export", "work"))?;
+            let (Some((&q, id)), Some(work)) = (key.split_first(), StoredWork::decode(&value))
+            else {
+                continue;
+            };
+            let (Some(queue), Ok(id)) = (byte_queue(q), String::from_utf8(id.to_vec())) else {
+                continue;
+            };
+            visit(Item::Work {
+                item: WorkItem {
+                    queue,
+                    id,
+                    due_ms: work.due_ms,
+                    payload: work.payload,
+                },
+                attempts: work.attempts,
+                lease_until_ms: work.lease_until_ms,
+            })?;
+        }
+        let mut from = 0;
+        loop {
+            let batch = self.entries(from, 1000)?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            from = last.seq + 1;
+            for entry in batch {
+                visit(Item::Audit(entry))?;
+            }
+        }
+    }
+
+    fn import(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        self.check_open()?;
+        let mut changes = Vec::new();
+        let mut entries = Vec::new();
+        let mut work = Vec::new();
+        for item in items {
+            match item {
+                Item::Flow(r) => changes.push(Change::PutFlow(r)),
+                Item::Lockout { user, history } => {
+                    changes.push(Change::PutLockout { user, history })
+                }
+                Item::Enrollment { user, gate, data } => {
+                    changes.push(Change::PutEnrollment { user, gate, data })
+                }
+                Item::Kv {
+                    namespace,
+                    key,
+                    value,
+                } => changes.push(Change::PutKv {
+                    namespace,
+                    key,
+                    value,
+                }),
+                Item::Work {
+                    item,
+                    attempts,
+                    lease_until_ms,
+                } => work.push((item, attempts, lease_until_ms)),
+                Item::Audit(entry) => entries.push(entry),
+            }
+        }
+        let mut writes = self.writes_of(changes)?;
+        for (item, attempts, lease_until_ms) in work {
+            let stored = StoredWork {
+                due_ms: item.due_ms,
+                attempts,
+                lease_until_ms,
+                payload: item.payload,
+            };
+            self.put_work(&item.queue, &item.id, stored, &mut writes)?;
+        }
+        if !entries.is_empty() {
+            let import_error = |reason: String| StoreError::Io {
+                op: "import",
+                what: AUDIT_TREE,
+                reason,
+            };
+            if let Some(other) = entries.iter().find(|e| e.chain != entries[0].chain) {
+                return Err(import_error(format!(
+                    "sled keeps one audit chain, and the entries come from several (`{}` and `{}`)",
+                    entries[0].chain, other.chain
+                )));
+            }
+            let mut head = lock(&self.inner.head);
+            if head.next_seq != 0 {
+                return Err(import_error(
+                    "the destination's audit log is not empty".to_owned(),
+                ));
+            }
+            entries.sort_by_key(|e| e.seq);
+            for chunk in entries.chunks(256) {
+                let group = audit::encode_entries(chunk).map_err(import_error)?;
+                let first = chunk.first().map_or(0, |e| e.seq);
+                self.inner
+                    .audit
+                    .insert(audit::seq_key(first), group)
+                    .map_err(io("import", AUDIT_TREE))?;
+            }
+            *head = Self::read_head(&self.inner.audit).map_err(import_error)?;
+        }
+        self.raw_commit(writes, Vec::new())
+    }
+
+    fn audit(&self) -> &dyn AuditLog {
+        self
+    }
+
+    fn commit_latency(&self) -> Option<&crate::metrics::Histogram> {
+        Some(&self.inner.flush.latency)
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl AuditLog for SledStore {
+    fn append(&self, records: Vec<AuditRecord>) -> Result<Durable, StoreError> {
+        Ok(self.stage(&[], &records)?.1)
+    }
+
+    fn entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.check_open()?;
         let mut out = Vec::new();
         if limit == 0 {
@@ -726,7 +1663,7 @@ impl Store for SledStore {
         }
         let unreadable = |why: audit::Unreadable, seq: Option<u64>| StoreError::Io {
             op: "read",
-            tree: AUDIT_TREE,
+            what: AUDIT_TREE,
             reason: why.describe(seq),
         };
         // Entry `from` is in the last group that starts at or before it.
@@ -740,7 +1677,7 @@ impl Store for SledStore {
                 audit::decode_group(&value).map_err(|why| unreadable(why, audit::key_seq(&key)))?;
             for stored in group.iter().filter(|s| s.seq >= from) {
                 let entry = stored
-                    .entry()
+                    .entry(LOCAL_CHAIN, stored.seq)
                     .ok_or_else(|| unreadable(audit::Unreadable::Undecodable, Some(stored.seq)))?;
                 out.push(entry);
                 if out.len() >= limit {
@@ -751,31 +1688,27 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn flush_latency(&self) -> Option<&crate::metrics::Histogram> {
-        Some(&self.inner.flush.latency)
-    }
-
-    fn verify_audit(&self) -> Result<AuditSummary, AuditError> {
+    fn verify(&self) -> Result<AuditSummary, AuditError> {
         self.check_open()?;
         // Groups that start before the head are written whole (the head
         // moves past a group after its insert), so the walk up to it sees a
         // settled chain.
         let head = *lock(&self.inner.head);
-        let mut verifier = ChainVerifier::new();
+        let mut verifier = ChainVerifier::new(LOCAL_CHAIN);
         for item in self.inner.audit.range(..audit::seq_key(head.next_seq)) {
             let (key, value) = item.map_err(io("verify", AUDIT_TREE))?;
             verifier.feed(&key, &value)?;
         }
-        verifier.finish(Some(&head))
+        Ok(AuditSummary::of(vec![verifier.finish(Some(&head))?]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+    use crate::store::AuditLog;
     use crate::store::ChainBreak;
 
     fn put(tree: Tree, key: &[u8], value: &[u8]) -> Write {
@@ -783,13 +1716,6 @@ mod tests {
             tree,
             key: key.to_vec(),
             value: value.to_vec(),
-        }
-    }
-
-    fn delete(tree: Tree, key: &[u8]) -> Write {
-        Write::Delete {
-            tree,
-            key: key.to_vec(),
         }
     }
 
@@ -806,7 +1732,7 @@ mod tests {
 
     fn broken_at(result: Result<AuditSummary, AuditError>) -> (u64, ChainBreak) {
         match result {
-            Err(AuditError::Broken { seq, why }) => (seq, why),
+            Err(AuditError::Broken { seq, why, .. }) => (seq, why),
             other => panic!("expected a broken chain, got {other:?}"),
         }
     }
@@ -824,191 +1750,131 @@ mod tests {
     }
 
     #[test]
-    fn put_get_delete_and_scan_per_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        for tree in Tree::ALL {
-            let name = tree.name().as_bytes();
-            let mut writes = vec![put(tree, b"other", name)];
-            for i in 0..5u8 {
-                writes.push(put(tree, &[b'k', b'/', i], &[i]));
-            }
-            store.commit(writes).unwrap();
-            assert_eq!(store.get(tree, b"other").unwrap().as_deref(), Some(name));
-            assert_eq!(store.get(tree, b"k/\x03").unwrap(), Some(vec![3]));
-            assert_eq!(store.get(tree, b"missing").unwrap(), None);
-
-            let scanned = store.scan(tree, b"k/", 3).unwrap();
-            assert_eq!(
-                scanned,
-                (0..3u8)
-                    .map(|i| (vec![b'k', b'/', i], vec![i]))
-                    .collect::<Vec<_>>()
-            );
-            assert_eq!(store.scan(tree, b"k/", 100).unwrap().len(), 5);
-            assert_eq!(store.scan(tree, b"k/", 0).unwrap(), vec![]);
-            assert_eq!(store.scan(tree, b"", 100).unwrap().len(), 6);
-
-            store.commit(vec![delete(tree, b"k/\x01")]).unwrap();
-            assert_eq!(store.get(tree, b"k/\x01").unwrap(), None);
-            assert_eq!(store.scan(tree, b"k/", 100).unwrap().len(), 4);
-        }
-        // Each tree sees only its own value under the same key.
-        for tree in Tree::ALL {
-            assert_eq!(
-                store.get(tree, b"other").unwrap().as_deref(),
-                Some(tree.name().as_bytes())
-            );
-        }
-        store
-            .commit(vec![put(Tree::Flows, b"flows-only", b"x")])
-            .unwrap();
-        for tree in Tree::ALL.into_iter().filter(|t| *t != Tree::Flows) {
-            assert_eq!(store.get(tree, b"flows-only").unwrap(), None);
-            assert_eq!(store.scan(tree, b"flows-only", 10).unwrap(), vec![]);
-        }
-    }
-
-    #[test]
-    fn scan_after_walks_a_tree_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let writes = (0..7u8)
-            .map(|i| put(Tree::Flows, &[b'k', i], &[i]))
-            .collect();
-        store.commit(writes).unwrap();
-        let mut seen = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let batch = store.scan_after(Tree::Flows, after.as_deref(), 3).unwrap();
-            seen.extend(batch.iter().map(|(_, v)| v[0]));
-            if batch.len() < 3 {
-                break;
-            }
-            after = batch.last().map(|(k, _)| k.clone());
-        }
-        assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6]);
-        assert!(
-            store
-                .scan_after(Tree::Enrollments, None, 3)
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn writes_across_trees_are_applied_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store
-            .commit(vec![put(Tree::Lockout, b"alice", b"3 failures")])
-            .unwrap();
-        store
-            .commit(vec![
-                put(Tree::Flows, b"f1", b"first"),
-                put(Tree::Timers, b"t1", b"f1"),
-                delete(Tree::Lockout, b"alice"),
-                put(Tree::Flows, b"f1", b"second"),
-            ])
-            .unwrap();
-        assert_eq!(
-            store.get(Tree::Flows, b"f1").unwrap(),
-            Some(b"second".to_vec())
-        );
-        assert_eq!(
-            store.get(Tree::Timers, b"t1").unwrap(),
-            Some(b"f1".to_vec())
-        );
-        assert_eq!(store.get(Tree::Lockout, b"alice").unwrap(), None);
-        // A put then a delete of the same key in one tree.
-        store
-            .commit(vec![put(Tree::Meta, b"m", b"1"), delete(Tree::Meta, b"m")])
-            .unwrap();
-        assert_eq!(store.get(Tree::Meta, b"m").unwrap(), None);
-        assert_eq!(store.commit(vec![]).map_err(|e| e.to_string()), Ok(()));
-    }
-
-    #[test]
-    fn readers_see_a_commit_in_order() {
-        // Each commit sets counter `n` in Timers, then pads Flows, then sets
-        // `n` in Flows. A reader that reads Flows first and Timers second
-        // must never find Timers behind Flows: a later write of a commit is
-        // never visible without the earlier ones. (A crash keeps a prefix in
-        // the same way; the runtime orders its writes so that every prefix
-        // is safe.)
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (store, stop) = (store.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let read = |tree| {
-                    store
-                        .get(tree, b"n")
-                        .unwrap()
-                        .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()))
-                };
-                let mut checks = 0u64;
-                while !stop.load(Ordering::Relaxed) || checks == 0 {
-                    let flows = read(Tree::Flows);
-                    let timers = read(Tree::Timers);
-                    assert!(
-                        timers >= flows,
-                        "saw flows at {flows} but timers at {timers}"
-                    );
-                    checks += 1;
-                }
-                checks
-            })
-        };
-        for n in 1..=200u64 {
-            let mut writes = vec![put(Tree::Timers, b"n", &n.to_be_bytes())];
-            writes.extend((0..64u8).map(|i| put(Tree::Flows, &[b'p', i], &n.to_be_bytes())));
-            writes.push(put(Tree::Flows, b"n", &n.to_be_bytes()));
-            store.commit(writes).unwrap();
-        }
-        stop.store(true, Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
-    }
-
-    #[test]
     fn committed_data_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         store
-            .commit(vec![
+            .raw_commit_vec(vec![
                 put(Tree::Flows, b"f", b"flow"),
                 put(Tree::Enrollments, b"e", b"enrolled"),
             ])
             .unwrap();
         store
-            .commit(vec![put(Tree::Outbox, b"o", b"queued")])
+            .raw_commit_vec(vec![put(Tree::Kv, b"o", b"queued")])
             .unwrap();
         let seq = store.append_audit(record(0)).unwrap();
         drop(store);
 
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(
-            store.get(Tree::Flows, b"f").unwrap(),
+            store.raw_get(Tree::Flows, b"f").unwrap(),
             Some(b"flow".to_vec())
         );
         assert_eq!(
-            store.get(Tree::Enrollments, b"e").unwrap(),
+            store.raw_get(Tree::Enrollments, b"e").unwrap(),
             Some(b"enrolled".to_vec())
         );
         assert_eq!(
-            store.get(Tree::Outbox, b"o").unwrap(),
+            store.raw_get(Tree::Kv, b"o").unwrap(),
             Some(b"queued".to_vec())
         );
         assert_eq!(
             store
-                .audit_entries(0, 10)
+                .entries(0, 10)
                 .unwrap()
                 .into_iter()
                 .map(|e| e.seq)
                 .collect::<Vec<_>>(),
             vec![seq]
         );
+    }
+
+    fn flow(id: &str, due_ms: u64) -> FlowRecord {
+        FlowRecord {
+            id: id.to_owned(),
+            user: "u".to_owned(),
+            version: "v1".to_owned(),
+            in_progress: true,
+            due_ms,
+            body: format!("body of {id}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_commit_a_crash_cut_short_after_its_intent_is_completed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // What `apply` does up to the crash: the intent is in, the audit
+        // group and one of the writes too, the rest is not.
+        let writes = store
+            .writes_of(vec![
+                Change::PutLockout {
+                    user: "u".to_owned(),
+                    history: b"h".to_vec(),
+                },
+                Change::PutFlow(flow("f", 5)),
+            ])
+            .unwrap();
+        let (mut group, layout) = audit::prepare(&[record(0)]).unwrap().unwrap();
+        let first = layout.link(&mut Head::empty(), &mut group).unwrap();
+        let key = audit::seq_key(first);
+        store
+            .inner
+            .trees
+            .get(Tree::Intents)
+            .insert(
+                0u64.to_be_bytes(),
+                Intent::encode(Some((&key, &group)), &writes),
+            )
+            .unwrap();
+        apply_writes(&store.inner.trees, &writes[..1]).unwrap();
+        store.close();
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.lockout("u").unwrap(), Some(b"h".to_vec()));
+        assert_eq!(store.flow("f").unwrap(), Some(b"body of f".to_vec()));
+        assert_eq!(store.flows_due(5, None, 10).unwrap(), [(5, "f".to_owned())]);
+        assert_eq!(store.verify().unwrap().entries, 1);
+        assert!(store.inner.trees.get(Tree::Intents).is_empty());
+        // The chain goes on after the replayed group.
+        assert_eq!(store.append_audit(record(1)).unwrap(), 1);
+        assert_eq!(store.verify().unwrap().entries, 2);
+    }
+
+    #[test]
+    fn a_store_of_schema_1_is_indexed_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
+        // A version-1 store: flows without an index, no schema key.
+        store
+            .raw_commit_vec(vec![put(Tree::Flows, b"old", b"{}")])
+            .unwrap();
+        store.inner.trees.get(Tree::Meta).remove(b"schema").unwrap();
+        store.close();
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
+        assert_eq!(
+            store.flows_due(0, None, 10).unwrap(),
+            [(0, "old".to_owned())]
+        );
+        store
+            .inner
+            .trees
+            .get(Tree::Meta)
+            .insert(b"schema", &99u32.to_be_bytes())
+            .unwrap();
+        store.close();
+        drop(store);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Newer { found, supported }) => {
+                assert_eq!((found, supported), (99, SCHEMA));
+            }
+            other => panic!("expected a newer schema to be refused, got {other:?}"),
+        }
     }
 
     #[test]
@@ -1018,7 +1884,7 @@ mod tests {
         let before = store.flushes();
         for i in 0..20u32 {
             store
-                .commit(vec![put(Tree::Flows, &i.to_be_bytes(), b"v")])
+                .raw_commit_vec(vec![put(Tree::Flows, &i.to_be_bytes(), b"v")])
                 .unwrap();
         }
         // Each commit needed a flush that began after its write.
@@ -1046,7 +1912,11 @@ mod tests {
                     for i in 0..EACH {
                         let key = format!("{t:02}/{i:03}");
                         store
-                            .commit(vec![put(Tree::Flows, key.as_bytes(), &i.to_be_bytes())])
+                            .raw_commit_vec(vec![put(
+                                Tree::Flows,
+                                key.as_bytes(),
+                                &i.to_be_bytes(),
+                            )])
                             .unwrap();
                     }
                 })
@@ -1066,7 +1936,7 @@ mod tests {
 
         let store = SledStore::open(dir.path()).unwrap();
         let keys: BTreeSet<Vec<u8>> = store
-            .scan(Tree::Flows, b"", 10_000)
+            .raw_scan(Tree::Flows, b"", 10_000)
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
@@ -1102,7 +1972,7 @@ mod tests {
                     .unwrap();
                 // Applied, so readers see it before it is durable.
                 assert_eq!(
-                    store.get(Tree::Flows, key.as_bytes()).unwrap().unwrap(),
+                    store.raw_get(Tree::Flows, key.as_bytes()).unwrap().unwrap(),
                     b"v"
                 );
                 pending.push(tokio::spawn(durable));
@@ -1122,8 +1992,8 @@ mod tests {
         drop(store);
 
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.scan(Tree::Flows, b"", 100).unwrap().len(), 65);
-        assert_eq!(store.verify_audit().unwrap().entries, u64::from(TASKS));
+        assert_eq!(store.raw_scan(Tree::Flows, b"", 100).unwrap().len(), 65);
+        assert_eq!(store.verify().unwrap().entries, u64::from(TASKS));
     }
 
     #[test]
@@ -1158,7 +2028,7 @@ mod tests {
                     let mut acknowledged = Vec::new();
                     for i in 0..100_000u32 {
                         let key = format!("{t}/{i}");
-                        match store.commit(vec![put(Tree::Flows, key.as_bytes(), b"v")]) {
+                        match store.raw_commit_vec(vec![put(Tree::Flows, key.as_bytes(), b"v")]) {
                             Ok(()) => acknowledged.push(key),
                             Err(StoreError::Closed) => break,
                             Err(e) => panic!("{e}"),
@@ -1176,7 +2046,7 @@ mod tests {
             .flat_map(|t| t.join().unwrap())
             .collect();
         assert!(matches!(
-            store.commit(vec![put(Tree::Flows, b"late", b"v")]),
+            store.raw_commit_vec(vec![put(Tree::Flows, b"late", b"v")]),
             Err(StoreError::Closed)
         ));
         assert!(matches!(
@@ -1184,7 +2054,7 @@ mod tests {
             Err(StoreError::Closed)
         ));
         assert!(matches!(
-            store.get(Tree::Flows, b"late"),
+            store.raw_get(Tree::Flows, b"late"),
             Err(StoreError::Closed)
         ));
         drop(store);
@@ -1193,11 +2063,14 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         for key in &acknowledged {
             assert!(
-                store.get(Tree::Flows, key.as_bytes()).unwrap().is_some(),
+                store
+                    .raw_get(Tree::Flows, key.as_bytes())
+                    .unwrap()
+                    .is_some(),
                 "{key} was acknowledged but is gone"
             );
         }
-        assert_eq!(store.get(Tree::Flows, b"late").unwrap(), None);
+        assert_eq!(store.raw_get(Tree::Flows, b"late").unwrap(), None);
     }
 
     #[test]
@@ -1223,7 +2096,7 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(seqs, (0..100).collect::<Vec<_>>());
 
-        let entries = store.audit_entries(0, 1_000).unwrap();
+        let entries = store.entries(0, 1_000).unwrap();
         assert_eq!(
             entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (0..100).collect::<Vec<_>>()
@@ -1232,18 +2105,19 @@ mod tests {
         for pair in entries.windows(2) {
             assert_eq!(pair[1].prev_hash, pair[0].hash);
         }
-        let summary = store.verify_audit().unwrap();
+        let summary = store.verify().unwrap();
         assert_eq!(
             summary,
-            AuditSummary {
+            AuditSummary::of(vec![crate::store::ChainSummary {
+                chain: LOCAL_CHAIN.to_owned(),
                 entries: 100,
                 head: entries[99].hash.clone()
-            }
+            }])
         );
-        assert_eq!(store.audit_entries(98, 10).unwrap().len(), 2);
+        assert_eq!(store.entries(98, 10).unwrap().len(), 2);
         assert_eq!(
             store
-                .audit_entries(10, 3)
+                .entries(10, 3)
                 .unwrap()
                 .iter()
                 .map(|e| e.seq)
@@ -1253,18 +2127,19 @@ mod tests {
         drop(store);
 
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.verify_audit().unwrap(), summary);
+        assert_eq!(store.verify().unwrap(), summary);
         assert_eq!(store.append_audit(record(1_000)).unwrap(), 100);
         assert_eq!(store.append_audit(record(1_001)).unwrap(), 101);
-        let tail = store.audit_entries(100, 10).unwrap();
-        assert_eq!(tail[0].prev_hash, summary.head);
+        let tail = store.entries(100, 10).unwrap();
+        assert_eq!(tail[0].prev_hash, summary.chains[0].head);
         assert_eq!(tail[0].record, record(1_000));
         assert_eq!(
-            store.verify_audit().unwrap(),
-            AuditSummary {
+            store.verify().unwrap(),
+            AuditSummary::of(vec![crate::store::ChainSummary {
+                chain: LOCAL_CHAIN.to_owned(),
                 entries: 102,
                 head: tail[1].hash.clone()
-            }
+            }])
         );
     }
 
@@ -1276,25 +2151,19 @@ mod tests {
             store.append_audit(record(i)).unwrap();
         }
         let raw = store.raw_audit();
-        store.verify_audit().unwrap();
+        store.verify().unwrap();
 
         // Change one byte of entry 37's record, keeping it valid JSON.
         let key = audit::seq_key(37);
         let original = raw.get(key).unwrap().unwrap().to_vec();
         raw.insert(key, replaced(&original, "flow.started", "flow.stopped"))
             .unwrap();
-        assert_eq!(
-            broken_at(store.verify_audit()),
-            (37, ChainBreak::HashMismatch)
-        );
+        assert_eq!(broken_at(store.verify()), (37, ChainBreak::HashMismatch));
         // Garbage instead.
         raw.insert(key, b"\x00\x01garbage".to_vec()).unwrap();
-        assert_eq!(
-            broken_at(store.verify_audit()),
-            (37, ChainBreak::Undecodable)
-        );
+        assert_eq!(broken_at(store.verify()), (37, ChainBreak::Undecodable));
         raw.insert(key, original).unwrap();
-        store.verify_audit().unwrap();
+        store.verify().unwrap();
 
         // Swap two entries.
         let (a, b) = (
@@ -1304,25 +2173,25 @@ mod tests {
         raw.insert(audit::seq_key(20), b.clone()).unwrap();
         raw.insert(audit::seq_key(21), a.clone()).unwrap();
         assert_eq!(
-            broken_at(store.verify_audit()),
+            broken_at(store.verify()),
             (20, ChainBreak::SeqMismatch { found: 21 })
         );
         raw.insert(audit::seq_key(20), a).unwrap();
         raw.insert(audit::seq_key(21), b).unwrap();
-        store.verify_audit().unwrap();
+        store.verify().unwrap();
 
         // Delete the last entry: only the recorded head can tell.
         let last = raw.remove(audit::seq_key(59)).unwrap().unwrap();
-        assert_eq!(broken_at(store.verify_audit()), (59, ChainBreak::Missing));
+        assert_eq!(broken_at(store.verify()), (59, ChainBreak::Missing));
         raw.insert(audit::seq_key(59), last).unwrap();
 
         // Delete one in the middle, and check it is still reported after reopening.
         raw.remove(audit::seq_key(50)).unwrap();
-        assert_eq!(broken_at(store.verify_audit()), (50, ChainBreak::Missing));
+        assert_eq!(broken_at(store.verify()), (50, ChainBreak::Missing));
         drop(raw);
         drop(store);
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(broken_at(store.verify_audit()), (50, ChainBreak::Missing));
+        assert_eq!(broken_at(store.verify()), (50, ChainBreak::Missing));
     }
 
     #[test]
@@ -1331,13 +2200,13 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         store.append_audit(record(0)).unwrap();
         store
-            .commit_audited(
+            .raw_commit(
                 vec![put(Tree::Flows, b"f", b"v")],
                 vec![record(1), record(2), record(3), record(4)],
             )
             .unwrap();
         store
-            .commit_audited(vec![], vec![record(5), record(6)])
+            .raw_commit(vec![], vec![record(5), record(6)])
             .unwrap();
         assert_eq!(store.append_audit(record(7)).unwrap(), 7);
         let raw = store.raw_audit();
@@ -1348,7 +2217,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![0, 1, 5, 7]
         );
-        let entries = store.audit_entries(0, 100).unwrap();
+        let entries = store.entries(0, 100).unwrap();
         assert_eq!(
             entries.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
             (0..8).map(record).collect::<Vec<_>>()
@@ -1359,7 +2228,7 @@ mod tests {
         // Reading from the middle of a group, and limits across groups.
         let seqs = |from, limit| {
             store
-                .audit_entries(from, limit)
+                .entries(from, limit)
                 .unwrap()
                 .iter()
                 .map(|e| e.seq)
@@ -1370,9 +2239,9 @@ mod tests {
         assert_eq!(seqs(6, 1), vec![6]);
         assert_eq!(seqs(8, 10), Vec::<u64>::new());
         assert_eq!(seqs(0, 0), Vec::<u64>::new());
-        let summary = store.verify_audit().unwrap();
+        let summary = store.verify().unwrap();
         assert_eq!(summary.entries, 8);
-        assert_eq!(summary.head, entries[7].hash);
+        assert_eq!(summary.chains[0].head, entries[7].hash);
 
         // A tampered middle record of a group is found, also after reopening.
         let original = raw.get(audit::seq_key(1)).unwrap().unwrap();
@@ -1383,34 +2252,30 @@ mod tests {
             replaced(&original, &text, &text.replace('2', "9")),
         )
         .unwrap();
-        assert_eq!(
-            broken_at(store.verify_audit()),
-            (2, ChainBreak::HashMismatch)
-        );
+        assert_eq!(broken_at(store.verify()), (2, ChainBreak::HashMismatch));
         drop(raw);
         drop(store);
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(
-            broken_at(store.verify_audit()),
-            (2, ChainBreak::HashMismatch)
-        );
+        assert_eq!(broken_at(store.verify()), (2, ChainBreak::HashMismatch));
         // The chain goes on after the last group.
         assert_eq!(store.append_audit(record(8)).unwrap(), 8);
         assert_eq!(
-            store.audit_entries(8, 1).unwrap()[0].prev_hash,
-            summary.head
+            store.entries(8, 1).unwrap()[0].prev_hash,
+            summary.chains[0].head
         );
         store
             .raw_audit()
             .insert(audit::seq_key(1), original)
             .unwrap();
-        assert_eq!(store.verify_audit().unwrap().entries, 9);
+        assert_eq!(store.verify().unwrap().entries, 9);
     }
 
     #[test]
     fn an_audit_log_of_the_format_before_groups_is_refused_clearly() {
         // One JSON object per key, as resetgate stored entries before.
         let entry = AuditEntry {
+            chain: String::new(),
+            position: 0,
             seq: 0,
             prev_hash: audit::GENESIS_HASH.to_owned(),
             hash: audit::entry_hash(audit::GENESIS_HASH, 0, &record(0)).unwrap(),
@@ -1424,7 +2289,7 @@ mod tests {
             .raw_audit()
             .insert(audit::seq_key(0), old.clone())
             .unwrap();
-        let err = store.audit_entries(0, 10).unwrap_err().to_string();
+        let err = store.entries(0, 10).unwrap_err().to_string();
         assert!(err.contains("entry 0") && err.contains("older"), "{err}");
         drop(store);
         match SledStore::open(dir.path()) {
@@ -1444,7 +2309,7 @@ mod tests {
             store.append_audit(record(i)).unwrap();
         }
         store.raw_audit().insert(audit::seq_key(1), old).unwrap();
-        assert_eq!(broken_at(store.verify_audit()), (1, ChainBreak::OldFormat));
+        assert_eq!(broken_at(store.verify()), (1, ChainBreak::OldFormat));
     }
 
     #[test]
@@ -1453,8 +2318,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         store
-            .commit(vec![put(
-                Tree::Outbox,
+            .raw_commit_vec(vec![put(
+                Tree::Work,
                 b"job",
                 format!("password={CANARY}").as_bytes(),
             )])
@@ -1476,9 +2341,9 @@ mod tests {
         let mut damaged = stored.clone();
         damaged.truncate(damaged.len() - 1);
         raw.insert(audit::seq_key(0), damaged).unwrap();
-        let err = store.audit_entries(0, 10).unwrap_err();
+        let err = store.entries(0, 10).unwrap_err();
         keep(format!("{err:?}"), err.to_string());
-        let err = store.verify_audit().unwrap_err();
+        let err = store.verify().unwrap_err();
         keep(format!("{err:?}"), err.to_string());
         // A modified entry that holds the canary.
         raw.insert(
@@ -1486,18 +2351,18 @@ mod tests {
             replaced(&stored, "flow.started", "flow.stopped"),
         )
         .unwrap();
-        let err = store.verify_audit().unwrap_err();
+        let err = store.verify().unwrap_err();
         keep(format!("{err:?}"), err.to_string());
 
         // After closing.
         store.close();
         let err = store
-            .commit(vec![put(Tree::Outbox, b"job", CANARY.as_bytes())])
+            .raw_commit_vec(vec![put(Tree::Work, b"job", CANARY.as_bytes())])
             .unwrap_err();
         keep(format!("{err:?}"), err.to_string());
         let err = store.append_audit(canary_record).unwrap_err();
         keep(format!("{err:?}"), err.to_string());
-        let err = store.get(Tree::Outbox, b"job").unwrap_err();
+        let err = store.raw_get(Tree::Work, b"job").unwrap_err();
         keep(format!("{err:?}"), err.to_string());
 
         assert_eq!(errors.len(), 12);
@@ -1548,7 +2413,7 @@ mod tests {
                         for i in 0..each {
                             let key = format!("{t}/{i}");
                             store
-                                .commit(vec![put(Tree::Flows, key.as_bytes(), &[0u8; 64])])
+                                .raw_commit_vec(vec![put(Tree::Flows, key.as_bytes(), &[0u8; 64])])
                                 .unwrap();
                         }
                     })
