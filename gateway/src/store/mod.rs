@@ -186,6 +186,10 @@ pub enum Change {
     },
     /// Adds (or replaces) a work item, unleased.
     Enqueue(WorkItem),
+    /// Adds a work item unless one with its id is in its queue already
+    /// (leased or not): how every gateway can make sure a periodic timer
+    /// exists without resetting another gateway's lease on it.
+    Schedule(WorkItem),
     /// Removes a work item: it is done.
     Finish {
         /// Its queue.
@@ -235,6 +239,7 @@ impl std::fmt::Debug for Change {
                 .field("namespace", namespace)
                 .finish_non_exhaustive(),
             Change::Enqueue(item) => f.debug_tuple("Enqueue").field(item).finish(),
+            Change::Schedule(item) => f.debug_tuple("Schedule").field(item).finish(),
             Change::Finish { queue, id } => f
                 .debug_struct("Finish")
                 .field("queue", queue)

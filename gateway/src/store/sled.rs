@@ -741,6 +741,21 @@ impl SledStore {
                         &mut writes,
                     )?;
                 }
+                Change::Schedule(item) => {
+                    if self.work_item(item.queue, &item.id)?.is_none() {
+                        self.put_work(
+                            &item.queue,
+                            &item.id,
+                            StoredWork {
+                                due_ms: item.due_ms,
+                                attempts: 0,
+                                lease_until_ms: None,
+                                payload: item.payload,
+                            },
+                            &mut writes,
+                        )?;
+                    }
+                }
                 Change::Finish { queue, id } => {
                     if let Some(old) = self.work_item(queue, &id)? {
                         writes.push(delete(
@@ -1397,7 +1412,10 @@ impl Store for SledStore {
         let touches_work = commit.changes.iter().any(|c| {
             matches!(
                 c,
-                Change::Enqueue(_) | Change::Finish { .. } | Change::Retry { .. }
+                Change::Enqueue(_)
+                    | Change::Schedule(_)
+                    | Change::Finish { .. }
+                    | Change::Retry { .. }
             )
         });
         let _work = touches_work.then(|| lock(&self.inner.work));
