@@ -587,7 +587,16 @@ impl Runtime {
         // Serialise with every other request of the same user, then re-read:
         // another request may have moved the flow while we waited.
         let guard = self.lock(&flow)?;
-        let flow = self.flow(flow_id)?;
+        let mut flow = self.flow(flow_id)?;
+        if matches!(flow.state, State::Committing { .. }) {
+            // Committing, and we hold the user's lock: the request that was
+            // committing it died (a crash, or a store outage cut its last
+            // commit off). Nobody knows whether the password changed.
+            if let Some(commit) = self.interrupt(&mut flow, now)? {
+                self.store.commit(commit)?.wait()?;
+            }
+            return Err(Refusal::Interrupted.into());
+        }
         if let Some(which) = check.password {
             let expected = match which {
                 PasswordFor::New => flow.state == State::AwaitingPassword,
@@ -800,29 +809,12 @@ impl Runtime {
                 };
                 let mut commit = Commit::default();
                 if matches!(flow.state, State::Committing { .. }) {
-                    let loaded = self.by_version(&flow.version).ok();
-                    let Some(event) =
-                        engine::interrupt(&mut flow, loaded.as_ref().map(|l| &l.shape), now)
-                    else {
+                    let Some(commit) = self.interrupt(&mut flow, now)? else {
                         continue;
                     };
-                    let detail = event
-                        .detail
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
-                        .collect();
-                    commit.audit.push(self.record(
-                        &flow,
-                        now,
-                        event.kind,
-                        serde_json::Value::Object(detail),
-                    ));
-                    commit
-                        .changes
-                        .push(Change::PutFlow(self.flow_record(&flow)?));
-                    self.metrics.flows.inc(&[&flow.workflow, "interrupted"]);
-                    tracing::warn!(flow = %flow.id, workflow = %flow.workflow, "a flow a crash interrupted mid-commit ends interrupted: whether its password changed is unknown");
+                    staged.push(self.store.commit(commit)?);
                     swept.interrupted += 1;
+                    continue;
                 } else if now >= due_ms(&flow) {
                     if !flow.state.is_terminal() {
                         commit.audit.push(self.record(
@@ -850,6 +842,28 @@ impl Runtime {
                 return Ok(swept);
             }
         }
+    }
+
+    /// Ends `flow`, found committing under its user's lock (so no live
+    /// request is committing it: its request died with a crash or a store
+    /// outage), as `Interrupted`; the commit that records it.
+    fn interrupt(&self, flow: &mut Flow, now: u64) -> Result<Option<Commit>, RuntimeError> {
+        let loaded = self.by_version(&flow.version).ok();
+        let Some(event) = engine::interrupt(flow, loaded.as_ref().map(|l| &l.shape), now) else {
+            return Ok(None);
+        };
+        let detail = event
+            .detail
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+            .collect();
+        let record = self.record(flow, now, event.kind, serde_json::Value::Object(detail));
+        self.metrics.flows.inc(&[&flow.workflow, "interrupted"]);
+        tracing::warn!(flow = %flow.id, workflow = %flow.workflow, "a flow whose request died mid-commit ends interrupted: whether its password changed is unknown");
+        Ok(Some(Commit {
+            changes: vec![Change::PutFlow(self.flow_record(flow)?)],
+            audit: vec![record],
+        }))
     }
 
     /// A flow as the store keeps it (see [`due_ms`]).

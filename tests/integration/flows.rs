@@ -567,3 +567,51 @@ fn recovery_ends_a_flow_a_crash_interrupted_mid_commit_as_interrupted() {
     assert_eq!(audit_kinds(&store, "flow.interrupted"), 1);
     assert_eq!(rt.recover(T0 + 6).unwrap(), 0, "recovery is idempotent");
 }
+
+/// A flow left committing by a request that died (its gateway crashed, or
+/// the database went away under its last commit) is decided by the next
+/// request that takes its user's lock, not only by the next sweep: the
+/// portal hears `outcome-unknown` at once.
+#[test]
+fn a_request_to_a_flow_whose_commit_died_ends_it_interrupted_at_once() {
+    use resetgate::store::{Change, Commit, FlowRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, store, _host) = runtime(dir.path(), serde_json::json!({}));
+    let flow = rt.start("test-reset", "alice", T0).unwrap().flow;
+    let mut stored = rt.flow(&flow.id).unwrap();
+    stored.state = State::Committing {
+        receipt: Default::default(),
+    };
+    let value = serde_json::to_vec(&stored).unwrap();
+    store
+        .commit(Commit {
+            changes: vec![Change::PutFlow(FlowRecord {
+                id: flow.id.clone(),
+                user: "u".to_owned(),
+                version: stored.version.clone(),
+                in_progress: true,
+                due_ms: T0,
+                body: value,
+            })],
+            audit: vec![],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    let out = rt.password(&flow.id, Secret::from("Another-password-1"), T0 + 5);
+    assert!(
+        matches!(
+            out,
+            Err(resetgate::runtime::RuntimeError::Refused(
+                resetgate::engine::Refusal::Interrupted
+            ))
+        ),
+        "{out:?}"
+    );
+    assert!(matches!(
+        rt.flow(&flow.id).unwrap().state,
+        State::Interrupted { .. }
+    ));
+    assert_eq!(audit_kinds(&store, "flow.interrupted"), 1);
+    assert_eq!(rt.recover(T0 + 6).unwrap(), 0);
+}

@@ -51,11 +51,13 @@ pub enum Code {
     Internal,
     /// Starting or stopping.
     Unavailable,
+    /// The store (a database) cannot be reached right now.
+    StoreUnavailable,
 }
 
 impl Code {
     /// Every code, for the docs test.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::BadJson,
         Code::InvalidRequest,
         Code::InvalidApiKey,
@@ -75,6 +77,7 @@ impl Code {
         Code::RateLimited,
         Code::Internal,
         Code::Unavailable,
+        Code::StoreUnavailable,
     ];
 
     /// The stable code, e.g. `bad-json`.
@@ -181,6 +184,11 @@ impl Code {
                 S::SERVICE_UNAVAILABLE,
                 "The gateway is not ready; try again shortly.",
             ),
+            Code::StoreUnavailable => (
+                "store-unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "The gateway cannot reach its database right now; try again shortly.",
+            ),
         }
     }
 }
@@ -250,6 +258,15 @@ impl From<RuntimeError> for Problem {
             RuntimeError::Refused(Refusal::OutOfOrder) => Code::WrongState.into(),
             RuntimeError::Refused(Refusal::Finished) => Code::FlowEnded.into(),
             RuntimeError::Refused(Refusal::Interrupted) => Code::OutcomeUnknown.into(),
+            RuntimeError::Store(
+                e @ (crate::store::StoreError::Unavailable { .. }
+                | crate::store::StoreError::Closed),
+            ) => {
+                sampled_store_warning(&e);
+                let mut p = Problem::new(Code::StoreUnavailable);
+                p.retry_after = Some(STORE_RETRY_AFTER_SECS);
+                p
+            }
             e @ (RuntimeError::Store(_)
             | RuntimeError::Corrupt { .. }
             | RuntimeError::Sealed { .. }) => {
@@ -257,6 +274,32 @@ impl From<RuntimeError> for Problem {
                 Code::Internal.into()
             }
         }
+    }
+}
+
+/// What `store-unavailable` asks a client to wait, in seconds.
+const STORE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Logs a store outage at most once a second (a flood of requests while a
+/// database restarts must not flood the log), with how many were not
+/// logged.
+fn sampled_store_warning(e: &crate::store::StoreError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_SEC: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_SEC.load(Ordering::Relaxed);
+    if now > last
+        && LAST_SEC
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(error = %e, suppressed, "a request failed: the store is unavailable");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
     }
 }
 
