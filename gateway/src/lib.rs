@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod contract;
+pub mod due;
 pub mod engine;
 pub mod history;
 pub mod listen;

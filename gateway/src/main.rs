@@ -415,16 +415,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "flows a crash interrupted mid-commit end interrupted: whether their password changed is unknown"
         );
     }
-    let sweeper = runtime.clone();
+    // Due work (the cluster's flow sweep, ...), claimed with a lease so
+    // that one gateway of those sharing the store runs each item.
+    resetgate::due::DueWork::new(store.clone(), runtime.clone(), Default::default())
+        .spawn(now_ms)?;
+    // Each gateway drops the workflow versions no flow runs on any more.
+    let pruner = runtime.clone();
     std::thread::Builder::new()
-        .name("flow-sweep".into())
+        .name("prune-versions".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(30));
-                match sweeper.sweep(now_ms()) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(flows = n, "swept expired flows"),
-                    Err(e) => tracing::error!(error = %e, "sweeping flows failed"),
+                if let Err(e) = pruner.prune_versions() {
+                    tracing::error!(error = %e, "dropping old workflow versions failed");
                 }
             }
         })?;

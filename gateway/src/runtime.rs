@@ -191,6 +191,8 @@ pub struct FlowMetrics {
     pub gates: crate::metrics::Family,
     /// Lockouts by workflow.
     pub lockouts: crate::metrics::Family,
+    /// Timers this gateway ran, by kind and result (`ok`, `failed`).
+    pub timers: crate::metrics::Family,
 }
 
 impl Default for FlowMetrics {
@@ -200,6 +202,7 @@ impl Default for FlowMetrics {
             flows: Family::new(&["workflow", "outcome"]),
             gates: Family::new(&["workflow", "gate", "result"]),
             lockouts: Family::new(&["workflow"]),
+            timers: Family::new(&["kind", "result"]),
         }
     }
 }
@@ -761,10 +764,17 @@ impl Runtime {
     /// are due; then drops the old workflow versions no flow in progress
     /// runs on any more. Returns how many flows it removed.
     pub fn sweep(&self, now: u64) -> Result<usize, RuntimeError> {
-        let swept = self.pass(now)?;
+        let removed = self.sweep_flows(now)?;
         // Versions whose last flow in progress ended can go now.
         self.prune_versions()?;
-        Ok(swept.removed)
+        Ok(removed)
+    }
+
+    /// The flows' part of [`Runtime::sweep`] (what the cluster's `sweep`
+    /// timer runs on one gateway at a time; each gateway prunes its own
+    /// workflow versions); how many flows it removed.
+    pub fn sweep_flows(&self, now: u64) -> Result<usize, RuntimeError> {
+        Ok(self.pass(now)?.removed)
     }
 
     /// At start-up (and at every sweep): a flow found committing whose

@@ -11,6 +11,7 @@ mod capabilities;
 mod cli;
 mod connections;
 mod decoy;
+mod due;
 mod flows;
 mod gates;
 mod host;

@@ -707,6 +707,13 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     m.gates.render(&mut out, "resetgate_gate_results_total");
     metrics::header(
         &mut out,
+        "resetgate_timers_total",
+        "counter",
+        "Timers this gateway claimed and ran (the cluster's flow sweep, ...), by kind and result.",
+    );
+    m.timers.render(&mut out, "resetgate_timers_total");
+    metrics::header(
+        &mut out,
         "resetgate_lockouts_total",
         "counter",
         "Users locked out, by workflow.",
