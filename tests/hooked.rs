@@ -74,6 +74,14 @@ impl<H: Hooks> Store for Hooked<H> {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.inner.kv_scan(namespace, prefix, limit)
     }
+    fn kv_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.kv_keys(namespace, prefix, limit)
+    }
     fn commit(&self, commit: Commit) -> Result<Durable, StoreError> {
         self.hooks.commit(&commit);
         self.inner.commit(commit)

@@ -170,10 +170,7 @@ impl Kv {
         }
         Ok(self
             .store
-            .kv_scan(&self.namespace, prefix, limit as usize)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
+            .kv_keys(&self.namespace, prefix, limit as usize)?)
     }
 
     /// Keys and values that start with `prefix`, in byte order, at most

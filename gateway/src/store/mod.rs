@@ -448,6 +448,21 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// The keys of `namespace` starting with `prefix`, in byte order, at
+    /// most `limit`, without their values.
+    fn kv_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .kv_scan(namespace, prefix, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// Applies `commit` all or nothing; returns once it is visible, with the
     /// [`Durable`] to wait on before reporting it.
     fn commit(&self, commit: Commit) -> Result<Durable, StoreError>;

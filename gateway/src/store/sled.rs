@@ -1407,6 +1407,31 @@ impl Store for SledStore {
             .collect())
     }
 
+    fn kv_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.check_open()?;
+        let ns = kv_key(namespace, "").len();
+        let mut out = Vec::new();
+        for key in self
+            .inner
+            .trees
+            .get(Tree::Kv)
+            .scan_prefix(kv_key(namespace, prefix))
+            .keys()
+            .take(limit)
+        {
+            let key = key.map_err(io("scan", "kv"))?;
+            if let Some(k) = key.get(ns..).and_then(|k| std::str::from_utf8(k).ok()) {
+                out.push(k.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn commit(&self, commit: Commit) -> Result<Durable, StoreError> {
         self.check_open()?;
         let touches_work = commit.changes.iter().any(|c| {
