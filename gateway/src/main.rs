@@ -434,7 +434,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    tokio.block_on(async move {
+    let served = tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -475,9 +475,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             draining.set_ready(false);
         };
         resetgate::server::serve(listener, api, options, shutdown).await?;
-        tracing::info!("stopped");
         anyhow::Ok(())
-    })
+    });
+    // Every answered request is durable already; closing lets the store
+    // finish what is under way (sled's last flush, the database's pool).
+    store.close();
+    tracing::info!("stopped");
+    served
 }
 
 /// The data key that seals enrollments at rest, as the config says; where
