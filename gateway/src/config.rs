@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::store::{PgTls, PgTlsMode, PostgresSpec, StoreSpec};
 use crate::workflow::diagnostic::{Diagnostic, list};
 use crate::workflow::file::{self, Kind};
 use crate::workflow::units::HumanDuration;
@@ -115,27 +116,32 @@ pub struct PostgresConfig {
     pub insecure: bool,
 }
 
-/// `store.tls.mode`.
+/// `store.tls.mode` as written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum PgTlsMode {
-    /// Plain TCP.
+enum RawTlsMode {
     Disable,
-    /// TLS without checking the server's certificate.
     Require,
-    /// TLS; the certificate must chain to the CA(s) and name the host.
     #[default]
     VerifyFull,
 }
 
-impl PgTlsMode {
-    /// The name as written in the config (and libpq's `sslmode`).
-    pub fn name(self) -> &'static str {
-        match self {
-            PgTlsMode::Disable => "disable",
-            PgTlsMode::Require => "require",
-            PgTlsMode::VerifyFull => "verify-full",
+impl From<RawTlsMode> for PgTlsMode {
+    fn from(mode: RawTlsMode) -> PgTlsMode {
+        match mode {
+            RawTlsMode::Disable => PgTlsMode::Disable,
+            RawTlsMode::Require => PgTlsMode::Require,
+            RawTlsMode::VerifyFull => PgTlsMode::VerifyFull,
         }
+    }
+}
+
+/// The name of a TLS mode as written in the config (and libpq's `sslmode`).
+pub fn tls_mode_name(mode: PgTlsMode) -> &'static str {
+    match mode {
+        PgTlsMode::Disable => "disable",
+        PgTlsMode::Require => "require",
+        PgTlsMode::VerifyFull => "verify-full",
     }
 }
 
@@ -198,9 +204,11 @@ impl ConfigError {
             ConfigError::NoUser => {
                 "name the database user: `postgres://USER@HOST:PORT/DATABASE`".to_owned()
             }
-            ConfigError::NoHost => "name the database server: `postgres://USER@HOST:PORT/DATABASE` \
+            ConfigError::NoHost => {
+                "name the database server: `postgres://USER@HOST:PORT/DATABASE` \
                  (a Unix socket folder percent-encoded, e.g. `%2Frun%2Fpostgresql`)"
-                .to_owned(),
+                    .to_owned()
+            }
             ConfigError::TlsInUrl { .. } => {
                 "remove it from the URL and set `tls: { mode: ..., ca_file: ... }`".to_owned()
             }
@@ -250,11 +258,12 @@ pub fn check_postgres_url(url: &str, tls_params: bool) -> Result<PostgresUrl, Co
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let parsed: postgres::Config = parsable.parse().map_err(|e: postgres::Error| {
-        ConfigError::UnreadableUrl {
-            reason: e.to_string(),
-        }
-    })?;
+    let parsed: postgres::Config =
+        parsable
+            .parse()
+            .map_err(|e: postgres::Error| ConfigError::UnreadableUrl {
+                reason: e.to_string(),
+            })?;
     if parsed.get_password().is_some() {
         return Err(ConfigError::PasswordInUrl);
     }
@@ -287,15 +296,20 @@ pub fn check_postgres_url(url: &str, tls_params: bool) -> Result<PostgresUrl, Co
 /// name (lowercase, characters other than letters, digits, `.` and `-` as
 /// `-`) and the listen port, e.g. `host1-8443`.
 pub fn default_node(listen: SocketAddr) -> Result<String, ConfigError> {
+    node_for(&listen.port().to_string())
+}
+
+/// This host's name as [`default_node`] writes it, then `-` and `suffix`.
+pub fn node_for(suffix: &str) -> Result<String, ConfigError> {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| {
         ConfigError::HostName {
             reason: e.to_string(),
         }
     })?;
-    node_name(raw.trim(), listen.port())
+    node_name(raw.trim(), suffix)
 }
 
-fn node_name(host: &str, port: u16) -> Result<String, ConfigError> {
+fn node_name(host: &str, suffix: &str) -> Result<String, ConfigError> {
     let mut name: String = host
         .chars()
         .map(|c| c.to_ascii_lowercase())
@@ -315,7 +329,7 @@ fn node_name(host: &str, port: u16) -> Result<String, ConfigError> {
             reason: "it is empty".to_owned(),
         });
     }
-    Ok(format!("{name}-{port}"))
+    Ok(format!("{name}-{suffix}"))
 }
 
 /// Where the host reads a secret.
@@ -668,7 +682,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawPgTls {
     #[serde(default)]
-    mode: PgTlsMode,
+    mode: RawTlsMode,
     #[serde(default)]
     ca_file: Option<PathBuf>,
 }
@@ -765,6 +779,44 @@ impl GatewayConfig {
     pub fn http_origin(&self, origin: &str) -> Option<&HttpOrigin> {
         let wanted = normalise_origin(origin);
         self.http_origins.iter().find(|o| o.origin == wanted)
+    }
+
+    /// The store this config names, ready for [`crate::store::open`]: the
+    /// sled folder (the data folder unless `store.dir` says otherwise), or
+    /// the PostgreSQL settings with the password read from its secret and
+    /// the node name decided.
+    pub fn store_spec(&self) -> Result<StoreSpec, ConfigError> {
+        match &self.store {
+            StoreConfig::Sled { dir } => Ok(StoreSpec::Sled {
+                dir: dir.clone().unwrap_or_else(|| self.data_dir.clone()),
+            }),
+            StoreConfig::Postgres(p) => {
+                let password = match &p.password_secret {
+                    None => None,
+                    Some(name) => {
+                        let source = self
+                            .secrets
+                            .get(name)
+                            .ok_or_else(|| ConfigError::UndefinedSecret(name.clone()))?;
+                        Some(crate::plugin::secrets::read(name, source)?)
+                    }
+                };
+                let node = match &p.node {
+                    Some(node) => node.clone(),
+                    None => default_node(self.listen)?,
+                };
+                Ok(StoreSpec::Postgres(PostgresSpec {
+                    url: p.url.clone(),
+                    password,
+                    tls: PgTls {
+                        mode: p.tls_mode,
+                        ca_file: p.ca_file.clone(),
+                    },
+                    pool: p.pool,
+                    node,
+                }))
+            }
+        }
     }
 
     /// Where this config is described in messages: its file, or the defaults.
@@ -1166,6 +1218,7 @@ fn store_postgres(
     // The schema requires `url` here.
     let url = st.url.unwrap_or_default();
     let tls = st.tls.unwrap_or_default();
+    let mode = PgTlsMode::from(tls.mode);
     let mut local = true;
     match check_postgres_url(&url, false) {
         Ok(checked) => local = checked.local,
@@ -1194,14 +1247,19 @@ fn store_postgres(
                 ConfigError::UndefinedSecret(secret.clone()).to_string(),
             )
             .with_help(if secrets.is_empty() {
-                format!("define it: `secrets: {{ {secret}: {{ file: db-password.txt }} }}` (mode 600)")
+                format!(
+                    "define it: `secrets: {{ {secret}: {{ file: db-password.txt }} }}` (mode 600)"
+                )
             } else {
-                format!("define it under `secrets`, or use one of {}", list(secrets.keys()))
+                format!(
+                    "define it under `secrets`, or use one of {}",
+                    list(secrets.keys())
+                )
             }),
         );
     }
     if let Some(ca) = &tls.ca_file
-        && tls.mode != PgTlsMode::VerifyFull
+        && mode != PgTlsMode::VerifyFull
     {
         errors.push(
             Diagnostic::error(
@@ -1210,7 +1268,7 @@ fn store_postgres(
                 "value",
                 format!(
                     "`store.tls.ca_file` is set but `store.tls.mode` is `{}`, which does not check the server's certificate",
-                    tls.mode.name()
+                    tls_mode_name(mode)
                 ),
             )
             .with_help(format!(
@@ -1219,7 +1277,7 @@ fn store_postgres(
             )),
         );
     }
-    match (tls.mode, st.insecure) {
+    match (mode, st.insecure) {
         (PgTlsMode::Disable, false) if !local => errors.push(
             Diagnostic::error(
                 path,
@@ -1240,17 +1298,19 @@ fn store_postgres(
                 "value",
                 format!(
                     "`store.insecure` is set but `store.tls.mode` is `{}`",
-                    tls.mode.name()
+                    tls_mode_name(mode)
                 ),
             )
-            .with_help("remove `insecure: true`: it only allows `mode: disable` towards another host"),
+            .with_help(
+                "remove `insecure: true`: it only allows `mode: disable` towards another host",
+            ),
         ),
         _ => {}
     }
     PostgresConfig {
         url,
         password_secret: st.password_secret,
-        tls_mode: tls.mode,
+        tls_mode: mode,
         ca_file: tls.ca_file.map(resolve),
         pool: st.pool.unwrap_or(PG_POOL_DEFAULT),
         node: st.node,
@@ -1641,7 +1701,8 @@ mod tests {
         );
         // Unset: verify-full on the system's roots, 8 connections, the
         // default node name.
-        let c = load("version: 1\nstore: {backend: postgres, url: \"postgres://rg@db\"}\n").unwrap();
+        let c =
+            load("version: 1\nstore: {backend: postgres, url: \"postgres://rg@db\"}\n").unwrap();
         let StoreConfig::Postgres(p) = c.store else {
             panic!("not postgres")
         };
@@ -1667,7 +1728,10 @@ mod tests {
              tls: {mode: disable}, insecure: true}\n",
         )
         .unwrap();
-        assert!(matches!(c.store, StoreConfig::Postgres(PostgresConfig { insecure: true, .. })));
+        assert!(matches!(
+            c.store,
+            StoreConfig::Postgres(PostgresConfig { insecure: true, .. })
+        ));
     }
 
     #[test]
@@ -1691,7 +1755,10 @@ mod tests {
             );
         }
         // Not even a URL the schema or the parser refuses is echoed.
-        for url in ["pg://rg:canary-pw-1@db", "postgres://rg:canary-pw-1@db:port/x"] {
+        for url in [
+            "pg://rg:canary-pw-1@db",
+            "postgres://rg:canary-pw-1@db:port/x",
+        ] {
             let errs = load(&format!(
                 "version: 1\nstore: {{backend: postgres, url: \"{url}\"}}\n"
             ))
@@ -1710,7 +1777,10 @@ mod tests {
                 "postgres://rg@db/rg?sslmode=require",
                 "`store.url` sets `sslmode`\n  help: remove it from the URL and set `tls:",
             ),
-            ("postgres://rg@db/rg?colour=blue", "`store.url` cannot be read: "),
+            (
+                "postgres://rg@db/rg?colour=blue",
+                "`store.url` cannot be read: ",
+            ),
         ];
         for (url, message) in cases {
             let errs = load(&format!(
@@ -1724,11 +1794,11 @@ mod tests {
 
     #[test]
     fn node_names_from_host_names() {
-        assert_eq!(node_name("host1", 8443).unwrap(), "host1-8443");
-        assert_eq!(node_name("GW_2.corp", 80).unwrap(), "gw-2.corp-80");
-        assert_eq!(node_name("-x", 1).unwrap(), "x-1");
-        assert!(node_name("", 1).is_err());
-        let long = node_name(&"a".repeat(100), 65535).unwrap();
+        assert_eq!(node_name("host1", "8443").unwrap(), "host1-8443");
+        assert_eq!(node_name("GW_2.corp", "80").unwrap(), "gw-2.corp-80");
+        assert_eq!(node_name("-x", "1").unwrap(), "x-1");
+        assert!(node_name("", "1").is_err());
+        let long = node_name(&"a".repeat(100), "65535").unwrap();
         assert!(long.len() <= 63, "{long}");
         // The schema's pattern for `store.node` takes every default.
         let node = default_node(SocketAddr::from(([127, 0, 0, 1], 8443))).unwrap();
