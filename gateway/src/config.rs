@@ -1793,6 +1793,47 @@ mod tests {
     }
 
     #[test]
+    fn the_store_spec_reads_the_password_and_names_the_node() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db.pw");
+        std::fs::write(&pw, "canary-db-pw\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "version: 1\nlisten: \"127.0.0.1:8443\"\nsecrets:\n  db: {{file: {pw:?}}}\n\
+             store: {{backend: postgres, url: \"postgres://rg@db.example/rg\", password_secret: db, \
+             pool: 4, tls: {{mode: require}}}}\n"
+        );
+        let c = GatewayConfig::from_bytes(&dir.path().join("c.yaml"), text.as_bytes()).unwrap();
+        let spec = c.store_spec().unwrap();
+        assert!(!format!("{spec:?}").contains("canary"), "{spec:?}");
+        let StoreSpec::Postgres(p) = spec else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            p.password.as_ref().map(|s| s.expose()),
+            Some("canary-db-pw")
+        );
+        assert_eq!(p.url, "postgres://rg@db.example/rg");
+        assert_eq!(p.tls.mode, PgTlsMode::Require);
+        assert_eq!(p.pool, 4);
+        assert!(p.node.ends_with("-8443"), "{}", p.node);
+        // An unreadable secret is an error naming it, never a store without
+        // its password.
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = c.store_spec().unwrap_err().to_string();
+        assert!(e.starts_with("the database password: secret `db`:"), "{e}");
+        assert!(!e.contains("canary"), "{e}");
+        // sled follows the data folder, also when `--data-dir` moves it.
+        let mut c = load("version: 1\n").unwrap();
+        c.data_dir = PathBuf::from("/srv/rg");
+        let StoreSpec::Sled { dir } = c.store_spec().unwrap() else {
+            panic!("not sled")
+        };
+        assert_eq!(dir, PathBuf::from("/srv/rg"));
+    }
+
+    #[test]
     fn node_names_from_host_names() {
         assert_eq!(node_name("host1", "8443").unwrap(), "host1-8443");
         assert_eq!(node_name("GW_2.corp", "80").unwrap(), "gw-2.corp-80");

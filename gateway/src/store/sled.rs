@@ -1955,6 +1955,30 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_schema_is_read_without_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), None);
+        // Nothing was created by looking.
+        assert!(!dir.path().join("db").exists());
+        let store = SledStore::open(dir.path()).unwrap();
+        // Beside an open store (a running gateway): in use.
+        assert!(matches!(
+            SledStore::stored_schema(dir.path()),
+            Err(StoreError::InUse { .. })
+        ));
+        store.inner.trees.get(Tree::Meta).remove(b"schema").unwrap();
+        store.close();
+        drop(store);
+        // A version-1 store stays version 1 until it is opened.
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), Some(1));
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), Some(1));
+        let store = SledStore::open(dir.path()).unwrap();
+        store.close();
+        drop(store);
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), Some(SCHEMA));
+    }
+
+    #[test]
     fn commit_waits_for_a_flush() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
