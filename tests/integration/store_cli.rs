@@ -466,3 +466,34 @@ fn store_commands_report_config_and_argument_mistakes_with_status_2() {
     assert!(err.contains("chmod 600"), "{err}");
     assert!(!err.contains("canary"), "{err}");
 }
+
+#[test]
+fn serve_keeps_its_state_where_the_store_section_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let config = write_config(
+        tmp.path(),
+        &format!("store: {{backend: sled, dir: {state:?}}}"),
+    );
+    let gw = resetgate_tests::Gateway::start_config(&config, &[]);
+    assert_eq!(gw.get("/healthz").0, 200);
+    // Held by the running gateway: the store commands say so, status 3.
+    let (status, _, err) = cli(&["store", "check", "--config", path(&config)]);
+    assert_eq!(status, 3, "{err}");
+    assert!(err.contains("is in use by another process"), "{err}");
+    assert!(gw.stop(), "the gateway did not stop cleanly");
+    assert!(state.join("db").is_dir());
+    // The data folder keeps the data key, not the store.
+    let data = tmp.path().join("data");
+    assert!(data.join("data.key").is_file());
+    assert!(!data.join("db").exists());
+    let (status, out, err) = cli(&["store", "check", "--config", path(&config)]);
+    assert_eq!(status, 0, "{err}");
+    assert!(
+        out.starts_with(&format!(
+            "backend: sled\nlocation: {}\n",
+            state.join("db").display()
+        )),
+        "{out}"
+    );
+}
