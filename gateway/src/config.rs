@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::store::{PgTls, PgTlsMode, PostgresSpec, StoreSpec};
 use crate::workflow::diagnostic::{Diagnostic, list};
 use crate::workflow::file::{self, Kind};
 use crate::workflow::units::HumanDuration;
@@ -72,6 +73,264 @@ pub enum LdapFlavor {
 pub const LDAP_POOL_DEFAULT: usize = 2;
 /// The default of [`LdapConnection::max_concurrent`].
 pub const LDAP_MAX_CONCURRENT_DEFAULT: usize = 8;
+
+/// Where the gateway keeps its state (`store:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// sled, embedded in a folder: one gateway at a time.
+    Sled {
+        /// The folder (sled's files are in its `db/`); `None`: the data
+        /// folder, [`GatewayConfig::data_dir`] (also when `--data-dir`
+        /// overrides it).
+        dir: Option<PathBuf>,
+    },
+    /// A PostgreSQL database, which several gateways may share.
+    Postgres(PostgresConfig),
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sled { dir: None }
+    }
+}
+
+/// `store: { backend: postgres, ... }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `postgres://USER@HOST:PORT/DATABASE`, never with a password
+    /// ([`check_postgres_url`] passed it).
+    pub url: String,
+    /// The secret (in [`GatewayConfig::secrets`]) holding the password.
+    pub password_secret: Option<String>,
+    /// How the connection is protected.
+    pub tls_mode: PgTlsMode,
+    /// PEM file of the CA(s) the server's certificate must chain to
+    /// (`verify-full` only); `None`: the operating system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connections kept.
+    pub pool: u32,
+    /// The gateway's name in the database (its audit chains); `None`: the
+    /// host name and the listen port ([`default_node`]).
+    pub node: Option<String>,
+    /// Whether `disable` may be used towards a host other than loopback.
+    pub insecure: bool,
+}
+
+/// `store.tls.mode` as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawTlsMode {
+    Disable,
+    Require,
+    #[default]
+    VerifyFull,
+}
+
+impl From<RawTlsMode> for PgTlsMode {
+    fn from(mode: RawTlsMode) -> PgTlsMode {
+        match mode {
+            RawTlsMode::Disable => PgTlsMode::Disable,
+            RawTlsMode::Require => PgTlsMode::Require,
+            RawTlsMode::VerifyFull => PgTlsMode::VerifyFull,
+        }
+    }
+}
+
+/// The name of a TLS mode as written in the config (and libpq's `sslmode`).
+pub fn tls_mode_name(mode: PgTlsMode) -> &'static str {
+    match mode {
+        PgTlsMode::Disable => "disable",
+        PgTlsMode::Require => "require",
+        PgTlsMode::VerifyFull => "verify-full",
+    }
+}
+
+/// The default of [`PostgresConfig::pool`].
+pub const PG_POOL_DEFAULT: u32 = 8;
+
+/// Why a store setting cannot be used. Never holds a URL as written (it
+/// may hold a password) nor a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not a `postgres://` or `postgresql://` URL.
+    #[error("is not a `postgres://` URL")]
+    NotPostgresUrl,
+    /// The URL holds a password (in its user part or as `password=`).
+    #[error("holds a password")]
+    PasswordInUrl,
+    /// The URL does not parse.
+    #[error("cannot be read: {reason}")]
+    UnreadableUrl {
+        /// What the parser said (it never quotes the URL).
+        reason: String,
+    },
+    /// The URL names no user.
+    #[error("names no user")]
+    NoUser,
+    /// The URL names no host.
+    #[error("names no host")]
+    NoHost,
+    /// The URL sets TLS itself.
+    #[error("sets `{param}`")]
+    TlsInUrl {
+        /// `sslmode`, `sslrootcert`, ...
+        param: String,
+    },
+    /// The database password could not be read.
+    #[error("the database password: {0}")]
+    Password(#[from] crate::plugin::secrets::SecretsError),
+    /// `password_secret` names a secret the config does not define.
+    #[error("`store.password_secret` names secret `{0}`, which `secrets` does not define")]
+    UndefinedSecret(String),
+    /// The host name, needed for the default node name, is unknown.
+    #[error("cannot tell this host's name for the store's node name ({reason}); set `store.node`")]
+    HostName {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// How to fix a URL problem.
+    pub fn help(&self) -> String {
+        match self {
+            ConfigError::NotPostgresUrl | ConfigError::UnreadableUrl { .. } => {
+                "write `postgres://USER@HOST:PORT/DATABASE`".to_owned()
+            }
+            ConfigError::PasswordInUrl => "remove the password from the URL \
+                 (`postgres://USER@HOST:PORT/DATABASE`) and name a secret holding it: \
+                 `password_secret: NAME`, with `secrets: { NAME: { file: FILE } }` (mode 600)"
+                .to_owned(),
+            ConfigError::NoUser => {
+                "name the database user: `postgres://USER@HOST:PORT/DATABASE`".to_owned()
+            }
+            ConfigError::NoHost => {
+                "name the database server: `postgres://USER@HOST:PORT/DATABASE` \
+                 (a Unix socket folder percent-encoded, e.g. `%2Frun%2Fpostgresql`)"
+                    .to_owned()
+            }
+            ConfigError::TlsInUrl { .. } => {
+                "remove it from the URL and set `tls: { mode: ..., ca_file: ... }`".to_owned()
+            }
+            ConfigError::Password(_)
+            | ConfigError::UndefinedSecret(_)
+            | ConfigError::HostName { .. } => String::new(),
+        }
+    }
+}
+
+/// A PostgreSQL URL, checked: no password, a user and a host, no TLS
+/// settings of its own.
+#[derive(Clone, Debug)]
+pub struct PostgresUrl {
+    /// Whether every host it names is on this machine (loopback or a Unix
+    /// socket): plain TCP to it never crosses a network.
+    pub local: bool,
+}
+
+/// Checks a `postgres://` URL as the `store:` section and `resetgate store
+/// copy` take it. `tls_params`: whether `sslmode` and `sslrootcert` may be in
+/// it (the command line's form); the config sets TLS with `store.tls`.
+pub fn check_postgres_url(url: &str, tls_params: bool) -> Result<PostgresUrl, ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::NotPostgresUrl);
+    }
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    for param in query.split('&') {
+        let key = param.split_once('=').map_or(param, |(k, _)| k);
+        if key == "password" {
+            return Err(ConfigError::PasswordInUrl);
+        }
+        if !tls_params && key.starts_with("ssl") {
+            return Err(ConfigError::TlsInUrl {
+                param: key.to_owned(),
+            });
+        }
+    }
+    // `sslrootcert` is libpq's, not the driver's: take it out before parsing.
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("sslrootcert="))
+        .collect();
+    let base = url.split_once('?').map_or(url, |(b, _)| b);
+    let parsable = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let parsed: postgres::Config =
+        parsable
+            .parse()
+            .map_err(|e: postgres::Error| ConfigError::UnreadableUrl {
+                reason: e.to_string(),
+            })?;
+    if parsed.get_password().is_some() {
+        return Err(ConfigError::PasswordInUrl);
+    }
+    if parsed.get_user().is_none_or(str::is_empty) {
+        return Err(ConfigError::NoUser);
+    }
+    let hosts = parsed.get_hosts();
+    if hosts.is_empty() {
+        return Err(ConfigError::NoHost);
+    }
+    let loopback_name = |h: &str| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case("localhost")
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    };
+    let addrs = parsed.get_hostaddrs();
+    let local = if addrs.is_empty() {
+        hosts.iter().all(|h| match h {
+            postgres::config::Host::Tcp(name) => loopback_name(name),
+            postgres::config::Host::Unix(_) => true,
+        })
+    } else {
+        addrs.iter().all(|ip| ip.to_canonical().is_loopback())
+    };
+    Ok(PostgresUrl { local })
+}
+
+/// The node name a gateway uses unless `store.node` says otherwise: the host
+/// name (lowercase, characters other than letters, digits, `.` and `-` as
+/// `-`) and the listen port, e.g. `host1-8443`.
+pub fn default_node(listen: SocketAddr) -> Result<String, ConfigError> {
+    node_for(&listen.port().to_string())
+}
+
+/// This host's name as [`default_node`] writes it, then `-` and `suffix`.
+pub fn node_for(suffix: &str) -> Result<String, ConfigError> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| {
+        ConfigError::HostName {
+            reason: e.to_string(),
+        }
+    })?;
+    node_name(raw.trim(), suffix)
+}
+
+fn node_name(host: &str, suffix: &str) -> Result<String, ConfigError> {
+    let mut name: String = host
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(56)
+        .collect();
+    let trimmed = name.trim_start_matches(['.', '-']).len();
+    name.drain(..name.len() - trimmed);
+    if name.is_empty() {
+        return Err(ConfigError::HostName {
+            reason: "it is empty".to_owned(),
+        });
+    }
+    Ok(format!("{name}-{suffix}"))
+}
 
 /// Where the host reads a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,8 +450,11 @@ pub struct GatewayConfig {
     pub plugins: PathBuf,
     /// Folder of workflow files.
     pub workflows: PathBuf,
-    /// Folder for state and the plugin cache.
+    /// Folder for the data key, the plugin cache and (with the sled store
+    /// unless [`StoreConfig::Sled::dir`] says otherwise) the state.
     pub data_dir: PathBuf,
+    /// Where the state is kept.
+    pub store: StoreConfig,
     /// Where to listen.
     pub listen: SocketAddr,
     /// HTTPS settings; `None` serves plain HTTP (see [`GatewayConfig::allow_plain_http`]).
@@ -225,6 +487,7 @@ impl Default for GatewayConfig {
             plugins: PathBuf::from("target/plugins"),
             workflows: PathBuf::from("workflows"),
             data_dir: PathBuf::from(".resetgate"),
+            store: StoreConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls: None,
             allow_plain_http: false,
@@ -250,6 +513,8 @@ struct RawConfig {
     workflows: Option<PathBuf>,
     #[serde(default)]
     data_dir: Option<PathBuf>,
+    #[serde(default)]
+    store: Option<RawStore>,
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
@@ -386,6 +651,42 @@ struct RawLdap {
     max_concurrent: Option<usize>,
 }
 
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawBackend {
+    Sled,
+    Postgres,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    backend: RawBackend,
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    password_secret: Option<String>,
+    #[serde(default)]
+    tls: Option<RawPgTls>,
+    #[serde(default)]
+    pool: Option<u32>,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPgTls {
+    #[serde(default)]
+    mode: RawTlsMode,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSecret {
@@ -478,6 +779,44 @@ impl GatewayConfig {
     pub fn http_origin(&self, origin: &str) -> Option<&HttpOrigin> {
         let wanted = normalise_origin(origin);
         self.http_origins.iter().find(|o| o.origin == wanted)
+    }
+
+    /// The store this config names, ready for [`crate::store::open`]: the
+    /// sled folder (the data folder unless `store.dir` says otherwise), or
+    /// the PostgreSQL settings with the password read from its secret and
+    /// the node name decided.
+    pub fn store_spec(&self) -> Result<StoreSpec, ConfigError> {
+        match &self.store {
+            StoreConfig::Sled { dir } => Ok(StoreSpec::Sled {
+                dir: dir.clone().unwrap_or_else(|| self.data_dir.clone()),
+            }),
+            StoreConfig::Postgres(p) => {
+                let password = match &p.password_secret {
+                    None => None,
+                    Some(name) => {
+                        let source = self
+                            .secrets
+                            .get(name)
+                            .ok_or_else(|| ConfigError::UndefinedSecret(name.clone()))?;
+                        Some(crate::plugin::secrets::read(name, source)?)
+                    }
+                };
+                let node = match &p.node {
+                    Some(node) => node.clone(),
+                    None => default_node(self.listen)?,
+                };
+                Ok(StoreSpec::Postgres(PostgresSpec {
+                    url: p.url.clone(),
+                    password,
+                    tls: PgTls {
+                        mode: p.tls_mode,
+                        ca_file: p.ca_file.clone(),
+                    },
+                    pool: p.pool,
+                    node,
+                }))
+            }
+        }
     }
 
     /// Where this config is described in messages: its file, or the defaults.
@@ -614,6 +953,20 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
             },
         );
     }
+
+    let store = match raw.store {
+        None => StoreConfig::default(),
+        Some(st) => match st.backend {
+            // The schema allows none of the PostgreSQL settings here.
+            RawBackend::Sled => StoreConfig::Sled {
+                dir: st.dir.map(resolve),
+            },
+            RawBackend::Postgres => {
+                let postgres = store_postgres(path, doc, st, &secrets, &resolve, &mut errors);
+                StoreConfig::Postgres(postgres)
+            }
+        },
+    };
 
     let mut commands = BTreeMap::new();
     for (name, c) in raw.commands {
@@ -838,6 +1191,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         plugins: raw.plugins.map_or(defaults.plugins, resolve),
         workflows: raw.workflows.map_or(defaults.workflows, resolve),
         data_dir: raw.data_dir.map_or(defaults.data_dir, resolve),
+        store,
         listen,
         tls,
         allow_plain_http: raw.allow_plain_http,
@@ -849,6 +1203,119 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         commands,
         http_origins,
     })
+}
+
+/// Checks `store: { backend: postgres, ... }` (which passed the schema),
+/// adding a diagnostic to `errors` for each problem.
+fn store_postgres(
+    path: &Path,
+    doc: &Document,
+    st: RawStore,
+    secrets: &BTreeMap<String, SecretSource>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    errors: &mut Vec<Diagnostic>,
+) -> PostgresConfig {
+    // The schema requires `url` here.
+    let url = st.url.unwrap_or_default();
+    let tls = st.tls.unwrap_or_default();
+    let mode = PgTlsMode::from(tls.mode);
+    let mut local = true;
+    match check_postgres_url(&url, false) {
+        Ok(checked) => local = checked.local,
+        Err(e) => errors.push(
+            Diagnostic::error(
+                path,
+                doc.value_pos("/store/url"),
+                if matches!(e, ConfigError::PasswordInUrl) {
+                    "password-in-url"
+                } else {
+                    "value"
+                },
+                format!("`store.url` {e}"),
+            )
+            .with_help(e.help()),
+        ),
+    }
+    if let Some(secret) = &st.password_secret
+        && !secrets.contains_key(secret)
+    {
+        errors.push(
+            Diagnostic::error(
+                path,
+                doc.value_pos("/store/password_secret"),
+                "undefined",
+                ConfigError::UndefinedSecret(secret.clone()).to_string(),
+            )
+            .with_help(if secrets.is_empty() {
+                format!(
+                    "define it: `secrets: {{ {secret}: {{ file: db-password.txt }} }}` (mode 600)"
+                )
+            } else {
+                format!(
+                    "define it under `secrets`, or use one of {}",
+                    list(secrets.keys())
+                )
+            }),
+        );
+    }
+    if let Some(ca) = &tls.ca_file
+        && mode != PgTlsMode::VerifyFull
+    {
+        errors.push(
+            Diagnostic::error(
+                path,
+                doc.value_pos("/store/tls/ca_file"),
+                "value",
+                format!(
+                    "`store.tls.ca_file` is set but `store.tls.mode` is `{}`, which does not check the server's certificate",
+                    tls_mode_name(mode)
+                ),
+            )
+            .with_help(format!(
+                "write `mode: verify-full` to check the server against `{}`, or remove `ca_file`",
+                ca.display()
+            )),
+        );
+    }
+    match (mode, st.insecure) {
+        (PgTlsMode::Disable, false) if !local => errors.push(
+            Diagnostic::error(
+                path,
+                doc.value_pos("/store/tls/mode"),
+                "plain-tcp",
+                "`store.tls.mode` is `disable` for a database on another host: the password and \
+                 every stored record would cross the network unencrypted",
+            )
+            .with_help(
+                "use `mode: verify-full` (with `ca_file` if the server's CA is private); if the \
+                 network is really trusted, add `insecure: true` to `store`",
+            ),
+        ),
+        (PgTlsMode::Require | PgTlsMode::VerifyFull, true) => errors.push(
+            Diagnostic::error(
+                path,
+                doc.value_pos("/store/insecure"),
+                "value",
+                format!(
+                    "`store.insecure` is set but `store.tls.mode` is `{}`",
+                    tls_mode_name(mode)
+                ),
+            )
+            .with_help(
+                "remove `insecure: true`: it only allows `mode: disable` towards another host",
+            ),
+        ),
+        _ => {}
+    }
+    PostgresConfig {
+        url,
+        password_secret: st.password_secret,
+        tls_mode: mode,
+        ca_file: tls.ca_file.map(resolve),
+        pool: st.pool.unwrap_or(PG_POOL_DEFAULT),
+        node: st.node,
+        insecure: st.insecure,
+    }
 }
 
 #[cfg(test)]
@@ -1197,6 +1664,189 @@ mod tests {
                  data-key.txt } }` (64 hexadecimal characters, mode 600)"
             ]
         );
+    }
+
+    #[test]
+    fn the_store_is_sled_in_the_data_folder_unless_set() {
+        let c = load("version: 1\ndata_dir: state\n").unwrap();
+        assert_eq!(c.store, StoreConfig::Sled { dir: None });
+        let c = load("version: 1\nstore: {backend: sled, dir: db}\n").unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Sled {
+                dir: Some(PathBuf::from("/etc/resetgate/db"))
+            }
+        );
+    }
+
+    #[test]
+    fn a_postgres_store() {
+        let c = load(
+            "version: 1\nsecrets:\n  db: {env: DB_PASSWORD}\nstore:\n  backend: postgres\n  \
+             url: \"postgres://resetgate@db.corp.example:5433/rg\"\n  password_secret: db\n  \
+             tls: {ca_file: tls/db-ca.pem}\n  pool: 16\n  node: gw-1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Postgres(PostgresConfig {
+                url: "postgres://resetgate@db.corp.example:5433/rg".to_owned(),
+                password_secret: Some("db".to_owned()),
+                tls_mode: PgTlsMode::VerifyFull,
+                ca_file: Some(PathBuf::from("/etc/resetgate/tls/db-ca.pem")),
+                pool: 16,
+                node: Some("gw-1".to_owned()),
+                insecure: false,
+            })
+        );
+        // Unset: verify-full on the system's roots, 8 connections, the
+        // default node name.
+        let c =
+            load("version: 1\nstore: {backend: postgres, url: \"postgres://rg@db\"}\n").unwrap();
+        let StoreConfig::Postgres(p) = c.store else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            (p.tls_mode, &p.ca_file, p.pool, &p.node, p.insecure),
+            (PgTlsMode::VerifyFull, &None, 8, &None, false)
+        );
+        // Plain TCP: on loopback or a Unix socket as is, elsewhere only
+        // with `insecure`.
+        for url in [
+            "postgres://rg@127.0.0.1:5432/rg",
+            "postgres://rg@localhost/rg",
+            "postgres://rg@[::1]:5432/rg",
+            "postgres://rg@%2Frun%2Fpostgresql/rg",
+        ] {
+            let text = format!(
+                "version: 1\nstore: {{backend: postgres, url: \"{url}\", tls: {{mode: disable}}}}\n"
+            );
+            assert!(load(&text).is_ok(), "{url}: {:?}", load(&text));
+        }
+        let c = load(
+            "version: 1\nstore: {backend: postgres, url: \"postgres://rg@10.0.0.5/rg\", \
+             tls: {mode: disable}, insecure: true}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            c.store,
+            StoreConfig::Postgres(PostgresConfig { insecure: true, .. })
+        ));
+    }
+
+    #[test]
+    fn a_password_in_the_store_url_is_refused_without_being_shown() {
+        for url in [
+            "postgres://rg:canary-pw-1@db.example/rg",
+            "postgresql://rg@db.example/rg?password=canary-pw-1",
+        ] {
+            let errs = load(&format!(
+                "version: 1\nstore: {{backend: postgres, url: \"{url}\"}}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                errs,
+                [
+                    "/etc/resetgate/config.yaml:2:33: error[password-in-url]: `store.url` holds a \
+                     password\n  help: remove the password from the URL \
+                     (`postgres://USER@HOST:PORT/DATABASE`) and name a secret holding it: \
+                     `password_secret: NAME`, with `secrets: { NAME: { file: FILE } }` (mode 600)"
+                ]
+            );
+        }
+        // Not even a URL the schema or the parser refuses is echoed.
+        for url in [
+            "pg://rg:canary-pw-1@db",
+            "postgres://rg:canary-pw-1@db:port/x",
+        ] {
+            let errs = load(&format!(
+                "version: 1\nstore: {{backend: postgres, url: \"{url}\"}}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(!errs[0].contains("canary"), "{}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn store_url_errors() {
+        let cases = [
+            ("mysql://rg@db/rg", "`store.url` is not a `postgres://` URL"),
+            ("postgres://db.example/rg", "`store.url` names no user"),
+            (
+                "postgres://rg@db/rg?sslmode=require",
+                "`store.url` sets `sslmode`\n  help: remove it from the URL and set `tls:",
+            ),
+            (
+                "postgres://rg@db/rg?colour=blue",
+                "`store.url` cannot be read: ",
+            ),
+        ];
+        for (url, message) in cases {
+            let errs = load(&format!(
+                "version: 1\nstore: {{backend: postgres, url: \"{url}\"}}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(errs.len(), 1, "{url}: {errs:?}");
+            assert!(errs[0].contains(message), "{url}: {}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn the_store_spec_reads_the_password_and_names_the_node() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db.pw");
+        std::fs::write(&pw, "canary-db-pw\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "version: 1\nlisten: \"127.0.0.1:8443\"\nsecrets:\n  db: {{file: {pw:?}}}\n\
+             store: {{backend: postgres, url: \"postgres://rg@db.example/rg\", password_secret: db, \
+             pool: 4, tls: {{mode: require}}}}\n"
+        );
+        let c = GatewayConfig::from_bytes(&dir.path().join("c.yaml"), text.as_bytes()).unwrap();
+        let spec = c.store_spec().unwrap();
+        assert!(!format!("{spec:?}").contains("canary"), "{spec:?}");
+        let StoreSpec::Postgres(p) = spec else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            p.password.as_ref().map(|s| s.expose()),
+            Some("canary-db-pw")
+        );
+        assert_eq!(p.url, "postgres://rg@db.example/rg");
+        assert_eq!(p.tls.mode, PgTlsMode::Require);
+        assert_eq!(p.pool, 4);
+        assert!(p.node.ends_with("-8443"), "{}", p.node);
+        // An unreadable secret is an error naming it, never a store without
+        // its password.
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = c.store_spec().unwrap_err().to_string();
+        assert!(e.starts_with("the database password: secret `db`:"), "{e}");
+        assert!(!e.contains("canary"), "{e}");
+        // sled follows the data folder, also when `--data-dir` moves it.
+        let mut c = load("version: 1\n").unwrap();
+        c.data_dir = PathBuf::from("/srv/rg");
+        let StoreSpec::Sled { dir } = c.store_spec().unwrap() else {
+            panic!("not sled")
+        };
+        assert_eq!(dir, PathBuf::from("/srv/rg"));
+    }
+
+    #[test]
+    fn node_names_from_host_names() {
+        assert_eq!(node_name("host1", "8443").unwrap(), "host1-8443");
+        assert_eq!(node_name("GW_2.corp", "80").unwrap(), "gw-2.corp-80");
+        assert_eq!(node_name("-x", "1").unwrap(), "x-1");
+        assert!(node_name("", "1").is_err());
+        let long = node_name(&"a".repeat(100), "65535").unwrap();
+        assert!(long.len() <= 63, "{long}");
+        // The schema's pattern for `store.node` takes every default.
+        let node = default_node(SocketAddr::from(([127, 0, 0, 1], 8443))).unwrap();
+        let text = format!(
+            "version: 1\nstore: {{backend: postgres, url: \"postgres://rg@db\", node: \"{node}\"}}\n"
+        );
+        assert!(load(&text).is_ok(), "{node}");
     }
 
     #[test]

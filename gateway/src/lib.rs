@@ -19,6 +19,7 @@ pub mod seal;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod storecli;
 pub mod users;
 pub mod workers;
 pub mod workflow;

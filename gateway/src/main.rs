@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Works with the store: migrate, check, copy to another backend.
+    Store {
+        #[command(subcommand)]
+        command: resetgate::storecli::StoreCommand,
+    },
     /// Works with the audit log.
     Audit {
         #[command(subcommand)]
@@ -64,12 +69,9 @@ enum ApiKeyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Checks the audit log's hash chain from the first entry to the last.
-    Verify {
-        /// The gateway's data folder.
-        #[arg(long, env = "RESETGATE_DATA_DIR", default_value = ".resetgate")]
-        data_dir: PathBuf,
-    },
+    /// Checks every hash chain of the audit log from its first entry to its
+    /// last; prints each chain and the total (status 1 if it does not verify).
+    Verify(resetgate::storecli::Target),
 }
 
 #[derive(clap::Args)]
@@ -127,9 +129,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Store { command } => return resetgate::storecli::run_store(command),
         Command::Audit {
-            command: AuditCommand::Verify { data_dir },
-        } => audit_verify(&data_dir),
+            command: AuditCommand::Verify(target),
+        } => return resetgate::storecli::run_audit_verify(target),
         Command::Check(args) => return check(args),
         Command::Users(args) => resetgate::users::run(
             args,
@@ -297,26 +300,6 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn audit_verify(data_dir: &Path) -> anyhow::Result<()> {
-    use resetgate::store::StoreSpec;
-    let store = resetgate::store::open(&StoreSpec::Sled {
-        dir: data_dir.to_owned(),
-    })?;
-    let summary = store.audit().verify()?;
-    for chain in &summary.chains {
-        println!(
-            "audit chain {}: {} entries, head {}",
-            chain.chain, chain.entries, chain.head
-        );
-    }
-    println!(
-        "audit log intact: {} entries in {} chain(s)",
-        summary.entries,
-        summary.chains.len()
-    );
-    Ok(())
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -345,7 +328,6 @@ fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflo
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use resetgate::runtime::Runtime;
-    use resetgate::store::StoreSpec;
     let started = Instant::now();
     let mut config = match &args.config {
         Some(path) => GatewayConfig::load(path).map_err(|ds| {
@@ -387,9 +369,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
-    let store = resetgate::store::open(&StoreSpec::Sled {
-        dir: config.data_dir.clone(),
-    })?;
+    let store = resetgate::store::open(&config.store_spec()?)?;
     let host = PluginHost::new(HostConfig::new(config.data_dir.join("plugin-cache")))?;
     let caps = resetgate::plugin::Capabilities::from_config(&config, Some(store.clone()))
         .context("cannot set up the capabilities the gateway config defines")?;

@@ -25,5 +25,6 @@ mod one_time_code;
 mod page;
 mod sandbox;
 mod sealing;
+mod store_cli;
 mod tls;
 mod workflows;

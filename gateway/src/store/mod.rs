@@ -597,6 +597,16 @@ pub fn open(spec: &StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
     })
 }
 
+/// The schema version the store `spec` names holds, read without
+/// migrating it (`resetgate store migrate` prints it before [`open`]
+/// migrates): `None` when the store has not been created yet.
+pub fn stored_schema(spec: &StoreSpec) -> Result<Option<u32>, StoreError> {
+    match spec {
+        StoreSpec::Sled { dir } => SledStore::stored_schema(dir),
+        StoreSpec::Postgres(spec) => postgres::PostgresStore::stored_schema(spec),
+    }
+}
+
 /// Writes that are visible but perhaps not yet on disk. Wait for it —
 /// [`Durable::wait`] on a thread, or `.await` — before reporting them.
 #[must_use = "writes are not durable until this resolves"]

@@ -15,4 +15,13 @@ impl PostgresStore {
             reason: "the postgres backend is not built yet".to_owned(),
         })
     }
+
+    /// The schema version the database holds, read without migrating;
+    /// `None` before the first migration.
+    pub fn stored_schema(spec: &PostgresSpec) -> Result<Option<u32>, StoreError> {
+        Err(StoreError::Open {
+            location: spec.location(),
+            reason: "the postgres backend is not built yet".to_owned(),
+        })
+    }
 }

@@ -515,6 +515,40 @@ fn open_db(path: &Path) -> Result<::sled::Db, ::sled::Error> {
 }
 
 impl SledStore {
+    /// The schema version stored in `<dir>/db`, read without migrating
+    /// anything (`resetgate store migrate` prints it before opening):
+    /// `None` when there is no store yet; 1 for a store from before
+    /// versions were recorded. Takes the database's lock for the moment
+    /// it reads, so it fails with [`StoreError::InUse`] beside a running
+    /// gateway.
+    pub fn stored_schema(dir: &Path) -> Result<Option<u32>, StoreError> {
+        let path = dir.join("db");
+        if !path.join("conf").exists() {
+            return Ok(None);
+        }
+        let db = open_db(&path).map_err(|e| {
+            if is_lock_error(&e) {
+                StoreError::InUse {
+                    location: path.display().to_string(),
+                }
+            } else {
+                StoreError::Open {
+                    location: path.display().to_string(),
+                    reason: describe(&e),
+                }
+            }
+        })?;
+        let meta = db
+            .open_tree(Tree::Meta.name())
+            .map_err(io("open", "meta"))?;
+        let stored = meta
+            .get(b"schema")
+            .map_err(io("open", "meta"))?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map_or(1, u32::from_be_bytes);
+        Ok(Some(stored))
+    }
+
     /// Opens (creating if needed) the store in `<dir>/db` and starts its
     /// flusher thread. Waits up to two seconds if the database is locked
     /// (for example, closed a moment ago in this process). Applies the
@@ -1918,6 +1952,30 @@ mod tests {
             }
             other => panic!("expected a newer schema to be refused, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_stored_schema_is_read_without_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), None);
+        // Nothing was created by looking.
+        assert!(!dir.path().join("db").exists());
+        let store = SledStore::open(dir.path()).unwrap();
+        // Beside an open store (a running gateway): in use.
+        assert!(matches!(
+            SledStore::stored_schema(dir.path()),
+            Err(StoreError::InUse { .. })
+        ));
+        store.inner.trees.get(Tree::Meta).remove(b"schema").unwrap();
+        store.close();
+        drop(store);
+        // A version-1 store stays version 1 until it is opened.
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), Some(1));
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), Some(1));
+        let store = SledStore::open(dir.path()).unwrap();
+        store.close();
+        drop(store);
+        assert_eq!(SledStore::stored_schema(dir.path()).unwrap(), Some(SCHEMA));
     }
 
     #[test]
