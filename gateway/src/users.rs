@@ -17,7 +17,7 @@ use crate::config::GatewayConfig;
 use crate::plugin::{SlowHashError, hash_secret};
 use crate::secret::Secret;
 use crate::store::kv::{Kv, KvError};
-use crate::store::{SledStore, StoreError};
+use crate::store::{SledStore, Store, StoreError, StoreSpec};
 
 #[path = "../../plugins/local-users/src/record.rs"]
 pub mod record;
@@ -178,8 +178,23 @@ pub struct NewUser {
     pub disabled: bool,
 }
 
-/// Opens the store in `data_dir`; a database held by another process is
-/// [`UsersError::GatewayRunning`].
+/// Opens the store `spec` names; a sled database held by another process
+/// is [`UsersError::GatewayRunning`]. (Several gateways and this command
+/// may share a PostgreSQL store.)
+pub fn open_spec(spec: &StoreSpec) -> Result<Arc<dyn Store>, UsersError> {
+    crate::store::open(spec).map_err(|e| match e {
+        StoreError::InUse { location } => UsersError::GatewayRunning {
+            path: match spec {
+                StoreSpec::Sled { dir } => dir.clone(),
+                StoreSpec::Postgres(_) => PathBuf::from(location),
+            },
+        },
+        other => UsersError::Store(other),
+    })
+}
+
+/// Opens the sled store in `data_dir`; a database held by another process
+/// is [`UsersError::GatewayRunning`].
 pub fn open_store(data_dir: &Path) -> Result<SledStore, UsersError> {
     SledStore::open(data_dir).map_err(|e| match e {
         StoreError::InUse { .. } => UsersError::GatewayRunning {
@@ -336,9 +351,11 @@ impl Users {
 
 /// The data folder the command works on: `--data-dir`, else the config's,
 /// else the default.
-fn data_dir(args: &UsersArgs) -> Result<PathBuf, UsersError> {
+/// The store the command works on: sled in `--data-dir`, or the config's
+/// store (sled in its data folder by default, or PostgreSQL).
+fn store_spec(args: &UsersArgs) -> Result<StoreSpec, UsersError> {
     if let Some(dir) = &args.data_dir {
-        return Ok(dir.clone());
+        return Ok(StoreSpec::Sled { dir: dir.clone() });
     }
     let config = match &args.config {
         Some(path) => GatewayConfig::load(path).map_err(|ds| {
@@ -351,7 +368,9 @@ fn data_dir(args: &UsersArgs) -> Result<PathBuf, UsersError> {
         })?,
         None => GatewayConfig::default(),
     };
-    Ok(config.data_dir)
+    config
+        .store_spec()
+        .map_err(|e| UsersError::Config(e.to_string()))
 }
 
 /// Flags of a user for `list`: `disabled`, `must-change`, `no-password`.
@@ -384,10 +403,13 @@ pub fn run(
     out: &mut dyn Write,
     input: &mut dyn BufRead,
 ) -> Result<(), UsersError> {
-    let dir = data_dir(&args)?;
+    let spec = store_spec(&args)?;
     // `list` and `remove` on a folder without a database: nothing to show,
     // and nothing created.
-    let exists = dir.join("db").exists();
+    let exists = match &spec {
+        StoreSpec::Sled { dir } => dir.join("db").exists(),
+        StoreSpec::Postgres(_) => true,
+    };
     match args.command {
         UsersCommand::Add(add) => {
             let attributes = parse_attributes(&add.attrs)?;
@@ -399,7 +421,7 @@ pub fn run(
             } else {
                 None
             };
-            let store: Arc<dyn crate::store::Store> = Arc::new(open_store(&dir)?);
+            let store = open_spec(&spec)?;
             let users = Users::new(store, &args.plugin)?;
             let user = users.add(
                 NewUser {
@@ -422,7 +444,7 @@ pub fn run(
         }
         UsersCommand::List { json } => {
             let listed = if exists {
-                let store: Arc<dyn crate::store::Store> = Arc::new(open_store(&dir)?);
+                let store = open_spec(&spec)?;
                 Users::new(store, &args.plugin)?.list()?
             } else {
                 Vec::new()
@@ -501,7 +523,7 @@ pub fn run(
             if !exists {
                 return Err(UsersError::NotFound(checked_name(&name)?));
             }
-            let store: Arc<dyn crate::store::Store> = Arc::new(open_store(&dir)?);
+            let store = open_spec(&spec)?;
             Users::new(store, &args.plugin)?.remove(&name)?;
             writeln!(out, "removed user {}", record::normalise(&name))?;
             Ok(())
