@@ -18,6 +18,7 @@ use resetgate::plugin::{HostConfig, PluginHost};
 pub mod fixtures;
 pub mod hooked;
 pub mod pki;
+pub mod postgres;
 pub mod relay;
 pub mod samba;
 pub mod sink;

@@ -22,6 +22,7 @@ mod ldap;
 mod loading;
 mod local_users;
 mod one_time_code;
+mod postgres;
 mod page;
 mod sandbox;
 mod sealing;
