@@ -55,3 +55,449 @@ fn the_tls_harness_accepts_the_role_over_tls_only() {
     assert!(err.contains("no pg_hba.conf entry"), "{err}");
     assert!(pg.ca_file().exists());
 }
+
+// ---------------------------------------------------------------------------
+// The store on PostgreSQL.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+
+use resetgate::secret::Secret;
+use resetgate::store::postgres::PostgresStore;
+use resetgate::store::{
+    AuditError, AuditRecord, Change, Commit, FlowRecord, PgTls, PgTlsMode, PostgresSpec, Queue,
+    Store, StoreError, WorkItem,
+};
+use resetgate_tests::pki::Pki;
+
+fn spec(pg: &Postgres, node: &str) -> PostgresSpec {
+    PostgresSpec {
+        url: pg.url(),
+        password: Some(Secret::new(Postgres::PASSWORD.to_owned())),
+        tls: PgTls {
+            mode: PgTlsMode::Disable,
+            ca_file: None,
+        },
+        pool: 2,
+        node: node.to_owned(),
+    }
+}
+
+fn open(pg: &Postgres, node: &str) -> PostgresStore {
+    PostgresStore::open(&spec(pg, node)).unwrap()
+}
+
+/// Why opening fails; panics if it does not.
+fn open_error(spec: &PostgresSpec) -> StoreError {
+    match PostgresStore::open(spec) {
+        Ok(_) => panic!("opened {}", spec.location()),
+        Err(e) => e,
+    }
+}
+
+fn record(kind: &str, n: usize) -> AuditRecord {
+    AuditRecord {
+        at_ms: 1_700_000_000_000 + n as u64,
+        kind: kind.to_owned(),
+        flow: Some(format!("flow-{n}")),
+        user: Some("u".to_owned()),
+        workflow: None,
+        detail: serde_json::json!({ "n": n }),
+    }
+}
+
+fn flow(id: &str, due_ms: u64) -> FlowRecord {
+    FlowRecord {
+        id: id.to_owned(),
+        user: "u".to_owned(),
+        version: "v1".to_owned(),
+        in_progress: true,
+        due_ms,
+        body: format!("body of {id}").into_bytes(),
+    }
+}
+
+#[test]
+fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
+    let pg = Postgres::start();
+    let store = open(&pg, "a");
+    assert_eq!(store.schema_version().unwrap(), 1);
+    // A second gateway (and a restarted one) finds the schema in place.
+    let again = open(&pg, "b");
+    drop(again);
+    drop(store);
+    open(&pg, "a");
+    assert_eq!(
+        pg.psql("SELECT string_agg(version || ' ' || name, ',') FROM resetgate_schema"),
+        "1 schema"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_proc WHERE proname = 'resetgate_commit'"),
+        "1"
+    );
+
+    // A newer resetgate migrated the database: this one refuses it.
+    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (2, 'from the future')");
+    let err = open_error(&spec(&pg, "a"));
+    assert!(
+        matches!(err, StoreError::Newer { found: 2, supported: 1 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer than this resetgate's"), "{err}");
+}
+
+#[test]
+fn connection_errors_are_clear_and_never_carry_the_password() {
+    const CANARY: &str = "pw-Canary-93d1";
+    let pg = Postgres::start();
+
+    // A wrong password.
+    let mut wrong = spec(&pg, "a");
+    wrong.password = Some(Secret::new(CANARY.to_owned()));
+    let err = open_error(&wrong);
+    let said = format!("{err} {err:?}");
+    assert!(said.contains("password authentication failed"), "{said}");
+    assert!(said.contains(&format!("127.0.0.1:{}", pg.port())), "{said}");
+    assert!(!said.contains(CANARY), "{said}");
+
+    // A password in the URL is refused, and not repeated.
+    let mut in_url = spec(&pg, "a");
+    in_url.url = format!(
+        "postgres://resetgate:{CANARY}@127.0.0.1:{}/resetgate",
+        pg.port()
+    );
+    let said = open_error(&in_url).to_string();
+    assert!(said.contains("the URL carries a password"), "{said}");
+    assert!(!said.contains(CANARY), "{said}");
+
+    // Nothing listening.
+    let mut nowhere = spec(&pg, "a");
+    let port = resetgate_tests::slapd::free_port();
+    nowhere.url = format!("postgres://resetgate@127.0.0.1:{port}/resetgate");
+    nowhere.password = Some(Secret::new(CANARY.to_owned()));
+    let err = open_error(&nowhere);
+    let said = format!("{err} {err:?}");
+    assert!(said.contains("cannot connect to postgres"), "{said}");
+    assert!(said.contains("onnection refused"), "{said}");
+    assert!(!said.contains(CANARY), "{said}");
+}
+
+#[test]
+fn a_store_fails_cleanly_while_the_server_is_down_and_recovers_by_itself() {
+    let mut pg = Postgres::start();
+    let store = open(&pg, "a");
+    let put = |id: &str| Commit {
+        changes: vec![Change::PutFlow(flow(id, 10))],
+        audit: vec![record("flow.started", 0)],
+    };
+    store.commit(put("before")).unwrap().wait().unwrap();
+    pg.stop();
+    let err = store.commit(put("during")).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let err = store.flow("before").unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(Postgres::PASSWORD));
+    let lock = store.lock_user("u").map(|_| ()).unwrap_err();
+    assert!(matches!(lock, StoreError::Unavailable { .. }), "{lock:?}");
+    pg.start_again();
+    // The pooled connections died with the server; the pool makes new ones.
+    assert_eq!(store.flow("before").unwrap(), Some(b"body of before".to_vec()));
+    store.commit(put("after")).unwrap().wait().unwrap();
+    assert!(store.flow("during").unwrap().is_none());
+    drop(store.lock_user("u").unwrap());
+    assert_eq!(store.audit().verify().unwrap().entries, 2);
+}
+
+#[test]
+fn lock_user_serialises_requests_across_two_stores() {
+    let pg = Postgres::start();
+    let a = open(&pg, "a");
+    let b = Arc::new(open(&pg, "b"));
+    let held = a.lock_user("alice").unwrap();
+    // Another user is not held up.
+    drop(b.lock_user("bob").unwrap());
+
+    let (tx, rx) = mpsc::channel();
+    let waiter = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let lock = b.lock_user("alice").unwrap();
+            tx.send(()).unwrap();
+            drop(lock);
+        })
+    };
+    // Wait until b's session is queued on the advisory lock.
+    while pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        != "1"
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(rx.try_recv().is_err(), "b took alice's lock while a held it");
+    drop(held);
+    rx.recv().unwrap();
+    waiter.join().unwrap();
+    // Both unlocked: no advisory lock is left.
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
+}
+
+#[test]
+fn a_commit_is_all_or_nothing_audit_records_included() {
+    let pg = Postgres::start();
+    let store = open(&pg, "a");
+    store
+        .commit(Commit {
+            changes: vec![Change::PutFlow(flow("f0", 5))],
+            audit: vec![record("flow.started", 0)],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    // The server refuses one change of the next commit.
+    pg.psql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON kv FOR EACH ROW \
+         WHEN (NEW.key = 'poison') EXECUTE FUNCTION refuse();",
+    );
+    let failing = Commit {
+        changes: vec![
+            Change::PutFlow(flow("f1", 5)),
+            Change::DeleteFlow { id: "f0".into() },
+            Change::PutLockout {
+                user: "u".into(),
+                history: b"h".to_vec(),
+            },
+            Change::PutKv {
+                namespace: "ns".into(),
+                key: "poison".into(),
+                value: b"v".to_vec(),
+            },
+        ],
+        audit: vec![record("flow.answered", 1), record("flow.answered", 2)],
+    };
+    let err = store.commit(failing.clone()).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert!(store.flow("f1").unwrap().is_none());
+    assert!(store.flow("f0").unwrap().is_some());
+    assert!(store.lockout("u").unwrap().is_none());
+    let entries = store.audit().entries(0, 100).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(pg.psql("SELECT count(*) FROM audit_groups"), "1");
+
+    // The lane goes on from its real head.
+    pg.psql("DROP TRIGGER refuse ON kv");
+    store.commit(failing).unwrap().wait().unwrap();
+    assert!(store.flow("f0").unwrap().is_none());
+    assert_eq!(store.kv_get("ns", "poison").unwrap(), Some(b"v".to_vec()));
+    let summary = store.audit().verify().unwrap();
+    assert_eq!(summary.entries, 3);
+    assert_eq!(summary.chains.len(), 1);
+    assert_eq!(summary.chains[0].chain, "a/0");
+}
+
+#[test]
+fn claim_due_never_hands_one_item_to_two_stores() {
+    let pg = Postgres::start();
+    let stores: Vec<Arc<PostgresStore>> = (0..3)
+        .map(|i| Arc::new(open(&pg, &format!("g{i}"))))
+        .collect();
+    let items: Vec<Change> = (0..150)
+        .map(|i| {
+            Change::Enqueue(WorkItem {
+                queue: Queue::Outbox,
+                id: format!("item-{i:03}"),
+                due_ms: 100 + i,
+                payload: vec![1, 2, 3],
+            })
+        })
+        .collect();
+    stores[0]
+        .commit(Commit {
+            changes: items,
+            audit: vec![],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(stores.len()));
+    let claimers: Vec<_> = stores
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut got = Vec::new();
+                loop {
+                    let claims = s.claim_due(Queue::Outbox, 1_000, 60_000, 7).unwrap();
+                    if claims.is_empty() {
+                        return got;
+                    }
+                    for c in claims {
+                        assert_eq!(c.attempt, 1);
+                        assert_eq!(c.lease_until_ms, 61_000);
+                        got.push(c.item.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = claimers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(all.len(), 150, "an item was handed out twice or not at all");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 150);
+    // Nothing is claimable while leased, not even by another queue's caller.
+    assert!(stores[1].claim_due(Queue::Outbox, 60_999, 1, 10).unwrap().is_empty());
+    assert!(stores[1].claim_due(Queue::Timers, 60_999, 1, 10).unwrap().is_empty());
+    // Once a lease ends, the item is claimed again (a second attempt).
+    let again = stores[2].claim_due(Queue::Outbox, 61_000, 1_000, 1).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].item.id, "item-000");
+    assert_eq!(again[0].attempt, 2);
+    // Finished items are gone; retried ones come back unleased when due.
+    stores[2]
+        .commit(Commit {
+            changes: vec![
+                Change::Finish {
+                    queue: Queue::Outbox,
+                    id: "item-000".into(),
+                },
+                Change::Retry {
+                    queue: Queue::Outbox,
+                    id: "item-001".into(),
+                    due_ms: 5_000,
+                },
+            ],
+            audit: vec![],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    let retried = stores[0].claim_due(Queue::Outbox, 5_000, 1_000, 10).unwrap();
+    assert_eq!(
+        retried.iter().map(|c| c.item.id.as_str()).collect::<Vec<_>>(),
+        ["item-001"]
+    );
+}
+
+#[test]
+fn audit_chains_of_several_gateways_verify_together_and_tampering_is_found() {
+    let pg = Postgres::start();
+    // Two gateways, and a third misconfigured with the first one's name:
+    // their commits meet on the same chains (compare-and-swap, retried).
+    let stores: Vec<Arc<PostgresStore>> = ["a", "b", "a"]
+        .iter()
+        .map(|n| Arc::new(open(&pg, n)))
+        .collect();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let s = stores[t % stores.len()].clone();
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let records = (0..1 + i % 3).map(|j| record("t", t * 100 + i * 3 + j)).collect();
+                    s.audit().append(records).unwrap().wait().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let expected: u64 = 6 * (0..20u64).map(|i| 1 + i % 3).sum::<u64>();
+    let summary = stores[1].audit().verify().unwrap();
+    assert_eq!(summary.entries, expected);
+    assert!(summary.chains.iter().all(|c| c.chain.starts_with("a/") || c.chain.starts_with("b/")));
+    assert!(summary.chains.iter().any(|c| c.chain.starts_with("b/")));
+    // Every entry once, in one global order, each chain without gaps.
+    let entries = stores[0].audit().entries(0, 10_000).unwrap();
+    assert_eq!(entries.len() as u64, expected);
+    assert!(entries.windows(2).all(|w| w[0].position < w[1].position));
+    for chain in &summary.chains {
+        let seqs: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.chain == chain.chain)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (0..chain.entries).collect::<Vec<_>>());
+    }
+    // Paging from a position gives the rest.
+    let tail = stores[0].audit().entries(entries[10].position, 5).unwrap();
+    assert_eq!(tail, entries[10..15].to_vec());
+
+    // A record changed in the database.
+    let victim = &entries[7];
+    pg.psql(&format!(
+        "UPDATE audit_groups SET bytes = overlay(bytes PLACING '\\x20'::bytea \
+         FROM length(bytes) - 1 FOR 1) WHERE chain = '{}' AND first_seq <= {} \
+         AND first_seq + entries > {}",
+        victim.chain, victim.seq, victim.seq
+    ));
+    match stores[2].audit().verify() {
+        Err(AuditError::Broken { chain, .. }) => assert_eq!(chain, victim.chain),
+        other => panic!("tampering not found: {other:?}"),
+    }
+}
+
+#[test]
+fn a_deleted_tail_of_a_chain_is_found_against_its_head() {
+    let pg = Postgres::start();
+    let store = open(&pg, "a");
+    for i in 0..3 {
+        store.audit().append(vec![record("t", i)]).unwrap().wait().unwrap();
+    }
+    store.audit().verify().unwrap();
+    pg.psql("DELETE FROM audit_groups WHERE first_seq = 2");
+    match store.audit().verify() {
+        Err(AuditError::Broken { chain, seq, .. }) => assert_eq!((chain.as_str(), seq), ("a/0", 2)),
+        other => panic!("a deleted tail was not found: {other:?}"),
+    }
+}
+
+fn tls_spec(pg: &Postgres, mode: PgTlsMode, ca_file: Option<std::path::PathBuf>) -> PostgresSpec {
+    PostgresSpec {
+        tls: PgTls { mode, ca_file },
+        ..spec(pg, "a")
+    }
+}
+
+#[test]
+fn tls_verify_full_trusts_the_ca_and_refuses_another() {
+    let pg = Postgres::start_tls();
+    let store = PostgresStore::open(&tls_spec(&pg, PgTlsMode::VerifyFull, Some(pg.ca_file())))
+        .unwrap();
+    store
+        .commit(Commit {
+            changes: vec![Change::PutFlow(flow("f", 1))],
+            audit: vec![record("t", 0)],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(store.flow("f").unwrap().is_some());
+    assert_eq!(
+        pg.psql("SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE usename = 'resetgate'"),
+        "t"
+    );
+
+    let other = Pki::new();
+    let err = open_error(&tls_spec(&pg, PgTlsMode::VerifyFull, Some(other.ca_file())));
+    let said = err.to_string();
+    // The other CA has the same name: its key does not verify the server's
+    // certificate.
+    assert!(said.contains("invalid peer certificate: BadSignature"), "{said}");
+    assert!(!said.contains(Postgres::PASSWORD), "{said}");
+
+    // `require` encrypts without checking; `disable` is refused (hostssl).
+    PostgresStore::open(&tls_spec(&pg, PgTlsMode::Require, None)).unwrap();
+    let said = open_error(&tls_spec(&pg, PgTlsMode::Disable, None)).to_string();
+    assert!(said.contains("no pg_hba.conf entry"), "{said}");
+}

@@ -519,6 +519,20 @@ impl Head {
         Ok(Head::after(last))
     }
 
+    /// The head whose next entry is `next_seq` and whose last entry's hash
+    /// is `hash` (as stored); `None` if `hash` is not a sha256 digest.
+    pub(super) fn from_parts(next_seq: u64, hash: &[u8]) -> Option<Head> {
+        Some(Head {
+            next_seq,
+            hash: hash.try_into().ok()?,
+        })
+    }
+
+    /// The last entry's hash, as stored.
+    pub(super) fn hash_bytes(&self) -> &[u8] {
+        &self.hash
+    }
+
     /// The head's hash in hex.
     pub(super) fn hash_hex(&self) -> String {
         hex::encode(self.hash)

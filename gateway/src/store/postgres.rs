@@ -1,19 +1,1845 @@
-//! The store on PostgreSQL (helper `pg` replaces this placeholder with the
-//! backend; until then opening one says it is not available).
+//! The store on PostgreSQL, which several gateways may share.
+//!
+//! - **Connections.** Two r2d2 pools of synchronous `postgres` clients: the
+//!   *work* pool (`pool` connections) for reads and commits, and the *lock*
+//!   pool (twice as many) whose sessions hold users' advisory locks, so
+//!   that requests holding a user's lock can never take the connections
+//!   readers and committers need. TLS is rustls (ring): `disable`,
+//!   `require` (encrypted, certificate not checked) or `verify-full` (the
+//!   certificate checked against `ca_file`, or the system's roots, and the
+//!   host name). The password comes from the spec's secret, never from the
+//!   URL, and never appears in an error or a log line.
+//! - **Outages.** A connection that fails for want of the server (closed,
+//!   refused, timed out, shutting down) makes the operation fail with
+//!   [`StoreError::Unavailable`] (the API's 503) and is discarded; the
+//!   failure also makes every pooled connection that was idle before it
+//!   be checked once (`SELECT ''`) before its next use, so that after the
+//!   server restarts one request, not one per pooled connection, finds out.
+//!   Connections are made again by the pool when the server is back.
+//!   Nothing panics; nothing retries a commit (whether a commit whose
+//!   answer was lost took effect is unknown, and it was not acknowledged).
+//! - **Schema.** Embedded migrations (`postgres/NNNN_*.sql`) applied at
+//!   open in one transaction under an advisory lock, recorded in
+//!   `resetgate_schema`; a database whose version is newer than this
+//!   binary's is refused ([`StoreError::Newer`]).
+//! - **Commits.** One call of the stored function `resetgate_commit` (see
+//!   the migration) with the changes as parallel arrays and the audit
+//!   groups: one statement, so one transaction and one round trip (its
+//!   statement is prepared once per connection). `synchronous_commit` is
+//!   the server's, so a commit is durable when it returns
+//!   ([`Durable::ready`]).
+//! - **Users' locks.** A stripe of in-process mutexes (so a gateway's own
+//!   requests for one user queue here, holding no connection), then
+//!   `pg_advisory_lock` on the first 8 bytes of sha256 of the user key, on
+//!   a lock-pool connection, with the session's `lock_timeout` bounding
+//!   the wait; `pg_advisory_unlock` when dropped, and if that fails the
+//!   connection is discarded (its session ends, which frees the lock).
+//! - **Audit.** One hash chain per *lane* of a gateway, named
+//!   `{node}/{lane}`, with as many lanes as work connections. A commit with
+//!   audit records takes a free lane, links its records after the lane's
+//!   head (cached; read once) with `store::audit`'s group format, and moves
+//!   the head row in its transaction by compare-and-swap; if another
+//!   writer moved it (two gateways given one node name), the commit re-reads
+//!   the head and tries again. No commit waits for another gateway's.
 
-use super::{PostgresSpec, StoreError};
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use postgres::config::{Host, SslMode};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Statement};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::audit::{self, ChainVerifier, Head};
+use super::{
+    AuditEntry, AuditError, AuditLog, AuditRecord, AuditSummary, ChainBreak, Change, Claim,
+    Commit, Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError,
+    UserLock, WorkItem,
+};
+use crate::secret::Secret;
+
+/// The embedded migrations: version, name, SQL. Versions count from 1
+/// without gaps; the last is [`SCHEMA_VERSION`].
+const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "schema", include_str!("postgres/0001_schema.sql"))];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The advisory lock (transaction-scoped) that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x7267_6d69_6772_6174; // "rgmigrat"
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operation waits for a pooled connection.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The lock sessions' `lock_timeout`: how long a user's lock is waited for.
+const LOCK_WAIT_MS: u32 = 10_000;
+/// Work sessions: a statement's limit, and that of a transaction left idle.
+const WORK_OPTIONS: &str =
+    "-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000";
+/// Entries per audit group at most: a group's entries take the positions
+/// `position * GROUP_STRIDE + i`.
+const GROUP_STRIDE: u64 = 1024;
+/// In-process stripes of users' locks.
+const STRIPES: usize = 1024;
+/// How often a commit re-reads a moved chain head before giving up.
+const CAS_ATTEMPTS: usize = 8;
+/// Rows per page when walking a table.
+const PAGE: i64 = 1000;
+/// The most bytes of a `ca_file`.
+const MAX_CA_BYTES: u64 = 1 << 20;
+
+/// SQLSTATE the commit function raises when the chain head moved.
+const CAS_CONFLICT: &str = "RG001";
 
 /// The store on PostgreSQL.
+pub struct PostgresStore {
+    location: String,
+    password: Option<Secret>,
+    pools: RwLock<Option<Pools>>,
+    /// Bumped when a connection is found lost: pooled connections made or
+    /// checked before are checked again before their next use.
+    epoch: Arc<AtomicU64>,
+    lanes: Lanes,
+    stripes: Vec<Mutex<()>>,
+    latency: crate::metrics::Histogram,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Pools {
+    work: r2d2::Pool<Manager>,
+    locks: r2d2::Pool<Manager>,
+}
+
+/// How connections are made.
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Rustls(MakeRustlsConnect),
+}
+
+/// Makes and checks connections for r2d2.
+struct Manager {
+    config: postgres::Config,
+    tls: Tls,
+    epoch: Arc<AtomicU64>,
+}
+
+/// A pooled connection: the client, the epoch it was last known good in,
+/// whether it must be discarded, and its prepared statements.
+struct Conn {
+    client: Client,
+    epoch: u64,
+    broken: bool,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    /// The prepared statement for `sql`, prepared on first use.
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+}
+
+fn connect(config: &postgres::Config, tls: &Tls) -> Result<Client, postgres::Error> {
+    match tls {
+        Tls::Plain => config.connect(NoTls),
+        Tls::Rustls(make) => config.connect(make.clone()),
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        Ok(Conn {
+            client: connect(&self.config, &self.tls)?,
+            epoch,
+            broken: false,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        let now = self.epoch.load(Ordering::Acquire);
+        if conn.epoch < now {
+            conn.client.simple_query("")?;
+            conn.epoch = now;
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+/// Logs the pools' failures to connect (without the password).
 #[derive(Debug)]
-pub struct PostgresStore;
+struct LogErrors {
+    location: String,
+    password: Option<Secret>,
+}
+
+impl r2d2::HandleError<postgres::Error> for LogErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        tracing::warn!(
+            target: "resetgate::store",
+            location = %self.location,
+            "cannot connect to postgres: {}",
+            scrub(&describe(&error), self.password.as_ref())
+        );
+    }
+}
+
+/// Why an operation failed, inside a connection's use.
+enum Failure {
+    Pg(postgres::Error),
+    Store(StoreError),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Failure {
+        Failure::Pg(e)
+    }
+}
+
+/// What the driver said, without values: the server's message and SQLSTATE
+/// (not its DETAIL, which may quote a row), or the client's error and its
+/// causes.
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// `text` with the password (if any) replaced: belt and braces, as no
+/// message is known to quote it.
+fn scrub(text: &str, password: Option<&Secret>) -> String {
+    match password.map(Secret::expose) {
+        Some(p) if !p.is_empty() => text.replace(p, "[redacted]"),
+        _ => text.to_owned(),
+    }
+}
+
+/// Whether `e` means the server is not there (or not now): the operation
+/// may succeed later, and the connection is lost.
+fn connection_lost(e: &postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            // 08: connection exception; 57P01–57P03: shutting down,
+            // crashed, starting up.
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => {
+            e.is_closed()
+                || matches!(
+                    e.to_string().as_str(),
+                    "error communicating with the server"
+                        | "error connecting to server"
+                        | "timeout waiting for server"
+                        | "error performing TLS handshake"
+                        | "unexpected message from server"
+                        | "error parsing response from server"
+                )
+        }
+    }
+}
+
+/// Whether `e` says "try again later" without the connection being lost:
+/// lock or resource limits, conflicts, a read-only standby.
+fn retry_later(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("53")
+            || matches!(
+                code,
+                "55P03" | "57014" | "40001" | "40P01" | "25006" | "25P03"
+            )
+    })
+}
+
+/// Runs `f` where the synchronous client may block: on this thread, or —
+/// inside an async runtime, whose thread must not block on another runtime
+/// — on a scoped thread of its own.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Milliseconds as PostgreSQL's `bigint`: saturating at `i64::MAX`, which
+/// reads back as `u64::MAX` (never).
+fn ms_to_db(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn ms_from_db(ms: i64) -> u64 {
+    if ms == i64::MAX {
+        u64::MAX
+    } else {
+        u64::try_from(ms).unwrap_or(0)
+    }
+}
+
+fn limit_to_db(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The advisory lock key of a user: the first 8 bytes of sha256.
+fn user_key(user: &str) -> i64 {
+    let h = Sha256::digest(format!("resetgate user\0{user}").as_bytes());
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+/// The smallest string after every string that starts with `prefix` (in
+/// code point order, which is the "C" collation's byte order), if any.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// `postgres://user@host:port/db` of a parsed URL.
+fn location_of(config: &postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("");
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or(user);
+    format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// Accepts any certificate (`require`: encrypted, not authenticated), but
+/// checks the handshake's signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS connector for `spec`'s settings.
+fn tls_of(spec: &PostgresSpec) -> Result<Tls, String> {
+    let provider = Arc::new(crate::listen::provider());
+    let builder = || {
+        ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("tls: {e}"))
+    };
+    Ok(match spec.tls.mode {
+        PgTlsMode::Disable => Tls::Plain,
+        PgTlsMode::Require => Tls::Rustls(MakeRustlsConnect::new(
+            builder()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
+                .with_no_client_auth(),
+        )),
+        PgTlsMode::VerifyFull => {
+            let roots = match &spec.tls.ca_file {
+                Some(path) => ca_roots(path)?,
+                None => {
+                    let mut roots = RootCertStore::empty();
+                    let found = rustls_native_certs::load_native_certs();
+                    roots.add_parsable_certificates(found.certs);
+                    if roots.is_empty() {
+                        return Err("tls verify-full without a ca_file needs the system's CA \
+                                    certificates, and none were found: set store.tls.ca_file"
+                            .to_owned());
+                    }
+                    roots
+                }
+            };
+            Tls::Rustls(MakeRustlsConnect::new(
+                builder()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            ))
+        }
+    })
+}
+
+/// The certificates of a `ca_file`: at least one, every one usable.
+fn ca_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+    let bad = |reason: String| format!("the ca_file {}: {reason}", path.display());
+    let bytes =
+        crate::readfile::read_limited(path, MAX_CA_BYTES).map_err(|e| bad(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("it is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "it holds no certificate (expected PEM `CERTIFICATE` blocks)".to_owned(),
+        ));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+/// Applies the migrations this database lacks, in one transaction, under
+/// an advisory lock; the version it is at afterwards.
+fn migrate(client: &mut Client) -> Result<u32, postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS resetgate_schema (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let found: Option<i32> = tx
+        .query_one("SELECT max(version) FROM resetgate_schema", &[])?
+        .get(0);
+    let found = found.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    if found >= SCHEMA_VERSION {
+        return Ok(found);
+    }
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        tx.batch_execute(sql)?;
+        let v = i32::try_from(version).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO resetgate_schema (version, name) VALUES ($1, $2)",
+            &[&v, &name],
+        )?;
+        tracing::info!(target: "resetgate::store", version, name, "applied a schema migration");
+    }
+    tx.commit()?;
+    Ok(SCHEMA_VERSION)
+}
 
 impl PostgresStore {
-    /// Opens the store `spec` names.
-    pub fn open(spec: &PostgresSpec) -> Result<super::sled::SledStore, StoreError> {
-        Err(StoreError::Open {
-            location: spec.location(),
-            reason: "the postgres backend is not built yet".to_owned(),
+    /// Connects to the database `spec` names, applies the migrations it
+    /// lacks (refusing a newer schema) and starts the pools.
+    pub fn open(spec: &PostgresSpec) -> Result<PostgresStore, StoreError> {
+        blocking(|| PostgresStore::open_here(spec))
+    }
+
+    fn open_here(spec: &PostgresSpec) -> Result<PostgresStore, StoreError> {
+        let password = spec.password.clone();
+        let open_error = |location: &str, reason: String| StoreError::Open {
+            location: location.to_owned(),
+            reason: scrub(&reason, password.as_ref()),
+        };
+        let mut config = postgres::Config::from_str(&spec.url).map_err(|e| {
+            open_error(
+                &spec.location(),
+                format!(
+                    "the URL is not a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE): {}",
+                    describe(&e)
+                ),
+            )
+        })?;
+        let location = location_of(&config);
+        if config.get_password().is_some() {
+            return Err(open_error(
+                &location,
+                "the URL carries a password: remove it, and give the password as a secret \
+                 (store.password)"
+                    .to_owned(),
+            ));
+        }
+        let node = spec.node.as_str();
+        if node.is_empty()
+            || node.len() > 64
+            || !node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return Err(open_error(
+                &location,
+                format!(
+                    "the node name `{}` must be 1 to 64 letters, digits, `.`, `-` or `_` \
+                     (it names this gateway's audit chains)",
+                    node.escape_debug()
+                ),
+            ));
+        }
+        if let Some(p) = &password {
+            config.password(p.expose());
+        }
+        config
+            .ssl_mode(match spec.tls.mode {
+                PgTlsMode::Disable => SslMode::Disable,
+                PgTlsMode::Require | PgTlsMode::VerifyFull => SslMode::Require,
+            })
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(Duration::from_secs(20))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name(&format!("resetgate {node}"));
+        let tls = tls_of(spec).map_err(|e| open_error(&location, e))?;
+
+        // Migrations first, on a connection of their own: the first thing
+        // that fails (refused, wrong password, bad certificate) says so.
+        let mut client = connect(&config, &tls).map_err(|e| {
+            open_error(
+                &location,
+                format!("cannot connect to postgres: {}", describe(&e)),
+            )
+        })?;
+        let version = migrate(&mut client)
+            .map_err(|e| open_error(&location, format!("migrating the schema: {}", describe(&e))))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        drop(client);
+
+        let size = spec.pool.max(1);
+        let epoch = Arc::new(AtomicU64::new(0));
+        let pool = |options: String, max: u32| {
+            let mut config = config.clone();
+            config.options(&options);
+            r2d2::Pool::builder()
+                .max_size(max)
+                .min_idle(Some(1))
+                .connection_timeout(CHECKOUT_TIMEOUT)
+                .test_on_check_out(true)
+                .error_handler(Box::new(LogErrors {
+                    location: location.clone(),
+                    password: password.clone(),
+                }))
+                .build_unchecked(Manager {
+                    config,
+                    tls: tls.clone(),
+                    epoch: epoch.clone(),
+                })
+        };
+        let pools = Pools {
+            work: pool(WORK_OPTIONS.to_owned(), size),
+            locks: pool(
+                format!("-c lock_timeout={LOCK_WAIT_MS} -c statement_timeout=0"),
+                size.saturating_mul(2),
+            ),
+        };
+        // Taken from the end: lane 0 first, so a quiet gateway uses one chain.
+        let lanes = (0..size)
+            .rev()
+            .map(|i| Lane {
+                chain: format!("{node}/{i}"),
+                head: None,
+            })
+            .collect();
+        Ok(PostgresStore {
+            location,
+            password,
+            pools: RwLock::new(Some(pools)),
+            epoch,
+            lanes: Lanes {
+                free: Mutex::new(lanes),
+                available: Condvar::new(),
+            },
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            latency: crate::metrics::Histogram::default(),
         })
+    }
+
+    fn pools(&self) -> Result<Pools, StoreError> {
+        self.pools
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// The error for `e`, met doing `op` on `what`.
+    fn error(&self, op: &'static str, what: &'static str, e: &postgres::Error) -> StoreError {
+        let reason = scrub(&describe(e), self.password.as_ref());
+        if connection_lost(e) || retry_later(e) {
+            StoreError::Unavailable {
+                reason: format!("postgres {op} on {what}: {reason}"),
+            }
+        } else {
+            StoreError::Io { op, what, reason }
+        }
+    }
+
+    /// A connection of `pool`, waited for as a worker's wait.
+    fn checkout(
+        &self,
+        pool: &r2d2::Pool<Manager>,
+    ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        crate::workers::waiting(|| pool.get()).map_err(|e| StoreError::Unavailable {
+            reason: scrub(
+                &format!(
+                    "no connection to postgres at {} within {} s: {e}",
+                    self.location,
+                    CHECKOUT_TIMEOUT.as_secs()
+                ),
+                self.password.as_ref(),
+            ),
+        })
+    }
+
+    /// Runs `f` on a work connection. A lost connection is discarded (and
+    /// the others checked before their next use); `idempotent` operations
+    /// are tried once more on another connection.
+    fn with_work<T: Send>(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        idempotent: bool,
+        f: impl FnMut(&mut Conn) -> Result<T, Failure> + Send,
+    ) -> Result<T, StoreError> {
+        let pools = self.pools()?;
+        let mut f = f;
+        blocking(move || {
+            let mut tries = if idempotent { 2 } else { 1 };
+            loop {
+                tries -= 1;
+                let mut conn = self.checkout(&pools.work)?;
+                match crate::workers::waiting(|| f(&mut conn)) {
+                    Ok(out) => return Ok(out),
+                    Err(Failure::Store(e)) => return Err(e),
+                    Err(Failure::Pg(e)) => {
+                        if connection_lost(&e) {
+                            conn.broken = true;
+                            self.epoch.fetch_add(1, Ordering::AcqRel);
+                            if tries > 0 {
+                                continue;
+                            }
+                        }
+                        return Err(self.error(op, what, &e));
+                    }
+                }
+            }
+        })
+    }
+
+    /// One row's first column, read with `sql`.
+    fn read_bytes(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_work("read", what, true, |conn| {
+            Ok(conn.query_opt(sql, params)?.map(|row| row.get(0)))
+        })
+    }
+
+    /// Appends `groups` (already prepared) to a lane's chain along with
+    /// `changes`: the one statement of a commit.
+    fn commit_on(
+        &self,
+        conn: &mut Conn,
+        ops: &Ops,
+        groups: &mut [(Vec<u8>, audit::Layout, i32)],
+    ) -> Result<(), Failure> {
+        const SQL: &str = "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
+                           $8, $9, $10, $11, $12, $13, $14, $15)";
+        if groups.is_empty() {
+            let none_text: Option<&str> = None;
+            let none_i64: Option<i64> = None;
+            let none_bytes: Option<&[u8]> = None;
+            let none_i64s: Option<Vec<i64>> = None;
+            let none_i32s: Option<Vec<i32>> = None;
+            let none_bytess: Option<Vec<Vec<u8>>> = None;
+            conn.query(
+                SQL,
+                &[
+                    &ops.kinds,
+                    &ops.a,
+                    &ops.b,
+                    &ops.c,
+                    &ops.n,
+                    &ops.f,
+                    &ops.d,
+                    &none_text,
+                    &none_i64,
+                    &none_bytes,
+                    &none_i64,
+                    &none_bytes,
+                    &none_i64s,
+                    &none_i32s,
+                    &none_bytess,
+                ],
+            )?;
+            return Ok(());
+        }
+        let mut lane = self.lanes.take();
+        let chain = lane.chain();
+        let statement = conn.statement(SQL)?;
+        // The fast path: one statement after the head this lane last wrote.
+        if let Some(old) = lane.head() {
+            let (head, seqs) = link_groups(groups, old)?;
+            let result = call_commit!(
+                |s, p| conn.client.query(s, p),
+                &statement,
+                ops,
+                &chain,
+                old,
+                head,
+                &seqs,
+                groups
+            );
+            lane.set_head(None);
+            match result {
+                Ok(_) => {
+                    lane.set_head(Some(head));
+                    return Ok(());
+                }
+                Err(e) if e.code().is_some_and(|c| c.code() == CAS_CONFLICT) => {
+                    tracing::debug!(target: "resetgate::store", chain, "audit chain head moved");
+                }
+                // Whether it took effect is unknown: the head is read again.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The head is unknown or moved (another writer on this chain): read
+        // it under the row's lock, so the next writer waits for this one.
+        for _ in 0..CAS_ATTEMPTS {
+            let mut tx = conn.client.transaction()?;
+            let old = read_head(&mut tx, &chain)?;
+            let (head, seqs) = link_groups(groups, old)?;
+            let result = call_commit!(
+                |s, p| tx.query(s, p),
+                &statement,
+                ops,
+                &chain,
+                old,
+                head,
+                &seqs,
+                groups
+            );
+            match result {
+                Ok(_) => {
+                    tx.commit()?;
+                    lane.set_head(Some(head));
+                    return Ok(());
+                }
+                // A chain row another writer inserted meanwhile: again.
+                Err(e) if e.code().is_some_and(|c| c.code() == CAS_CONFLICT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Failure::Store(StoreError::Unavailable {
+            reason: format!("the head of audit chain `{chain}` kept moving"),
+        }))
+    }
+}
+
+/// Links `groups` after `old`: the new head and each group's first
+/// sequence number.
+fn link_groups(
+    groups: &mut [(Vec<u8>, audit::Layout, i32)],
+    old: Head,
+) -> Result<(Head, Vec<i64>), Failure> {
+    let mut head = old;
+    let mut seqs = Vec::with_capacity(groups.len());
+    for (bytes, layout, _) in groups.iter_mut() {
+        let first = layout.link(&mut head, bytes).ok_or_else(|| {
+            Failure::Store(StoreError::Io {
+                op: "commit",
+                what: "audit",
+                reason: "an audit group does not fit its layout".to_owned(),
+            })
+        })?;
+        seqs.push(i64::try_from(first).unwrap_or(i64::MAX));
+    }
+    Ok((head, seqs))
+}
+
+/// Calls the commit function with `$call`, appending `$groups` (linked by
+/// [`link_groups`] from `$old` to `$head`) to `$chain`.
+macro_rules! call_commit {
+    ($call:expr, $statement:expr, $ops:expr, $chain:expr, $old:expr, $head:expr, $seqs:expr, $groups:expr) => {{
+        let counts: Vec<i32> = $groups.iter().map(|g| g.2).collect();
+        let bytes: Vec<&[u8]> = $groups.iter().map(|g| g.0.as_slice()).collect();
+        let expect_seq = i64::try_from($old.next_seq).unwrap_or(i64::MAX);
+        let new_seq = i64::try_from($head.next_seq).unwrap_or(i64::MAX);
+        let chain: &str = $chain;
+        let seqs: &[i64] = $seqs;
+        $call(
+            $statement,
+            &[
+                &$ops.kinds,
+                &$ops.a,
+                &$ops.b,
+                &$ops.c,
+                &$ops.n,
+                &$ops.f,
+                &$ops.d,
+                &chain,
+                &expect_seq,
+                &$old.hash_bytes(),
+                &new_seq,
+                &$head.hash_bytes(),
+                &seqs,
+                &counts,
+                &bytes,
+            ],
+        )
+    }};
+}
+use call_commit;
+
+/// Reads a chain's head (the empty head if the chain has no entries yet),
+/// locking its row.
+fn read_head(tx: &mut postgres::Transaction<'_>, chain: &str) -> Result<Head, Failure> {
+    let row = tx.query_opt(
+        "SELECT next_seq, head FROM audit_chains WHERE chain = $1 FOR UPDATE",
+        &[&chain],
+    )?;
+    let Some(row) = row else {
+        return Ok(Head::empty());
+    };
+    let next_seq: i64 = row.get(0);
+    let hash: Vec<u8> = row.get(1);
+    Head::from_parts(u64::try_from(next_seq).unwrap_or(0), &hash).ok_or_else(|| {
+        Failure::Store(StoreError::Io {
+            op: "read",
+            what: "audit",
+            reason: format!("the head of audit chain `{chain}` is not a sha256 digest"),
+        })
+    })
+}
+
+/// A commit's changes as the commit function's parallel arrays.
+#[derive(Default)]
+struct Ops {
+    kinds: Vec<i16>,
+    a: Vec<Option<String>>,
+    b: Vec<Option<String>>,
+    c: Vec<Option<String>>,
+    n: Vec<Option<i64>>,
+    f: Vec<Option<bool>>,
+    d: Vec<Option<Vec<u8>>>,
+}
+
+impl Ops {
+    fn push(
+        &mut self,
+        kind: i16,
+        a: String,
+        b: Option<String>,
+        c: Option<String>,
+        n: Option<i64>,
+        f: Option<bool>,
+        d: Option<Vec<u8>>,
+    ) {
+        self.kinds.push(kind);
+        self.a.push(Some(a));
+        self.b.push(b);
+        self.c.push(c);
+        self.n.push(n);
+        self.f.push(f);
+        self.d.push(d);
+    }
+
+    fn of(changes: Vec<Change>) -> Ops {
+        let mut ops = Ops::default();
+        for change in changes {
+            match change {
+                Change::PutFlow(r) => ops.push(
+                    1,
+                    r.id,
+                    Some(r.user),
+                    Some(r.version),
+                    Some(ms_to_db(r.due_ms)),
+                    Some(r.in_progress),
+                    Some(r.body),
+                ),
+                Change::DeleteFlow { id } => ops.push(2, id, None, None, None, None, None),
+                Change::PutLockout { user, history } => {
+                    ops.push(3, user, None, None, None, None, Some(history))
+                }
+                Change::PutEnrollment { user, gate, data } => {
+                    ops.push(4, user, Some(gate), None, None, None, Some(data))
+                }
+                Change::DeleteEnrollment { user, gate } => {
+                    ops.push(5, user, Some(gate), None, None, None, None)
+                }
+                Change::PutKv {
+                    namespace,
+                    key,
+                    value,
+                } => ops.push(6, namespace, Some(key), None, None, None, Some(value)),
+                Change::DeleteKv { namespace, key } => {
+                    ops.push(7, namespace, Some(key), None, None, None, None)
+                }
+                Change::Enqueue(item) => ops.push(
+                    8,
+                    item.queue.name().to_owned(),
+                    Some(item.id),
+                    None,
+                    Some(ms_to_db(item.due_ms)),
+                    None,
+                    Some(item.payload),
+                ),
+                Change::Finish { queue, id } => ops.push(
+                    9,
+                    queue.name().to_owned(),
+                    Some(id),
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
+                Change::Retry { queue, id, due_ms } => ops.push(
+                    10,
+                    queue.name().to_owned(),
+                    Some(id),
+                    None,
+                    Some(ms_to_db(due_ms)),
+                    None,
+                    None,
+                ),
+            }
+        }
+        ops
+    }
+}
+
+/// The lanes of this gateway's audit chains, free for a commit to take.
+struct Lanes {
+    free: Mutex<Vec<Lane>>,
+    available: Condvar,
+}
+
+struct Lane {
+    chain: String,
+    /// The chain's head as this gateway last wrote or read it; `None` when
+    /// unknown (not read yet, or a commit's outcome is unknown).
+    head: Option<Head>,
+}
+
+impl Lanes {
+    /// A free lane. There are as many lanes as work connections, and a
+    /// commit takes its lane after its connection, so one is free.
+    fn take(&self) -> LaneGuard<'_> {
+        let mut free = lock(&self.free);
+        loop {
+            if let Some(lane) = free.pop() {
+                return LaneGuard {
+                    lanes: self,
+                    lane: Some(lane),
+                };
+            }
+            free = self
+                .available
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+struct LaneGuard<'a> {
+    lanes: &'a Lanes,
+    lane: Option<Lane>,
+}
+
+impl LaneGuard<'_> {
+    fn head(&self) -> Option<Head> {
+        self.lane.as_ref().and_then(|l| l.head)
+    }
+
+    fn set_head(&mut self, head: Option<Head>) {
+        if let Some(lane) = &mut self.lane {
+            lane.head = head;
+        }
+    }
+
+    fn chain(&self) -> String {
+        self.lane
+            .as_ref()
+            .map(|l| l.chain.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lane) = self.lane.take() {
+            lock(&self.lanes.free).push(lane);
+            self.lanes.available.notify_one();
+        }
+    }
+}
+
+/// A user's lock: the advisory lock's session and the in-process stripe.
+struct HeldLock<'a> {
+    store: &'a PostgresStore,
+    conn: Option<r2d2::PooledConnection<Manager>>,
+    key: i64,
+    _stripe: MutexGuard<'a, ()>,
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let key = self.key;
+        let unlocked = blocking(|| {
+            let done = conn
+                .query_opt("SELECT pg_advisory_unlock($1)", &[&key])
+                .map(|row| row.is_some_and(|r| r.get::<_, bool>(0)));
+            match done {
+                Ok(true) => true,
+                _ => {
+                    // Ending the session frees the lock.
+                    conn.broken = true;
+                    false
+                }
+            }
+        });
+        if !unlocked {
+            self.store.epoch.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(
+                target: "resetgate::store",
+                "unlocking a user's advisory lock failed; its session is closed instead"
+            );
+        }
+    }
+}
+
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn schema_version(&self) -> Result<u32, StoreError> {
+        self.with_work("read", "schema", true, |conn| {
+            let row = conn.query_opt("SELECT max(version) FROM resetgate_schema", &[])?;
+            let v: Option<i32> = row.and_then(|r| r.get(0));
+            Ok(v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0))
+        })
+    }
+
+    fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
+        let pools = self.pools()?;
+        let key = user_key(user);
+        let i = usize::try_from(key.unsigned_abs() % STRIPES as u64).unwrap_or(0);
+        let Some(stripe) = self.stripes.get(i) else {
+            return Err(StoreError::Closed);
+        };
+        let guard = match stripe.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        };
+        let conn = blocking(|| {
+            let mut conn = self.checkout(&pools.locks)?;
+            let locked = crate::workers::waiting(|| {
+                conn.query_opt("SELECT pg_advisory_lock($1)", &[&key])
+            });
+            match locked {
+                Ok(_) => Ok(conn),
+                Err(e) => {
+                    if connection_lost(&e) {
+                        conn.broken = true;
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                    }
+                    if e.code().is_some_and(|c| c.code() == "55P03") {
+                        return Err(StoreError::Unavailable {
+                            reason: format!(
+                                "a user's lock was not granted within {} s (another \
+                                 gateway's request holds it)",
+                                LOCK_WAIT_MS / 1000
+                            ),
+                        });
+                    }
+                    Err(self.error("lock", "users", &e))
+                }
+            }
+        })?;
+        Ok(UserLock::new(HeldLock {
+            store: self,
+            conn: Some(conn),
+            key,
+            _stripe: guard,
+        }))
+    }
+
+    fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_bytes("flows", "SELECT body FROM flows WHERE id = $1", &[&id])
+    }
+
+    fn flows_due(
+        &self,
+        now_ms: u64,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let now = ms_to_db(now_ms);
+        let limit = limit_to_db(limit);
+        let (after_ms, after_id) = match &after {
+            Some((ms, id)) => (ms_to_db(*ms), id.as_str()),
+            None => (i64::MIN, ""),
+        };
+        self.with_work("read", "flows", true, |conn| {
+            let rows = conn.query(
+                "SELECT due_ms, id FROM flows WHERE due_ms <= $1 AND (due_ms, id) > ($2, $3) \
+                 ORDER BY due_ms, id LIMIT $4",
+                &[&now, &after_ms, &after_id, &limit],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| (ms_from_db(r.get(0)), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn versions_in_progress(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.with_work("read", "flows", true, |conn| {
+            let rows = conn.query("SELECT DISTINCT version FROM flows WHERE in_progress", &[])?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn lockout(&self, user: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_bytes(
+            "lockout",
+            "SELECT history FROM lockout WHERE user_key = $1",
+            &[&user],
+        )
+    }
+
+    fn enrollment(&self, user: &str, gate: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_bytes(
+            "enrollments",
+            "SELECT data FROM enrollments WHERE user_key = $1 AND gate = $2",
+            &[&user, &gate],
+        )
+    }
+
+    fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_bytes(
+            "kv",
+            "SELECT value FROM kv WHERE namespace = $1 AND key = $2",
+            &[&namespace, &key],
+        )
+    }
+
+    fn kv_scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let end = prefix_end(prefix);
+        let limit = limit_to_db(limit);
+        self.with_work("read", "kv", true, |conn| {
+            let rows = conn.query(
+                "SELECT key, value FROM kv WHERE namespace = $1 AND key >= $2 \
+                 AND ($3::text IS NULL OR key < $3) ORDER BY key LIMIT $4",
+                &[&namespace, &prefix, &end, &limit],
+            )?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn commit(&self, commit: Commit) -> Result<Durable, StoreError> {
+        if commit.is_empty() {
+            self.pools()?;
+            return Ok(Durable::ready());
+        }
+        let started = Instant::now();
+        let mut groups = prepare_groups(&commit.audit)?;
+        let ops = Ops::of(commit.changes);
+        self.with_work("commit", "store", false, |conn| {
+            self.commit_on(conn, &ops, &mut groups)
+        })?;
+        self.latency.observe(started.elapsed());
+        Ok(Durable::ready())
+    }
+
+    fn claim_due(
+        &self,
+        queue: Queue,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let now = ms_to_db(now_ms);
+        let until = ms_to_db(now_ms.saturating_add(lease_ms));
+        let limit = limit_to_db(limit);
+        let name = queue.name();
+        let mut claims = self.with_work("claim", "work", false, |conn| {
+            let rows = conn.query(
+                "UPDATE work w SET attempt = w.attempt + 1, lease_until_ms = $3 \
+                 FROM (SELECT queue, id FROM work \
+                       WHERE queue = $1 AND due_ms <= $2 AND lease_until_ms <= $2 \
+                       ORDER BY due_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED) due \
+                 WHERE w.queue = due.queue AND w.id = due.id \
+                 RETURNING w.id, w.due_ms, w.payload, w.attempt, w.lease_until_ms",
+                &[&name, &now, &until, &limit],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| Claim {
+                    item: WorkItem {
+                        queue,
+                        id: r.get(0),
+                        due_ms: ms_from_db(r.get(1)),
+                        payload: r.get(2),
+                    },
+                    attempt: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                    lease_until_ms: ms_from_db(r.get(4)),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        claims.sort_by(|a, b| (a.item.due_ms, &a.item.id).cmp(&(b.item.due_ms, &b.item.id)));
+        Ok(claims)
+    }
+
+    fn export(
+        &self,
+        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Flows.
+        let mut after = String::new();
+        loop {
+            let rows = self.with_work("export", "flows", true, |conn| {
+                Ok(conn.query(
+                    "SELECT id, user_key, version, in_progress, due_ms, body FROM flows \
+                     WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &PAGE],
+                )?)
+            })?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            for r in &rows {
+                visit(Item::Flow(FlowRecord {
+                    id: r.get(0),
+                    user: r.get(1),
+                    version: r.get(2),
+                    in_progress: r.get(3),
+                    due_ms: ms_from_db(r.get(4)),
+                    body: r.get(5),
+                }))?;
+            }
+        }
+        // Lockout histories.
+        let mut after = String::new();
+        loop {
+            let rows = self.with_work("export", "lockout", true, |conn| {
+                Ok(conn.query(
+                    "SELECT user_key, history FROM lockout WHERE user_key > $1 \
+                     ORDER BY user_key LIMIT $2",
+                    &[&after, &PAGE],
+                )?)
+            })?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            for r in &rows {
+                visit(Item::Lockout {
+                    user: r.get(0),
+                    history: r.get(1),
+                })?;
+            }
+        }
+        // Enrollments.
+        let mut after = (String::new(), String::new());
+        loop {
+            let rows = self.with_work("export", "enrollments", true, |conn| {
+                Ok(conn.query(
+                    "SELECT user_key, gate, data FROM enrollments WHERE (user_key, gate) > ($1, $2) \
+                     ORDER BY user_key, gate LIMIT $3",
+                    &[&after.0, &after.1, &PAGE],
+                )?)
+            })?;
+            let Some(last) = rows.last() else { break };
+            after = (last.get(0), last.get(1));
+            for r in &rows {
+                visit(Item::Enrollment {
+                    user: r.get(0),
+                    gate: r.get(1),
+                    data: r.get(2),
+                })?;
+            }
+        }
+        // Plugins' key-value namespaces.
+        let mut after = (String::new(), String::new());
+        loop {
+            let rows = self.with_work("export", "kv", true, |conn| {
+                Ok(conn.query(
+                    "SELECT namespace, key, value FROM kv WHERE (namespace, key) > ($1, $2) \
+                     ORDER BY namespace, key LIMIT $3",
+                    &[&after.0, &after.1, &PAGE],
+                )?)
+            })?;
+            let Some(last) = rows.last() else { break };
+            after = (last.get(0), last.get(1));
+            for r in &rows {
+                visit(Item::Kv {
+                    namespace: r.get(0),
+                    key: r.get(1),
+                    value: r.get(2),
+                })?;
+            }
+        }
+        // Due work.
+        for queue in Queue::ALL {
+            let name = queue.name();
+            let mut after = String::new();
+            loop {
+                let rows = self.with_work("export", "work", true, |conn| {
+                    Ok(conn.query(
+                        "SELECT id, due_ms, payload, attempt, lease_until_ms FROM work \
+                         WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
+                        &[&name, &after, &PAGE],
+                    )?)
+                })?;
+                let Some(last) = rows.last() else { break };
+                after = last.get(0);
+                for r in &rows {
+                    let lease: i64 = r.get(4);
+                    visit(Item::Work {
+                        item: WorkItem {
+                            queue,
+                            id: r.get(0),
+                            due_ms: ms_from_db(r.get(1)),
+                            payload: r.get(2),
+                        },
+                        attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                        lease_until_ms: (lease > 0).then(|| ms_from_db(lease)),
+                    })?;
+                }
+            }
+        }
+        // The audit log, chain by chain, in chain order.
+        let chains = self.with_work("export", "audit", true, |conn| {
+            let rows = conn.query(
+                "SELECT DISTINCT chain FROM audit_groups ORDER BY chain",
+                &[],
+            )?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+        })?;
+        for chain in chains {
+            let mut from = 0i64;
+            loop {
+                let rows = self.with_work("export", "audit", true, |conn| {
+                    Ok(conn.query(
+                        "SELECT position, first_seq, bytes FROM audit_groups \
+                         WHERE chain = $1 AND first_seq >= $2 ORDER BY first_seq LIMIT $3",
+                        &[&chain, &from, &PAGE],
+                    )?)
+                })?;
+                let Some(last) = rows.last() else { break };
+                from = last.get::<_, i64>(1).saturating_add(1);
+                for r in &rows {
+                    for entry in group_entries(&chain, r.get(0), &r.get::<_, Vec<u8>>(2))? {
+                        visit(Item::Audit(entry))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn import(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let mut changes = Vec::new();
+        let mut work = Vec::new();
+        let mut chains: BTreeMapChains = BTreeMapChains::new();
+        for item in items {
+            match item {
+                Item::Flow(r) => changes.push(Change::PutFlow(r)),
+                Item::Lockout { user, history } => {
+                    changes.push(Change::PutLockout { user, history })
+                }
+                Item::Enrollment { user, gate, data } => {
+                    changes.push(Change::PutEnrollment { user, gate, data })
+                }
+                Item::Kv {
+                    namespace,
+                    key,
+                    value,
+                } => changes.push(Change::PutKv {
+                    namespace,
+                    key,
+                    value,
+                }),
+                Item::Work {
+                    item,
+                    attempts,
+                    lease_until_ms,
+                } => work.push((item, attempts, lease_until_ms)),
+                Item::Audit(entry) => chains.entry(entry.chain.clone()).or_default().push(entry),
+            }
+        }
+        let import_error = |reason: String| StoreError::Io {
+            op: "import",
+            what: "audit",
+            reason,
+        };
+        // Every chain's entries as groups; that they continue the stored
+        // chain is checked in the transaction.
+        let mut imports = Vec::new();
+        for (chain, mut entries) in chains {
+            entries.sort_by_key(|e| e.seq);
+            let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                continue;
+            };
+            let digest = |hex_text: &str, seq: u64| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(hex_text, &mut out).map_err(|_| {
+                    import_error(format!(
+                        "audit entry {seq} of chain `{chain}` has a hash that is not 64 hex digits"
+                    ))
+                })?;
+                Ok::<_, StoreError>(out)
+            };
+            let mut import = ChainImport {
+                first_seq: i64::try_from(first.seq).unwrap_or(i64::MAX),
+                first_prev: digest(&first.prev_hash, first.seq)?.to_vec(),
+                next_seq: i64::try_from(last.seq.saturating_add(1)).unwrap_or(i64::MAX),
+                head: digest(&last.hash, last.seq)?.to_vec(),
+                groups: Vec::new(),
+                chain: chain.clone(),
+            };
+            for chunk in entries.chunks(256) {
+                let bytes = audit::encode_entries(chunk).map_err(import_error)?;
+                let first = chunk.first().map_or(0, |e| e.seq);
+                import.groups.push((
+                    i64::try_from(first).unwrap_or(i64::MAX),
+                    i32::try_from(chunk.len()).unwrap_or(i32::MAX),
+                    bytes,
+                ));
+            }
+            imports.push(import);
+        }
+        let ops = Ops::of(changes);
+        self.with_work("import", "store", false, |conn| {
+            let mut tx = conn.client.transaction()?;
+            if !ops.kinds.is_empty() {
+                let none_text: Option<&str> = None;
+                let none_i64: Option<i64> = None;
+                let none_bytes: Option<&[u8]> = None;
+                let none_i64s: Option<Vec<i64>> = None;
+                let none_i32s: Option<Vec<i32>> = None;
+                let none_bytess: Option<Vec<Vec<u8>>> = None;
+                tx.execute(
+                    "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
+                     $8, $9, $10, $11, $12, $13, $14, $15)",
+                    &[
+                        &ops.kinds,
+                        &ops.a,
+                        &ops.b,
+                        &ops.c,
+                        &ops.n,
+                        &ops.f,
+                        &ops.d,
+                        &none_text,
+                        &none_i64,
+                        &none_bytes,
+                        &none_i64,
+                        &none_bytes,
+                        &none_i64s,
+                        &none_i32s,
+                        &none_bytess,
+                    ],
+                )?;
+            }
+            for (item, attempts, lease) in &work {
+                let attempts = i32::try_from(*attempts).unwrap_or(i32::MAX);
+                let lease = lease.map_or(0, ms_to_db);
+                tx.execute(
+                    "INSERT INTO work (queue, id, due_ms, payload, attempt, lease_until_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (queue, id) DO UPDATE SET \
+                     due_ms = EXCLUDED.due_ms, payload = EXCLUDED.payload, \
+                     attempt = EXCLUDED.attempt, lease_until_ms = EXCLUDED.lease_until_ms",
+                    &[
+                        &item.queue.name(),
+                        &item.id,
+                        &ms_to_db(item.due_ms),
+                        &item.payload,
+                        &attempts,
+                        &lease,
+                    ],
+                )?;
+            }
+            for import in &imports {
+                let chain = &import.chain;
+                let stored = tx.query_opt(
+                    "SELECT next_seq, head FROM audit_chains WHERE chain = $1 FOR UPDATE",
+                    &[chain],
+                )?;
+                let (stored_next, stored_head): (i64, Vec<u8>) =
+                    stored.map_or((0, vec![0; 32]), |r| (r.get(0), r.get(1)));
+                if import.first_seq != stored_next || import.first_prev != stored_head {
+                    return Err(Failure::Store(import_error(format!(
+                        "the entries of audit chain `{chain}` start at entry {}, which does not \
+                         follow the destination's {stored_next} entries: copy into an empty store",
+                        import.first_seq
+                    ))));
+                }
+                for (first_seq, count, bytes) in &import.groups {
+                    tx.execute(
+                        "INSERT INTO audit_groups (position, chain, first_seq, entries, bytes) \
+                         VALUES (nextval('audit_positions'), $1, $2, $3, $4)",
+                        &[chain, first_seq, count, bytes],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO audit_chains (chain, next_seq, head) VALUES ($1, $2, $3) \
+                     ON CONFLICT (chain) DO UPDATE SET next_seq = EXCLUDED.next_seq, \
+                     head = EXCLUDED.head",
+                    &[chain, &import.next_seq, &import.head],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        // The lanes' cached heads may be stale now.
+        for lane in lock(&self.lanes.free).iter_mut() {
+            lane.head = None;
+        }
+        Ok(())
+    }
+
+    fn audit(&self) -> &dyn AuditLog {
+        self
+    }
+
+    fn commit_latency(&self) -> Option<&crate::metrics::Histogram> {
+        Some(&self.latency)
+    }
+
+    fn close(&self) {
+        let pools = self
+            .pools
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Dropping the pools closes their idle connections; connections in
+        // use close when they are returned.
+        drop(pools);
+    }
+}
+
+type BTreeMapChains = std::collections::BTreeMap<String, Vec<AuditEntry>>;
+
+/// One chain's imported entries: where they start (which must be where the
+/// stored chain ends), where the chain ends after them, and their groups
+/// (first sequence number, entry count, bytes).
+struct ChainImport {
+    chain: String,
+    first_seq: i64,
+    first_prev: Vec<u8>,
+    next_seq: i64,
+    head: Vec<u8>,
+    groups: Vec<(i64, i32, Vec<u8>)>,
+}
+
+/// `records` laid out as groups of at most [`GROUP_STRIDE`] entries, with
+/// their entry counts.
+fn prepare_groups(records: &[AuditRecord]) -> Result<Vec<(Vec<u8>, audit::Layout, i32)>, StoreError> {
+    let mut out = Vec::new();
+    let stride = usize::try_from(GROUP_STRIDE).unwrap_or(1024);
+    for chunk in records.chunks(stride) {
+        let prepared = audit::prepare(chunk).map_err(|e| StoreError::Io {
+            op: "commit",
+            what: "audit",
+            reason: format!("an audit record cannot be serialised: {e}"),
+        })?;
+        if let Some((bytes, layout)) = prepared {
+            out.push((bytes, layout, i32::try_from(chunk.len()).unwrap_or(i32::MAX)));
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of a stored group of `chain` at group position `position`.
+fn group_entries(chain: &str, position: i64, bytes: &[u8]) -> Result<Vec<AuditEntry>, StoreError> {
+    let base = u64::try_from(position).unwrap_or(0).saturating_mul(GROUP_STRIDE);
+    let unreadable = |why: audit::Unreadable| StoreError::Io {
+        op: "read",
+        what: "audit",
+        reason: format!("audit chain `{chain}`: {}", why.describe(None)),
+    };
+    let group = audit::decode_group(bytes).map_err(unreadable)?;
+    let mut out = Vec::with_capacity(group.len());
+    for (i, stored) in (0u64..).zip(group.iter()) {
+        let entry = stored
+            .entry(chain, base.saturating_add(i))
+            .ok_or(unreadable(audit::Unreadable::Undecodable))?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+impl AuditLog for PostgresStore {
+    fn append(&self, records: Vec<AuditRecord>) -> Result<Durable, StoreError> {
+        self.commit(Commit {
+            changes: Vec::new(),
+            audit: records,
+        })
+    }
+
+    fn entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut group = i64::try_from(from / GROUP_STRIDE).unwrap_or(i64::MAX);
+        loop {
+            let rows = self.with_work("read", "audit", true, |conn| {
+                Ok(conn.query(
+                    "SELECT position, chain, bytes FROM audit_groups WHERE position >= $1 \
+                     ORDER BY position LIMIT $2",
+                    &[&group, &limit_to_db(limit.min(1000))],
+                )?)
+            })?;
+            let Some(last) = rows.last() else {
+                return Ok(out);
+            };
+            group = last.get::<_, i64>(0).saturating_add(1);
+            for r in &rows {
+                let chain: String = r.get(1);
+                for entry in group_entries(&chain, r.get(0), &r.get::<_, Vec<u8>>(2))? {
+                    if entry.position >= from {
+                        out.push(entry);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn verify(&self) -> Result<AuditSummary, AuditError> {
+        let pools = self.pools()?;
+        let outcome = blocking(|| {
+            let mut conn = self.checkout(&pools.work)?;
+            let walked = crate::workers::waiting(|| verify_on(&mut conn.client));
+            match walked {
+                Ok(result) => Ok(result),
+                Err(e) => {
+                    if connection_lost(&e) {
+                        conn.broken = true;
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Err(self.error("verify", "audit", &e))
+                }
+            }
+        })?;
+        outcome
+    }
+}
+
+/// Verifies every chain in one snapshot: the heads recorded in
+/// `audit_chains` and the groups stored for each chain (also those of a
+/// chain without a head, which then fails).
+fn verify_on(client: &mut Client) -> Result<Result<AuditSummary, AuditError>, postgres::Error> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let mut heads: std::collections::BTreeMap<String, Option<Head>> = Default::default();
+    for row in tx.query("SELECT chain, next_seq, head FROM audit_chains", &[])? {
+        let next: i64 = row.get(1);
+        let hash: Vec<u8> = row.get(2);
+        heads.insert(
+            row.get(0),
+            Head::from_parts(u64::try_from(next).unwrap_or(0), &hash),
+        );
+    }
+    for row in tx.query("SELECT DISTINCT chain FROM audit_groups", &[])? {
+        heads.entry(row.get(0)).or_insert(Some(Head::empty()));
+    }
+    let mut summaries = Vec::with_capacity(heads.len());
+    for (chain, head) in heads {
+        let mut verifier = ChainVerifier::new(&chain);
+        let mut from = 0i64;
+        let mut failed = None;
+        'walk: loop {
+            let rows = tx.query(
+                "SELECT first_seq, bytes FROM audit_groups WHERE chain = $1 AND first_seq >= $2 \
+                 ORDER BY first_seq LIMIT $3",
+                &[&chain, &from, &PAGE],
+            )?;
+            let Some(last) = rows.last() else { break };
+            from = last.get::<_, i64>(0).saturating_add(1);
+            for r in &rows {
+                let first = u64::try_from(r.get::<_, i64>(0)).unwrap_or(u64::MAX);
+                let bytes: Vec<u8> = r.get(1);
+                if let Err(e) = verifier.feed(&audit::seq_key(first), &bytes) {
+                    failed = Some(e);
+                    break 'walk;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Ok(Err(e));
+        }
+        let Some(head) = head else {
+            return Ok(Err(AuditError::Broken {
+                chain,
+                seq: 0,
+                why: ChainBreak::HeadMismatch,
+            }));
+        };
+        match verifier.finish(Some(&head)) {
+            Ok(summary) => summaries.push(summary),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    tx.commit()?;
+    Ok(Ok(AuditSummary::of(summaries)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_string_after_the_prefix_range() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn milliseconds_saturate_and_never_reads_back_as_never() {
+        assert_eq!(ms_from_db(ms_to_db(u64::MAX)), u64::MAX);
+        assert_eq!(ms_from_db(ms_to_db(1_700_000_000_000)), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn the_password_is_scrubbed_from_messages() {
+        let secret = Secret::new("hunter2-canary".to_owned());
+        assert_eq!(
+            scrub("failed for hunter2-canary here", Some(&secret)),
+            "failed for [redacted] here"
+        );
+    }
+
+    #[test]
+    fn the_last_migration_is_the_schema_version() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.0 as usize, i + 1);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(SCHEMA_VERSION));
     }
 
     /// The schema version the database holds, read without migrating;
