@@ -79,9 +79,16 @@ impl Postgres {
             .arg(dir.path().join("data"))
             .output()
             .unwrap();
-        assert!(copy.status.success(), "copying the template: {}", text(&copy));
+        assert!(
+            copy.status.success(),
+            "copying the template: {}",
+            text(&copy)
+        );
         let hba = if let Some(pki) = &pki {
-            for (from, to) in [(pki.cert_file(), "server.pem"), (pki.key_file(), "server.key")] {
+            for (from, to) in [
+                (pki.cert_file(), "server.pem"),
+                (pki.key_file(), "server.key"),
+            ] {
                 let to = dir.path().join(to);
                 std::fs::copy(from, &to).unwrap();
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -133,8 +140,14 @@ impl Postgres {
             .args(["-c", "log_min_messages=warning"]);
         if self.pki.is_some() {
             cmd.args(["-c", "ssl=on"])
-                .args(["-c", &format!("ssl_cert_file={}", b.join("server.pem").display())])
-                .args(["-c", &format!("ssl_key_file={}", b.join("server.key").display())]);
+                .args([
+                    "-c",
+                    &format!("ssl_cert_file={}", b.join("server.pem").display()),
+                ])
+                .args([
+                    "-c",
+                    &format!("ssl_key_file={}", b.join("server.key").display()),
+                ]);
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -146,11 +159,11 @@ impl Postgres {
         let pid_file = b.join("data/postmaster.pid");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("postgres exited with {status}: {}", self.log()));
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!("postgres exited with {status}: {}", self.log()));
             }
             // The 8th line of postmaster.pid is the server's state.
             if std::fs::read_to_string(&pid_file)
@@ -159,7 +172,10 @@ impl Postgres {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("postgres was not ready within 30 s: {}", self.log()));
+                return Err(format!(
+                    "postgres was not ready within 30 s: {}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -167,7 +183,11 @@ impl Postgres {
 
     /// `postgres://resetgate@127.0.0.1:PORT/resetgate` (no password).
     pub fn url(&self) -> String {
-        format!("postgres://{}@127.0.0.1:{}/resetgate", Postgres::USER, self.port)
+        format!(
+            "postgres://{}@127.0.0.1:{}/resetgate",
+            Postgres::USER,
+            self.port
+        )
     }
 
     /// The role's password.
@@ -217,7 +237,14 @@ impl Postgres {
         let out = Command::new(format!("{BIN}/psql"))
             .arg("-h")
             .arg(self.dir.path())
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "resetgate"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "resetgate",
+            ])
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
@@ -315,7 +342,14 @@ fn server_command(program: &str) -> Command {
     if let Some((uid, gid)) = server_user() {
         cmd.uid(uid).gid(gid);
     }
-    for var in ["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"] {
+    for var in [
+        "PGDATA",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("LC_ALL", "C");

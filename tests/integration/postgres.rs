@@ -140,10 +140,19 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (2, 'from the future')");
     let err = open_error(&spec(&pg, "a"));
     assert!(
-        matches!(err, StoreError::Newer { found: 2, supported: 1 }),
+        matches!(
+            err,
+            StoreError::Newer {
+                found: 2,
+                supported: 1
+            }
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("newer than this resetgate's"), "{err}");
+    assert!(
+        err.to_string().contains("newer than this resetgate's"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -200,8 +209,19 @@ fn a_store_fails_cleanly_while_the_server_is_down_and_recovers_by_itself() {
     let lock = store.lock_user("u").map(|_| ()).unwrap_err();
     assert!(matches!(lock, StoreError::Unavailable { .. }), "{lock:?}");
     pg.start_again();
-    // The pooled connections died with the server; the pool makes new ones.
-    assert_eq!(store.flow("before").unwrap(), Some(b"body of before".to_vec()));
+    // The pooled connections died with the server; the pool makes new ones
+    // (retrying in the background; until it has one, reads are refused).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let before = loop {
+        match store.flow("before") {
+            Ok(body) => break body,
+            Err(StoreError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("the store did not recover: {e}"),
+        }
+    };
+    assert_eq!(before, Some(b"body of before".to_vec()));
     store.commit(put("after")).unwrap().wait().unwrap();
     assert!(store.flow("during").unwrap().is_none());
     drop(store.lock_user("u").unwrap());
@@ -227,12 +247,22 @@ fn lock_user_serialises_requests_across_two_stores() {
         })
     };
     // Wait until b's session is queued on the advisory lock.
-    while pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        != "1"
-    {
+    loop {
+        assert!(
+            rx.try_recv().is_err(),
+            "b took alice's lock while a held it"
+        );
+        let waiting =
+            pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+        if waiting == "1" {
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(rx.try_recv().is_err(), "b took alice's lock while a held it");
+    assert!(
+        rx.try_recv().is_err(),
+        "b took alice's lock while a held it"
+    );
     drop(held);
     rx.recv().unwrap();
     waiter.join().unwrap();
@@ -355,10 +385,22 @@ fn claim_due_never_hands_one_item_to_two_stores() {
     all.dedup();
     assert_eq!(all.len(), 150);
     // Nothing is claimable while leased, not even by another queue's caller.
-    assert!(stores[1].claim_due(Queue::Outbox, 60_999, 1, 10).unwrap().is_empty());
-    assert!(stores[1].claim_due(Queue::Timers, 60_999, 1, 10).unwrap().is_empty());
+    assert!(
+        stores[1]
+            .claim_due(Queue::Outbox, 60_999, 1, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        stores[1]
+            .claim_due(Queue::Timers, 60_999, 1, 10)
+            .unwrap()
+            .is_empty()
+    );
     // Once a lease ends, the item is claimed again (a second attempt).
-    let again = stores[2].claim_due(Queue::Outbox, 61_000, 1_000, 1).unwrap();
+    let again = stores[2]
+        .claim_due(Queue::Outbox, 61_000, 1_000, 1)
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].item.id, "item-000");
     assert_eq!(again[0].attempt, 2);
@@ -381,9 +423,14 @@ fn claim_due_never_hands_one_item_to_two_stores() {
         .unwrap()
         .wait()
         .unwrap();
-    let retried = stores[0].claim_due(Queue::Outbox, 5_000, 1_000, 10).unwrap();
+    let retried = stores[0]
+        .claim_due(Queue::Outbox, 5_000, 1_000, 10)
+        .unwrap();
     assert_eq!(
-        retried.iter().map(|c| c.item.id.as_str()).collect::<Vec<_>>(),
+        retried
+            .iter()
+            .map(|c| c.item.id.as_str())
+            .collect::<Vec<_>>(),
         ["item-001"]
     );
 }
@@ -402,7 +449,9 @@ fn audit_chains_of_several_gateways_verify_together_and_tampering_is_found() {
             let s = stores[t % stores.len()].clone();
             std::thread::spawn(move || {
                 for i in 0..20 {
-                    let records = (0..1 + i % 3).map(|j| record("t", t * 100 + i * 3 + j)).collect();
+                    let records = (0..1 + i % 3)
+                        .map(|j| record("t", t * 100 + i * 3 + j))
+                        .collect();
                     s.audit().append(records).unwrap().wait().unwrap();
                 }
             })
@@ -414,7 +463,12 @@ fn audit_chains_of_several_gateways_verify_together_and_tampering_is_found() {
     let expected: u64 = 6 * (0..20u64).map(|i| 1 + i % 3).sum::<u64>();
     let summary = stores[1].audit().verify().unwrap();
     assert_eq!(summary.entries, expected);
-    assert!(summary.chains.iter().all(|c| c.chain.starts_with("a/") || c.chain.starts_with("b/")));
+    assert!(
+        summary
+            .chains
+            .iter()
+            .all(|c| c.chain.starts_with("a/") || c.chain.starts_with("b/"))
+    );
     assert!(summary.chains.iter().any(|c| c.chain.starts_with("b/")));
     // Every entry once, in one global order, each chain without gaps.
     let entries = stores[0].audit().entries(0, 10_000).unwrap();
@@ -451,7 +505,12 @@ fn a_deleted_tail_of_a_chain_is_found_against_its_head() {
     let pg = Postgres::start();
     let store = open(&pg, "a");
     for i in 0..3 {
-        store.audit().append(vec![record("t", i)]).unwrap().wait().unwrap();
+        store
+            .audit()
+            .append(vec![record("t", i)])
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     store.audit().verify().unwrap();
     pg.psql("DELETE FROM audit_groups WHERE first_seq = 2");
@@ -471,8 +530,8 @@ fn tls_spec(pg: &Postgres, mode: PgTlsMode, ca_file: Option<std::path::PathBuf>)
 #[test]
 fn tls_verify_full_trusts_the_ca_and_refuses_another() {
     let pg = Postgres::start_tls();
-    let store = PostgresStore::open(&tls_spec(&pg, PgTlsMode::VerifyFull, Some(pg.ca_file())))
-        .unwrap();
+    let store =
+        PostgresStore::open(&tls_spec(&pg, PgTlsMode::VerifyFull, Some(pg.ca_file()))).unwrap();
     store
         .commit(Commit {
             changes: vec![Change::PutFlow(flow("f", 1))],
@@ -483,8 +542,10 @@ fn tls_verify_full_trusts_the_ca_and_refuses_another() {
         .unwrap();
     assert!(store.flow("f").unwrap().is_some());
     assert_eq!(
-        pg.psql("SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
-                 WHERE usename = 'resetgate'"),
+        pg.psql(
+            "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE usename = 'resetgate'"
+        ),
         "t"
     );
 
@@ -493,11 +554,128 @@ fn tls_verify_full_trusts_the_ca_and_refuses_another() {
     let said = err.to_string();
     // The other CA has the same name: its key does not verify the server's
     // certificate.
-    assert!(said.contains("invalid peer certificate: BadSignature"), "{said}");
+    assert!(
+        said.contains("invalid peer certificate: BadSignature"),
+        "{said}"
+    );
     assert!(!said.contains(Postgres::PASSWORD), "{said}");
 
     // `require` encrypts without checking; `disable` is refused (hostssl).
     PostgresStore::open(&tls_spec(&pg, PgTlsMode::Require, None)).unwrap();
     let said = open_error(&tls_spec(&pg, PgTlsMode::Disable, None)).to_string();
     assert!(said.contains("no pg_hba.conf entry"), "{said}");
+}
+
+/// A loopback TCP proxy in front of a server that counts *turns*: the
+/// times a client sends a query after the server has answered (or first),
+/// i.e. the client's round trips, over every connection through it.
+struct TurnCounter {
+    port: u16,
+    turns: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TurnCounter {
+    fn start(target: u16) -> TurnCounter {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let turns = Arc::new(AtomicU64::new(0));
+        let counted = turns.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = std::net::TcpStream::connect(("127.0.0.1", target)).unwrap();
+                client.set_nodelay(true).unwrap();
+                server.set_nodelay(true).unwrap();
+                // Whether the client's next bytes start a turn.
+                let answered = Arc::new(AtomicBool::new(true));
+                let pipe = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            upstream: bool,
+                            answered: Arc<AtomicBool>,
+                            turns: Arc<AtomicU64>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // Queries only (simple, parse, bind), not the
+                            // handshakes of connections the pools open.
+                            if upstream && matches!(buf[0], b'Q' | b'P' | b'B') {
+                                if answered.swap(false, Ordering::SeqCst) {
+                                    turns.fetch_add(1, Ordering::SeqCst);
+                                }
+                            } else if !upstream {
+                                answered.store(true, Ordering::SeqCst);
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
+                    answered.clone(),
+                    counted.clone(),
+                );
+                pipe(server, client, false, answered, counted.clone());
+            }
+        });
+        TurnCounter { port, turns }
+    }
+
+    fn turns(&self) -> u64 {
+        self.turns.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The round trips `f` makes.
+    fn count(&self, f: impl FnOnce()) -> u64 {
+        let before = self.turns();
+        f();
+        self.turns() - before
+    }
+}
+
+#[test]
+fn a_commit_is_one_round_trip_and_a_users_lock_two() {
+    let pg = Postgres::start();
+    let proxy = TurnCounter::start(pg.port());
+    let mut spec = spec(&pg, "a");
+    spec.pool = 1;
+    spec.url = format!("postgres://resetgate@127.0.0.1:{}/resetgate", proxy.port);
+    let store = PostgresStore::open(&spec).unwrap();
+    let step = |i: usize| Commit {
+        changes: vec![
+            Change::PutFlow(flow(&format!("f{i}"), 10)),
+            Change::PutLockout {
+                user: "u".into(),
+                history: vec![1; 100],
+            },
+            Change::PutKv {
+                namespace: "ns".into(),
+                key: format!("k{i}"),
+                value: vec![2; 100],
+            },
+        ],
+        audit: vec![record("flow.answered", i), record("flow.passed", i)],
+    };
+    // The first commit of a connection prepares its statement and reads
+    // its lane's head; then each is one round trip.
+    store.commit(step(0)).unwrap().wait().unwrap();
+    drop(store.lock_user("u").unwrap());
+    for i in 1..4 {
+        assert_eq!(
+            proxy.count(|| store.commit(step(i)).unwrap().wait().unwrap()),
+            1
+        );
+    }
+    assert_eq!(proxy.count(|| drop(store.lock_user("u").unwrap())), 2);
+    assert_eq!(store.audit().verify().unwrap().entries, 8);
 }

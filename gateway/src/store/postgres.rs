@@ -60,9 +60,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::audit::{self, ChainVerifier, Head};
 use super::{
-    AuditEntry, AuditError, AuditLog, AuditRecord, AuditSummary, ChainBreak, Change, Claim,
-    Commit, Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError,
-    UserLock, WorkItem,
+    AuditEntry, AuditError, AuditLog, AuditRecord, AuditSummary, ChainBreak, Change, Claim, Commit,
+    Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError, UserLock,
+    WorkItem,
 };
 use crate::secret::Secret;
 
@@ -80,6 +80,14 @@ const MIGRATION_LOCK: i64 = 0x7267_6d69_6772_6174; // "rgmigrat"
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an operation waits for a pooled connection.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, at most, the pools try to connect again while the server
+/// cannot be reached (r2d2 backs off to half its connection timeout).
+const RECONNECT: Duration = Duration::from_millis(500);
+/// For how long after a failed attempt to connect operations that find no
+/// idle connection fail at once (the pools retry more often than this).
+const FAIL_FAST: Duration = Duration::from_secs(1);
+/// How often a pool that keeps failing to connect says so.
+const LOG_EVERY: Duration = Duration::from_secs(30);
 /// The lock sessions' `lock_timeout`: how long a user's lock is waited for.
 const LOCK_WAIT_MS: u32 = 10_000;
 /// Work sessions: a statement's limit, and that of a transaction left idle.
@@ -97,6 +105,14 @@ const PAGE: i64 = 1000;
 /// The most bytes of a `ca_file`.
 const MAX_CA_BYTES: u64 = 1 << 20;
 
+/// A commit (see the migration's `resetgate_commit`).
+const COMMIT_SQL: &str = "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
+                          $8, $9, $10, $11, $12, $13, $14, $15)";
+/// Takes a user's advisory lock.
+const LOCK_SQL: &str = "SELECT pg_advisory_lock($1)";
+/// Releases it: `true` if it was held.
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
+
 /// SQLSTATE the commit function raises when the chain head moved.
 const CAS_CONFLICT: &str = "RG001";
 
@@ -108,6 +124,8 @@ pub struct PostgresStore {
     /// Bumped when a connection is found lost: pooled connections made or
     /// checked before are checked again before their next use.
     epoch: Arc<AtomicU64>,
+    /// When the pools last failed to connect, if they have not since.
+    failed_at: Arc<Mutex<Option<Instant>>>,
     lanes: Lanes,
     stripes: Vec<Mutex<()>>,
     latency: crate::metrics::Histogram,
@@ -139,6 +157,10 @@ struct Manager {
     config: postgres::Config,
     tls: Tls,
     epoch: Arc<AtomicU64>,
+    /// When making a connection last failed, if it has not succeeded since.
+    failed_at: Arc<Mutex<Option<Instant>>>,
+    /// Statements prepared as soon as a connection is made.
+    prepare: &'static [&'static str],
 }
 
 /// A pooled connection: the client, the epoch it was last known good in,
@@ -193,12 +215,18 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Conn, postgres::Error> {
         let epoch = self.epoch.load(Ordering::Acquire);
-        Ok(Conn {
-            client: connect(&self.config, &self.tls)?,
+        let client = connect(&self.config, &self.tls);
+        *lock(&self.failed_at) = client.is_err().then(Instant::now);
+        let mut conn = Conn {
+            client: client?,
             epoch,
             broken: false,
             statements: HashMap::new(),
-        })
+        };
+        for sql in self.prepare {
+            conn.statement(sql)?;
+        }
+        Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
@@ -215,15 +243,24 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-/// Logs the pools' failures to connect (without the password).
+/// Logs the pools' failures to connect (without the password), at most
+/// once per [`LOG_EVERY`].
 #[derive(Debug)]
 struct LogErrors {
     location: String,
     password: Option<Secret>,
+    logged_at: Mutex<Option<Instant>>,
 }
 
 impl r2d2::HandleError<postgres::Error> for LogErrors {
     fn handle_error(&self, error: postgres::Error) {
+        {
+            let mut logged_at = lock(&self.logged_at);
+            if logged_at.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+                return;
+            }
+            *logged_at = Some(Instant::now());
+        }
         tracing::warn!(
             target: "resetgate::store",
             location = %self.location,
@@ -593,8 +630,9 @@ impl PostgresStore {
                 format!("cannot connect to postgres: {}", describe(&e)),
             )
         })?;
-        let version = migrate(&mut client)
-            .map_err(|e| open_error(&location, format!("migrating the schema: {}", describe(&e))))?;
+        let version = migrate(&mut client).map_err(|e| {
+            open_error(&location, format!("migrating the schema: {}", describe(&e)))
+        })?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::Newer {
                 found: version,
@@ -605,29 +643,34 @@ impl PostgresStore {
 
         let size = spec.pool.max(1);
         let epoch = Arc::new(AtomicU64::new(0));
-        let pool = |options: String, max: u32| {
+        let failed_at = Arc::new(Mutex::new(None));
+        let pool = |options: String, max: u32, prepare: &'static [&'static str]| {
             let mut config = config.clone();
             config.options(&options);
             r2d2::Pool::builder()
                 .max_size(max)
                 .min_idle(Some(1))
-                .connection_timeout(CHECKOUT_TIMEOUT)
+                .connection_timeout(RECONNECT * 2)
                 .test_on_check_out(true)
                 .error_handler(Box::new(LogErrors {
                     location: location.clone(),
                     password: password.clone(),
+                    logged_at: Mutex::new(None),
                 }))
                 .build_unchecked(Manager {
                     config,
                     tls: tls.clone(),
                     epoch: epoch.clone(),
+                    failed_at: failed_at.clone(),
+                    prepare,
                 })
         };
         let pools = Pools {
-            work: pool(WORK_OPTIONS.to_owned(), size),
+            work: pool(WORK_OPTIONS.to_owned(), size, &[COMMIT_SQL]),
             locks: pool(
                 format!("-c lock_timeout={LOCK_WAIT_MS} -c statement_timeout=0"),
                 size.saturating_mul(2),
+                &[LOCK_SQL, UNLOCK_SQL],
             ),
         };
         // Taken from the end: lane 0 first, so a quiet gateway uses one chain.
@@ -643,6 +686,7 @@ impl PostgresStore {
             password,
             pools: RwLock::new(Some(pools)),
             epoch,
+            failed_at,
             lanes: Lanes {
                 free: Mutex::new(lanes),
                 available: Condvar::new(),
@@ -672,20 +716,44 @@ impl PostgresStore {
         }
     }
 
-    /// A connection of `pool`, waited for as a worker's wait.
+    /// A connection of `pool`, waited for as a worker's wait. While the
+    /// server is known to be unreachable (connecting failed less than
+    /// [`FAIL_FAST`] ago, and the pool retries in the background), an
+    /// operation that finds no idle connection fails at once instead of
+    /// waiting [`CHECKOUT_TIMEOUT`] for one.
     fn checkout(
         &self,
         pool: &r2d2::Pool<Manager>,
     ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        crate::workers::waiting(|| pool.get()).map_err(|e| StoreError::Unavailable {
-            reason: scrub(
-                &format!(
-                    "no connection to postgres at {} within {} s: {e}",
-                    self.location,
-                    CHECKOUT_TIMEOUT.as_secs()
+        let failed_at = *lock(&self.failed_at);
+        if failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+            return pool.try_get().ok_or_else(|| StoreError::Unavailable {
+                reason: format!(
+                    "postgres at {} cannot be reached (the last attempt to connect failed)",
+                    self.location
                 ),
-                self.password.as_ref(),
-            ),
+            });
+        }
+        // Wait in slices: a failed attempt to connect meanwhile ends the wait.
+        let began = Instant::now();
+        crate::workers::waiting(|| {
+            loop {
+                let left = CHECKOUT_TIMEOUT.saturating_sub(began.elapsed());
+                match pool.get_timeout(left.min(Duration::from_millis(100))) {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        let failed = lock(&self.failed_at).is_some_and(|t| t >= began);
+                        if failed || left.is_zero() {
+                            return Err(StoreError::Unavailable {
+                                reason: scrub(
+                                    &format!("no connection to postgres at {}: {e}", self.location),
+                                    self.password.as_ref(),
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
         })
     }
 
@@ -744,8 +812,7 @@ impl PostgresStore {
         ops: &Ops,
         groups: &mut [(Vec<u8>, audit::Layout, i32)],
     ) -> Result<(), Failure> {
-        const SQL: &str = "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
-                           $8, $9, $10, $11, $12, $13, $14, $15)";
+        const SQL: &str = COMMIT_SQL;
         if groups.is_empty() {
             let none_text: Option<&str> = None;
             let none_i64: Option<i64> = None;
@@ -926,23 +993,14 @@ struct Ops {
 }
 
 impl Ops {
-    fn push(
-        &mut self,
-        kind: i16,
-        a: String,
-        b: Option<String>,
-        c: Option<String>,
-        n: Option<i64>,
-        f: Option<bool>,
-        d: Option<Vec<u8>>,
-    ) {
+    fn push(&mut self, kind: i16, a: String, op: Op) {
         self.kinds.push(kind);
         self.a.push(Some(a));
-        self.b.push(b);
-        self.c.push(c);
-        self.n.push(n);
-        self.f.push(f);
-        self.d.push(d);
+        self.b.push(op.b);
+        self.c.push(op.c);
+        self.n.push(op.n);
+        self.f.push(op.f);
+        self.d.push(op.d);
     }
 
     fn of(changes: Vec<Change>) -> Ops {
@@ -952,61 +1010,102 @@ impl Ops {
                 Change::PutFlow(r) => ops.push(
                     1,
                     r.id,
-                    Some(r.user),
-                    Some(r.version),
-                    Some(ms_to_db(r.due_ms)),
-                    Some(r.in_progress),
-                    Some(r.body),
+                    Op {
+                        b: Some(r.user),
+                        c: Some(r.version),
+                        n: Some(ms_to_db(r.due_ms)),
+                        f: Some(r.in_progress),
+                        d: Some(r.body),
+                    },
                 ),
-                Change::DeleteFlow { id } => ops.push(2, id, None, None, None, None, None),
-                Change::PutLockout { user, history } => {
-                    ops.push(3, user, None, None, None, None, Some(history))
-                }
-                Change::PutEnrollment { user, gate, data } => {
-                    ops.push(4, user, Some(gate), None, None, None, Some(data))
-                }
-                Change::DeleteEnrollment { user, gate } => {
-                    ops.push(5, user, Some(gate), None, None, None, None)
-                }
+                Change::DeleteFlow { id } => ops.push(2, id, Op::default()),
+                Change::PutLockout { user, history } => ops.push(
+                    3,
+                    user,
+                    Op {
+                        d: Some(history),
+                        ..Op::default()
+                    },
+                ),
+                Change::PutEnrollment { user, gate, data } => ops.push(
+                    4,
+                    user,
+                    Op {
+                        b: Some(gate),
+                        d: Some(data),
+                        ..Op::default()
+                    },
+                ),
+                Change::DeleteEnrollment { user, gate } => ops.push(
+                    5,
+                    user,
+                    Op {
+                        b: Some(gate),
+                        ..Op::default()
+                    },
+                ),
                 Change::PutKv {
                     namespace,
                     key,
                     value,
-                } => ops.push(6, namespace, Some(key), None, None, None, Some(value)),
-                Change::DeleteKv { namespace, key } => {
-                    ops.push(7, namespace, Some(key), None, None, None, None)
-                }
+                } => ops.push(
+                    6,
+                    namespace,
+                    Op {
+                        b: Some(key),
+                        d: Some(value),
+                        ..Op::default()
+                    },
+                ),
+                Change::DeleteKv { namespace, key } => ops.push(
+                    7,
+                    namespace,
+                    Op {
+                        b: Some(key),
+                        ..Op::default()
+                    },
+                ),
                 Change::Enqueue(item) => ops.push(
                     8,
                     item.queue.name().to_owned(),
-                    Some(item.id),
-                    None,
-                    Some(ms_to_db(item.due_ms)),
-                    None,
-                    Some(item.payload),
+                    Op {
+                        b: Some(item.id),
+                        n: Some(ms_to_db(item.due_ms)),
+                        d: Some(item.payload),
+                        ..Op::default()
+                    },
                 ),
                 Change::Finish { queue, id } => ops.push(
                     9,
                     queue.name().to_owned(),
-                    Some(id),
-                    None,
-                    None,
-                    None,
-                    None,
+                    Op {
+                        b: Some(id),
+                        ..Op::default()
+                    },
                 ),
                 Change::Retry { queue, id, due_ms } => ops.push(
                     10,
                     queue.name().to_owned(),
-                    Some(id),
-                    None,
-                    Some(ms_to_db(due_ms)),
-                    None,
-                    None,
+                    Op {
+                        b: Some(id),
+                        n: Some(ms_to_db(due_ms)),
+                        ..Op::default()
+                    },
                 ),
             }
         }
         ops
     }
+}
+
+/// One change's arguments after the first (see the commit function).
+#[derive(Default)]
+struct Op {
+    b: Option<String>,
+    c: Option<String>,
+    n: Option<i64>,
+    f: Option<bool>,
+    d: Option<Vec<u8>>,
 }
 
 /// The lanes of this gateway's audit chains, free for a commit to take.
@@ -1091,7 +1190,7 @@ impl Drop for HeldLock<'_> {
         let key = self.key;
         let unlocked = blocking(|| {
             let done = conn
-                .query_opt("SELECT pg_advisory_unlock($1)", &[&key])
+                .query_opt(UNLOCK_SQL, &[&key])
                 .map(|row| row.is_some_and(|r| r.get::<_, bool>(0)));
             match done {
                 Ok(true) => true,
@@ -1145,9 +1244,7 @@ impl Store for PostgresStore {
         };
         let conn = blocking(|| {
             let mut conn = self.checkout(&pools.locks)?;
-            let locked = crate::workers::waiting(|| {
-                conn.query_opt("SELECT pg_advisory_lock($1)", &[&key])
-            });
+            let locked = crate::workers::waiting(|| conn.query_opt(LOCK_SQL, &[&key]));
             match locked {
                 Ok(_) => Ok(conn),
                 Err(e) => {
@@ -1429,7 +1526,10 @@ impl Store for PostgresStore {
                 "SELECT DISTINCT chain FROM audit_groups ORDER BY chain",
                 &[],
             )?;
-            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+            Ok(rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>())
         })?;
         for chain in chains {
             let mut from = 0i64;
@@ -1535,8 +1635,7 @@ impl Store for PostgresStore {
                 let none_i32s: Option<Vec<i32>> = None;
                 let none_bytess: Option<Vec<Vec<u8>>> = None;
                 tx.execute(
-                    "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
-                     $8, $9, $10, $11, $12, $13, $14, $15)",
+                    COMMIT_SQL,
                     &[
                         &ops.kinds,
                         &ops.a,
@@ -1649,7 +1748,9 @@ struct ChainImport {
 
 /// `records` laid out as groups of at most [`GROUP_STRIDE`] entries, with
 /// their entry counts.
-fn prepare_groups(records: &[AuditRecord]) -> Result<Vec<(Vec<u8>, audit::Layout, i32)>, StoreError> {
+fn prepare_groups(
+    records: &[AuditRecord],
+) -> Result<Vec<(Vec<u8>, audit::Layout, i32)>, StoreError> {
     let mut out = Vec::new();
     let stride = usize::try_from(GROUP_STRIDE).unwrap_or(1024);
     for chunk in records.chunks(stride) {
@@ -1659,7 +1760,11 @@ fn prepare_groups(records: &[AuditRecord]) -> Result<Vec<(Vec<u8>, audit::Layout
             reason: format!("an audit record cannot be serialised: {e}"),
         })?;
         if let Some((bytes, layout)) = prepared {
-            out.push((bytes, layout, i32::try_from(chunk.len()).unwrap_or(i32::MAX)));
+            out.push((
+                bytes,
+                layout,
+                i32::try_from(chunk.len()).unwrap_or(i32::MAX),
+            ));
         }
     }
     Ok(out)
@@ -1667,7 +1772,9 @@ fn prepare_groups(records: &[AuditRecord]) -> Result<Vec<(Vec<u8>, audit::Layout
 
 /// The entries of a stored group of `chain` at group position `position`.
 fn group_entries(chain: &str, position: i64, bytes: &[u8]) -> Result<Vec<AuditEntry>, StoreError> {
-    let base = u64::try_from(position).unwrap_or(0).saturating_mul(GROUP_STRIDE);
+    let base = u64::try_from(position)
+        .unwrap_or(0)
+        .saturating_mul(GROUP_STRIDE);
     let unreadable = |why: audit::Unreadable| StoreError::Io {
         op: "read",
         what: "audit",
@@ -1726,7 +1833,7 @@ impl AuditLog for PostgresStore {
 
     fn verify(&self) -> Result<AuditSummary, AuditError> {
         let pools = self.pools()?;
-        let outcome = blocking(|| {
+        blocking(|| {
             let mut conn = self.checkout(&pools.work)?;
             let walked = crate::workers::waiting(|| verify_on(&mut conn.client));
             match walked {
@@ -1739,8 +1846,7 @@ impl AuditLog for PostgresStore {
                     Err(self.error("verify", "audit", &e))
                 }
             }
-        })?;
-        outcome
+        })?
     }
 }
 
