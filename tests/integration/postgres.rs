@@ -397,6 +397,34 @@ fn claim_due_never_hands_one_item_to_two_stores() {
             .unwrap()
             .is_empty()
     );
+    // Scheduling an item that exists (leased) changes nothing; a new one is
+    // added.
+    let schedule = |id: &str| {
+        Change::Schedule(WorkItem {
+            queue: Queue::Outbox,
+            id: id.to_owned(),
+            due_ms: 0,
+            payload: vec![9],
+        })
+    };
+    stores[1]
+        .commit(Commit {
+            changes: vec![schedule("item-000"), schedule("periodic")],
+            audit: vec![],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    let scheduled = stores[1]
+        .claim_due(Queue::Outbox, 60_999, 100_000, 10)
+        .unwrap();
+    assert_eq!(
+        scheduled
+            .iter()
+            .map(|c| c.item.id.as_str())
+            .collect::<Vec<_>>(),
+        ["periodic"]
+    );
     // Once a lease ends, the item is claimed again (a second attempt).
     let again = stores[2]
         .claim_due(Queue::Outbox, 61_000, 1_000, 1)
@@ -678,4 +706,35 @@ fn a_commit_is_one_round_trip_and_a_users_lock_two() {
     }
     assert_eq!(proxy.count(|| drop(store.lock_user("u").unwrap())), 2);
     assert_eq!(store.audit().verify().unwrap().entries, 8);
+}
+
+#[test]
+fn the_store_can_be_used_and_closed_on_an_async_runtime() {
+    // The synchronous client runs a runtime of its own, which must never be
+    // entered (nor a client closed) on a thread of another: the gateway
+    // closes its store at the end of its async serve loop.
+    let pg = Postgres::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = open(&pg, "a");
+        let durable = store
+            .commit(Commit {
+                changes: vec![Change::PutFlow(flow("f", 1))],
+                audit: vec![record("t", 0)],
+            })
+            .unwrap();
+        durable.await.unwrap();
+        drop(store.lock_user("u").unwrap());
+        assert!(store.flow("f").unwrap().is_some());
+        assert_eq!(store.audit().verify().unwrap().entries, 1);
+        store.close();
+        assert!(matches!(store.flow("f"), Err(StoreError::Closed)));
+        drop(store);
+        let reopened = open(&pg, "a");
+        drop(reopened);
+    });
 }

@@ -131,6 +131,12 @@ pub struct PostgresStore {
     latency: crate::metrics::Histogram,
 }
 
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
@@ -1075,6 +1081,16 @@ impl Ops {
                         ..Op::default()
                     },
                 ),
+                Change::Schedule(item) => ops.push(
+                    11,
+                    item.queue.name().to_owned(),
+                    Op {
+                        b: Some(item.id),
+                        n: Some(ms_to_db(item.due_ms)),
+                        d: Some(item.payload),
+                        ..Op::default()
+                    },
+                ),
                 Change::Finish { queue, id } => ops.push(
                     9,
                     queue.name().to_owned(),
@@ -1188,7 +1204,9 @@ impl Drop for HeldLock<'_> {
             return;
         };
         let key = self.key;
-        let unlocked = blocking(|| {
+        // The connection goes back (or, broken, is closed) off any async
+        // runtime: closing a client blocks.
+        let unlocked = blocking(move || {
             let done = conn
                 .query_opt(UNLOCK_SQL, &[&key])
                 .map(|row| row.is_some_and(|r| r.get::<_, bool>(0)));
@@ -1348,6 +1366,24 @@ impl Store for PostgresStore {
                 &[&namespace, &prefix, &end, &limit],
             )?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn kv_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let end = prefix_end(prefix);
+        let limit = limit_to_db(limit);
+        self.with_work("read", "kv", true, |conn| {
+            let rows = conn.query(
+                "SELECT key FROM kv WHERE namespace = $1 AND key >= $2 \
+                 AND ($3::text IS NULL OR key < $3) ORDER BY key LIMIT $4",
+                &[&namespace, &prefix, &end, &limit],
+            )?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
 
@@ -1726,9 +1762,10 @@ impl Store for PostgresStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        // Dropping the pools closes their idle connections; connections in
-        // use close when they are returned.
-        drop(pools);
+        // Dropping the pools closes their idle connections (off any async
+        // runtime: closing a client blocks); connections in use close when
+        // they are returned.
+        blocking(move || drop(pools));
     }
 }
 

@@ -91,6 +91,7 @@ CREATE TABLE audit_groups (
 --   8 enqueue (a queue, b id, n due_ms, d payload): unleased, attempt 0
 --   9 finish (a queue, b id)
 --  10 retry (a queue, b id, n due_ms): unleased, due again
+--  11 schedule (a queue, b id, n due_ms, d payload): enqueue unless present
 CREATE FUNCTION resetgate_commit(
     ops smallint[], a text[], b text[], c text[], n bigint[], f boolean[], d bytea[],
     p_chain text, p_expect_seq bigint, p_expect_head bytea,
@@ -134,6 +135,10 @@ BEGIN
         WHEN 10 THEN
             UPDATE work SET due_ms = n[i], lease_until_ms = 0
             WHERE queue = a[i] AND id = b[i];
+        WHEN 11 THEN
+            INSERT INTO work (queue, id, due_ms, payload, attempt, lease_until_ms)
+            VALUES (a[i], b[i], n[i], d[i], 0, 0)
+            ON CONFLICT (queue, id) DO NOTHING;
         ELSE
             RAISE EXCEPTION 'unknown change kind %', ops[i];
         END CASE;
