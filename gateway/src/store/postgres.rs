@@ -34,6 +34,10 @@
 //!   a lock-pool connection, with the session's `lock_timeout` bounding
 //!   the wait; `pg_advisory_unlock` when dropped, and if that fails the
 //!   connection is discarded (its session ends, which frees the lock).
+//!   A session lost while its lock is held (the server restarted) frees
+//!   the lock without the holder knowing until its next statement on the
+//!   work pool; the holder's commit then still goes through, so during a
+//!   server restart two gateways may briefly both act for one user.
 //! - **Audit.** One hash chain per *lane* of a gateway, named
 //!   `{node}/{lane}`, with as many lanes as work connections. A commit with
 //!   audit records takes a free lane, links its records after the lane's
