@@ -120,8 +120,14 @@ fn flow(id: &str, due_ms: u64) -> FlowRecord {
 #[test]
 fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     let pg = Postgres::start();
+    let stored = || {
+        resetgate::store::stored_schema(&resetgate::store::StoreSpec::Postgres(spec(&pg, "a")))
+            .unwrap()
+    };
+    assert_eq!(stored(), None);
     let store = open(&pg, "a");
     assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(stored(), Some(1));
     // A second gateway (and a restarted one) finds the schema in place.
     let again = open(&pg, "b");
     drop(again);
@@ -138,6 +144,7 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
 
     // A newer resetgate migrated the database: this one refuses it.
     pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (2, 'from the future')");
+    assert_eq!(stored(), Some(2));
     let err = open_error(&spec(&pg, "a"));
     assert!(
         matches!(
@@ -595,8 +602,9 @@ fn tls_verify_full_trusts_the_ca_and_refuses_another() {
 }
 
 /// A loopback TCP proxy in front of a server that counts *turns*: the
-/// times a client sends a query after the server has answered (or first),
-/// i.e. the client's round trips, over every connection through it.
+/// times a client sends a statement to execute after the server has
+/// answered (or first), i.e. the client's round trips, over every
+/// connection through it.
 struct TurnCounter {
     port: u16,
     turns: Arc<std::sync::atomic::AtomicU64>,
@@ -630,9 +638,11 @@ impl TurnCounter {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            // Queries only (simple, parse, bind), not the
-                            // handshakes of connections the pools open.
-                            if upstream && matches!(buf[0], b'Q' | b'P' | b'B') {
+                            // Executions only (a simple query, or a bind of
+                            // a prepared statement), not the handshakes and
+                            // preparations of connections the pools open in
+                            // the background.
+                            if upstream && matches!(buf[0], b'Q' | b'B') {
                                 if answered.swap(false, Ordering::SeqCst) {
                                     turns.fetch_add(1, Ordering::SeqCst);
                                 }

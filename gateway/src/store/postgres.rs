@@ -577,7 +577,45 @@ impl PostgresStore {
         blocking(|| PostgresStore::open_here(spec))
     }
 
-    fn open_here(spec: &PostgresSpec) -> Result<PostgresStore, StoreError> {
+    /// The schema version the database holds, read without migrating;
+    /// `None` before the first migration.
+    pub fn stored_schema(spec: &PostgresSpec) -> Result<Option<u32>, StoreError> {
+        blocking(|| {
+            let (config, location, tls, password) = PostgresStore::settings(spec)?;
+            let failed = |e: postgres::Error| StoreError::Open {
+                location: location.clone(),
+                reason: scrub(
+                    &format!("reading the schema version: {}", describe(&e)),
+                    password.as_ref(),
+                ),
+            };
+            let mut client = connect(&config, &tls).map_err(|e| StoreError::Open {
+                location: location.clone(),
+                reason: scrub(
+                    &format!("cannot connect to postgres: {}", describe(&e)),
+                    password.as_ref(),
+                ),
+            })?;
+            let exists: bool = client
+                .query_one("SELECT to_regclass('resetgate_schema') IS NOT NULL", &[])
+                .map_err(failed)?
+                .get(0);
+            if !exists {
+                return Ok(None);
+            }
+            let row = client
+                .query_one("SELECT max(version) FROM resetgate_schema", &[])
+                .map_err(failed)?;
+            let version: Option<i32> = row.get(0);
+            Ok(version.and_then(|v| u32::try_from(v).ok()))
+        })
+    }
+
+    /// What `spec` says, checked: the driver's settings (password and TLS
+    /// mode included), the location, the TLS connector and the password.
+    fn settings(
+        spec: &PostgresSpec,
+    ) -> Result<(postgres::Config, String, Tls, Option<Secret>), StoreError> {
         let password = spec.password.clone();
         let open_error = |location: &str, reason: String| StoreError::Open {
             location: location.to_owned(),
@@ -632,6 +670,16 @@ impl PostgresStore {
             .application_name(&format!("resetgate {node}"));
         let tls = tls_of(spec).map_err(|e| open_error(&location, e))?;
 
+        Ok((config, location, tls, password))
+    }
+
+    fn open_here(spec: &PostgresSpec) -> Result<PostgresStore, StoreError> {
+        let (config, location, tls, password) = PostgresStore::settings(spec)?;
+        let node = spec.node.as_str();
+        let open_error = |location: &str, reason: String| StoreError::Open {
+            location: location.to_owned(),
+            reason: scrub(&reason, password.as_ref()),
+        };
         // Migrations first, on a connection of their own: the first thing
         // that fails (refused, wrong password, bad certificate) says so.
         let mut client = connect(&config, &tls).map_err(|e| {
@@ -1987,14 +2035,5 @@ mod tests {
             assert_eq!(m.0 as usize, i + 1);
         }
         assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(SCHEMA_VERSION));
-    }
-
-    /// The schema version the database holds, read without migrating;
-    /// `None` before the first migration.
-    pub fn stored_schema(spec: &PostgresSpec) -> Result<Option<u32>, StoreError> {
-        Err(StoreError::Open {
-            location: spec.location(),
-            reason: "the postgres backend is not built yet".to_owned(),
-        })
     }
 }
