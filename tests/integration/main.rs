@@ -27,5 +27,6 @@ mod postgres;
 mod sandbox;
 mod sealing;
 mod store_cli;
+mod store_conformance;
 mod tls;
 mod workflows;
