@@ -44,7 +44,7 @@
 //! version-1 store indexes its flows as due at once (the first sweep puts
 //! each where it belongs); a newer version is refused.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -172,6 +172,38 @@ impl fmt::Debug for Write {
 
 /// A key and its value.
 pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A commit's raw writes as they are built, with the value each leaves
+/// under a flow-index or work key: a later change to the same record in
+/// one commit replaces the index entry the earlier one wrote, not the
+/// stored one.
+struct Staged {
+    writes: Vec<Write>,
+    latest: HashMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Staged {
+    fn with_capacity(capacity: usize) -> Staged {
+        Staged {
+            writes: Vec::with_capacity(capacity),
+            latest: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, write: Write) {
+        match &write {
+            Write::Put { tree, key, value } if matches!(tree, Tree::FlowIndex | Tree::Work) => {
+                self.latest
+                    .insert((*tree, key.clone()), Some(value.clone()));
+            }
+            Write::Delete { tree, key } if matches!(tree, Tree::FlowIndex | Tree::Work) => {
+                self.latest.insert((*tree, key.clone()), None);
+            }
+            _ => {}
+        }
+        self.writes.push(write);
+    }
+}
 
 /// The store on sled. Cheap to clone: every clone is a handle on the same
 /// database; the database closes when [`close`](SledStore::close) is called
@@ -727,7 +759,13 @@ impl SledStore {
 
     /// The raw writes of `changes`, reading the indexes they replace.
     fn writes_of(&self, changes: Vec<Change>) -> Result<Vec<Write>, StoreError> {
-        let mut writes = Vec::with_capacity(changes.len() * 3);
+        Ok(self.staged_of(changes)?.writes)
+    }
+
+    /// [`writes_of`](Self::writes_of), with what they leave of the indexes
+    /// (for more writes of the same commit).
+    fn staged_of(&self, changes: Vec<Change>) -> Result<Staged, StoreError> {
+        let mut writes = Staged::with_capacity(changes.len() * 3);
         for change in changes {
             match change {
                 Change::PutFlow(r) => {
@@ -776,7 +814,7 @@ impl SledStore {
                     )?;
                 }
                 Change::Schedule(item) => {
-                    if self.work_item(item.queue, &item.id)?.is_none() {
+                    if self.staged_work(&writes, item.queue, &item.id)?.is_none() {
                         self.put_work(
                             &item.queue,
                             &item.id,
@@ -791,7 +829,7 @@ impl SledStore {
                     }
                 }
                 Change::Finish { queue, id } => {
-                    if let Some(old) = self.work_item(queue, &id)? {
+                    if let Some(old) = self.staged_work(&writes, queue, &id)? {
                         writes.push(delete(
                             Tree::WorkDue,
                             work_due_key(queue, old.next_ms(), &id),
@@ -800,7 +838,7 @@ impl SledStore {
                     }
                 }
                 Change::Retry { queue, id, due_ms } => {
-                    if let Some(old) = self.work_item(queue, &id)? {
+                    if let Some(old) = self.staged_work(&writes, queue, &id)? {
                         let item = StoredWork {
                             due_ms,
                             lease_until_ms: None,
@@ -814,9 +852,22 @@ impl SledStore {
         Ok(writes)
     }
 
+    /// The value of `key` in `tree` once `staged` is applied.
+    fn staged_get(
+        &self,
+        staged: &Staged,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match staged.latest.get(&(tree, key.to_vec())) {
+            Some(value) => Ok(value.clone()),
+            None => self.raw_get(tree, key),
+        }
+    }
+
     /// Removes the due-index entry of flow `id`, if it is indexed.
-    fn unindex_flow(&self, id: &str, writes: &mut Vec<Write>) -> Result<(), StoreError> {
-        if let Some(old) = self.raw_get(Tree::FlowIndex, id.as_bytes())? {
+    fn unindex_flow(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
+        if let Some(old) = self.staged_get(writes, Tree::FlowIndex, id.as_bytes())? {
             let old = FlowIndex::decode(&old);
             writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, id)));
         }
@@ -829,15 +880,27 @@ impl SledStore {
             .and_then(|v| StoredWork::decode(&v)))
     }
 
+    /// Work item `id` of `queue` once `staged` is applied.
+    fn staged_work(
+        &self,
+        staged: &Staged,
+        queue: Queue,
+        id: &str,
+    ) -> Result<Option<StoredWork>, StoreError> {
+        Ok(self
+            .staged_get(staged, Tree::Work, &work_key(queue, id))?
+            .and_then(|v| StoredWork::decode(&v)))
+    }
+
     /// Writes `item` as work item `id` of `queue`, replacing its index entry.
     fn put_work(
         &self,
         queue: &Queue,
         id: &str,
         item: StoredWork,
-        writes: &mut Vec<Write>,
+        writes: &mut Staged,
     ) -> Result<(), StoreError> {
-        if let Some(old) = self.work_item(*queue, id)? {
+        if let Some(old) = self.staged_work(writes, *queue, id)? {
             writes.push(delete(
                 Tree::WorkDue,
                 work_due_key(*queue, old.next_ms(), id),
@@ -1672,7 +1735,7 @@ impl Store for SledStore {
                 Item::Audit(entry) => entries.push(entry),
             }
         }
-        let mut writes = self.writes_of(changes)?;
+        let mut writes = self.staged_of(changes)?;
         for (item, attempts, lease_until_ms) in work {
             let stored = StoredWork {
                 due_ms: item.due_ms,
@@ -1711,7 +1774,7 @@ impl Store for SledStore {
             }
             *head = Self::read_head(&self.inner.audit).map_err(import_error)?;
         }
-        self.raw_commit(writes, Vec::new())
+        self.raw_commit(writes.writes, Vec::new())
     }
 
     fn audit(&self) -> &dyn AuditLog {
