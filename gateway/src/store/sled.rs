@@ -1889,46 +1889,6 @@ mod tests {
         out
     }
 
-    #[test]
-    fn committed_data_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store
-            .raw_commit_vec(vec![
-                put(Tree::Flows, b"f", b"flow"),
-                put(Tree::Enrollments, b"e", b"enrolled"),
-            ])
-            .unwrap();
-        store
-            .raw_commit_vec(vec![put(Tree::Kv, b"o", b"queued")])
-            .unwrap();
-        let seq = store.append_audit(record(0)).unwrap();
-        drop(store);
-
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(
-            store.raw_get(Tree::Flows, b"f").unwrap(),
-            Some(b"flow".to_vec())
-        );
-        assert_eq!(
-            store.raw_get(Tree::Enrollments, b"e").unwrap(),
-            Some(b"enrolled".to_vec())
-        );
-        assert_eq!(
-            store.raw_get(Tree::Kv, b"o").unwrap(),
-            Some(b"queued".to_vec())
-        );
-        assert_eq!(
-            store
-                .entries(0, 10)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            vec![seq]
-        );
-    }
-
     fn flow(id: &str, due_ms: u64) -> FlowRecord {
         FlowRecord {
             id: id.to_owned(),
