@@ -1679,7 +1679,7 @@ impl Store for PostgresStore {
         // Every chain's entries as groups; that they continue the stored
         // chain is checked in the transaction.
         let mut imports = Vec::new();
-        for (chain, mut entries) in chains {
+        for (chain, entries) in chains.iter_mut() {
             entries.sort_by_key(|e| e.seq);
             let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
                 continue;
@@ -1693,25 +1693,45 @@ impl Store for PostgresStore {
                 })?;
                 Ok::<_, StoreError>(out)
             };
-            let mut import = ChainImport {
+            imports.push(ChainImport {
                 first_seq: i64::try_from(first.seq).unwrap_or(i64::MAX),
                 first_prev: digest(&first.prev_hash, first.seq)?.to_vec(),
                 next_seq: i64::try_from(last.seq.saturating_add(1)).unwrap_or(i64::MAX),
                 head: digest(&last.hash, last.seq)?.to_vec(),
-                groups: Vec::new(),
                 chain: chain.clone(),
-            };
-            for chunk in entries.chunks(256) {
-                let bytes = audit::encode_entries(chunk).map_err(import_error)?;
-                let first = chunk.first().map_or(0, |e| e.seq);
-                import.groups.push((
-                    i64::try_from(first).unwrap_or(i64::MAX),
-                    i32::try_from(chunk.len()).unwrap_or(i32::MAX),
+            });
+        }
+        // The entries in the log's global order (their positions), so that
+        // the copy's groups interleave the chains as the original's did.
+        let mut in_order: Vec<&AuditEntry> = chains.values().flatten().collect();
+        in_order.sort_by_key(|e| (e.position, e.chain.as_str(), e.seq));
+        // Groups: runs of one chain's consecutive entries in the global
+        // order, at most 256 each, inserted in that order.
+        let mut groups: Vec<(String, i64, i32, Vec<u8>)> = Vec::new();
+        let mut run: Vec<AuditEntry> = Vec::new();
+        let mut flush = |run: &mut Vec<AuditEntry>| -> Result<(), StoreError> {
+            if let Some(first) = run.first() {
+                let bytes = audit::encode_entries(run).map_err(import_error)?;
+                groups.push((
+                    first.chain.clone(),
+                    i64::try_from(first.seq).unwrap_or(i64::MAX),
+                    i32::try_from(run.len()).unwrap_or(i32::MAX),
                     bytes,
                 ));
             }
-            imports.push(import);
+            run.clear();
+            Ok(())
+        };
+        for entry in in_order {
+            let continues = run.last().is_some_and(|last| {
+                last.chain == entry.chain && last.seq.checked_add(1) == Some(entry.seq)
+            });
+            if !continues || run.len() >= 256 {
+                flush(&mut run)?;
+            }
+            run.push(entry.clone());
         }
+        flush(&mut run)?;
         let ops = Ops::of(changes);
         self.with_work("import", "store", false, |conn| {
             let mut tx = conn.client.transaction()?;
@@ -1776,13 +1796,16 @@ impl Store for PostgresStore {
                         import.first_seq
                     ))));
                 }
-                for (first_seq, count, bytes) in &import.groups {
-                    tx.execute(
-                        "INSERT INTO audit_groups (position, chain, first_seq, entries, bytes) \
-                         VALUES (nextval('audit_positions'), $1, $2, $3, $4)",
-                        &[chain, first_seq, count, bytes],
-                    )?;
-                }
+            }
+            for (chain, first_seq, count, bytes) in &groups {
+                tx.execute(
+                    "INSERT INTO audit_groups (position, chain, first_seq, entries, bytes) \
+                     VALUES (nextval('audit_positions'), $1, $2, $3, $4)",
+                    &[chain, first_seq, count, bytes],
+                )?;
+            }
+            for import in &imports {
+                let chain = &import.chain;
                 tx.execute(
                     "INSERT INTO audit_chains (chain, next_seq, head) VALUES ($1, $2, $3) \
                      ON CONFLICT (chain) DO UPDATE SET next_seq = EXCLUDED.next_seq, \
@@ -1824,15 +1847,13 @@ impl Store for PostgresStore {
 type BTreeMapChains = std::collections::BTreeMap<String, Vec<AuditEntry>>;
 
 /// One chain's imported entries: where they start (which must be where the
-/// stored chain ends), where the chain ends after them, and their groups
-/// (first sequence number, entry count, bytes).
+/// stored chain ends) and where the chain ends after them.
 struct ChainImport {
     chain: String,
     first_seq: i64,
     first_prev: Vec<u8>,
     next_seq: i64,
     head: Vec<u8>,
-    groups: Vec<(i64, i32, Vec<u8>)>,
 }
 
 /// `records` laid out as groups of at most [`GROUP_STRIDE`] entries, with
