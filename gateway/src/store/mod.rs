@@ -274,7 +274,7 @@ impl Commit {
 
 /// Everything a store holds, one record at a time: what [`Store::export`]
 /// hands out and [`Store::import`] takes (`resetgate store copy`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Item {
     /// A flow.
     Flow(FlowRecord),
@@ -315,6 +315,46 @@ pub enum Item {
     /// An audit entry, with its chain, sequence number and hashes as
     /// stored (so the copy verifies exactly as the original).
     Audit(AuditEntry),
+}
+
+/// Values may hold secrets (hashes, sealed data): never printed.
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Flow(r) => f.debug_tuple("Flow").field(r).finish(),
+            Item::Work {
+                item,
+                attempts,
+                lease_until_ms,
+            } => f
+                .debug_struct("Work")
+                .field("item", item)
+                .field("attempts", attempts)
+                .field("lease_until_ms", lease_until_ms)
+                .finish(),
+            Item::Audit(e) => f
+                .debug_struct("Audit")
+                .field("chain", &e.chain)
+                .field("seq", &e.seq)
+                .finish_non_exhaustive(),
+            Item::Lockout { history, .. } => f
+                .debug_struct("Lockout")
+                .field("len", &history.len())
+                .finish_non_exhaustive(),
+            Item::Enrollment { gate, data, .. } => f
+                .debug_struct("Enrollment")
+                .field("gate", gate)
+                .field("len", &data.len())
+                .finish_non_exhaustive(),
+            Item::Kv {
+                namespace, value, ..
+            } => f
+                .debug_struct("Kv")
+                .field("namespace", namespace)
+                .field("len", &value.len())
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 impl Item {

@@ -1414,6 +1414,7 @@ impl Store for SledStore {
 
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
         use sha2::{Digest, Sha256};
+        self.check_open()?;
         let h = Sha256::digest(user.as_bytes());
         let i =
             u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) as usize % STRIPES;
