@@ -441,6 +441,26 @@ impl Default for ConnectionLimits {
 /// The longest any of the connection timeouts may be set to.
 const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Durable timers (`timers:`): how often the cluster's periodic work runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerSettings {
+    /// How often the flow sweep (expiry, recovery of interrupted flows)
+    /// runs, once for all the gateways sharing the store.
+    pub sweep_every: Duration,
+}
+
+impl Default for TimerSettings {
+    fn default() -> Self {
+        TimerSettings {
+            sweep_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The shortest and longest `timers.sweep_every` (gateways look for due
+/// work once a second).
+const SWEEP_EVERY_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+
 /// The gateway's config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -464,6 +484,8 @@ pub struct GatewayConfig {
     pub allow_plain_http: bool,
     /// Connection limits and timeouts.
     pub connections: ConnectionLimits,
+    /// Durable timers.
+    pub timers: TimerSettings,
     /// The portal API: keys, anonymous access, body and rate limits.
     pub api: crate::api::ApiConfig,
     /// LDAP connections by name.
@@ -492,6 +514,7 @@ impl Default for GatewayConfig {
             tls: None,
             allow_plain_http: false,
             connections: ConnectionLimits::default(),
+            timers: TimerSettings::default(),
             api: crate::api::ApiConfig::default(),
             ldap: BTreeMap::new(),
             secrets: BTreeMap::new(),
@@ -523,6 +546,8 @@ struct RawConfig {
     allow_plain_http: bool,
     #[serde(default)]
     connections: RawConnections,
+    #[serde(default)]
+    timers: RawTimers,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -590,6 +615,13 @@ struct RawConnections {
     handshake_timeout: Option<HumanDuration>,
     #[serde(default)]
     shutdown_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    #[serde(default)]
+    sweep_every: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1059,6 +1091,29 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         }
     };
 
+    let timers = {
+        let sweep_every = raw
+            .timers
+            .sweep_every
+            .map_or(defaults.timers.sweep_every, |t| t.0);
+        let (least, most) = SWEEP_EVERY_RANGE;
+        if sweep_every < least || sweep_every > most {
+            errors.push(
+                Diagnostic::error(
+                    path,
+                    doc.value_pos("/timers/sweep_every"),
+                    "value",
+                    format!(
+                        "`timers.sweep_every` is `{}`",
+                        crate::workflow::units::format_duration(sweep_every)
+                    ),
+                )
+                .with_help("the sweep period must be at least 1s and at most 1h"),
+            );
+        }
+        TimerSettings { sweep_every }
+    };
+
     let api = {
         let d = crate::api::ApiConfig::default();
         let a = raw.api;
@@ -1196,6 +1251,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         tls,
         allow_plain_http: raw.allow_plain_http,
         connections,
+        timers,
         api,
         ldap,
         secrets,
@@ -1447,6 +1503,28 @@ mod tests {
                  help: a connection timeout must be more than 0 and at most 1h",
             ]
         );
+    }
+
+    #[test]
+    fn the_sweep_period_is_set_under_timers_and_checked() {
+        assert_eq!(
+            load("version: 1\n").unwrap().timers.sweep_every,
+            Duration::from_secs(30)
+        );
+        let c = load("version: 1\ntimers: {sweep_every: 2s}\n").unwrap();
+        assert_eq!(c.timers.sweep_every, Duration::from_secs(2));
+        let errs = load("version: 1\ntimers:\n  sweep_every: 500ms\n").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/resetgate/config.yaml:3:16: error[value]: `timers.sweep_every` is `500ms`\n  \
+                 help: the sweep period must be at least 1s and at most 1h"
+            ]
+        );
+        let errs = load("version: 1\ntimers: {sweep_every: 2h}\n").unwrap_err();
+        assert!(errs[0].contains("`timers.sweep_every` is `2h`"), "{errs:?}");
+        let errs = load("version: 1\ntimers: {sweep: 2s}\n").unwrap_err();
+        assert!(errs[0].contains("unknown field `sweep`"), "{errs:?}");
     }
 
     #[test]

@@ -397,8 +397,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Due work (the cluster's flow sweep, ...), claimed with a lease so
     // that one gateway of those sharing the store runs each item.
-    resetgate::due::DueWork::new(store.clone(), runtime.clone(), Default::default())
-        .spawn(now_ms)?;
+    resetgate::due::DueWork::new(
+        store.clone(),
+        runtime.clone(),
+        resetgate::due::DueSettings {
+            sweep_every: config.timers.sweep_every,
+            ..Default::default()
+        },
+    )
+    .spawn(now_ms)?;
     // Each gateway drops the workflow versions no flow runs on any more.
     let pruner = runtime.clone();
     std::thread::Builder::new()

@@ -26,6 +26,7 @@ mod page;
 mod postgres;
 mod sandbox;
 mod sealing;
+mod several_gateways;
 mod store_cli;
 mod store_conformance;
 mod tls;
