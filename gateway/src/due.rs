@@ -39,7 +39,11 @@ impl Default for DueSettings {
         DueSettings {
             sweep_every: Duration::from_secs(30),
             poll_every: Duration::from_secs(1),
-            lease: Duration::from_secs(120),
+            // Short: a gateway that dies holding the sweep holds it up this
+            // long. A sweep that outlives its lease may meet another
+            // gateway's sweep, which is safe (each flow is decided under
+            // its user's lock), only wasteful.
+            lease: Duration::from_secs(30),
         }
     }
 }
