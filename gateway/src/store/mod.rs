@@ -357,6 +357,53 @@ impl std::fmt::Debug for Item {
     }
 }
 
+/// Items to import, sorted out: the changes that store the records, the
+/// work items with their claims, and the audit entries (each backend
+/// stores those its own way).
+pub(crate) struct Sorted {
+    pub(crate) changes: Vec<Change>,
+    pub(crate) work: Vec<(WorkItem, u32, Option<u64>)>,
+    pub(crate) audit: Vec<AuditEntry>,
+}
+
+impl Sorted {
+    /// `items`, sorted out, in their order.
+    pub(crate) fn of(items: Vec<Item>) -> Sorted {
+        let mut sorted = Sorted {
+            changes: Vec::new(),
+            work: Vec::new(),
+            audit: Vec::new(),
+        };
+        for item in items {
+            match item {
+                Item::Flow(r) => sorted.changes.push(Change::PutFlow(r)),
+                Item::Lockout { user, history } => {
+                    sorted.changes.push(Change::PutLockout { user, history })
+                }
+                Item::Enrollment { user, gate, data } => sorted
+                    .changes
+                    .push(Change::PutEnrollment { user, gate, data }),
+                Item::Kv {
+                    namespace,
+                    key,
+                    value,
+                } => sorted.changes.push(Change::PutKv {
+                    namespace,
+                    key,
+                    value,
+                }),
+                Item::Work {
+                    item,
+                    attempts,
+                    lease_until_ms,
+                } => sorted.work.push((item, attempts, lease_until_ms)),
+                Item::Audit(entry) => sorted.audit.push(entry),
+            }
+        }
+        sorted
+    }
+}
+
 impl Item {
     /// The repository it belongs to, for counts.
     pub fn repository(&self) -> &'static str {

@@ -872,32 +872,7 @@ impl PostgresStore {
     ) -> Result<(), Failure> {
         const SQL: &str = COMMIT_SQL;
         if groups.is_empty() {
-            let none_text: Option<&str> = None;
-            let none_i64: Option<i64> = None;
-            let none_bytes: Option<&[u8]> = None;
-            let none_i64s: Option<Vec<i64>> = None;
-            let none_i32s: Option<Vec<i32>> = None;
-            let none_bytess: Option<Vec<Vec<u8>>> = None;
-            conn.query(
-                SQL,
-                &[
-                    &ops.kinds,
-                    &ops.a,
-                    &ops.b,
-                    &ops.c,
-                    &ops.n,
-                    &ops.f,
-                    &ops.d,
-                    &none_text,
-                    &none_i64,
-                    &none_bytes,
-                    &none_i64,
-                    &none_bytes,
-                    &none_i64s,
-                    &none_i32s,
-                    &none_bytess,
-                ],
-            )?;
+            conn.query(SQL, &ops.without_audit())?;
             return Ok(());
         }
         let mut lane = self.lanes.take();
@@ -1050,7 +1025,37 @@ struct Ops {
     d: Vec<Option<Vec<u8>>>,
 }
 
+/// The audit arguments of `resetgate_commit` for a commit without records.
+static NO_TEXT: Option<&str> = None;
+static NO_I64: Option<i64> = None;
+static NO_BYTES: Option<&[u8]> = None;
+static NO_I64S: Option<Vec<i64>> = None;
+static NO_I32S: Option<Vec<i32>> = None;
+static NO_BYTESS: Option<Vec<Vec<u8>>> = None;
+
 impl Ops {
+    /// The arguments of `resetgate_commit` for these changes and no audit
+    /// records.
+    fn without_audit(&self) -> [&(dyn ToSql + Sync); 15] {
+        [
+            &self.kinds,
+            &self.a,
+            &self.b,
+            &self.c,
+            &self.n,
+            &self.f,
+            &self.d,
+            &NO_TEXT,
+            &NO_I64,
+            &NO_BYTES,
+            &NO_I64,
+            &NO_BYTES,
+            &NO_I64S,
+            &NO_I32S,
+            &NO_BYTESS,
+        ]
+    }
+
     fn push(&mut self, kind: i16, a: String, op: Op) {
         self.kinds.push(kind);
         self.a.push(Some(a));
@@ -1642,34 +1647,14 @@ impl Store for PostgresStore {
     }
 
     fn import(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        let mut changes = Vec::new();
-        let mut work = Vec::new();
         let mut chains: BTreeMapChains = BTreeMapChains::new();
-        for item in items {
-            match item {
-                Item::Flow(r) => changes.push(Change::PutFlow(r)),
-                Item::Lockout { user, history } => {
-                    changes.push(Change::PutLockout { user, history })
-                }
-                Item::Enrollment { user, gate, data } => {
-                    changes.push(Change::PutEnrollment { user, gate, data })
-                }
-                Item::Kv {
-                    namespace,
-                    key,
-                    value,
-                } => changes.push(Change::PutKv {
-                    namespace,
-                    key,
-                    value,
-                }),
-                Item::Work {
-                    item,
-                    attempts,
-                    lease_until_ms,
-                } => work.push((item, attempts, lease_until_ms)),
-                Item::Audit(entry) => chains.entry(entry.chain.clone()).or_default().push(entry),
-            }
+        let super::Sorted {
+            changes,
+            work,
+            audit,
+        } = super::Sorted::of(items);
+        for entry in audit {
+            chains.entry(entry.chain.clone()).or_default().push(entry);
         }
         let import_error = |reason: String| StoreError::Io {
             op: "import",
@@ -1736,32 +1721,7 @@ impl Store for PostgresStore {
         self.with_work("import", "store", false, |conn| {
             let mut tx = conn.client.transaction()?;
             if !ops.kinds.is_empty() {
-                let none_text: Option<&str> = None;
-                let none_i64: Option<i64> = None;
-                let none_bytes: Option<&[u8]> = None;
-                let none_i64s: Option<Vec<i64>> = None;
-                let none_i32s: Option<Vec<i32>> = None;
-                let none_bytess: Option<Vec<Vec<u8>>> = None;
-                tx.execute(
-                    COMMIT_SQL,
-                    &[
-                        &ops.kinds,
-                        &ops.a,
-                        &ops.b,
-                        &ops.c,
-                        &ops.n,
-                        &ops.f,
-                        &ops.d,
-                        &none_text,
-                        &none_i64,
-                        &none_bytes,
-                        &none_i64,
-                        &none_bytes,
-                        &none_i64s,
-                        &none_i32s,
-                        &none_bytess,
-                    ],
-                )?;
+                tx.execute(COMMIT_SQL, &ops.without_audit())?;
             }
             for (item, attempts, lease) in &work {
                 let attempts = i32::try_from(*attempts).unwrap_or(i32::MAX);

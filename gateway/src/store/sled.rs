@@ -1707,35 +1707,11 @@ impl Store for SledStore {
 
     fn import(&self, items: Vec<Item>) -> Result<(), StoreError> {
         self.check_open()?;
-        let mut changes = Vec::new();
-        let mut entries = Vec::new();
-        let mut work = Vec::new();
-        for item in items {
-            match item {
-                Item::Flow(r) => changes.push(Change::PutFlow(r)),
-                Item::Lockout { user, history } => {
-                    changes.push(Change::PutLockout { user, history })
-                }
-                Item::Enrollment { user, gate, data } => {
-                    changes.push(Change::PutEnrollment { user, gate, data })
-                }
-                Item::Kv {
-                    namespace,
-                    key,
-                    value,
-                } => changes.push(Change::PutKv {
-                    namespace,
-                    key,
-                    value,
-                }),
-                Item::Work {
-                    item,
-                    attempts,
-                    lease_until_ms,
-                } => work.push((item, attempts, lease_until_ms)),
-                Item::Audit(entry) => entries.push(entry),
-            }
-        }
+        let super::Sorted {
+            changes,
+            work,
+            audit: mut entries,
+        } = super::Sorted::of(items);
         let mut writes = self.staged_of(changes)?;
         for (item, attempts, lease_until_ms) in work {
             let stored = StoredWork {
