@@ -38,7 +38,29 @@ use crate::pki::Pki;
 use crate::slapd::free_port;
 
 /// Where PostgreSQL 15's programs are (Debian's packages).
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest PostgreSQL's programs the distribution installed
+/// (`/usr/lib/postgresql/<version>/bin`; Debian's `postgresql` package).
+fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut found: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let version: u32 = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb")
+                    .exists()
+                    .then(|| (version, bin.display().to_string()))
+            })
+            .collect();
+        found.sort();
+        found.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+            panic!("no PostgreSQL under /usr/lib/postgresql/*/bin; install postgresql (.ci/run)")
+        })
+    })
+}
 
 /// Bump when the template's recipe changes: a new template is built.
 const RECIPE: &str = "1: initdb -E UTF8 --locale=C -U postgres; role and database resetgate";
@@ -154,7 +176,7 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("{BIN}/postgres: {e}; install postgresql-15 (.ci/run)"));
+            .unwrap_or_else(|e| panic!("{}/postgres: {e}; install postgresql (.ci/run)", bin()));
         self.child = Some(child);
         let pid_file = b.join("data/postmaster.pid");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -234,7 +256,7 @@ impl Postgres {
 
     /// Like [`Postgres::psql`], returning the error text instead.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new(format!("{BIN}/psql"))
+        let out = Command::new(format!("{}/psql", bin()))
             .arg("-h")
             .arg(self.dir.path())
             .args([
@@ -338,7 +360,7 @@ fn owned_by_server(path: &Path) {
 
 /// A PostgreSQL program, run as the server's user.
 fn server_command(program: &str) -> Command {
-    let mut cmd = Command::new(format!("{BIN}/{program}"));
+    let mut cmd = Command::new(format!("{}/{program}", bin()));
     if let Some((uid, gid)) = server_user() {
         cmd.uid(uid).gid(gid);
     }
@@ -365,8 +387,8 @@ fn template() -> PathBuf {
             let version = server_command("postgres").arg("--version").output();
             let version = match version {
                 Ok(out) if out.status.success() => text(&out),
-                Ok(out) => panic!("{BIN}/postgres --version: {}", text(&out)),
-                Err(e) => panic!("{BIN}/postgres: {e}; install postgresql-15 (.ci/run)"),
+                Ok(out) => panic!("{}/postgres --version: {}", bin(), text(&out)),
+                Err(e) => panic!("{}/postgres: {e}; install postgresql (.ci/run)", bin()),
             };
             let key = crate::pki::sha256(format!("{RECIPE}\n{version}").as_bytes());
             let base = crate::root().join("target/postgres");
