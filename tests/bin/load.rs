@@ -7,7 +7,8 @@
 //! `RESETGATE_BINARY=target/release/resetgate cargo run --release -p
 //! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]
 //! [--flood] [--enumeration | --enumeration-only] [--samples 5000]
-//! [--directories | --directories-only] [--rounds 3] [--users 3200]`.
+//! [--directories | --directories-only] [--rounds 3] [--users 3200]
+//! [--stores [--gateways 3] [--pool 8]]`.
 //!
 //! `--directories` adds the directories phase (issue 12): complete resets
 //! with the `ldap-directory` directory (an OpenLDAP slapd the client starts
@@ -20,6 +21,12 @@
 //! at most 100 codes per user per hour). Reports resets/s, step latencies
 //! and the CPU per reset of the gateway, of slapd and of this client.
 //! `--directories-only` runs that phase alone.
+//!
+//! `--stores` runs the stores phase alone (issue 13, [`stores`]): the reset
+//! phase against a gateway on the sled store and against one, two and
+//! three gateways (`--gateways 3`, each with a pool of `--pool 8`) on one
+//! PostgreSQL cluster the client starts, `--rounds` times in turn, with
+//! database transactions and statements per request.
 //!
 //! `--enumeration` adds the enumeration phase: start latency for a known,
 //! an unknown and a locked-out user, and the latency of a wrong *first
@@ -41,6 +48,9 @@
 //! phases, each flow is a thread with a `ureq` agent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[path = "load_stores.rs"]
+mod stores;
 
 use std::time::{Duration, Instant};
 
@@ -806,6 +816,7 @@ fn main() {
     let enumeration = !directories_only && (only || std::env::args().any(|a| a == "--enumeration"));
     let rounds = arg("--rounds", 3) as usize;
     let directory_users = arg("--users", flows as u64 * 50) as usize;
+    let stores = std::env::args().any(|a| a == "--stores");
 
     let dir = tempfile::tempdir().unwrap();
     let (plugins, workflows) = (dir.path().join("plugins"), dir.path().join("workflows"));
@@ -852,10 +863,27 @@ fn main() {
     });
     let pki = Pki::new();
     let digest = resetgate_tests::pki::sha256(KEY.as_bytes());
+    let api_yaml = format!(
+        "api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n"
+    );
+    if stores {
+        stores::run(&stores::Options {
+            dir: dir.path(),
+            plugins: &plugins,
+            workflows: &workflows,
+            api_yaml: &api_yaml,
+            users: &users,
+            seconds,
+            rounds,
+            gateways: arg("--gateways", 3) as usize,
+            pool: arg("--pool", 8),
+        });
+        return;
+    }
     let config = write_config(
         dir.path(),
         &format!(
-            "{}{}api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n",
+            "{}{}{api_yaml}",
             if tls {
                 pki.tls_yaml(None)
             } else {

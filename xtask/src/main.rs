@@ -25,7 +25,9 @@ commands:
                   the hello-world baseline (tests/bin/load.rs; ARGS: --flows N
                   --seconds S --tls --flood --enumeration[-only]; --directories[-only]
                   [--rounds R] [--users N]: ldap-directory + one-time-code against a
-                  slapd it starts, alternating with local-users + attribute-gate)";
+                  slapd it starts, alternating with local-users + attribute-gate;
+                  --stores [--rounds R] [--gateways 3] [--pool 8]: sled beside one,
+                  two and three gateways on one PostgreSQL it starts)";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
