@@ -598,6 +598,57 @@ pub trait AuditLog: Send + Sync {
     fn entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Verifies every chain.
     fn verify(&self) -> Result<AuditSummary, AuditError>;
+    /// The entries `query` selects, in the order they were appended (by
+    /// position), after `query.after`, at most `query.limit`.
+    ///
+    /// This default reads the whole log; backends answer a query by user
+    /// from an index.
+    fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut found = Vec::new();
+        let mut from = query.after.map_or(0, |p| p + 1);
+        while found.len() < query.limit {
+            let page = self.entries(from, 1024)?;
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            found.extend(
+                page.into_iter()
+                    .filter(|e| query.after.is_none_or(|a| e.position > a) && query.selects(e)),
+            );
+        }
+        found.truncate(query.limit);
+        Ok(found)
+    }
+}
+
+/// Which audit entries to read ([`AuditLog::query`]); every filter that is
+/// set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only entries about this user key.
+    pub user: Option<String>,
+    /// Only entries of one of these kinds (`flow.started`, ...); empty: any.
+    pub kinds: Vec<String>,
+    /// Only entries at or after this time (ms since the Unix epoch).
+    pub from_ms: Option<u64>,
+    /// Only entries before this time (ms since the Unix epoch).
+    pub to_ms: Option<u64>,
+    /// Only entries after this position (the last one of the previous page).
+    pub after: Option<u64>,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    /// Whether `entry` passes every filter but `after` and `limit`.
+    pub fn selects(&self, entry: &AuditEntry) -> bool {
+        let record = &entry.record;
+        self.user
+            .as_ref()
+            .is_none_or(|u| record.user.as_ref() == Some(u))
+            && (self.kinds.is_empty() || self.kinds.contains(&record.kind))
+            && self.from_ms.is_none_or(|t| record.at_ms >= t)
+            && self.to_ms.is_none_or(|t| record.at_ms < t)
+    }
 }
 
 /// Which backend to open, and where.
