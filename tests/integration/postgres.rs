@@ -126,8 +126,8 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     };
     assert_eq!(stored(), None);
     let store = open(&pg, "a");
-    assert_eq!(store.schema_version().unwrap(), 1);
-    assert_eq!(stored(), Some(1));
+    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(stored(), Some(2));
     // A second gateway (and a restarted one) finds the schema in place.
     let again = open(&pg, "b");
     drop(again);
@@ -135,7 +135,7 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     open(&pg, "a");
     assert_eq!(
         pg.psql("SELECT string_agg(version || ' ' || name, ',') FROM resetgate_schema"),
-        "1 schema"
+        "1 schema,2 audit_users"
     );
     assert_eq!(
         pg.psql("SELECT count(*) FROM pg_proc WHERE proname = 'resetgate_commit'"),
@@ -143,15 +143,15 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     );
 
     // A newer resetgate migrated the database: this one refuses it.
-    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (2, 'from the future')");
-    assert_eq!(stored(), Some(2));
+    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (3, 'from the future')");
+    assert_eq!(stored(), Some(3));
     let err = open_error(&spec(&pg, "a"));
     assert!(
         matches!(
             err,
             StoreError::Newer {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{err:?}"
@@ -160,6 +160,54 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
         err.to_string().contains("newer than this resetgate's"),
         "{err}"
     );
+}
+
+#[test]
+fn a_schema_1_database_gets_its_audit_log_indexed_by_user() {
+    use resetgate::store::{AuditLog as _, AuditQuery};
+    let pg = Postgres::start();
+    let store = open(&pg, "a");
+    let mut records: Vec<_> = (0..5).map(|n| record("old", n)).collect();
+    records[3].user = Some("other".to_owned());
+    records[4].user = None;
+    store.append(records).unwrap().wait().unwrap();
+    drop(store);
+    // Back to schema 1, as a gateway of that version left it.
+    pg.psql("ALTER TABLE audit_groups DROP COLUMN users");
+    pg.psql(
+        "DROP FUNCTION resetgate_commit(smallint[], text[], text[], text[], bigint[], \
+         boolean[], bytea[], text, bigint, bytea, bigint, bytea, bigint[], integer[], bytea[], \
+         text[])",
+    );
+    let schema_1 = include_str!("../../gateway/src/store/postgres/0001_schema.sql");
+    let function = &schema_1[schema_1.find("CREATE FUNCTION resetgate_commit(").unwrap()..];
+    pg.psql(function);
+    pg.psql("DELETE FROM resetgate_schema WHERE version = 2");
+
+    let store = open(&pg, "a");
+    assert_eq!(store.schema_version().unwrap(), 2);
+    let query = |user: &str| {
+        let query = AuditQuery {
+            user: Some(user.to_owned()),
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        let found = store.query(&query).unwrap();
+        found
+            .iter()
+            .map(|e| e.record.detail["n"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(query("u"), [0, 1, 2]);
+    assert_eq!(query("other"), [3]);
+    // New commits list their users too.
+    store
+        .append(vec![record("new", 5)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(query("u"), [0, 1, 2, 5]);
+    assert!(store.verify().is_ok());
 }
 
 #[test]

@@ -290,14 +290,14 @@ fn migrate_reports_the_schema_before_and_after_and_check_reports_the_store() {
     assert_eq!(
         out,
         format!(
-            "backend: sled\nlocation: {}\nschema before: none (new store)\nschema after: 2\n",
+            "backend: sled\nlocation: {}\nschema before: none (new store)\nschema after: 3\n",
             data.join("db").display()
         )
     );
     let (status, out, _) = cli(&["store", "migrate", "--data-dir", path(&data)]);
     assert_eq!(status, 0);
     assert!(
-        out.ends_with("schema before: 2\nschema after: 2\n"),
+        out.ends_with("schema before: 3\nschema after: 3\n"),
         "{out}"
     );
 
@@ -314,7 +314,7 @@ fn migrate_reports_the_schema_before_and_after_and_check_reports_the_store() {
     assert_eq!(status, 0, "{err}");
     let audit = items.iter().filter(|i| matches!(i, Item::Audit(_))).count();
     let expected = format!(
-        "backend: sled\nlocation: {}\nschema: 2\n{}audit chain local: {audit} entries, head ",
+        "backend: sled\nlocation: {}\nschema: 3\n{}audit chain local: {audit} entries, head ",
         tmp.path().join("state/db").display(),
         count_lines(&items)
     );

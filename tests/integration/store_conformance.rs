@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use resetgate::secret::Secret;
 use resetgate::store::{
-    self, AuditEntry, AuditError, AuditRecord, AuditSummary, ChainSummary, Change, Claim, Commit,
-    FlowRecord, GENESIS_HASH, Item, PgTls, PgTlsMode, PostgresSpec, Queue, Store, StoreError,
-    StoreSpec, WorkItem,
+    self, AuditEntry, AuditError, AuditQuery, AuditRecord, AuditSummary, ChainSummary, Change,
+    Claim, Commit, FlowRecord, GENESIS_HASH, Item, PgTls, PgTlsMode, PostgresSpec, Queue, Store,
+    StoreError, StoreSpec, WorkItem,
 };
 use resetgate_tests::postgres::Postgres;
 use serde_json::json;
@@ -186,6 +186,7 @@ macro_rules! conformance {
                 readers_holding_the_user_s_lock_see_whole_commits,
                 a_commit_s_audit_records_are_chained_with_it,
                 audit_entries_page_in_global_order_without_gaps_or_repeats,
+                audit_queries_filter_by_user_kind_and_time_and_page,
                 concurrent_committers_lose_nothing_acknowledged,
                 a_user_s_lock_holds_off_that_user_only,
                 fifty_racers_under_a_user_s_lock_count_to_fifty,
@@ -1256,6 +1257,115 @@ fn audit_entries_page_in_global_order_without_gaps_or_repeats(b: &dyn Backend) {
     assert_eq!(store.audit().entries(end, 10).unwrap(), []);
     assert_eq!(peer.audit().entries(0, usize::MAX).unwrap(), all);
     assert_eq!(store.audit().verify().unwrap(), summary_of(&all));
+}
+
+fn audit_queries_filter_by_user_kind_and_time_and_page(b: &dyn Backend) {
+    let store = b.open();
+    let peer = b.peer(&store);
+    let users = [Some("u-1"), Some("u-2"), None, Some("u-10")];
+    let kinds = ["flow.started", "gate.failed", "flow.ended"];
+    let entry = |i: u64| AuditRecord {
+        at_ms: 1_800_000_000_000 + i * 1_000,
+        kind: kinds[(i % 3) as usize].to_owned(),
+        flow: Some(format!("flow-{}", i % 5)),
+        user: users[(i % 4) as usize].map(str::to_owned),
+        workflow: Some("default".to_owned()),
+        detail: json!({"i": i}),
+    };
+    // Groups of one to three records, through both stores, some with a
+    // change beside them.
+    let mut i = 0;
+    for n in 0..40u64 {
+        let s = if n % 2 == 0 { &store } else { &peer };
+        let records: Vec<_> = (0..=(n % 3)).map(|k| entry(i + k)).collect();
+        i += records.len() as u64;
+        let changes = if n % 4 == 0 {
+            vec![put_kv("ns", &format!("k{n}"), b"v")]
+        } else {
+            vec![]
+        };
+        commit_audited(&**s, changes, records);
+    }
+    let check = |store: &dyn Store, all: &[AuditEntry]| {
+        let queries = [
+            AuditQuery {
+                user: Some("u-1".to_owned()),
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+            // `u-10` starts with `u-1`: a user is matched whole.
+            AuditQuery {
+                user: Some("u-10".to_owned()),
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                user: Some("nobody".to_owned()),
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                user: Some("u-2".to_owned()),
+                kinds: vec!["gate.failed".to_owned(), "flow.ended".to_owned()],
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                from_ms: Some(1_800_000_010_000),
+                to_ms: Some(1_800_000_040_000),
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                user: Some("u-1".to_owned()),
+                from_ms: Some(1_800_000_020_000),
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                kinds: vec!["flow.started".to_owned()],
+                limit: 1000,
+                ..AuditQuery::default()
+            },
+        ];
+        for query in queries {
+            let expected: Vec<_> = all.iter().filter(|e| query.selects(e)).cloned().collect();
+            assert_eq!(store.audit().query(&query).unwrap(), expected, "{query:?}");
+            // Page by page, after the last position seen.
+            for limit in [1, 4] {
+                let mut paged = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = store
+                        .audit()
+                        .query(&AuditQuery {
+                            after,
+                            limit,
+                            ..query.clone()
+                        })
+                        .unwrap();
+                    assert!(page.len() <= limit);
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.position);
+                    paged.extend(page);
+                }
+                assert_eq!(paged, expected, "{query:?} {limit} at a time");
+            }
+        }
+    };
+    let all = all_entries(&*store);
+    assert_eq!(all.len() as u64, i);
+    assert!(all.iter().any(|e| e.record.user.as_deref() == Some("u-10")));
+    check(&*store, &all);
+    check(&*peer, &all);
+    drop(peer);
+    let store = reopen(b, store);
+    check(&*store, &all);
+    // A copy answers the same queries (its index is built on import).
+    let copy = b.empty();
+    copy.import(exported(&*store)).unwrap();
+    let copied = all_entries(&*copy);
+    check(&*copy, &copied);
 }
 
 fn concurrent_committers_lose_nothing_acknowledged(b: &dyn Backend) {

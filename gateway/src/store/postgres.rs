@@ -64,18 +64,25 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::audit::{self, ChainVerifier, Head};
 use super::{
-    AuditEntry, AuditError, AuditLog, AuditRecord, AuditSummary, ChainBreak, Change, Claim, Commit,
-    Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError, UserLock,
-    WorkItem,
+    AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, AuditSummary, ChainBreak, Change,
+    Claim, Commit, Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError,
+    UserLock, WorkItem,
 };
 use crate::secret::Secret;
 
 /// The embedded migrations: version, name, SQL. Versions count from 1
 /// without gaps; the last is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "schema", include_str!("postgres/0001_schema.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "schema", include_str!("postgres/0001_schema.sql")),
+    (
+        2,
+        "audit_users",
+        include_str!("postgres/0002_audit_users.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The advisory lock (transaction-scoped) that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7267_6d69_6772_6174; // "rgmigrat"
@@ -111,7 +118,7 @@ const MAX_CA_BYTES: u64 = 1 << 20;
 
 /// A commit (see the migration's `resetgate_commit`).
 const COMMIT_SQL: &str = "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
-                          $8, $9, $10, $11, $12, $13, $14, $15)";
+                          $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 /// Takes a user's advisory lock.
 const LOCK_SQL: &str = "SELECT pg_advisory_lock($1)";
 /// Releases it: `true` if it was held.
@@ -559,6 +566,9 @@ fn migrate(client: &mut Client) -> Result<u32, postgres::Error> {
     }
     for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
         tx.batch_execute(sql)?;
+        if version == 2 {
+            fill_audit_users(&mut tx)?;
+        }
         let v = i32::try_from(version).unwrap_or(i32::MAX);
         tx.execute(
             "INSERT INTO resetgate_schema (version, name) VALUES ($1, $2)",
@@ -568,6 +578,47 @@ fn migrate(client: &mut Client) -> Result<u32, postgres::Error> {
     }
     tx.commit()?;
     Ok(SCHEMA_VERSION)
+}
+
+/// Lists the users of every stored audit group (schema 2). An unreadable
+/// group is left without users (`audit verify` reports it).
+fn fill_audit_users(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+    let mut after = -1i64;
+    loop {
+        let rows = tx.query(
+            "SELECT position, bytes FROM audit_groups WHERE position > $1 ORDER BY position \
+             LIMIT 1000",
+            &[&after],
+        )?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(0);
+        for row in &rows {
+            let position: i64 = row.get(0);
+            let Ok(entries) = group_entries("", position, &row.get::<_, Vec<u8>>(1)) else {
+                continue;
+            };
+            let users: Vec<String> = users_of(entries.iter().map(|e| &e.record))
+                .split('\n')
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if !users.is_empty() {
+                tx.execute(
+                    "UPDATE audit_groups SET users = $2 WHERE position = $1",
+                    &[&position, &users],
+                )?;
+            }
+        }
+    }
+}
+
+/// The users `records` concern, each once, separated by newlines (the
+/// form `resetgate_commit` takes).
+fn users_of<'a>(records: impl Iterator<Item = &'a AuditRecord>) -> String {
+    let users: BTreeSet<&str> = records.filter_map(|r| r.user.as_deref()).collect();
+    users.into_iter().collect::<Vec<_>>().join("\n")
 }
 
 impl PostgresStore {
@@ -864,12 +915,7 @@ impl PostgresStore {
 
     /// Appends `groups` (already prepared) to a lane's chain along with
     /// `changes`: the one statement of a commit.
-    fn commit_on(
-        &self,
-        conn: &mut Conn,
-        ops: &Ops,
-        groups: &mut [(Vec<u8>, audit::Layout, i32)],
-    ) -> Result<(), Failure> {
+    fn commit_on(&self, conn: &mut Conn, ops: &Ops, groups: &mut [Group]) -> Result<(), Failure> {
         const SQL: &str = COMMIT_SQL;
         if groups.is_empty() {
             conn.query(SQL, &ops.without_audit())?;
@@ -939,13 +985,10 @@ impl PostgresStore {
 
 /// Links `groups` after `old`: the new head and each group's first
 /// sequence number.
-fn link_groups(
-    groups: &mut [(Vec<u8>, audit::Layout, i32)],
-    old: Head,
-) -> Result<(Head, Vec<i64>), Failure> {
+fn link_groups(groups: &mut [Group], old: Head) -> Result<(Head, Vec<i64>), Failure> {
     let mut head = old;
     let mut seqs = Vec::with_capacity(groups.len());
-    for (bytes, layout, _) in groups.iter_mut() {
+    for Group { bytes, layout, .. } in groups.iter_mut() {
         let first = layout.link(&mut head, bytes).ok_or_else(|| {
             Failure::Store(StoreError::Io {
                 op: "commit",
@@ -962,8 +1005,9 @@ fn link_groups(
 /// [`link_groups`] from `$old` to `$head`) to `$chain`.
 macro_rules! call_commit {
     ($call:expr, $statement:expr, $ops:expr, $chain:expr, $old:expr, $head:expr, $seqs:expr, $groups:expr) => {{
-        let counts: Vec<i32> = $groups.iter().map(|g| g.2).collect();
-        let bytes: Vec<&[u8]> = $groups.iter().map(|g| g.0.as_slice()).collect();
+        let counts: Vec<i32> = $groups.iter().map(|g| g.count).collect();
+        let bytes: Vec<&[u8]> = $groups.iter().map(|g| g.bytes.as_slice()).collect();
+        let users: Vec<&str> = $groups.iter().map(|g| g.users.as_str()).collect();
         let expect_seq = i64::try_from($old.next_seq).unwrap_or(i64::MAX);
         let new_seq = i64::try_from($head.next_seq).unwrap_or(i64::MAX);
         let chain: &str = $chain;
@@ -986,6 +1030,7 @@ macro_rules! call_commit {
                 &seqs,
                 &counts,
                 &bytes,
+                &users,
             ],
         )
     }};
@@ -1032,11 +1077,12 @@ static NO_BYTES: Option<&[u8]> = None;
 static NO_I64S: Option<Vec<i64>> = None;
 static NO_I32S: Option<Vec<i32>> = None;
 static NO_BYTESS: Option<Vec<Vec<u8>>> = None;
+static NO_TEXTS: Option<Vec<String>> = None;
 
 impl Ops {
     /// The arguments of `resetgate_commit` for these changes and no audit
     /// records.
-    fn without_audit(&self) -> [&(dyn ToSql + Sync); 15] {
+    fn without_audit(&self) -> [&(dyn ToSql + Sync); 16] {
         [
             &self.kinds,
             &self.a,
@@ -1053,6 +1099,7 @@ impl Ops {
             &NO_I64S,
             &NO_I32S,
             &NO_BYTESS,
+            &NO_TEXTS,
         ]
     }
 
@@ -1692,17 +1739,20 @@ impl Store for PostgresStore {
         in_order.sort_by_key(|e| (e.position, e.chain.as_str(), e.seq));
         // Groups: runs of one chain's consecutive entries in the global
         // order, at most 256 each, inserted in that order.
-        let mut groups: Vec<(String, i64, i32, Vec<u8>)> = Vec::new();
+        let mut groups: Vec<ImportedGroup> = Vec::new();
         let mut run: Vec<AuditEntry> = Vec::new();
         let mut flush = |run: &mut Vec<AuditEntry>| -> Result<(), StoreError> {
             if let Some(first) = run.first() {
                 let bytes = audit::encode_entries(run).map_err(import_error)?;
-                groups.push((
-                    first.chain.clone(),
-                    i64::try_from(first.seq).unwrap_or(i64::MAX),
-                    i32::try_from(run.len()).unwrap_or(i32::MAX),
+                let users: BTreeSet<String> =
+                    run.iter().filter_map(|e| e.record.user.clone()).collect();
+                groups.push(ImportedGroup {
+                    chain: first.chain.clone(),
+                    first_seq: i64::try_from(first.seq).unwrap_or(i64::MAX),
+                    count: i32::try_from(run.len()).unwrap_or(i32::MAX),
                     bytes,
-                ));
+                    users: users.into_iter().collect(),
+                });
             }
             run.clear();
             Ok(())
@@ -1757,11 +1807,18 @@ impl Store for PostgresStore {
                     ))));
                 }
             }
-            for (chain, first_seq, count, bytes) in &groups {
+            for ImportedGroup {
+                chain,
+                first_seq,
+                count,
+                bytes,
+                users,
+            } in &groups
+            {
                 tx.execute(
-                    "INSERT INTO audit_groups (position, chain, first_seq, entries, bytes) \
-                     VALUES (nextval('audit_positions'), $1, $2, $3, $4)",
-                    &[chain, first_seq, count, bytes],
+                    "INSERT INTO audit_groups (position, chain, first_seq, entries, bytes, \
+                     users) VALUES (nextval('audit_positions'), $1, $2, $3, $4, $5)",
+                    &[chain, first_seq, count, bytes, users],
                 )?;
             }
             for import in &imports {
@@ -1816,11 +1873,27 @@ struct ChainImport {
     head: Vec<u8>,
 }
 
-/// `records` laid out as groups of at most [`GROUP_STRIDE`] entries, with
-/// their entry counts.
-fn prepare_groups(
-    records: &[AuditRecord],
-) -> Result<Vec<(Vec<u8>, audit::Layout, i32)>, StoreError> {
+/// A run of one chain's imported entries, stored as one group.
+struct ImportedGroup {
+    chain: String,
+    first_seq: i64,
+    count: i32,
+    bytes: Vec<u8>,
+    users: Vec<String>,
+}
+
+/// An audit group of a commit, laid out before it is linked to a chain.
+struct Group {
+    bytes: Vec<u8>,
+    layout: audit::Layout,
+    /// How many entries it holds.
+    count: i32,
+    /// The users its entries concern ([`users_of`]).
+    users: String,
+}
+
+/// `records` laid out as groups of at most [`GROUP_STRIDE`] entries.
+fn prepare_groups(records: &[AuditRecord]) -> Result<Vec<Group>, StoreError> {
     let mut out = Vec::new();
     let stride = usize::try_from(GROUP_STRIDE).unwrap_or(1024);
     for chunk in records.chunks(stride) {
@@ -1830,11 +1903,12 @@ fn prepare_groups(
             reason: format!("an audit record cannot be serialised: {e}"),
         })?;
         if let Some((bytes, layout)) = prepared {
-            out.push((
+            out.push(Group {
                 bytes,
                 layout,
-                i32::try_from(chunk.len()).unwrap_or(i32::MAX),
-            ));
+                count: i32::try_from(chunk.len()).unwrap_or(i32::MAX),
+                users: users_of(chunk.iter()),
+            });
         }
     }
     Ok(out)
@@ -1899,6 +1973,41 @@ impl AuditLog for PostgresStore {
                 }
             }
         }
+    }
+
+    fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(user) = &query.user else {
+            return super::scan_query(self, query);
+        };
+        // The user's groups, from the index on `users`, page by page.
+        let mut out = Vec::new();
+        let mut group = query
+            .after
+            .map_or(0, |a| i64::try_from(a / GROUP_STRIDE).unwrap_or(i64::MAX));
+        while out.len() < query.limit {
+            let rows = self.with_work("read", "audit", true, |conn| {
+                Ok(conn.query(
+                    "SELECT position, chain, bytes FROM audit_groups \
+                     WHERE users @> ARRAY[$1::text] AND position >= $2 \
+                     ORDER BY position LIMIT 100",
+                    &[user, &group],
+                )?)
+            })?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            group = last.get::<_, i64>(0).saturating_add(1);
+            for r in &rows {
+                let chain: String = r.get(1);
+                for entry in group_entries(&chain, r.get(0), &r.get::<_, Vec<u8>>(2))? {
+                    if query.after.is_none_or(|a| entry.position > a) && query.selects(&entry) {
+                        out.push(entry);
+                    }
+                }
+            }
+        }
+        out.truncate(query.limit);
+        Ok(out)
     }
 
     fn verify(&self) -> Result<AuditSummary, AuditError> {

@@ -19,7 +19,16 @@
 //! holds any of the writes holds the intent; [`SledStore::open`] applies
 //! every intent it finds again (each write is idempotent) before anything
 //! else reads the store. Intents are numbered under the audit chain's lock,
-//! so they are replayed in chain order.
+//! so they are replayed in chain order. The largest part of most commits,
+//! a flow record, is not copied into the intent: the intent names it by
+//! digest, and it is written right after the intent, under the same lock;
+//! on replay a record that does not match means the crash came before it,
+//! so nothing of the commit was applied and the intent is dropped.
+//!
+//! The due index is lazy: a flow whose due time moves later (every step
+//! of a flow in progress) keeps its `flows_due` entry until that entry is
+//! due; the sweep then finds the flow not due and files it again. So
+//! `flows_due` may name a flow early, never late.
 //!
 //! A user's requests are serialised by in-process striped mutexes: sled
 //! allows one process per database, so the process is the whole store.
@@ -39,10 +48,12 @@
 //! is gone before its flush, it gets [`StoreError::Closed`].
 //!
 //! Schema versions (`meta/schema`): 1 had no flow indexes; 2 adds
-//! `flow_index` (id → due time, state, version, user), `flows_due`
-//! (due ‖ id), `work`/`work_due` (the queues) and `intents`. Opening a
-//! version-1 store indexes its flows as due at once (the first sweep puts
-//! each where it belongs); a newer version is refused.
+//! `flow_index` (id → where the flow is filed, state, version, user),
+//! `flows_due` (due ‖ id), `work`/`work_due` (the queues) and `intents`;
+//! 3 adds `audit_users` (user ‖ 0 ‖ sequence number: the audit log by
+//! user, written with each group). Opening a version-1 store indexes its
+//! flows as due at once (the first sweep puts each where it belongs), an
+//! older store's audit log by user; a newer version is refused.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -56,15 +67,15 @@ use std::task::{Context, Poll, Waker};
 
 use super::audit::{self, ChainVerifier, Head, LOCAL_CHAIN};
 use super::{
-    AuditEntry, AuditError, AuditLog, AuditRecord, AuditSummary, Change, Claim, Commit, Durable,
-    FlowRecord, Item, Pending, Queue, Store, StoreError, UserLock, WorkItem,
+    AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, AuditSummary, Change, Claim, Commit,
+    Durable, FlowRecord, Item, Pending, Queue, Store, StoreError, UserLock, WorkItem,
 };
 
 /// The sled tree that holds the audit log.
 const AUDIT_TREE: &str = "audit";
 
 /// The schema version this binary writes.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// How many mutexes share out the users' locks.
 const STRIPES: usize = 1024;
@@ -92,11 +103,14 @@ pub(crate) enum Tree {
     Kv,
     /// Commits being applied (see the module documentation).
     Intents,
+    /// The audit log by user: user key, 0x00, sequence number (8 bytes
+    /// BE); empty values.
+    AuditUsers,
 }
 
 impl Tree {
     /// Every tree.
-    pub(crate) const ALL: [Tree; 10] = [
+    pub(crate) const ALL: [Tree; 11] = [
         Tree::Flows,
         Tree::FlowIndex,
         Tree::FlowsDue,
@@ -107,6 +121,7 @@ impl Tree {
         Tree::Meta,
         Tree::Kv,
         Tree::Intents,
+        Tree::AuditUsers,
     ];
 
     /// The tree's name on disk.
@@ -122,6 +137,7 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Kv => "kv",
             Tree::Intents => "intents",
+            Tree::AuditUsers => "audit_users",
         }
     }
 
@@ -152,6 +168,18 @@ pub(crate) enum Write {
 }
 
 /// Values may hold secrets (queued passwords, hashes): never print them.
+impl Write {
+    /// Whether it writes `key` of `tree`.
+    fn is_to(&self, tree: Tree, key: &[u8]) -> bool {
+        match self {
+            Write::Put {
+                tree: t, key: k, ..
+            }
+            | Write::Delete { tree: t, key: k } => *t == tree && k.as_slice() == key,
+        }
+    }
+}
+
 impl fmt::Debug for Write {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -611,7 +639,7 @@ impl SledStore {
         let audit = db
             .open_tree(AUDIT_TREE)
             .map_err(|e| open_error(describe(&e)))?;
-        migrate(&trees).map_err(|e| match e {
+        migrate(&trees, &audit).map_err(|e| match e {
             e @ StoreError::Newer { .. } => e,
             e => open_error(e.to_string()),
         })?;
@@ -720,7 +748,7 @@ impl SledStore {
         writes: Vec<Write>,
         records: Vec<AuditRecord>,
     ) -> Result<Durable, StoreError> {
-        Ok(self.stage(&writes, &records)?.1)
+        Ok(self.stage(writes, &records)?.1)
     }
 
     /// The value under `key` of `tree`.
@@ -754,7 +782,7 @@ impl SledStore {
         writes: Vec<Write>,
         records: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
-        self.stage(&writes, &records)?.1.wait()
+        self.stage(writes, &records)?.1.wait()
     }
 
     /// The raw writes of `changes`, reading the indexes they replace.
@@ -769,13 +797,7 @@ impl SledStore {
         for change in changes {
             match change {
                 Change::PutFlow(r) => {
-                    self.unindex_flow(&r.id, &mut writes)?;
-                    writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
-                    writes.push(put(
-                        Tree::FlowIndex,
-                        r.id.as_bytes().to_vec(),
-                        FlowIndex::of(&r).encode(),
-                    ));
+                    self.index_flow(&r, &mut writes)?;
                     writes.push(put(Tree::Flows, r.id.into_bytes(), r.body));
                 }
                 Change::DeleteFlow { id } => {
@@ -865,6 +887,41 @@ impl SledStore {
         }
     }
 
+    /// Files flow `r` in the due index, lazily: an entry that is earlier
+    /// than `r`'s due time but not yet due stays where it is (and
+    /// `flow_index` is rewritten only if it changes), so a flow answered
+    /// step by step, whose due time moves later with every step, writes
+    /// its index once instead of three times a step. The sweep reads the
+    /// flow under its user's lock, finds it not due and files it again
+    /// (its entry is due then, so it moves).
+    fn index_flow(&self, r: &FlowRecord, writes: &mut Staged) -> Result<(), StoreError> {
+        let old = self
+            .staged_get(writes, Tree::FlowIndex, r.id.as_bytes())?
+            .map(|o| FlowIndex::decode(&o));
+        let mut index = FlowIndex::of(r);
+        if let Some(old) = old {
+            if old.due_ms <= r.due_ms && old.due_ms > now_ms() {
+                index.due_ms = old.due_ms;
+                if index != old {
+                    writes.push(put(
+                        Tree::FlowIndex,
+                        r.id.as_bytes().to_vec(),
+                        index.encode(),
+                    ));
+                }
+                return Ok(());
+            }
+            writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, &r.id)));
+        }
+        writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
+        writes.push(put(
+            Tree::FlowIndex,
+            r.id.as_bytes().to_vec(),
+            index.encode(),
+        ));
+        Ok(())
+    }
+
     /// Removes the due-index entry of flow `id`, if it is indexed.
     fn unindex_flow(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
         if let Some(old) = self.staged_get(writes, Tree::FlowIndex, id.as_bytes())? {
@@ -917,7 +974,7 @@ impl SledStore {
 }
 
 /// Brings a store of an older schema to [`SCHEMA`]; refuses a newer one.
-fn migrate(trees: &Trees) -> Result<(), StoreError> {
+fn migrate(trees: &Trees, audit_tree: &::sled::Tree) -> Result<(), StoreError> {
     let meta = trees.get(Tree::Meta);
     let stored = meta
         .get(b"schema")
@@ -933,6 +990,10 @@ fn migrate(trees: &Trees) -> Result<(), StoreError> {
         }
         Some(v) if v == SCHEMA => return Ok(()),
         _ => {}
+    }
+    if stored.is_some_and(|v| v >= 2) {
+        index_audit(trees, audit_tree)?;
+        return finish_migration(trees);
     }
     // Version 1 (or new): index every flow as due at once; the first sweep
     // reads each and puts it where it belongs.
@@ -959,9 +1020,39 @@ fn migrate(trees: &Trees) -> Result<(), StoreError> {
             .insert(id, entry.encode())
             .map_err(io("migrate", "flows"))?;
     }
+    index_audit(trees, audit_tree)?;
+    finish_migration(trees)
+}
+
+/// Records the schema version, durably.
+fn finish_migration(trees: &Trees) -> Result<(), StoreError> {
+    let meta = trees.get(Tree::Meta);
     meta.insert(b"schema", &SCHEMA.to_be_bytes())
         .map_err(io("migrate", "meta"))?;
     meta.flush().map_err(io("migrate", "meta"))?;
+    Ok(())
+}
+
+/// Indexes every entry of the audit log by user (schema 3).
+fn index_audit(trees: &Trees, audit_tree: &::sled::Tree) -> Result<(), StoreError> {
+    let users = trees.get(Tree::AuditUsers);
+    for item in audit_tree.iter() {
+        let (key, value) = item.map_err(io("migrate", AUDIT_TREE))?;
+        let group = audit::decode_group(&value).map_err(|why| StoreError::Io {
+            op: "migrate",
+            what: AUDIT_TREE,
+            reason: why.describe(audit::key_seq(&key)),
+        })?;
+        for stored in &group {
+            if let Some(entry) = stored.entry(LOCAL_CHAIN, stored.seq)
+                && let Some(user) = &entry.record.user
+            {
+                users
+                    .insert(audit_user_key(user, entry.seq), Vec::new())
+                    .map_err(io("migrate", "audit_users"))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -971,6 +1062,7 @@ fn replay_intents(trees: &Trees, audit: &::sled::Tree) -> Result<u64, StoreError
     let intents = trees.get(Tree::Intents);
     let mut next = 0;
     let mut replayed = 0;
+    let mut dropped = 0;
     for item in intents.iter() {
         let (key, value) = item.map_err(io("replay", "intents"))?;
         let intent = Intent::decode(&value).ok_or_else(|| StoreError::Io {
@@ -978,12 +1070,20 @@ fn replay_intents(trees: &Trees, audit: &::sled::Tree) -> Result<u64, StoreError
             what: "intents",
             reason: "an intent cannot be decoded".to_owned(),
         })?;
-        if let Some((group_key, group)) = intent.audit {
-            audit
-                .insert(group_key, group)
-                .map_err(io("replay", AUDIT_TREE))?;
+        let complete = match &intent.reference {
+            Some(reference) => reference.applied(trees)?,
+            None => true,
+        };
+        if complete {
+            if let Some((group_key, group)) = intent.audit {
+                audit
+                    .insert(group_key, group)
+                    .map_err(io("replay", AUDIT_TREE))?;
+            }
+            apply_writes(trees, &intent.writes)?;
+        } else {
+            dropped += 1;
         }
-        apply_writes(trees, &intent.writes)?;
         intents.remove(&key).map_err(io("replay", "intents"))?;
         next = u64::from_be_bytes(<[u8; 8]>::try_from(key.as_ref()).unwrap_or_default()) + 1;
         replayed += 1;
@@ -991,15 +1091,19 @@ fn replay_intents(trees: &Trees, audit: &::sled::Tree) -> Result<u64, StoreError
     if replayed > 0 {
         intents.flush().map_err(io("replay", "intents"))?;
         tracing::warn!(
-            commits = replayed,
-            "completed commits a crash interrupted (all or nothing)"
+            commits = replayed - dropped,
+            dropped,
+            "completed the commits a crash interrupted, and dropped those it cut off before their first write (all or nothing)"
         );
     }
     Ok(next)
 }
 
 /// Applies `writes` one by one, in order (not yet durably).
-fn apply_writes(trees: &Trees, writes: &[Write]) -> Result<(), StoreError> {
+fn apply_writes<'a>(
+    trees: &Trees,
+    writes: impl IntoIterator<Item = &'a Write>,
+) -> Result<(), StoreError> {
     for write in writes {
         match write {
             Write::Put { tree, key, value } => trees
@@ -1015,6 +1119,24 @@ fn apply_writes(trees: &Trees, writes: &[Write]) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// The `audit_users` entries of `records`, the first of which is entry
+/// `first`.
+fn index_records(records: &[AuditRecord], first: u64) -> impl Iterator<Item = Write> + '_ {
+    (first..).zip(records).filter_map(|(seq, record)| {
+        let user = record.user.as_ref()?;
+        Some(put(Tree::AuditUsers, audit_user_key(user, seq), Vec::new()))
+    })
+}
+
+/// Where entry `seq` about `user` is in `audit_users`.
+fn audit_user_key(user: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.len() + 9);
+    key.extend_from_slice(user.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 fn put(tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Write {
@@ -1081,7 +1203,10 @@ fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*n))
 }
 
-/// What `flow_index` keeps per flow.
+/// What `flow_index` keeps per flow: where its `flows_due` entry is
+/// (never later than the flow is due) and what `versions_in_progress`
+/// needs.
+#[derive(PartialEq)]
 struct FlowIndex {
     due_ms: u64,
     in_progress: bool,
@@ -1171,17 +1296,59 @@ impl StoredWork {
     }
 }
 
-/// A commit as its intent keeps it: its audit group (key and bytes) and its
-/// writes.
+/// A commit as its intent keeps it: its audit group (key and bytes), its
+/// writes, and possibly one write named by the digest of its value instead
+/// of carried (a flow record, the largest part of most commits).
+///
+/// The named write is applied right after the intent is inserted, before
+/// the audit group and under the same lock, so after a crash its tree
+/// holds that value exactly when anything after the intent survived: on
+/// replay a match completes the commit, a mismatch means the crash came
+/// between the intent and its first write, and the commit is dropped
+/// (nothing of it was applied). Only flow records are named: they are
+/// written under their user's lock, so no other commit can write the same
+/// record while the intent exists.
 struct Intent {
     audit: Option<(Vec<u8>, Vec<u8>)>,
+    reference: Option<Reference>,
     writes: Vec<Write>,
 }
 
-impl Intent {
-    const FORMAT: u8 = 1;
+/// A write an intent names by its value's digest.
+struct Reference {
+    tree: Tree,
+    key: Vec<u8>,
+    digest: [u8; 16],
+}
 
-    fn encode(audit: Option<(&[u8], &[u8])>, writes: &[Write]) -> Vec<u8> {
+impl Reference {
+    fn digest(value: &[u8]) -> [u8; 16] {
+        use sha2::Digest as _;
+        let full: [u8; 32] = sha2::Sha256::digest(value).into();
+        let mut out = [0; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// Whether the write was applied.
+    fn applied(&self, trees: &Trees) -> Result<bool, StoreError> {
+        let stored = trees
+            .get(self.tree)
+            .get(&self.key)
+            .map_err(io("replay", self.tree.name()))?;
+        Ok(stored.is_some_and(|v| Self::digest(&v) == self.digest))
+    }
+}
+
+impl Intent {
+    /// Format 1: every write carried; 2: one may be named by digest.
+    const FORMAT: u8 = 2;
+
+    fn encode(
+        audit: Option<(&[u8], &[u8])>,
+        writes: &[Write],
+        reference: Option<usize>,
+    ) -> Vec<u8> {
         let size: usize = writes
             .iter()
             .map(|w| match w {
@@ -1190,7 +1357,7 @@ impl Intent {
             })
             .sum::<usize>()
             + audit.map_or(0, |(k, v)| 8 + k.len() + v.len());
-        let mut out = Vec::with_capacity(6 + size);
+        let mut out = Vec::with_capacity(8 + size);
         out.push(Self::FORMAT);
         match audit {
             Some((key, group)) => {
@@ -1200,8 +1367,18 @@ impl Intent {
             }
             None => out.push(0),
         }
-        for write in writes {
+        match reference.and_then(|i| writes.get(i)) {
+            Some(Write::Put { tree, key, value }) => {
+                out.push(1);
+                out.push(tree.index() as u8);
+                push_field(&mut out, key);
+                out.extend_from_slice(&Reference::digest(value));
+            }
+            _ => out.push(0),
+        }
+        for (i, write) in writes.iter().enumerate() {
             match write {
+                _ if Some(i) == reference => {}
                 Write::Put { tree, key, value } => {
                     out.push(0);
                     out.push(tree.index() as u8);
@@ -1220,7 +1397,7 @@ impl Intent {
 
     fn decode(mut bytes: &[u8]) -> Option<Intent> {
         let (&format, rest) = bytes.split_first()?;
-        if format != Self::FORMAT {
+        if !(1..=Self::FORMAT).contains(&format) {
             return None;
         }
         let (&has_audit, rest) = rest.split_first()?;
@@ -1232,6 +1409,24 @@ impl Intent {
         } else {
             None
         };
+        let mut reference = None;
+        if format >= 2 {
+            let (&has_reference, rest) = bytes.split_first()?;
+            bytes = rest;
+            if has_reference == 1 {
+                let (&tree, rest) = bytes.split_first()?;
+                bytes = rest;
+                let tree = *Tree::ALL.get(usize::from(tree))?;
+                let key = take_field(&mut bytes)?.to_vec();
+                let (digest, rest) = bytes.split_first_chunk::<16>()?;
+                bytes = rest;
+                reference = Some(Reference {
+                    tree,
+                    key,
+                    digest: *digest,
+                });
+            }
+        }
         let mut writes = Vec::new();
         while let Some((&op, rest)) = bytes.split_first() {
             let (&tree, rest) = rest.split_first()?;
@@ -1248,7 +1443,11 @@ impl Intent {
                 _ => return None,
             });
         }
-        Some(Intent { audit, writes })
+        Some(Intent {
+            audit,
+            reference,
+            writes,
+        })
     }
 }
 
@@ -1279,7 +1478,11 @@ impl Inner {
     /// and groups reach the log in the order they are inserted, so whatever
     /// prefix survives a crash holds entry `n - 1` whenever it holds entry
     /// `n`. The writes are applied after the lock is released.
-    fn apply(&self, writes: &[Write], records: &[AuditRecord]) -> Result<Option<u64>, StoreError> {
+    fn apply(
+        &self,
+        mut writes: Vec<Write>,
+        records: &[AuditRecord],
+    ) -> Result<Option<u64>, StoreError> {
         let encode_error = |reason: String| StoreError::Io {
             op: "append",
             what: AUDIT_TREE,
@@ -1287,7 +1490,31 @@ impl Inner {
         };
         let prepared = audit::prepare(records)
             .map_err(|e| encode_error(format!("cannot encode the entry: {e}")))?;
-        let needs_intent = writes.len() + usize::from(prepared.is_some()) > 1;
+        let indexed = records.iter().filter(|r| r.user.is_some()).count();
+        let needs_intent = writes.len() + indexed + usize::from(prepared.is_some()) > 1;
+        // The intent names its largest flow write by digest instead of
+        // carrying it; that write follows the intent at once, under the
+        // same lock (see `Intent`), so it must be the commit's only write
+        // to its key.
+        let reference = if needs_intent {
+            writes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| match w {
+                    Write::Put {
+                        tree: Tree::Flows,
+                        key,
+                        value,
+                    } if writes.iter().filter(|o| o.is_to(Tree::Flows, key)).count() == 1 => {
+                        Some((i, value.len()))
+                    }
+                    _ => None,
+                })
+                .max_by_key(|&(_, len)| len)
+                .map(|(i, _)| i)
+        } else {
+            None
+        };
         let mut seq = None;
         let mut intent_key = None;
         if let Some((bytes, layout)) = prepared {
@@ -1301,8 +1528,10 @@ impl Inner {
                 encode_error("internal error: the group lost its layout".to_owned())
             })?;
             let group_key = audit::seq_key(first);
+            writes.extend(index_records(records, first));
             if needs_intent {
-                intent_key = Some(self.insert_intent(Some((&group_key, &value)), writes)?);
+                intent_key =
+                    Some(self.insert_intent(Some((&group_key, &value)), &writes, reference)?);
             }
             self.audit
                 .insert(group_key, value)
@@ -1312,9 +1541,14 @@ impl Inner {
             seq = next.next_seq.checked_sub(1);
         } else if needs_intent {
             let _order = lock(&self.head);
-            intent_key = Some(self.insert_intent(None, writes)?);
+            intent_key = Some(self.insert_intent(None, &writes, reference)?);
         }
-        apply_writes(&self.trees, writes)?;
+        let rest = writes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != reference)
+            .map(|(_, w)| w);
+        apply_writes(&self.trees, rest)?;
         if let Some(key) = intent_key {
             self.trees
                 .get(Tree::Intents)
@@ -1324,11 +1558,14 @@ impl Inner {
         Ok(seq)
     }
 
-    /// Inserts a commit's intent; its key. The caller holds the head lock.
+    /// Inserts a commit's intent, then the write `reference` names (if
+    /// any); the intent's key. The caller holds the head lock, so that no
+    /// later intent reaches the log before that write.
     fn insert_intent(
         &self,
         audit: Option<(&[u8], &[u8])>,
         writes: &[Write],
+        reference: Option<usize>,
     ) -> Result<[u8; 8], StoreError> {
         let key = self
             .next_intent
@@ -1336,8 +1573,11 @@ impl Inner {
             .to_be_bytes();
         self.trees
             .get(Tree::Intents)
-            .insert(key, Intent::encode(audit, writes))
+            .insert(key, Intent::encode(audit, writes, reference))
             .map_err(io("commit", "intents"))?;
+        if let Some(write) = reference.and_then(|i| writes.get(i)) {
+            apply_writes(&self.trees, std::iter::once(write))?;
+        }
         Ok(key)
     }
 }
@@ -1362,7 +1602,7 @@ impl SledStore {
     /// [`Durable`] that resolves once both are on disk.
     fn stage(
         &self,
-        writes: &[Write],
+        writes: Vec<Write>,
         records: &[AuditRecord],
     ) -> Result<(Option<u64>, Durable), StoreError> {
         let (seq, needed) = {
@@ -1390,7 +1630,7 @@ impl SledStore {
     /// Appends one record; durable when it returns, with its sequence
     /// number.
     pub fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
-        let (seq, durable) = self.stage(&[], std::slice::from_ref(&record))?;
+        let (seq, durable) = self.stage(Vec::new(), std::slice::from_ref(&record))?;
         durable.wait()?;
         Ok(seq.unwrap_or_default())
     }
@@ -1543,7 +1783,7 @@ impl Store for SledStore {
         });
         let _work = touches_work.then(|| lock(&self.inner.work));
         let writes = self.writes_of(commit.changes)?;
-        Ok(self.stage(&writes, &commit.audit)?.1)
+        Ok(self.stage(writes, &commit.audit)?.1)
     }
 
     fn claim_due(
@@ -1599,7 +1839,7 @@ impl Store for SledStore {
             if claims.is_empty() {
                 return Ok(claims);
             }
-            let durable = self.stage(&writes, &[])?.1;
+            let durable = self.stage(writes, &[])?.1;
             (claims, durable)
         };
         let (claims, durable) = durable;
@@ -1749,6 +1989,15 @@ impl Store for SledStore {
                     .insert(audit::seq_key(first), group)
                     .map_err(io("import", AUDIT_TREE))?;
             }
+            for entry in &entries {
+                if let Some(user) = &entry.record.user {
+                    writes.push(put(
+                        Tree::AuditUsers,
+                        audit_user_key(user, entry.seq),
+                        Vec::new(),
+                    ));
+                }
+            }
             *head = Self::read_head(&self.inner.audit).map_err(import_error)?;
         }
         self.raw_commit(writes.writes, Vec::new())
@@ -1769,7 +2018,7 @@ impl Store for SledStore {
 
 impl AuditLog for SledStore {
     fn append(&self, records: Vec<AuditRecord>) -> Result<Durable, StoreError> {
-        Ok(self.stage(&[], &records)?.1)
+        Ok(self.stage(Vec::new(), &records)?.1)
     }
 
     fn entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -1805,6 +2054,41 @@ impl AuditLog for SledStore {
         Ok(out)
     }
 
+    fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(user) = &query.user else {
+            return super::scan_query(self, query);
+        };
+        self.check_open()?;
+        // A user's entries, from `audit_users`, each read from its group.
+        let from = query.after.map_or(0, |a| a.saturating_add(1));
+        let prefix_len = user.len() + 1;
+        let mut found = Vec::new();
+        let index = self.inner.trees.get(Tree::AuditUsers);
+        for item in index.range(audit_user_key(user, from)..) {
+            let (key, _) = item.map_err(io("read", "audit_users"))?;
+            if key.len() != prefix_len + 8 || !key.starts_with(user.as_bytes()) {
+                break;
+            }
+            let Some(seq) = key
+                .get(prefix_len..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+            else {
+                break;
+            };
+            let Some(entry) = self.entries(seq, 1)?.pop().filter(|e| e.seq == seq) else {
+                continue;
+            };
+            if query.selects(&entry) {
+                found.push(entry);
+                if found.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn verify(&self) -> Result<AuditSummary, AuditError> {
         self.check_open()?;
         // Groups that start before the head are written whole (the head
@@ -1818,6 +2102,13 @@ impl AuditLog for SledStore {
         }
         Ok(AuditSummary::of(vec![verifier.finish(Some(&head))?]))
     }
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -1877,46 +2168,136 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_commit_a_crash_cut_short_after_its_intent_is_completed_on_open() {
+    /// A store with what `apply` leaves when a crash cuts a commit (a
+    /// lockout history and flow `f`, audit record 0) short: the intent in
+    /// `format`, then the first `applied` of the named flow write, the
+    /// audit group and the lockout write; the store closed.
+    fn cut_short(format: u8, applied: usize) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        // What `apply` does up to the crash: the intent is in, the audit
-        // group and one of the writes too, the rest is not.
-        let writes = store
-            .writes_of(vec![
-                Change::PutLockout {
-                    user: "u".to_owned(),
-                    history: b"h".to_vec(),
-                },
-                Change::PutFlow(flow("f", 5)),
-            ])
+        let changes = vec![
+            Change::PutLockout {
+                user: "u".to_owned(),
+                history: b"h".to_vec(),
+            },
+            Change::PutFlow(flow("f", 5)),
+        ];
+        let writes = store.writes_of(changes).unwrap();
+        let flow_write = writes
+            .iter()
+            .position(|w| {
+                matches!(
+                    w,
+                    Write::Put {
+                        tree: Tree::Flows,
+                        ..
+                    }
+                )
+            })
             .unwrap();
         let (mut group, layout) = audit::prepare(&[record(0)]).unwrap().unwrap();
         let first = layout.link(&mut Head::empty(), &mut group).unwrap();
         let key = audit::seq_key(first);
-        store
-            .inner
-            .trees
+        let intent = match format {
+            1 => {
+                // Format 1: every write carried, no reference byte.
+                let mut bytes = Intent::encode(Some((&key, &group)), &writes, None);
+                bytes[0] = 1;
+                bytes.remove(1 + 1 + 4 + key.len() + 4 + group.len());
+                bytes
+            }
+            _ => Intent::encode(Some((&key, &group)), &writes, Some(flow_write)),
+        };
+        let trees = &store.inner.trees;
+        trees
             .get(Tree::Intents)
-            .insert(
-                0u64.to_be_bytes(),
-                Intent::encode(Some((&key, &group)), &writes),
-            )
+            .insert(0u64.to_be_bytes(), intent)
             .unwrap();
-        apply_writes(&store.inner.trees, &writes[..1]).unwrap();
+        let steps: [&dyn Fn(); 3] = [
+            &|| apply_writes(trees, std::iter::once(&writes[flow_write])).unwrap(),
+            &|| {
+                store.inner.audit.insert(key, group.as_slice()).unwrap();
+            },
+            &|| apply_writes(trees, &writes[..1]).unwrap(),
+        ];
+        for step in &steps[..applied] {
+            step();
+        }
         store.close();
         drop(store);
+        dir
+    }
 
+    #[test]
+    fn a_commit_a_crash_cut_short_after_its_first_write_is_completed_on_open() {
+        for (format, applied) in [(2, 1), (2, 2), (2, 3), (1, 0), (1, 2)] {
+            let dir = cut_short(format, applied);
+            let store = SledStore::open(dir.path()).unwrap();
+            let case = format!("format {format}, {applied} applied");
+            assert_eq!(store.lockout("u").unwrap(), Some(b"h".to_vec()), "{case}");
+            assert_eq!(
+                store.flow("f").unwrap(),
+                Some(b"body of f".to_vec()),
+                "{case}"
+            );
+            assert_eq!(store.flows_due(5, None, 10).unwrap(), [(5, "f".to_owned())]);
+            assert_eq!(store.verify().unwrap().entries, 1, "{case}");
+            assert!(store.inner.trees.get(Tree::Intents).is_empty());
+            // The chain goes on after the replayed group.
+            assert_eq!(store.append_audit(record(1)).unwrap(), 1, "{case}");
+            assert_eq!(store.verify().unwrap().entries, 2, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_commit_a_crash_cut_short_before_its_first_write_is_dropped_on_open() {
+        let dir = cut_short(2, 0);
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.lockout("u").unwrap(), Some(b"h".to_vec()));
-        assert_eq!(store.flow("f").unwrap(), Some(b"body of f".to_vec()));
-        assert_eq!(store.flows_due(5, None, 10).unwrap(), [(5, "f".to_owned())]);
-        assert_eq!(store.verify().unwrap().entries, 1);
+        assert_eq!(store.lockout("u").unwrap(), None);
+        assert_eq!(store.flow("f").unwrap(), None);
+        assert_eq!(store.flows_due(u64::MAX, None, 10).unwrap(), []);
+        assert_eq!(store.verify().unwrap().entries, 0);
         assert!(store.inner.trees.get(Tree::Intents).is_empty());
-        // The chain goes on after the replayed group.
-        assert_eq!(store.append_audit(record(1)).unwrap(), 1);
-        assert_eq!(store.verify().unwrap().entries, 2);
+        assert_eq!(store.append_audit(record(0)).unwrap(), 0);
+        assert_eq!(store.verify().unwrap().entries, 1);
+    }
+
+    #[test]
+    fn a_flow_keeps_its_earlier_due_entry_until_it_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let soon = now_ms() + 60_000;
+        let commit = |due_ms: u64| {
+            store
+                .commit(Commit {
+                    changes: vec![Change::PutFlow(flow("f", due_ms))],
+                    audit: vec![],
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+        };
+        commit(soon);
+        // Later: the entry stays where it is (found early by the sweep,
+        // which checks the flow itself); earlier: it moves.
+        commit(soon + 1_000);
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon, "f".to_owned())]
+        );
+        commit(soon - 1_000);
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon - 1_000, "f".to_owned())]
+        );
+        // An entry that is due moves to the new time (the sweep files a
+        // flow it found not due again).
+        commit(5);
+        commit(soon);
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon, "f".to_owned())]
+        );
     }
 
     #[test]
@@ -1952,6 +2333,40 @@ mod tests {
             }
             other => panic!("expected a newer schema to be refused, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_store_of_schema_2_gets_its_audit_log_indexed_by_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut records: Vec<_> = (0..4).map(record).collect();
+        records[1].user = Some("other".to_owned());
+        records[2].user = None;
+        store.raw_commit(vec![], records).unwrap();
+        // Version 2: no `audit_users`.
+        store.inner.trees.get(Tree::AuditUsers).clear().unwrap();
+        store
+            .inner
+            .trees
+            .get(Tree::Meta)
+            .insert(b"schema", &2u32.to_be_bytes())
+            .unwrap();
+        store.close();
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
+        let seqs = |user: &str| -> Vec<u64> {
+            let query = AuditQuery {
+                user: Some(user.to_owned()),
+                limit: 10,
+                ..AuditQuery::default()
+            };
+            store.query(&query).unwrap().iter().map(|e| e.seq).collect()
+        };
+        let user_of_record = record(0).user.unwrap();
+        assert_eq!(seqs(&user_of_record), [0, 3]);
+        assert_eq!(seqs("other"), [1]);
     }
 
     #[test]
