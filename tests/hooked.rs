@@ -97,7 +97,7 @@ impl<H: Hooks> Store for Hooked<H> {
     }
     fn export(
         &self,
-        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+        visit: &mut (dyn FnMut(Item) -> Result<(), StoreError> + Send),
     ) -> Result<(), StoreError> {
         self.inner.export(visit)
     }

@@ -195,6 +195,7 @@ macro_rules! conformance {
                 enqueue_replaces_and_schedule_does_not,
                 concurrent_claimers_never_get_the_same_item,
                 export_then_import_reproduces_everything,
+                an_export_is_one_moment_of_a_store_being_written,
                 errors_never_show_a_stored_value,
                 a_closed_store_says_closed,
             );
@@ -1880,6 +1881,73 @@ fn export_then_import_reproduces_everything(b: &dyn Backend) {
 }
 
 // --- errors and closing --------------------------------------------------------
+
+fn an_export_is_one_moment_of_a_store_being_written(b: &dyn Backend) {
+    let store = b.open();
+    let writer = b.peer(&store);
+    let done = AtomicBool::new(false);
+    let commits = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Commit i: the lockout history, a kv value and an audit
+            // record, all saying i.
+            let mut i = 0u64;
+            while !done.load(Ordering::Relaxed) || i < 20 {
+                let says = i.to_string().into_bytes();
+                commit_audited(
+                    &*writer,
+                    vec![
+                        Change::PutLockout {
+                            user: "u".to_owned(),
+                            history: says.clone(),
+                        },
+                        put_kv("ns", "k", &says),
+                    ],
+                    vec![record("step", json!({"i": i}))],
+                );
+                i += 1;
+                commits.store(i as usize, Ordering::Relaxed);
+            }
+        });
+        let mut seen = 0;
+        while seen < 8 {
+            if commits.load(Ordering::Relaxed) == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            let items = exported(&*store);
+            let lockout = items.iter().find_map(|item| match item {
+                Item::Lockout { history, .. } => Some(history.clone()),
+                _ => None,
+            });
+            let kv = items.iter().find_map(|item| match item {
+                Item::Kv { value, .. } => Some(value.clone()),
+                _ => None,
+            });
+            let audited: Vec<u64> = items
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Audit(e) => e.record.detail["i"].as_u64(),
+                    _ => None,
+                })
+                .collect();
+            let Some(lockout) = lockout else { continue };
+            let i: u64 = String::from_utf8(lockout).unwrap().parse().unwrap();
+            assert_eq!(
+                kv,
+                Some(i.to_string().into_bytes()),
+                "a commit seen in part"
+            );
+            assert_eq!(
+                audited,
+                (0..=i).collect::<Vec<_>>(),
+                "the audit log at another moment"
+            );
+            seen += 1;
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+}
 
 fn errors_never_show_a_stored_value(b: &dyn Backend) {
     const CANARY: &str = "CANARY-7e1d5b";

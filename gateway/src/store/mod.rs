@@ -566,10 +566,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Claim>, StoreError>;
 
     /// Hands every stored record to `visit`, repository by repository (the
-    /// audit log last, in chain order).
+    /// audit log last, in chain order), as of one moment: no commit is
+    /// seen in part, and the audit log ends where it ended then (a backup
+    /// of a running gateway).
     fn export(
         &self,
-        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+        visit: &mut (dyn FnMut(Item) -> Result<(), StoreError> + Send),
     ) -> Result<(), StoreError>;
     /// Stores `items` as they are (audit entries keep their chain, sequence
     /// numbers and hashes); durable when it returns. For copying a store

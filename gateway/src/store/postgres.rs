@@ -113,6 +113,8 @@ const STRIPES: usize = 1024;
 const CAS_ATTEMPTS: usize = 8;
 /// Rows per page when walking a table.
 const PAGE: i64 = 1000;
+/// Rows per page of a portal.
+const PAGE_ROWS: i32 = 1000;
 /// The most bytes of a `ca_file`.
 const MAX_CA_BYTES: u64 = 1 << 20;
 
@@ -1547,150 +1549,102 @@ impl Store for PostgresStore {
 
     fn export(
         &self,
-        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+        visit: &mut (dyn FnMut(Item) -> Result<(), StoreError> + Send),
     ) -> Result<(), StoreError> {
-        // Flows.
-        let mut after = String::new();
-        loop {
-            let rows = self.with_work("export", "flows", true, |conn| {
-                Ok(conn.query(
-                    "SELECT id, user_key, version, in_progress, due_ms, body FROM flows \
-                     WHERE id > $1 ORDER BY id LIMIT $2",
-                    &[&after, &PAGE],
-                )?)
-            })?;
-            let Some(last) = rows.last() else { break };
-            after = last.get(0);
-            for r in &rows {
-                visit(Item::Flow(FlowRecord {
-                    id: r.get(0),
-                    user: r.get(1),
-                    version: r.get(2),
-                    in_progress: r.get(3),
-                    due_ms: ms_from_db(r.get(4)),
-                    body: r.get(5),
-                }))?;
-            }
-        }
-        // Lockout histories.
-        let mut after = String::new();
-        loop {
-            let rows = self.with_work("export", "lockout", true, |conn| {
-                Ok(conn.query(
-                    "SELECT user_key, history FROM lockout WHERE user_key > $1 \
-                     ORDER BY user_key LIMIT $2",
-                    &[&after, &PAGE],
-                )?)
-            })?;
-            let Some(last) = rows.last() else { break };
-            after = last.get(0);
-            for r in &rows {
-                visit(Item::Lockout {
-                    user: r.get(0),
-                    history: r.get(1),
-                })?;
-            }
-        }
-        // Enrollments.
-        let mut after = (String::new(), String::new());
-        loop {
-            let rows = self.with_work("export", "enrollments", true, |conn| {
-                Ok(conn.query(
-                    "SELECT user_key, gate, data FROM enrollments WHERE (user_key, gate) > ($1, $2) \
-                     ORDER BY user_key, gate LIMIT $3",
-                    &[&after.0, &after.1, &PAGE],
-                )?)
-            })?;
-            let Some(last) = rows.last() else { break };
-            after = (last.get(0), last.get(1));
-            for r in &rows {
-                visit(Item::Enrollment {
-                    user: r.get(0),
-                    gate: r.get(1),
-                    data: r.get(2),
-                })?;
-            }
-        }
-        // Plugins' key-value namespaces.
-        let mut after = (String::new(), String::new());
-        loop {
-            let rows = self.with_work("export", "kv", true, |conn| {
-                Ok(conn.query(
-                    "SELECT namespace, key, value FROM kv WHERE (namespace, key) > ($1, $2) \
-                     ORDER BY namespace, key LIMIT $3",
-                    &[&after.0, &after.1, &PAGE],
-                )?)
-            })?;
-            let Some(last) = rows.last() else { break };
-            after = (last.get(0), last.get(1));
-            for r in &rows {
-                visit(Item::Kv {
-                    namespace: r.get(0),
-                    key: r.get(1),
-                    value: r.get(2),
-                })?;
-            }
-        }
-        // Due work.
-        for queue in Queue::ALL {
-            let name = queue.name();
-            let mut after = String::new();
-            loop {
-                let rows = self.with_work("export", "work", true, |conn| {
-                    Ok(conn.query(
-                        "SELECT id, due_ms, payload, attempt, lease_until_ms FROM work \
-                         WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
-                        &[&name, &after, &PAGE],
-                    )?)
-                })?;
-                let Some(last) = rows.last() else { break };
-                after = last.get(0);
-                for r in &rows {
-                    let lease: i64 = r.get(4);
+        // One read-only repeatable-read transaction: every table as of one
+        // snapshot, each read through a portal, a page at a time.
+        self.with_work("export", "store", false, |conn| {
+            let mut tx = conn
+                .client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            each_row(
+                &mut tx,
+                "SELECT id, user_key, version, in_progress, due_ms, body FROM flows ORDER BY id",
+                &mut |r| {
+                    visit(Item::Flow(FlowRecord {
+                        id: r.get(0),
+                        user: r.get(1),
+                        version: r.get(2),
+                        in_progress: r.get(3),
+                        due_ms: ms_from_db(r.get(4)),
+                        body: r.get(5),
+                    }))
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT user_key, history FROM lockout ORDER BY user_key",
+                &mut |r| {
+                    visit(Item::Lockout {
+                        user: r.get(0),
+                        history: r.get(1),
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT user_key, gate, data FROM enrollments ORDER BY user_key, gate",
+                &mut |r| {
+                    visit(Item::Enrollment {
+                        user: r.get(0),
+                        gate: r.get(1),
+                        data: r.get(2),
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT namespace, key, value FROM kv ORDER BY namespace, key",
+                &mut |r| {
+                    visit(Item::Kv {
+                        namespace: r.get(0),
+                        key: r.get(1),
+                        value: r.get(2),
+                    })
+                },
+            )?;
+            each_row(
+                &mut tx,
+                "SELECT queue, id, due_ms, payload, attempt, lease_until_ms FROM work \
+                 ORDER BY queue, id",
+                &mut |r| {
+                    let Some(queue) = Queue::ALL
+                        .into_iter()
+                        .find(|q| q.name() == r.get::<_, &str>(0))
+                    else {
+                        return Ok(());
+                    };
+                    let lease: i64 = r.get(5);
                     visit(Item::Work {
                         item: WorkItem {
                             queue,
-                            id: r.get(0),
-                            due_ms: ms_from_db(r.get(1)),
-                            payload: r.get(2),
+                            id: r.get(1),
+                            due_ms: ms_from_db(r.get(2)),
+                            payload: r.get(3),
                         },
-                        attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                        attempts: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
                         lease_until_ms: (lease > 0).then(|| ms_from_db(lease)),
-                    })?;
-                }
-            }
-        }
-        // The audit log, chain by chain, in chain order.
-        let chains = self.with_work("export", "audit", true, |conn| {
-            let rows = conn.query(
-                "SELECT DISTINCT chain FROM audit_groups ORDER BY chain",
-                &[],
+                    })
+                },
             )?;
-            Ok(rows
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>())
-        })?;
-        for chain in chains {
-            let mut from = 0i64;
-            loop {
-                let rows = self.with_work("export", "audit", true, |conn| {
-                    Ok(conn.query(
-                        "SELECT position, first_seq, bytes FROM audit_groups \
-                         WHERE chain = $1 AND first_seq >= $2 ORDER BY first_seq LIMIT $3",
-                        &[&chain, &from, &PAGE],
-                    )?)
-                })?;
-                let Some(last) = rows.last() else { break };
-                from = last.get::<_, i64>(1).saturating_add(1);
-                for r in &rows {
-                    for entry in group_entries(&chain, r.get(0), &r.get::<_, Vec<u8>>(2))? {
+            // The audit log, chain by chain, in chain order.
+            each_row(
+                &mut tx,
+                "SELECT position, chain, bytes FROM audit_groups ORDER BY chain, first_seq",
+                &mut |r| {
+                    let chain: &str = r.get(1);
+                    for entry in group_entries(chain, r.get(0), r.get::<_, &[u8]>(2))? {
                         visit(Item::Audit(entry))?;
                     }
-                }
-            }
-        }
-        Ok(())
+                    Ok(())
+                },
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn import(&self, items: Vec<Item>) -> Result<(), StoreError> {
@@ -1871,6 +1825,25 @@ struct ChainImport {
     first_prev: Vec<u8>,
     next_seq: i64,
     head: Vec<u8>,
+}
+
+/// Hands every row `sql` selects to `each`, reading them through a portal
+/// a page at a time (in `tx`'s snapshot).
+fn each_row(
+    tx: &mut postgres::Transaction<'_>,
+    sql: &str,
+    each: &mut dyn FnMut(&postgres::Row) -> Result<(), StoreError>,
+) -> Result<(), Failure> {
+    let portal = tx.bind(sql, &[])?;
+    loop {
+        let rows = tx.query_portal(&portal, PAGE_ROWS)?;
+        for row in &rows {
+            each(row).map_err(Failure::Store)?;
+        }
+        if rows.len() < usize::try_from(PAGE_ROWS).unwrap_or(usize::MAX) {
+            return Ok(());
+        }
+    }
 }
 
 /// A run of one chain's imported entries, stored as one group.

@@ -1627,6 +1627,99 @@ impl SledStore {
         Ok((seq, Durable::pending(Box::new(ticket))))
     }
 
+    /// Every record but the audit log's, to `visit`.
+    fn export_records(
+        &self,
+        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let trees = &self.inner.trees;
+        for item in trees.get(Tree::Flows).iter() {
+            let (id, body) = item.map_err(io("export", "flows"))?;
+            let Ok(id) = String::from_utf8(id.to_vec()) else {
+                continue;
+            };
+            // Not `raw_get`: the caller holds `closed` for writing.
+            let index = match trees
+                .get(Tree::FlowIndex)
+                .get(id.as_bytes())
+                .map_err(io("export", "flow_index"))?
+            {
+                Some(bytes) => FlowIndex::decode(&bytes),
+                None => FlowIndex::decode(&[]),
+            };
+            visit(Item::Flow(FlowRecord {
+                id,
+                user: index.user,
+                version: index.version,
+                in_progress: index.in_progress,
+                due_ms: index.due_ms,
+                body: body.to_vec(),
+            }))?;
+        }
+        for item in trees.get(Tree::Lockout).iter() {
+            let (user, history) = item.map_err(io("export", "lockout"))?;
+            if let Ok(user) = String::from_utf8(user.to_vec()) {
+                visit(Item::Lockout {
+                    user,
+                    history: history.to_vec(),
+                })?;
+            }
+        }
+        for item in trees.get(Tree::Enrollments).iter() {
+            let (key, data) = item.map_err(io("export", "enrollments"))?;
+            // `user/gate`: a user key is a hex digest, so the first `/` ends it.
+            let Some((user, gate)) = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            visit(Item::Enrollment {
+                user: user.to_owned(),
+                gate: gate.to_owned(),
+                data: data.to_vec(),
+            })?;
+        }
+        for item in trees.get(Tree::Kv).iter() {
+            let (key, value) = item.map_err(io("export", "kv"))?;
+            let Some(at) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let (Ok(namespace), Ok(k)) = (
+                String::from_utf8(key[..at].to_vec()),
+                String::from_utf8(key[at + 1..].to_vec()),
+            ) else {
+                continue;
+            };
+            visit(Item::Kv {
+                namespace,
+                key: k,
+                value: value.to_vec(),
+            })?;
+        }
+        for item in trees.get(Tree::Work).iter() {
+            let (key, value) = item.map_err(io("export", "work"))?;
+            let (Some((&q, id)), Some(work)) = (key.split_first(), StoredWork::decode(&value))
+            else {
+                continue;
+            };
+            let (Some(queue), Ok(id)) = (byte_queue(q), String::from_utf8(id.to_vec())) else {
+                continue;
+            };
+            visit(Item::Work {
+                item: WorkItem {
+                    queue,
+                    id,
+                    due_ms: work.due_ms,
+                    payload: work.payload,
+                },
+                attempts: work.attempts,
+                lease_until_ms: work.lease_until_ms,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Appends one record; durable when it returns, with its sequence
     /// number.
     pub fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
@@ -1849,100 +1942,43 @@ impl Store for SledStore {
 
     fn export(
         &self,
-        visit: &mut dyn FnMut(Item) -> Result<(), StoreError>,
+        visit: &mut (dyn FnMut(Item) -> Result<(), StoreError> + Send),
     ) -> Result<(), StoreError> {
-        self.check_open()?;
-        let trees = &self.inner.trees;
-        for item in trees.get(Tree::Flows).iter() {
-            let (id, body) = item.map_err(io("export", "flows"))?;
-            let Ok(id) = String::from_utf8(id.to_vec()) else {
-                continue;
-            };
-            let index = match self.raw_get(Tree::FlowIndex, id.as_bytes())? {
-                Some(bytes) => FlowIndex::decode(&bytes),
-                None => FlowIndex::decode(&[]),
-            };
-            visit(Item::Flow(FlowRecord {
-                id,
-                user: index.user,
-                version: index.version,
-                in_progress: index.in_progress,
-                due_ms: index.due_ms,
-                body: body.to_vec(),
-            }))?;
-        }
-        for item in trees.get(Tree::Lockout).iter() {
-            let (user, history) = item.map_err(io("export", "lockout"))?;
-            if let Ok(user) = String::from_utf8(user.to_vec()) {
-                visit(Item::Lockout {
-                    user,
-                    history: history.to_vec(),
-                })?;
+        // One cut: no commit is being applied while the records are read
+        // (commits apply under the read side of `closed`) and the audit
+        // log is read up to where its head was then. Entries are never
+        // changed once written, so they are read after the barrier.
+        let (records, end) = {
+            let closed = self
+                .inner
+                .closed
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return Err(StoreError::Closed);
             }
-        }
-        for item in trees.get(Tree::Enrollments).iter() {
-            let (key, data) = item.map_err(io("export", "enrollments"))?;
-            // `user/gate`: a user key is a hex digest, so the first `/` ends it.
-            let Some((user, gate)) = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|k| k.split_once('/'))
-            else {
-                continue;
-            };
-            visit(Item::Enrollment {
-                user: user.to_owned(),
-                gate: gate.to_owned(),
-                data: data.to_vec(),
+            let mut records = Vec::new();
+            self.export_records(&mut |item| {
+                records.push(item);
+                Ok(())
             })?;
-        }
-        for item in trees.get(Tree::Kv).iter() {
-            let (key, value) = item.map_err(io("export", "kv"))?;
-            let Some(at) = key.iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let (Ok(namespace), Ok(k)) = (
-                String::from_utf8(key[..at].to_vec()),
-                String::from_utf8(key[at + 1..].to_vec()),
-            ) else {
-                continue;
-            };
-            visit(Item::Kv {
-                namespace,
-                key: k,
-                value: value.to_vec(),
-            })?;
-        }
-        for item in trees.get(Tree::Work).iter() {
-            let (key, value) = item.map_err(io("export", "work"))?;
-            let (Some((&q, id)), Some(work)) = (key.split_first(), StoredWork::decode(&value))
-            else {
-                continue;
-            };
-            let (Some(queue), Ok(id)) = (byte_queue(q), String::from_utf8(id.to_vec())) else {
-                continue;
-            };
-            visit(Item::Work {
-                item: WorkItem {
-                    queue,
-                    id,
-                    due_ms: work.due_ms,
-                    payload: work.payload,
-                },
-                attempts: work.attempts,
-                lease_until_ms: work.lease_until_ms,
-            })?;
+            (records, lock(&self.inner.head).next_seq)
+        };
+        for item in records {
+            visit(item)?;
         }
         let mut from = 0;
-        loop {
+        while from < end {
             let batch = self.entries(from, 1000)?;
             let Some(last) = batch.last() else {
-                return Ok(());
+                break;
             };
             from = last.seq + 1;
-            for entry in batch {
+            for entry in batch.into_iter().filter(|e| e.seq < end) {
                 visit(Item::Audit(entry))?;
             }
         }
+        Ok(())
     }
 
     fn import(&self, items: Vec<Item>) -> Result<(), StoreError> {
