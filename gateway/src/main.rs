@@ -43,6 +43,10 @@ enum Command {
         #[command(subcommand)]
         command: resetgate::storecli::StoreCommand,
     },
+    /// Writes a backup of the store (every record, as of one moment) to a file.
+    Backup(resetgate::storecli::BackupArgs),
+    /// Restores a backup into an empty store (the gateway stopped).
+    Restore(resetgate::storecli::RestoreArgs),
     /// Works with the audit log.
     Audit {
         #[command(subcommand)]
@@ -130,6 +134,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Store { command } => return resetgate::storecli::run_store(command),
+        Command::Backup(args) => return resetgate::storecli::run_backup(args),
+        Command::Restore(args) => return resetgate::storecli::run_restore(args),
         Command::Audit {
             command: AuditCommand::Verify(target),
         } => return resetgate::storecli::run_audit_verify(target),

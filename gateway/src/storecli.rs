@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::config::{
     ConfigError, GatewayConfig, SecretSource, check_postgres_url, node_for, tls_mode_name,
 };
+use crate::store::backup::BackupError;
 use crate::store::{
     AuditError, AuditSummary, ChainSummary, Item, PgTls, PgTlsMode, PostgresSpec, Store,
     StoreError, StoreSpec,
@@ -93,6 +94,31 @@ pub struct CopyArgs {
     pub to_password_file: Option<PathBuf>,
 }
 
+/// `resetgate backup`.
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// The file to write (JSON lines; it must not exist yet). Written
+    /// under a temporary name and renamed when complete, readable by its
+    /// owner only.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Which store.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `resetgate restore`.
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup file to restore.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Which store to restore into: it must be empty (a new data folder or
+    /// database) and no gateway may be using it.
+    #[command(flatten)]
+    pub target: Target,
+}
+
 /// Why a store command failed. Never holds a password.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -119,6 +145,14 @@ pub enum CliError {
     /// The copy's destination holds records already.
     #[error("the destination {0} is not empty")]
     NotEmpty(String),
+    /// A backup file cannot be written or read.
+    #[error("backup {}: {error}", path.display())]
+    Backup {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: crate::store::backup::BackupError,
+    },
     /// The copy does not hold what the source held.
     #[error("the copy at {location} does not match the source: {what}")]
     Mismatch {
@@ -144,6 +178,11 @@ impl CliError {
     pub fn status(&self) -> u8 {
         match self {
             CliError::Audit(_) | CliError::Mismatch { .. } => 1,
+            CliError::Backup { error, .. } => match error {
+                BackupError::Malformed { .. } => 1,
+                BackupError::Io(_) => 2,
+                BackupError::Store(_) => 3,
+            },
             CliError::Usage(_)
             | CliError::Config(_)
             | CliError::Spec(_)
@@ -157,6 +196,14 @@ impl CliError {
         match self {
             CliError::Store(StoreError::InUse { .. }) => Some(
                 "stop the gateway using it first: a sled store is opened by one process at a time"
+                    .to_owned(),
+            ),
+            CliError::Backup {
+                error: BackupError::Malformed { .. },
+                ..
+            } => Some(
+                "nothing was restored: use a complete backup (`resetgate backup` writes the \
+                 file under a temporary name and renames it only when it is whole)"
                     .to_owned(),
             ),
             CliError::NotEmpty(_) => Some(
@@ -188,6 +235,18 @@ pub fn run_store(command: StoreCommand) -> ExitCode {
         StoreCommand::Copy(args) => copy(&args, &mut out),
     };
     finish(result)
+}
+
+/// Runs `resetgate backup`; see [`run_store`].
+pub fn run_backup(args: BackupArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    finish(backup(&args, &mut out))
+}
+
+/// Runs `resetgate restore`; see [`run_store`].
+pub fn run_restore(args: RestoreArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    finish(restore(&args, &mut out))
 }
 
 /// Runs `resetgate audit verify`; see [`run_store`].
@@ -537,6 +596,123 @@ fn nonempty(summary: &AuditSummary) -> Vec<&ChainSummary> {
     summary.chains.iter().filter(|c| c.entries > 0).collect()
 }
 
+/// `resetgate backup`: every record of the store, as of one moment, to a
+/// new file.
+fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let path = &args.to;
+    let failed = |error: BackupError| CliError::Backup {
+        path: path.clone(),
+        error,
+    };
+    if path.exists() {
+        return Err(CliError::Usage(format!(
+            "{} exists already: a backup never overwrites a file",
+            path.display()
+        )));
+    }
+    let spec = target_spec(&args.target)?;
+    let (store, _) = open_existing(&spec)?;
+    let partial = path.with_file_name(format!(
+        ".{}.partial",
+        path.file_name()
+            .map_or("backup".into(), |n| n.to_string_lossy())
+    ));
+    let result = (|| {
+        let file = create_private(&partial)
+            .map_err(|e| failed(BackupError::Io(format!("cannot create it: {e}"))))?;
+        let mut writer = std::io::BufWriter::new(file);
+        let records =
+            crate::store::backup::write(&*store, &mut writer, now_ms()).map_err(failed)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| failed(BackupError::Io(format!("cannot write it: {}", e.error()))))?;
+        file.sync_all()
+            .map_err(|e| failed(BackupError::Io(format!("cannot write it: {e}"))))?;
+        std::fs::rename(&partial, path)
+            .map_err(|e| failed(BackupError::Io(format!("cannot name it: {e}"))))?;
+        say!(
+            out,
+            "backed up {records} records of {} {} to {}",
+            store.backend(),
+            store.location(),
+            path.display()
+        );
+        eprintln!(
+            "note: enrollment data in the backup is sealed under this gateway's data key: keep \
+             the key (`data.key` in the data folder, or `data_key_secret`) with the backup, apart \
+             from it"
+        );
+        Ok(())
+    })();
+    store.close();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// `resetgate restore`: a backup into an empty store, checked as a copy
+/// is.
+fn restore(args: &RestoreArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let path = &args.from;
+    let failed = |error: BackupError| CliError::Backup {
+        path: path.clone(),
+        error,
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| failed(BackupError::Io(format!("cannot open it: {e}"))))?;
+    let mut reader = std::io::BufReader::new(file);
+    let spec = target_spec(&args.target)?;
+    let fresh = crate::store::stored_schema(&spec)?.is_none();
+    let destination = crate::store::open(&spec)?;
+    let name = format!("backup {}", path.display());
+    let mut header = None;
+    let result = copy_into(
+        &name,
+        &mut |visit| {
+            header = Some(crate::store::backup::read(&mut reader, visit).map_err(failed)?);
+            Ok(())
+        },
+        &*destination,
+        out,
+    );
+    destination.close();
+    drop(destination);
+    if result.is_err() && fresh {
+        // A half-restored store is worse than none: a sled folder this
+        // command created is removed (a database is the operator's to drop).
+        if let StoreSpec::Sled { dir } = &spec {
+            let _ = std::fs::remove_dir_all(dir.join("db"));
+        }
+    }
+    result?;
+    if let Some(h) = header {
+        say!(
+            out,
+            "restored a backup of {} (schema {}) taken at {} ms since the epoch",
+            h.backend,
+            h.schema,
+            h.created_ms
+        );
+    }
+    Ok(())
+}
+
+/// Creates `path`, readable and writable by its owner only.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `resetgate store copy`.
 fn copy(args: &CopyArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let from = endpoint(&args.from, Side::From, args.from_password_file.as_deref())?;
@@ -555,7 +731,13 @@ fn copy(args: &CopyArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let result = (|| {
         source.audit().verify()?;
         let destination = crate::store::open(&to)?;
-        let copied = copy_into(&*source, &*destination, out);
+        let name = format!("{} {}", source.backend(), source.location());
+        let copied = copy_into(
+            &name,
+            &mut |visit| Ok(source.export(visit)?),
+            &*destination,
+            out,
+        );
         destination.close();
         copied
     })();
@@ -563,8 +745,16 @@ fn copy(args: &CopyArgs, out: &mut dyn Write) -> Result<(), CliError> {
     result
 }
 
+/// Hands every record of a source to a visitor (a store's export, or a
+/// backup file read).
+type Source<'a> =
+    dyn FnMut(&mut (dyn FnMut(Item) -> Result<(), StoreError> + Send)) -> Result<(), CliError> + 'a;
+
+/// Copies what `export` hands out (`name` says what it is) into
+/// `destination`, which must be empty, and checks the copy.
 fn copy_into(
-    source: &dyn Store,
+    name: &str,
+    export: &mut Source<'_>,
     destination: &dyn Store,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -573,9 +763,7 @@ fn copy_into(
     }
     say!(
         out,
-        "copying {} {} to {} {}",
-        source.backend(),
-        source.location(),
+        "copying {name} to {} {}",
         destination.backend(),
         destination.location()
     );
@@ -583,7 +771,7 @@ fn copy_into(
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut audit = Vec::new();
     let mut failed: Option<StoreError> = None;
-    let exported = source.export(&mut |item| {
+    let exported = export(&mut |item| {
         *counts.entry(item.repository()).or_default() += 1;
         match item {
             Item::Audit(_) => audit.push(item),

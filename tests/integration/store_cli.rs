@@ -497,3 +497,88 @@ fn serve_keeps_its_state_where_the_store_section_says() {
         "{out}"
     );
 }
+
+#[test]
+fn a_backup_restores_every_record_and_a_damaged_one_restores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let items = populate(&src);
+    let audit = items.iter().filter(|i| matches!(i, Item::Audit(_))).count();
+    let file = tmp.path().join("nightly.jsonl");
+
+    let (status, out, err) = cli(&["backup", "--to", path(&file), "--data-dir", path(&src)]);
+    assert_eq!(status, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        format!(
+            "backed up {} records of sled {} to {}\n",
+            items.len(),
+            src.join("db").display(),
+            file.display()
+        )
+    );
+    assert!(err.contains("keep the key"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A backup never overwrites a file.
+    let (status, _, err) = cli(&["backup", "--to", path(&file), "--data-dir", path(&src)]);
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("exists already"), "{err}");
+
+    // Restored into a new folder: every record as it was, the log intact.
+    let (status, out, err) = cli(&["restore", "--from", path(&file), "--data-dir", path(&dst)]);
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(out.contains(&count_lines(&items)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "audit log intact: {audit} entries in 1 chain(s)\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("restored a backup of sled (schema 3)"),
+        "{out}"
+    );
+    let copy = sled(&dst);
+    assert_eq!(export(&*copy), items);
+    copy.close();
+    drop(copy);
+    // Not over a store that holds records.
+    let (status, _, err) = cli(&["restore", "--from", path(&file), "--data-dir", path(&dst)]);
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+
+    // A file cut short, or changed, restores nothing and says where.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = tmp.path().join("cut.jsonl");
+    std::fs::write(&cut, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let changed = tmp.path().join("changed.jsonl");
+    let mut edited = lines.clone();
+    edited[2] = "{\"flow\": 42}";
+    std::fs::write(&changed, edited.join("\n") + "\n").unwrap();
+    for (damaged, says) in [
+        (
+            &cut,
+            format!("line {}: the file ends without its end line", lines.len()),
+        ),
+        (&changed, "line 3: not a backup record".to_owned()),
+    ] {
+        let into = tmp.path().join("into");
+        let (status, out, err) = cli(&[
+            "restore",
+            "--from",
+            path(damaged),
+            "--data-dir",
+            path(&into),
+        ]);
+        assert_eq!(status, 1, "{out}{err}");
+        assert!(err.contains(&says), "{err}");
+        assert!(err.contains("help: nothing was restored"), "{err}");
+        assert!(!into.join("db").exists(), "a half-restored store was left");
+    }
+}

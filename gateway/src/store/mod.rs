@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 mod audit;
+pub mod backup;
 pub mod kv;
 pub mod postgres;
 mod sled;
