@@ -604,7 +604,7 @@ fn metrics_count_flows_gates_lockouts_plugin_calls_and_flushes() {
             .starts_with("text/plain; version=0.0.4")
     );
     for line in [
-        "resetgate_flows_total{workflow=\"api-reset\",outcome=\"started\"} 1",
+        "resetgate_flows_started_total{workflow=\"api-reset\"} 1",
         "resetgate_gate_results_total{workflow=\"api-reset\",gate=\"code\",result=\"passed\"} 1",
         "resetgate_gate_results_total{workflow=\"api-reset\",gate=\"second\",result=\"failed\"} 1",
         "resetgate_plugin_call_seconds_count{plugin=\"static-answer\"}",
