@@ -332,6 +332,63 @@ mod tests {
         );
     }
 
+    /// A writer into a shared buffer, for a subscriber under test.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_holds_the_request_fields_and_the_events_own() {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = request_span(RequestId(0xab), "10.0.0.1".parse().ok());
+            span.record("principal", "portal-a");
+            span.record("workflow", "reset");
+            span.in_scope(|| {
+                tracing::info!(
+                    workflow = "other",
+                    outcome = "completed",
+                    n = 3u64,
+                    "flow ended\nforged"
+                );
+            });
+            tracing::warn!("outside");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let e = &lines[0];
+        assert_eq!(e["event"], "flow ended\nforged");
+        assert_eq!(e["level"], "INFO");
+        assert_eq!(e["request_id"], "00000000000000ab");
+        assert_eq!(e["client"], "10.0.0.1");
+        assert_eq!(e["principal"], "portal-a");
+        assert_eq!(e["workflow"], "other", "the event's own field wins");
+        assert_eq!(e["outcome"], "completed");
+        assert_eq!(e["n"], 3);
+        assert!(e["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(text.starts_with("{\"timestamp\":"), "{text}");
+        assert!(lines[1].get("request_id").is_none(), "{text}");
+    }
+
     #[test]
     fn request_ids_are_distinct_and_sixteen_hex_digits() {
         let (a, b) = (RequestId::next(), RequestId::next());

@@ -488,6 +488,14 @@ mod tests {
         assert!(out.contains("x_seconds_bucket{plugin=\"a\",le=\"+Inf\"} 2\n"));
         assert!(out.contains("x_seconds_count{plugin=\"a\"} 2\n"));
 
+        assert_eq!(h.count(), 2);
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "");
+        assert!(out.contains("x_seconds_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_count 3\n"), "{out}");
+
         let f = Family::new(&["workflow", "outcome"]);
         f.inc(&["a\"b", "ok"]);
         f.inc(&["a\"b", "ok"]);
@@ -495,5 +503,26 @@ mod tests {
         let mut out = String::new();
         f.render(&mut out, "flows_total");
         assert_eq!(out, "flows_total{workflow=\"a\\\"b\",outcome=\"ok\"} 2\n");
+    }
+
+    #[test]
+    fn http_series_are_by_matched_route_status_class_and_status() {
+        let m = HttpMetrics::default();
+        m.observe("/v1/flows/{id}", 200, Duration::from_millis(3));
+        m.observe("/v1/flows/{id}", 204, Duration::from_millis(30));
+        m.observe("/v1/flows/{id}", 404, Duration::from_micros(20));
+        m.observe("unmatched", 404, Duration::from_micros(20));
+        m.observe("/odd", 999, Duration::from_micros(20));
+        let mut out = String::new();
+        m.render(&mut out);
+        for line in [
+            "resetgate_http_request_duration_seconds_count{route=\"/v1/flows/{id}\",class=\"2xx\"} 2\n",
+            "resetgate_http_request_duration_seconds_count{route=\"/v1/flows/{id}\",class=\"4xx\"} 1\n",
+            "resetgate_http_responses_total{route=\"/v1/flows/{id}\",status=\"204\"} 1\n",
+            "resetgate_http_responses_total{route=\"unmatched\",status=\"404\"} 1\n",
+        ] {
+            assert!(out.contains(line), "no {line:?} in\n{out}");
+        }
+        assert!(!out.contains("999"), "{out}");
     }
 }

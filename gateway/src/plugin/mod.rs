@@ -792,7 +792,8 @@ impl Plugin {
                 step = %site.step,
                 flow = %site.flow,
                 kind = %e.kind(),
-                "plugin call failed: {e}"
+                error = %e,
+                "plugin call failed"
             );
         }
         outcome
