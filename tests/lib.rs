@@ -262,53 +262,58 @@ impl Gateway {
         self.child.id()
     }
 
-    /// Spawns `command` (a `resetgate serve`) and waits for its start-up
-    /// line, `resetgate listening on http://ADDR` (or `https://`). Err: the
-    /// line it printed instead, and its stderr.
+    /// Spawns `command` (a `resetgate serve`) and waits for its `listening`
+    /// event on stderr (text or JSON: see [`listening_url`]). Err:
+    /// everything it wrote to stderr when it exited without one.
     fn spawn(mut command: Command) -> Result<Gateway, String> {
         let started = Instant::now();
         let mut child = command
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().unwrap();
+        let err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let (found, url) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
+            let mut found = Some(found);
+            let mut lines = BufReader::new(err_pipe);
+            let mut line = Vec::new();
+            while let Ok(n) = lines.read_until(b'\n', &mut line) {
                 if n == 0 {
                     break;
                 }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                let text = String::from_utf8_lossy(&line).into_owned();
+                sink.lock().unwrap().push_str(&text);
+                if let Some(url) = listening_url(&text)
+                    && let Some(tx) = found.take()
+                {
+                    let _ = tx.send(url);
+                }
+                line.clear();
             }
         });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        let url = line.strip_prefix("resetgate listening on ").unwrap_or("");
+        // The sender goes when stderr closes: the gateway exited.
+        let Ok(url) = url.recv() else {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            return Err(format!(
+                "gateway did not start:\n{}",
+                stderr.lock().unwrap()
+            ));
+        };
         let (tls, addr) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
             (Some(addr), _) => (true, addr),
             (None, Some(addr)) => (false, addr),
-            (None, None) => {
-                // The gateway exits when it refuses to start; kill it if not.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = reader.join();
-                return Err(format!(
-                    "gateway did not start: {line:?}\n{}",
-                    stderr.lock().unwrap()
-                ));
-            }
+            (None, None) => panic!("the gateway listens on {url:?}"),
         };
         let addr: SocketAddr = addr.trim().parse().unwrap();
-        std::thread::spawn(move || for _ in lines {});
         Ok(Gateway {
             child,
             addr,
@@ -376,6 +381,19 @@ impl Gateway {
     fn terminate(&mut self) -> bool {
         stop_child(&mut self.child).is_some_and(|s| s.success())
     }
+}
+
+/// The URL of a `resetgate serve` log line announcing where it listens:
+/// `... listening url=http://ADDR` (text) or `{"event":"listening",
+/// "url":"http://ADDR",...}` (JSON).
+pub fn listening_url(line: &str) -> Option<String> {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return (json["event"] == "listening")
+            .then(|| json["url"].as_str().map(str::to_owned))
+            .flatten();
+    }
+    let (_, rest) = line.split_once(" listening url=")?;
+    Some(rest.split_whitespace().next()?.to_owned())
 }
 
 /// The status code and the body of a raw HTTP/1.1 response (0 and empty

@@ -10,6 +10,7 @@ pub mod due;
 pub mod engine;
 pub mod history;
 pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;

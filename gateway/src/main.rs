@@ -95,6 +95,9 @@ struct ServeArgs {
     /// Folder of workflow files (overrides the config; default workflows).
     #[arg(long, env = "RESETGATE_WORKFLOWS")]
     workflows: Option<PathBuf>,
+    /// How log lines on stderr are written: text, or one JSON object per line.
+    #[arg(long, env = "RESETGATE_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: resetgate::logging::LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -122,17 +125,22 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
+    use resetgate::logging::LogFormat;
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RESETGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    resetgate::logging::init(format);
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => match serve(args) {
+            // A JSON log stays JSON to its last line.
+            Err(e) if format == LogFormat::Json => {
+                tracing::error!(error = %format!("{e:#}"), "the gateway stopped");
+                return ExitCode::FAILURE;
+            }
+            other => other,
+        },
         Command::Store { command } => return resetgate::storecli::run_store(command),
         Command::Backup(args) => return resetgate::storecli::run_backup(args),
         Command::Restore(args) => return resetgate::storecli::run_restore(args),
@@ -320,11 +328,9 @@ fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflo
     let (workflows, diagnostics) = resetgate::workflow::load_dir(host, config, &config.workflows);
     let mut broken = Vec::new();
     for d in &diagnostics {
+        log_diagnostic(d);
         if d.is_error() {
-            tracing::error!("{d}");
             broken.push(d.file.clone());
-        } else {
-            tracing::warn!("{d}");
         }
     }
     broken.sort();
@@ -332,17 +338,37 @@ fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflo
     (workflows, broken)
 }
 
+/// Logs a diagnostic as one event: `file:line:column: severity[code]:
+/// message` as `resetgate check` prints its first line, the help as a field.
+fn log_diagnostic(d: &resetgate::workflow::Diagnostic) {
+    let at = format!(
+        "{}:{}:{}: {}[{}]: {}",
+        d.file.display(),
+        d.line,
+        d.column,
+        d.severity,
+        d.code,
+        d.message
+    );
+    let help = d.help.as_deref();
+    if d.is_error() {
+        tracing::error!(help, "{at}");
+    } else {
+        tracing::warn!(help, "{at}");
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use resetgate::runtime::Runtime;
     let started = Instant::now();
     let mut config = match &args.config {
         Some(path) => GatewayConfig::load(path).map_err(|ds| {
+            ds.iter().for_each(log_diagnostic);
             anyhow::anyhow!(
-                "the gateway config has errors:\n{}",
-                ds.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                "the gateway config {} has {} error(s) (logged above); fix them or run `resetgate check --config {}`",
+                path.display(),
+                ds.len(),
+                path.display()
             )
         })?,
         None => GatewayConfig::default(),
@@ -394,6 +420,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = Arc::new(Runtime::new(store.clone(), data_key, workflows));
     let api = resetgate::api::Api::new(runtime.clone(), config.api.clone());
+    api.show_plugins(host.clone());
+    resetgate::metrics::RELOADS.loaded(now_ms());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -456,9 +484,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             runtime.clone(),
             tls.clone(),
         ));
-        println!(
-            "resetgate listening on {}",
-            resetgate::server::describe_addr(addr, tls.is_some())
+        tracing::info!(
+            url = %resetgate::server::describe_addr(addr, tls.is_some()),
+            "listening"
         );
         // Not ready once stopping: load balancers drain while requests under
         // way finish.
@@ -513,12 +541,14 @@ async fn reload_on_sighup(
         return;
     };
     while hup.recv().await.is_some() {
+        let mut ok = true;
         if let Some(tls) = &tls {
             match tls.reload() {
                 Ok(cert) => {
                     tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate")
                 }
                 Err(e) => {
+                    ok = false;
                     tracing::error!(
                         "TLS reload refused: {e}; the certificate loaded before keeps serving"
                     )
@@ -530,12 +560,16 @@ async fn reload_on_sighup(
             // Secrets are read again (rotation); LDAP connections and HTTP
             // origins are set up again from the config. A secret that
             // cannot be read keeps the old set.
+            let mut ok = true;
             match resetgate::plugin::Capabilities::from_config(&config, host.capabilities().kv.clone()) {
                 Ok(caps) => {
                     host.set_capabilities(Arc::new(caps));
                     tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
                 }
-                Err(e) => tracing::error!("capabilities reload refused, the ones loaded before stay: {e}"),
+                Err(e) => {
+                    ok = false;
+                    tracing::error!("capabilities reload refused, the ones loaded before stay: {e}");
+                }
             }
             let (mut workflows, broken) = load_workflows(&host, &config);
             let kept: Vec<Arc<Workflow>> = runtime
@@ -544,18 +578,30 @@ async fn reload_on_sighup(
                 .filter(|old| broken.iter().any(|b| Path::new(&old.source) == b.as_path()))
                 .filter(|old| !workflows.iter().any(|w| w.name == old.name))
                 .collect();
-            for old in &kept {
-                tracing::warn!(workflow = %old.name, version = %&old.version[..12], "kept the running version: the file has errors");
+            for file in &broken {
+                let old = kept.iter().find(|old| Path::new(&old.source) == file.as_path());
+                tracing::warn!(
+                    file = %file.display(),
+                    workflow = old.map(|w| w.name.as_str()),
+                    kept = old.map(|w| &w.version[..12]),
+                    "workflow reload refused"
+                );
             }
             workflows.extend(kept);
             let names: Vec<String> = workflows.iter().map(|w| format!("{}@{}", w.name, &w.version[..12])).collect();
             runtime.reload(workflows);
             tracing::info!(workflows = %names.join(", "), refused = broken.len(), "reloaded workflows");
+            ok && broken.is_empty()
         })
         .await;
-        if let Err(e) = done {
-            tracing::error!(error = %e, "reloading workflows failed");
+        match done {
+            Ok(done) => ok &= done,
+            Err(e) => {
+                ok = false;
+                tracing::error!(error = %e, "reloading workflows failed");
+            }
         }
+        resetgate::metrics::RELOADS.record(ok, now_ms());
     }
 }
 

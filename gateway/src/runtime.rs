@@ -177,6 +177,14 @@ impl Counters {
     }
 }
 
+/// What a request did that `/metrics` counts and the log tells.
+enum Counted {
+    /// A gate's verdict (`passed`, `failed`) and the gate.
+    Gate(&'static str, String),
+    /// A lockout, until when (ms, or `permanent`).
+    Locked(String),
+}
+
 const REQUEST: usize = 0;
 const PLUGIN: usize = 1;
 const STORE: usize = 2;
@@ -184,9 +192,11 @@ const STORE: usize = 2;
 /// What `/metrics` reports about flows.
 #[derive(Debug)]
 pub struct FlowMetrics {
-    /// Flows by workflow and outcome (`started`, `completed`, `failed`,
-    /// `locked`, `expired`, and `interrupted` at start-up recovery).
-    pub flows: crate::metrics::Family,
+    /// Flows started, by workflow.
+    pub started: crate::metrics::Family,
+    /// Flows ended, by workflow and outcome (`completed`, `failed`,
+    /// `locked`, `expired`, `interrupted`).
+    pub ended: crate::metrics::Family,
     /// Gate results by workflow, gate and result (`passed`, `failed`).
     pub gates: crate::metrics::Family,
     /// Lockouts by workflow.
@@ -199,7 +209,8 @@ impl Default for FlowMetrics {
     fn default() -> Self {
         use crate::metrics::Family;
         FlowMetrics {
-            flows: Family::new(&["workflow", "outcome"]),
+            started: Family::new(&["workflow"]),
+            ended: Family::new(&["workflow", "outcome"]),
             gates: Family::new(&["workflow", "gate", "result"]),
             lockouts: Family::new(&["workflow"]),
             timers: Family::new(&["kind", "result"]),
@@ -695,20 +706,21 @@ impl Runtime {
                 }
             }
         }
-        let counts: Vec<(&'static str, Option<String>)> = req
+        let events: Vec<Counted> = req
             .audit
             .iter()
             .filter_map(|r| {
-                let gate = || {
+                let detail = |key: &str| {
                     r.detail
-                        .get("gate")
+                        .get(key)
                         .and_then(|g| g.as_str())
                         .map(str::to_owned)
+                        .unwrap_or_default()
                 };
                 match r.kind.as_str() {
-                    "gate.passed" => Some(("passed", gate())),
-                    "gate.failed" => Some(("failed", gate())),
-                    "lockout.locked" => Some(("locked", None)),
+                    "gate.passed" => Some(Counted::Gate("passed", detail("gate"))),
+                    "gate.failed" => Some(Counted::Gate("failed", detail("gate"))),
+                    "lockout.locked" => Some(Counted::Locked(detail("until"))),
                     _ => None,
                 }
             })
@@ -716,7 +728,7 @@ impl Runtime {
         let staged = Instant::now();
         let durable = req.stage(&flow)?;
         drop(guard);
-        self.count(&flow, started_fresh, &counts);
+        self.count(&flow, started_fresh, &events);
         self.counters.0[6].fetch_add(transitions, Ordering::Relaxed);
         let notice = flow.notice.clone();
         Ok(Staged {
@@ -732,16 +744,29 @@ impl Runtime {
         })
     }
 
-    fn count(&self, flow: &Flow, started: bool, events: &[(&'static str, Option<String>)]) {
+    /// Counts a request's flow, gate and lockout events for `/metrics` and
+    /// logs the security-relevant ones (never a secret, nor a plugin's
+    /// reason, which may echo what the person typed; the user as the audit
+    /// log names them, by the sha256 of their lockout key).
+    fn count(&self, flow: &Flow, started: bool, events: &[Counted]) {
         let wf = flow.workflow.as_str();
         let m = &self.metrics;
         if started {
-            m.flows.inc(&[wf, "started"]);
+            m.started.inc(&[wf]);
+            tracing::info!(flow = %flow.id, workflow = wf, user = %hashed(&user_key(flow)), "flow started");
         }
-        for (what, gate) in events {
-            match gate {
-                Some(gate) => m.gates.inc(&[wf, gate, what]),
-                None => m.lockouts.inc(&[wf]),
+        for event in events {
+            match event {
+                Counted::Gate(what, gate) => {
+                    m.gates.inc(&[wf, gate, what]);
+                    if *what == "failed" {
+                        tracing::info!(flow = %flow.id, workflow = wf, gate = %gate, "gate failed");
+                    }
+                }
+                Counted::Locked(until) => {
+                    m.lockouts.inc(&[wf]);
+                    tracing::warn!(flow = %flow.id, workflow = wf, user = %hashed(&user_key(flow)), until = %until, "lockout applied");
+                }
             }
         }
         if flow.phase == engine::Phase::Idle {
@@ -753,9 +778,15 @@ impl Runtime {
                 _ => None,
             };
             if let Some(outcome) = outcome {
-                m.flows.inc(&[wf, outcome]);
+                self.ended(flow, outcome);
             }
         }
+    }
+
+    /// Counts and logs the end of `flow` with `outcome`.
+    fn ended(&self, flow: &Flow, outcome: &'static str) {
+        self.metrics.ended.inc(&[&flow.workflow, outcome]);
+        tracing::info!(flow = %flow.id, workflow = %flow.workflow, outcome, "flow ended");
     }
 
     /// Removes flows past their time limits, and ended flows once their
@@ -833,6 +864,7 @@ impl Runtime {
                             "flow.expired",
                             serde_json::json!({}),
                         ));
+                        self.ended(&flow, "expired");
                     }
                     commit.changes.push(Change::DeleteFlow { id });
                     swept.removed += 1;
@@ -868,8 +900,8 @@ impl Runtime {
             .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
             .collect();
         let record = self.record(flow, now, event.kind, serde_json::Value::Object(detail));
-        self.metrics.flows.inc(&[&flow.workflow, "interrupted"]);
         tracing::warn!(flow = %flow.id, workflow = %flow.workflow, "a flow whose request died mid-commit ends interrupted: whether its password changed is unknown");
+        self.ended(flow, "interrupted");
         Ok(Some(Commit {
             changes: vec![Change::PutFlow(self.flow_record(flow)?)],
             audit: vec![record],

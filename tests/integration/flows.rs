@@ -454,6 +454,10 @@ fn the_sweep_removes_expired_flows_after_their_limits() {
     assert!(rt.flow(&done.id).is_ok());
     assert_eq!(rt.sweep(T0 + 2 + 600_000).unwrap(), 1);
     assert_eq!(audit_kinds(&store, "flow.expired"), 1);
+    // `/metrics` counts the sweep's expiry as an end, once.
+    let ended = |outcome: &str| rt.metrics.ended.get(&["test-reset", outcome]);
+    assert_eq!((ended("expired"), ended("completed")), (1, 1));
+    assert_eq!(rt.metrics.started.get(&["test-reset"]), 2);
 }
 
 #[test]

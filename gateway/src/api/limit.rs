@@ -114,6 +114,94 @@ impl<C: Clock + Clone> Limiter<C> {
     }
 }
 
+/// How long one key's rate-limit hits are summed into one log line.
+pub const LOG_EVERY: std::time::Duration = Duration::from_secs(60);
+
+/// Keys whose hits are sampled at once; beyond, hits are only counted.
+const LOG_KEYS: usize = 10_000;
+
+/// What to log of a rate-limit hit (see [`HitLog`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hit {
+    /// The first hit of the key in its interval: log it, with the hits of
+    /// the interval before that were not logged.
+    Log {
+        /// Hits of the key not logged since the last logged one.
+        suppressed: u64,
+    },
+    /// Counted, not logged.
+    Suppressed,
+}
+
+/// Samples rate-limit hits for the log, so a flood does not flood it: the
+/// first hit per limit and key in each [`LOG_EVERY`] is logged, the rest
+/// are counted and reported with the next logged one, or by
+/// [`HitLog::expired`] when the interval ends quietly.
+#[derive(Debug, Default)]
+pub struct HitLog {
+    keys: std::sync::Mutex<std::collections::HashMap<(&'static str, String), Window>>,
+    /// Hits of keys beyond [`LOG_KEYS`], not logged one by one.
+    overflow: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: std::time::Instant,
+    suppressed: u64,
+}
+
+impl HitLog {
+    /// A hit of `limit` (`client`, `portal`, `user`) for `key` at `now`.
+    pub fn hit(&self, limit: &'static str, key: &str, now: std::time::Instant) -> Hit {
+        let Ok(mut keys) = self.keys.lock() else {
+            return Hit::Suppressed;
+        };
+        if let Some(w) = keys.get_mut(&(limit, key.to_owned())) {
+            if now.saturating_duration_since(w.started) < LOG_EVERY {
+                w.suppressed += 1;
+                return Hit::Suppressed;
+            }
+            let suppressed = std::mem::take(&mut w.suppressed);
+            w.started = now;
+            return Hit::Log { suppressed };
+        }
+        if keys.len() >= LOG_KEYS {
+            self.overflow
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Hit::Suppressed;
+        }
+        keys.insert(
+            (limit, key.to_owned()),
+            Window {
+                started: now,
+                suppressed: 0,
+            },
+        );
+        Hit::Log { suppressed: 0 }
+    }
+
+    /// Drops the keys whose interval ended by `now`; returns those with
+    /// hits not logged (limit, key, count), and the count of hits of keys
+    /// that did not fit (as key `*`).
+    pub fn expired(&self, now: std::time::Instant) -> Vec<(&'static str, String, u64)> {
+        let mut out = Vec::new();
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.retain(|(limit, key), w| {
+                let over = now.saturating_duration_since(w.started) >= LOG_EVERY;
+                if over && w.suppressed > 0 {
+                    out.push((*limit, key.clone(), w.suppressed));
+                }
+                !over
+            });
+        }
+        let overflow = self.overflow.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if overflow > 0 {
+            out.push(("any", "*".to_owned(), overflow));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -192,5 +280,38 @@ mod tests {
         clock.advance(Duration::from_secs(20));
         l.sweep();
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn the_log_gets_the_first_hit_per_key_and_interval_and_a_count_of_the_rest() {
+        let log = HitLog::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            log.hit("client", "10.0.0.1", t0),
+            Hit::Log { suppressed: 0 }
+        );
+        for _ in 0..1000 {
+            assert_eq!(log.hit("client", "10.0.0.1", t0), Hit::Suppressed);
+        }
+        // Another key, or another limit, is logged on its own.
+        assert_eq!(log.hit("user", "10.0.0.1", t0), Hit::Log { suppressed: 0 });
+        assert_eq!(
+            log.hit("client", "10.0.0.2", t0),
+            Hit::Log { suppressed: 0 }
+        );
+        // The next interval's first hit reports the ones not logged.
+        let t1 = t0 + LOG_EVERY;
+        assert_eq!(
+            log.hit("client", "10.0.0.1", t1),
+            Hit::Log { suppressed: 1000 }
+        );
+        log.hit("client", "10.0.0.1", t1);
+        // An interval that ends quietly is reported by `expired`.
+        assert!(log.expired(t1).iter().all(|(_, k, _)| k != "10.0.0.1"));
+        assert_eq!(
+            log.expired(t1 + LOG_EVERY),
+            vec![("client", "10.0.0.1".to_owned(), 1)]
+        );
+        assert!(log.expired(t1 + LOG_EVERY).is_empty());
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -28,10 +30,13 @@ use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
 use crate::contract::FieldValue;
-use crate::metrics::{self, Family};
+use tracing::Instrument as _;
+
+use crate::logging::RequestId;
+use crate::metrics::{self, HttpMetrics};
 use crate::runtime::{PasswordFor, Runtime, RuntimeError, Staged};
 
-pub use limit::{Limiter, Rate};
+pub use limit::{Hit, HitLog, Limiter, Rate};
 pub use problem::{Code, Problem};
 use wire::{AnswersRequest, FlowView, PasswordRequest, StartRequest};
 
@@ -102,8 +107,12 @@ pub struct Api {
     portals: Limiter,
     users: Limiter,
     ready: AtomicBool,
-    /// Responses by route and status (for `/metrics`).
-    responses: Family,
+    /// Responses by matched route: durations and statuses (`/metrics`).
+    http: HttpMetrics,
+    /// Rate-limit hits, sampled for the log.
+    hits: HitLog,
+    /// The plugin host, whose per-plugin statistics `/metrics` shows.
+    plugins: std::sync::OnceLock<crate::plugin::PluginHost>,
 }
 
 impl Api {
@@ -117,7 +126,9 @@ impl Api {
             users: Limiter::new(config.user_rate),
             config,
             ready: AtomicBool::new(true),
-            responses: Family::new(&["route", "status"]),
+            http: HttpMetrics::default(),
+            hits: HitLog::default(),
+            plugins: std::sync::OnceLock::new(),
         });
         // Drop the rate limiters' full buckets on a timer; the thread ends
         // with the API.
@@ -131,12 +142,22 @@ impl Api {
                     for limiter in [&api.clients, &api.portals, &api.users] {
                         limiter.sweep();
                     }
+                    for (limit, key, hits) in api.hits.expired(std::time::Instant::now()) {
+                        tracing::warn!(limit, key = %key, suppressed = hits, "rate limit hits not logged one by one");
+                    }
                 }
             });
         if let Err(e) = sweeper {
             tracing::error!(error = %e, "cannot start the rate limiters' sweep; idle buckets stay");
         }
         api
+    }
+
+    /// The plugin host whose statistics `/metrics` shows: every plugin it
+    /// has called, including those of workflows a reload removed, so no
+    /// counter goes back (set once; later calls do nothing).
+    pub fn show_plugins(&self, host: crate::plugin::PluginHost) {
+        let _ = self.plugins.set(host);
     }
 
     /// Marks the gateway ready or not (`/readyz`).
@@ -234,46 +255,61 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// Security headers on every response, and the response count.
+/// Every request: runs it in its log span (see [`crate::logging`]) with a
+/// fresh request id (also sent as `X-Request-Id`), sets the security
+/// headers, counts the response by matched route for `/metrics`, and logs
+/// it: a refused request (4xx but 429, which identification samples) at
+/// `info` with its problem code, every other at `debug`.
 async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    let route = route_label(req.uri().path());
-    let mut response = next.run(req).await;
-    api.responses.inc(&[route, response.status().as_str()]);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// A fixed label per route (never a flow id) for metrics.
-fn route_label(path: &str) -> &'static str {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["v1", "flows"] => "/v1/flows",
-        ["v1", "flows", _] => "/v1/flows/{id}",
-        ["v1", "flows", _, "answers"] => "/v1/flows/{id}/answers",
-        ["v1", "flows", _, "password"] => "/v1/flows/{id}/password",
-        ["v1", "flows", _, "authenticate"] => "/v1/flows/{id}/authenticate",
-        ["v1", "workflows"] => "/v1/workflows",
-        ["v1", "openapi.json"] => "/v1/openapi.json",
-        ["metrics"] => "/metrics",
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        [""] | ["app.js"] | ["style.css"] | ["favicon.svg"] => "/",
-        _ => "other",
+    let started = std::time::Instant::now();
+    let id = RequestId::next();
+    let span = crate::logging::request_span(id, peer(&req).map(|a| a.ip()));
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
+    async move {
+        let mut response = next.run(req).await;
+        let status = response.status();
+        let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+        let took = started.elapsed();
+        api.http.observe(route, status.as_u16(), took);
+        let code = response
+            .extensions()
+            .get::<problem::ProblemCode>()
+            .map(|c| c.0);
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            tracing::info!(%method, route, status = status.as_u16(), code, "request refused");
+        } else {
+            tracing::debug!(
+                %method,
+                route,
+                status = status.as_u16(),
+                code,
+                micros = took.as_micros() as u64,
+                "request"
+            );
+        }
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_bytes(&id.hex()) {
+            h.insert("x-request-id", v);
+        }
+        response
     }
+    .instrument(span)
+    .await
 }
 
 /// The peer's address, from the listener.
@@ -312,6 +348,13 @@ async fn identify(
     }
 }
 
+/// Logs a rate-limit hit of `limit` for `key`, sampled by [`HitLog`].
+fn log_hit(api: &Api, limit: &'static str, key: &str, retry_after: u64) {
+    if let Hit::Log { suppressed } = api.hits.hit(limit, key, std::time::Instant::now()) {
+        tracing::warn!(limit, key, retry_after, suppressed, "rate limit hit");
+    }
+}
+
 async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
     let addr = peer(&req).map(|a| a.ip());
     // A client certificate (verified against the configured client CA in
@@ -323,7 +366,7 @@ async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
         .map(|c| format!("cert:{}", c.common_name.as_deref().unwrap_or(&c.sha256)));
     // Portals are limited per key (or certificate), anonymous clients per
     // address.
-    let (limiter, key): (&Limiter, Vec<u8>) = match req.headers().get("x-api-key") {
+    let (limiter, key, limit): (&Limiter, Vec<u8>, _) = match req.headers().get("x-api-key") {
         Some(key) => {
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
             // Compare every key in full, so timing says nothing about which
@@ -341,9 +384,14 @@ async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
                 }
             }
             let name = found.ok_or(Code::InvalidApiKey)?;
-            (&api.portals, name.into_bytes())
+            tracing::Span::current().record("principal", name.as_str());
+            (&api.portals, name.into_bytes(), "portal")
         }
-        None if certified.is_some() => (&api.portals, certified.unwrap_or_default().into_bytes()),
+        None if certified.is_some() => {
+            let name = certified.unwrap_or_default();
+            tracing::Span::current().record("principal", name.as_str());
+            (&api.portals, name.into_bytes(), "portal")
+        }
         None => {
             let is_metrics = req.uri().path() == "/metrics";
             let loopback = addr.is_some_and(|a| a.is_loopback());
@@ -355,16 +403,24 @@ async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
             if !allowed {
                 return Err(Code::AnonymousNotAllowed.into());
             }
+            tracing::Span::current().record("principal", "anonymous");
             let key = match addr {
                 Some(IpAddr::V4(a)) => a.octets().to_vec(),
                 // One IPv6 client usually owns a whole /64.
                 Some(IpAddr::V6(a)) => a.octets()[..8].to_vec(),
                 None => vec![],
             };
-            (&api.clients, key)
+            (&api.clients, key, "client")
         }
     };
-    limiter.take(&key).map_err(Problem::rate_limited)?;
+    if let Err(secs) = limiter.take(&key) {
+        let who = match limit {
+            "client" => addr.map(|a| a.to_string()).unwrap_or_default(),
+            _ => String::from_utf8_lossy(&key).into_owned(),
+        };
+        log_hit(api, limit, &who, secs);
+        return Err(Problem::rate_limited(secs));
+    }
     Ok(req)
 }
 
@@ -486,10 +542,15 @@ async fn on_worker<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
 ) -> Result<T, Problem> {
-    api.workers.run(f).await.unwrap_or_else(|| {
-        tracing::error!("request task panicked");
-        Err(Code::Internal.into())
-    })
+    // The request's span follows it onto the worker.
+    let span = tracing::Span::current();
+    api.workers
+        .run(move || span.in_scope(f))
+        .await
+        .unwrap_or_else(|| {
+            tracing::error!("request task panicked");
+            Err(Code::Internal.into())
+        })
 }
 
 /// Runs a runtime request on a request worker (it calls plugins), then
@@ -505,6 +566,9 @@ async fn request(
         on_worker(api, move || f(&rt).map_err(Problem::from)).await?
     };
     let out = staged.durable().await?;
+    let span = tracing::Span::current();
+    span.record("flow", out.flow.id.as_str());
+    span.record("workflow", out.flow.workflow.as_str());
     let wf = rt.workflow_of(&out.flow)?;
     let mut view = wire::view(&out.flow, &wf, out.notice.as_ref());
     view.token = out.token.map(|t| t.expose().to_owned());
@@ -540,9 +604,13 @@ async fn start_flow(
 ) -> Result<Response, Problem> {
     body.check()
         .map_err(|detail| Problem::new(Code::InvalidRequest).detail(detail))?;
+    tracing::Span::current().record("workflow", body.workflow.as_str());
     // Per user name, known or not, so the limit says nothing about existence.
     let key = body.user.trim().to_lowercase();
     if let Err(secs) = api.users.take(key.as_bytes()) {
+        // The user as the audit log and the flow events name them.
+        let user = hex::encode(Sha256::digest(format!("name:{key}").as_bytes()));
+        log_hit(&api, "user", &user, secs);
         return Err(tarpit(Problem::rate_limited(secs)).await);
     }
     let view = request(&api, move |rt| {
@@ -567,6 +635,7 @@ async fn read_flow(
     Path(id): Path<String>,
     Bearer(token): Bearer,
 ) -> Result<Response, Problem> {
+    tracing::Span::current().record("flow", id.as_str());
     let rt = api.runtime.clone();
     let view = on_worker(&api, move || {
         let flow = rt.authorize(&id, &token)?;
@@ -594,6 +663,7 @@ async fn answer_flow(
     Bearer(token): Bearer,
     JsonBody(body): JsonBody<AnswersRequest>,
 ) -> Result<Response, Problem> {
+    tracing::Span::current().record("flow", id.as_str());
     body.check()
         .map_err(|detail| Problem::new(Code::InvalidRequest).detail(detail))?;
     let view = request(&api, move |rt| {
@@ -618,6 +688,7 @@ async fn submit_password(
     body: PasswordRequest,
     which: PasswordFor,
 ) -> Result<Response, Problem> {
+    tracing::Span::current().record("flow", id.as_str());
     let view = request(&api, move |rt| {
         rt.password_as(&id, &token, which, body.password.0, now_ms())
     })
@@ -693,11 +764,18 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     let m = &api.runtime.metrics;
     metrics::header(
         &mut out,
-        "resetgate_flows_total",
+        "resetgate_flows_started_total",
         "counter",
-        "Flows started and ended, by workflow and outcome.",
+        "Flows started, by workflow.",
     );
-    m.flows.render(&mut out, "resetgate_flows_total");
+    m.started.render(&mut out, "resetgate_flows_started_total");
+    metrics::header(
+        &mut out,
+        "resetgate_flows_ended_total",
+        "counter",
+        "Flows ended, by workflow and outcome (completed, failed, locked, expired, interrupted).",
+    );
+    m.ended.render(&mut out, "resetgate_flows_ended_total");
     metrics::header(
         &mut out,
         "resetgate_gate_results_total",
@@ -732,27 +810,29 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     ));
 
     // Every load of a plugin (several steps, every reload) shares the
-    // host's statistics for its name: one series per plugin name, taken once.
+    // host's statistics for its name: one series per plugin name the host
+    // has loaded for a step, in use or not (a reload that drops a workflow
+    // must not make its plugin's counters go back).
     let mut plugins: std::collections::BTreeMap<String, (metrics::Histogram, Vec<(String, u64)>)> =
         Default::default();
-    for wf in api.runtime.current() {
-        for (step, _) in wf.steps() {
-            let std::collections::btree_map::Entry::Vacant(entry) =
-                plugins.entry(step.plugin_name.clone())
-            else {
-                continue;
-            };
-            let stats = step.plugin.stats();
-            let histogram = metrics::Histogram::default();
-            histogram.absorb(&stats.duration);
-            let failures = stats
-                .failures
-                .snapshot()
-                .into_iter()
-                .map(|(kind, n)| (kind.first().cloned().unwrap_or_default(), n))
-                .collect();
-            entry.insert((histogram, failures));
-        }
+    let stats = api
+        .plugins
+        .get()
+        .map(|host| host.plugin_stats())
+        .unwrap_or_default();
+    for (name, stats) in stats {
+        let std::collections::btree_map::Entry::Vacant(entry) = plugins.entry(name) else {
+            continue;
+        };
+        let histogram = metrics::Histogram::default();
+        histogram.absorb(&stats.duration);
+        let failures = stats
+            .failures
+            .snapshot()
+            .into_iter()
+            .map(|(kind, n)| (kind.first().cloned().unwrap_or_default(), n))
+            .collect();
+        entry.insert((histogram, failures));
     }
     metrics::header(
         &mut out,
@@ -788,14 +868,7 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
         );
         h.render(&mut out, "resetgate_store_flush_seconds", "");
     }
-    metrics::header(
-        &mut out,
-        "resetgate_http_responses_total",
-        "counter",
-        "HTTP responses by route and status.",
-    );
-    api.responses
-        .render(&mut out, "resetgate_http_responses_total");
+    api.http.render(&mut out);
     metrics::header(
         &mut out,
         "resetgate_connections_refused_total",
@@ -806,6 +879,8 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
         "resetgate_connections_refused_total{{reason=\"per-ip\"}} {}\n",
         crate::listen::refused_per_ip()
     ));
+    metrics::RELOADS.render(&mut out);
+    metrics::render_process(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -312,6 +312,17 @@ impl PluginHost {
         self.inner.shared.capabilities()
     }
 
+    /// The statistics of every plugin name this host has loaded for a
+    /// workflow step (still in use or not), by name.
+    pub fn plugin_stats(&self) -> Vec<(String, Arc<PluginStats>)> {
+        self.inner
+            .shared
+            .stats
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Counters: compiles, cache hits, calls, failures.
     pub fn stats(&self) -> HostStats {
         let (compiles, cache_hits) = self.inner.cache.counts();
@@ -781,7 +792,8 @@ impl Plugin {
                 step = %site.step,
                 flow = %site.flow,
                 kind = %e.kind(),
-                "plugin call failed: {e}"
+                error = %e,
+                "plugin call failed"
             );
         }
         outcome

@@ -1,0 +1,402 @@
+//! The gateway's log: one line per event on stderr, as text or as JSON
+//! lines (`resetgate serve --log-format json`), filtered by `RESETGATE_LOG`
+//! (`tracing_subscriber::EnvFilter` directives, default `info`).
+//!
+//! Every HTTP request runs in a [`request_span`] whose fields —
+//! `request_id`, `client`, `principal`, `flow`, `workflow` — are filled in
+//! as they become known and appear on every event logged while it runs
+//! (on the request workers too). A JSON line holds `timestamp`, `level`,
+//! `target`, `event` (the message), the request's fields, then the event's
+//! own fields; an event's field wins over a span's of the same name.
+//!
+//! One line per event: a text line has every line break inside it written
+//! as `\n` (a plugin's trap text or a diagnostic's help may hold one), a JSON
+//! line escapes them by construction.
+//!
+//! Security events are logged where they happen (`runtime`: flow started
+//! and ended, gate failed, lockout applied; `api`: refused requests and
+//! sampled rate-limit hits; `plugin`: failed calls; `main`: reloads and
+//! certificates); [`operator_action`] and [`lockout_cleared`] are the
+//! events operator routes log. None of them carries a secret: no answer,
+//! password, code, token or API key is ever a field.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIMESTAMP LEVEL span{fields}: target: message field=value ...`
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global subscriber: `format` lines on stderr, filtered by
+/// `RESETGATE_LOG` (default `info`). Later calls do nothing.
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESETGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_writer(OneLine)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .try_init(),
+    };
+}
+
+/// The span every HTTP request runs in (see the module documentation);
+/// `principal`, `flow` and `workflow` are recorded later, where known.
+pub fn request_span(id: RequestId, client: Option<std::net::IpAddr>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        client = tracing::field::Empty,
+        principal = tracing::field::Empty,
+        flow = tracing::field::Empty,
+        workflow = tracing::field::Empty,
+    );
+    if let Some(ip) = client {
+        span.record("client", tracing::field::display(ip));
+    }
+    span
+}
+
+/// A request's id: unique within the process, and across restarts and
+/// gateways with high probability (a random 32-bit prefix per process, then
+/// a counter). Shown as 16 hex digits, in the log and as `X-Request-Id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// The next id.
+    pub fn next() -> RequestId {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let prefix = *PREFIX.get_or_init(|| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            u64::from(u32::from_be_bytes(b)) << 32
+        });
+        RequestId(prefix | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff))
+    }
+
+    /// The id as 16 lowercase hex digits, without allocating.
+    pub fn hex(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            let nibble = (self.0 >> (60 - 4 * i)) & 0xf;
+            *b = b"0123456789abcdef"[nibble as usize];
+        }
+        out
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// An operator did something through the admin API or CLI: logged at
+/// `info` with the operator's name, role, the action (`lockout.clear`,
+/// `workflows.reload`, ...) and its subject (a user name, a workflow),
+/// never a secret. The audit log keeps the same action durably.
+pub fn operator_action(operator: &str, role: &str, action: &str, subject: Option<&str>) {
+    tracing::info!(
+        target: "resetgate::operator",
+        operator,
+        role,
+        action,
+        subject,
+        "operator action"
+    );
+}
+
+/// An operator cleared a user's lockout (after the directory's `unlock`).
+pub fn lockout_cleared(operator: &str, user: &str, directory_unlocked: bool) {
+    tracing::warn!(
+        target: "resetgate::operator",
+        operator,
+        user,
+        directory_unlocked,
+        "lockout cleared"
+    );
+}
+
+/// stderr, with every line break inside an event written as `\n` (and a
+/// carriage return as `\r`): the text format writes each event with one
+/// `write_all`, which ends with the event's only real line break.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OneLine;
+
+/// The writer [`OneLine`] makes for each event.
+pub struct OneLineWriter<W>(W);
+
+impl<'a> MakeWriter<'a> for OneLine {
+    type Writer = OneLineWriter<io::StderrLock<'static>>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineWriter(io::stderr().lock())
+    }
+}
+
+impl<W: io::Write> io::Write for OneLineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if !body.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            return self.0.write(buf);
+        }
+        let mut line = Vec::with_capacity(buf.len() + 8);
+        for b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                b => line.push(*b),
+            }
+        }
+        if body.len() < buf.len() {
+            line.push(b'\n');
+        }
+        self.0.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Span fields as a JSON fragment (`,"name":value` per field), which
+/// [`JsonLines`] merges into the event's object.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonFields;
+
+impl<'w> FormatFields<'w> for JsonFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut map = Map::new();
+        fields.record(&mut JsonVisitor(&mut map));
+        for (k, v) in map {
+            write!(writer, ",{}:{v}", Value::String(k))?;
+        }
+        Ok(())
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        self.format_fields(current.as_writer(), fields)
+    }
+}
+
+/// One JSON object per event: `timestamp` (RFC 3339, UTC), `level`,
+/// `target`, `event`, the fields of the spans it happened in (outermost
+/// first), then its own fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = Map::new();
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                let Some(f) = ext.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                let Some(fragment) = f.fields.strip_prefix(',') else {
+                    continue;
+                };
+                if let Ok(Value::Object(span_fields)) =
+                    serde_json::from_str::<Value>(&format!("{{{fragment}}}"))
+                {
+                    fields.extend(span_fields);
+                }
+            }
+        }
+        let mut own = Map::new();
+        event.record(&mut JsonVisitor(&mut own));
+        let message = own
+            .remove("message")
+            .unwrap_or(Value::String(String::new()));
+        fields.extend(own);
+
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let meta = event.metadata();
+        let head = [
+            ("timestamp", Value::String(timestamp)),
+            ("level", Value::String(meta.level().to_string())),
+            ("target", Value::String(meta.target().to_owned())),
+            ("event", message),
+        ];
+        writer.write_char('{')?;
+        let mut first = true;
+        let rest = fields
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "timestamp" | "level" | "target" | "event"));
+        for (k, v) in head.into_iter().map(|(k, v)| (k.to_owned(), v)).chain(rest) {
+            if !first {
+                writer.write_char(',')?;
+            }
+            first = false;
+            write!(writer, "{}:{v}", Value::String(k))?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Records an event's or a span's fields as JSON values.
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_owned()));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn a_text_event_with_line_breaks_is_one_line() {
+        let mut out = Vec::new();
+        let mut w = OneLineWriter(&mut out);
+        w.write_all(b"a: trap\nwasm backtrace:\r\n  0: f\n")
+            .unwrap();
+        w.write_all(b"plain\n").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a: trap\\nwasm backtrace:\\r\\n  0: f\nplain\n"
+        );
+    }
+
+    /// A writer into a shared buffer, for a subscriber under test.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_holds_the_request_fields_and_the_events_own() {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = request_span(RequestId(0xab), "10.0.0.1".parse().ok());
+            span.record("principal", "portal-a");
+            span.record("workflow", "reset");
+            span.in_scope(|| {
+                tracing::info!(
+                    workflow = "other",
+                    outcome = "completed",
+                    n = 3u64,
+                    "flow ended\nforged"
+                );
+            });
+            tracing::warn!("outside");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let e = &lines[0];
+        assert_eq!(e["event"], "flow ended\nforged");
+        assert_eq!(e["level"], "INFO");
+        assert_eq!(e["request_id"], "00000000000000ab");
+        assert_eq!(e["client"], "10.0.0.1");
+        assert_eq!(e["principal"], "portal-a");
+        assert_eq!(e["workflow"], "other", "the event's own field wins");
+        assert_eq!(e["outcome"], "completed");
+        assert_eq!(e["n"], 3);
+        assert!(e["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(text.starts_with("{\"timestamp\":"), "{text}");
+        assert!(lines[1].get("request_id").is_none(), "{text}");
+    }
+
+    #[test]
+    fn request_ids_are_distinct_and_sixteen_hex_digits() {
+        let (a, b) = (RequestId::next(), RequestId::next());
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().len(), 16);
+        assert_eq!(
+            a.hex(),
+            <[u8; 16]>::try_from(a.to_string().as_bytes()).unwrap()
+        );
+    }
+}
