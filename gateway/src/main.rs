@@ -388,6 +388,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = Arc::new(Runtime::new(store.clone(), data_key, workflows));
     let api = resetgate::api::Api::new(runtime.clone(), config.api.clone());
+    api.set_page(config.page.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
         tracing::warn!(

@@ -168,6 +168,7 @@ fn ctx(config: &serde_json::Value, now_ms: u64) -> CallContext {
         step: "gates[0]".into(),
         config: config.to_string(),
         now_ms,
+        language: String::new(),
     }
 }
 

@@ -15,6 +15,7 @@ fn ctx(config: serde_json::Value) -> CallContext {
         step: "step".into(),
         config: config.to_string(),
         now_ms: 1_700_000_000_000,
+        language: String::new(),
     }
 }
 

@@ -150,6 +150,7 @@ impl Setup {
             step: "directory".into(),
             config: "{}".into(),
             now_ms: 1_763_856_000_000,
+            language: String::new(),
         };
         let user = dir.find_user(&ctx, name).unwrap().unwrap().unwrap();
         let ok = dir

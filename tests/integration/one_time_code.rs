@@ -144,6 +144,7 @@ impl Gate {
             step: "gates[0]".into(),
             config: self.config.clone(),
             now_ms: now,
+            language: String::new(),
         }
     }
 
