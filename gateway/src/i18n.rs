@@ -46,10 +46,7 @@ pub fn catalog_json(language: &str) -> &'static str {
 }
 
 /// The text for `key` in `language`, else in English, else `key` itself.
-pub fn text<'a>(language: &str, key: &'a str) -> &'a str
-where
-    'static: 'a,
-{
+pub fn text<'a>(language: &str, key: &'a str) -> &'a str {
     let all = catalogs();
     all[index(language)]
         .get(key)
@@ -74,7 +71,7 @@ pub fn negotiate(query_lang: Option<&str>, accept_language: Option<&str>) -> &'s
     if let Some(wanted) = query_lang.and_then(primary)
         && let Some(l) = LANGUAGES.iter().find(|l| **l == wanted)
     {
-        return l;
+        return *l;
     }
     let Some(header) = accept_language else {
         return FALLBACK;

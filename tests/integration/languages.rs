@@ -311,3 +311,21 @@ fn a_reset_through_a_gate_written_in_javascript() {
     assert!(logs.contains("phone-digits: wrong digits"), "{logs}");
     assert!(!logs.contains("wasi-not-provided"), "{logs}");
 }
+
+#[test]
+fn a_gate_built_against_contract_0_2_0_keeps_working_on_this_gateway() {
+    // The plain gate built against the 0.2.0 WIT as released, before the
+    // additive 0.2.1 (`locale`): the gateway links and runs it.
+    let setup = Setup::new(
+        "old-gate",
+        &wasm("contract-0-2-0"),
+        &workflow(
+            "reset",
+            "old-gate",
+            "{ attribute: employee_id, label: Employee ID, kind: code }",
+        ),
+    );
+    setup.add_user("alice", "employee_id=E-4711", OLD);
+    let logs = reset_through_the_api(&setup, "value", "E-4712", " e-4711 ");
+    assert!(!logs.contains("warning["), "{logs}");
+}

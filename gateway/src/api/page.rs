@@ -482,6 +482,32 @@ mod tests {
     }
 
     #[test]
+    fn the_config_section_is_read_with_the_logo_beside_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.png"), b"\x89PNG\r\n\x1a\nrest").unwrap();
+        let file = dir.path().join("gateway.yaml");
+        let text = "version: 1\npage:\n  name: Example Corp\n  logo: logo.png\n  accent: \"#0B5FFF\"\n  \
+                    helpdesk: { text: Call us, url: \"mailto:help@example.com\" }\n";
+        let config = crate::config::GatewayConfig::from_bytes(&file, text.as_bytes()).unwrap();
+        let page = config.page;
+        assert_eq!(page.name.as_deref(), Some("Example Corp"));
+        assert_eq!(page.accent.as_deref(), Some("#0b5fff"));
+        let logo = page.logo.unwrap();
+        assert_eq!(logo.content_type, "image/png");
+        assert_eq!(logo.file, dir.path().join("logo.png"));
+        assert_eq!(
+            page.helpdesk,
+            Some(Helpdesk {
+                text: "Call us".into(),
+                url: Some("mailto:help@example.com".into())
+            })
+        );
+        // Without the section: nothing.
+        let bare = crate::config::GatewayConfig::from_bytes(&file, b"version: 1\n").unwrap();
+        assert_eq!(bare.page, PageSettings::default());
+    }
+
+    #[test]
     fn the_query_names_the_language_and_other_values_are_ignored() {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("de-DE,de;q=0.9"));
