@@ -158,7 +158,7 @@ pub fn settings(
 fn read_logo(file: &Path) -> Result<Logo, (String, String)> {
     let bytes = crate::readfile::read_limited(file, LOGO_LIMIT).map_err(|e| {
         (
-            format!("cannot use `page.logo` {}: {e}", file.display()),
+            format!("`page.logo`: {e}"),
             format!(
                 "give a PNG, JPEG, WebP or SVG file of at most {} KiB, relative to the config file",
                 LOGO_LIMIT / 1024
