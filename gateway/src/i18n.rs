@@ -71,7 +71,7 @@ pub fn negotiate(query_lang: Option<&str>, accept_language: Option<&str>) -> &'s
     if let Some(wanted) = query_lang.and_then(primary)
         && let Some(l) = LANGUAGES.iter().find(|l| **l == wanted)
     {
-        return *l;
+        return l;
     }
     let Some(header) = accept_language else {
         return FALLBACK;
@@ -132,12 +132,23 @@ mod tests {
             let c: Catalog = serde_json::from_str(src).unwrap();
             let missing: Vec<_> = en.keys().filter(|k| !c.contains_key(*k)).collect();
             let extra: Vec<_> = c.keys().filter(|k| !en.contains_key(*k)).collect();
-            assert!(missing.is_empty() && extra.is_empty(), "{lang}: missing {missing:?}, extra {extra:?}");
-            assert!(c.values().all(|v| !v.trim().is_empty()), "{lang} has an empty text");
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "{lang}: missing {missing:?}, extra {extra:?}"
+            );
+            assert!(
+                c.values().all(|v| !v.trim().is_empty()),
+                "{lang} has an empty text"
+            );
             // Placeholders are the same in every language.
             for (k, v) in &c {
                 let names = |s: &str| {
-                    let mut n: Vec<String> = s.split('{').skip(1).filter_map(|p| p.split_once('}')).map(|(a, _)| a.to_owned()).collect();
+                    let mut n: Vec<String> = s
+                        .split('{')
+                        .skip(1)
+                        .filter_map(|p| p.split_once('}'))
+                        .map(|(a, _)| a.to_owned())
+                        .collect();
                     n.sort();
                     n
                 };

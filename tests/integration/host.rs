@@ -264,7 +264,11 @@ fn another_contract_version_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(matches!(err, LoadError::ContractVersion { .. }), "{msg}");
     assert!(
-        msg.contains("@0.3.0") && msg.contains("resetgate:plugin@0.2.0"),
+        msg.contains("@0.3.0")
+            && msg.contains(&format!(
+                "resetgate:plugin@{}",
+                resetgate::contract::CONTRACT_VERSION
+            )),
         "{msg}"
     );
 }
@@ -279,7 +283,11 @@ fn a_plugin_built_against_contract_0_1_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(matches!(err, LoadError::ContractVersion { .. }), "{msg}");
     assert!(
-        msg.contains("@0.1.0") && msg.contains("resetgate:plugin@0.2.0"),
+        msg.contains("@0.1.0")
+            && msg.contains(&format!(
+                "resetgate:plugin@{}",
+                resetgate::contract::CONTRACT_VERSION
+            )),
         "{msg}"
     );
 }

@@ -64,7 +64,14 @@ impl Site {
     }
 
     /// Sends a request with `Accept-Language: accept` if given; (status, JSON).
-    fn send(&self, method: &str, path: &str, accept: Option<&str>, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.gw.base_url()));
@@ -141,11 +148,19 @@ impl Site {
 fn workflow_titles_for_people_come_in_the_requests_language() {
     let site = Site::start();
     let de = json!([
-        ["locale-reset", "Mit Ihrer E-Mail-Adresse zurücksetzen", "For admins only"],
+        [
+            "locale-reset",
+            "Mit Ihrer E-Mail-Adresse zurücksetzen",
+            "For admins only"
+        ],
         ["plain", null, null],
     ]);
     let en = json!([
-        ["locale-reset", "Reset with your e-mail address", "For admins only"],
+        [
+            "locale-reset",
+            "Reset with your e-mail address",
+            "For admins only"
+        ],
         ["plain", null, null],
     ]);
     assert_eq!(json!(site.titles("", Some("de-DE,de;q=0.9"))), de);
@@ -161,8 +176,14 @@ fn a_flow_and_its_plugins_speak_the_language_it_started_in() {
 
     // Started in German (Accept-Language): the plugin's prompt in German.
     let (id, token, view) = site.start_flow("", Some("de-AT, en;q=0.5"), "alice");
-    assert_eq!(view["prompt"]["title"], "Geschäftliche E-Mail-Adresse", "{view}");
-    assert_eq!(view["prompt"]["fields"][0]["label"], "Geschäftliche E-Mail-Adresse");
+    assert_eq!(
+        view["prompt"]["title"], "Geschäftliche E-Mail-Adresse",
+        "{view}"
+    );
+    assert_eq!(
+        view["prompt"]["fields"][0]["label"],
+        "Geschäftliche E-Mail-Adresse"
+    );
     // The flow keeps it, whatever later requests ask for: the gateway's
     // notice in German.
     let wrong = site.answer(&id, &token, &view, "bob@example.com");

@@ -568,10 +568,16 @@ fn a_person_registers_security_answers_in_the_browser() {
     assert!(!b.is_displayed(&b.find("#workflow")));
     b.click(&b.find("#purpose-reset"));
     page.wait_heading("start", "Reset your password");
-    assert_eq!(page.js_str("return document.getElementById('workflow').value;"), "reset");
+    assert_eq!(
+        page.js_str("return document.getElementById('workflow').value;"),
+        "reset"
+    );
     b.click(&b.find("#purpose-enrollment"));
     page.wait_heading("start", "Set up password reset");
-    assert_eq!(page.js_str("return document.getElementById('workflow').value;"), "enroll");
+    assert_eq!(
+        page.js_str("return document.getElementById('workflow').value;"),
+        "enroll"
+    );
     b.send_keys(&b.find("#user"), &format!("erin{ENTER}"));
 
     // The current password first; a wrong one is not accepted.
@@ -758,7 +764,9 @@ fn the_page_speaks_german_with_the_organisations_branding() {
         json!(40)
     );
     assert_eq!(
-        page.js_str("return getComputedStyle(document.getElementById('start-submit')).backgroundColor;"),
+        page.js_str(
+            "return getComputedStyle(document.getElementById('start-submit')).backgroundColor;"
+        ),
         "rgb(11, 95, 255)"
     );
     // No help offered while nothing went wrong.
@@ -770,7 +778,10 @@ fn the_page_speaks_german_with_the_organisations_branding() {
         "the field error",
         "return !document.getElementById('user-error').hidden;",
     );
-    assert_eq!(page.text("#user-error"), "Geben Sie Ihren Benutzernamen ein.");
+    assert_eq!(
+        page.text("#user-error"),
+        "Geben Sie Ihren Benutzernamen ein."
+    );
     assert_eq!(page.notice(), "");
     // Typing again clears what was said about the empty field.
     b.send_keys(&b.find("#user"), "a");
@@ -797,12 +808,16 @@ fn the_page_speaks_german_with_the_organisations_branding() {
         page.notice(),
         "Wir konnten Ihre Identität nicht bestätigen. Prüfen Sie Ihre Antworten und versuchen Sie es noch einmal."
     );
-    assert_eq!(page.attr("#field-0", "aria-invalid").as_deref(), Some("true"));
+    assert_eq!(
+        page.attr("#field-0", "aria-invalid").as_deref(),
+        Some("true")
+    );
     b.send_keys(&b.find("#field-0"), "a");
     assert_eq!(page.notice(), "");
     assert_eq!(page.attr("#field-0", "aria-invalid"), None);
     assert!(
-        !page.attr("#field-0", "aria-describedby")
+        !page
+            .attr("#field-0", "aria-describedby")
             .unwrap_or_default()
             .split(' ')
             .any(|id| id == "notice"),

@@ -12,12 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 
 use super::Api;
@@ -265,16 +265,28 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 /// The page's routes: `/`, its assets, `/logo` and `/brand.css`.
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/", get(index))
-        .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
-        .route("/favicon.svg", get(|| async { asset(FAVICON_SVG, "image/svg+xml") }))
+        .route(
+            "/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/favicon.svg",
+            get(|| async { asset(FAVICON_SVG, "image/svg+xml") }),
+        )
         .route("/brand.css", get(brand_css))
         .route("/logo", get(logo))
 }
@@ -289,7 +301,10 @@ async fn index(State(api): State<Arc<Api>>, parts: Parts) -> Response {
     let html = render(&api.page(), lang, workflow);
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
             (header::CONTENT_LANGUAGE, HeaderValue::from_static(lang)),
             (header::VARY, HeaderValue::from_static("Accept-Language")),
         ],
@@ -316,11 +331,16 @@ async fn logo(State(api): State<Arc<Api>>) -> Response {
     match &api.page().logo {
         Some(logo) => (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static(logo.content_type)),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(logo.content_type),
+                ),
                 // An SVG opened on its own runs nothing and loads nothing.
                 (
                     header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+                    HeaderValue::from_static(
+                        "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+                    ),
                 ),
             ],
             logo.bytes.to_vec(),
@@ -371,7 +391,12 @@ fn render(settings: &PageSettings, lang: &'static str, workflow: Option<&str>) -
     out
 }
 
-fn fragment(settings: &PageSettings, lang: &'static str, workflow: Option<&str>, name: &str) -> String {
+fn fragment(
+    settings: &PageSettings,
+    lang: &'static str,
+    workflow: Option<&str>,
+    name: &str,
+) -> String {
     match name {
         "lang" => lang.to_owned(),
         "brand-css" if settings.accent.is_some() => {
@@ -510,10 +535,16 @@ mod tests {
     #[test]
     fn the_query_names_the_language_and_other_values_are_ignored() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("de-DE,de;q=0.9"));
+        headers.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("de-DE,de;q=0.9"),
+        );
         assert_eq!(language_of(None, &headers), "de");
         assert_eq!(language_of(Some("lang=en"), &headers), "en");
-        assert_eq!(language_of(Some("workflow=x&lang=de"), &HeaderMap::new()), "de");
+        assert_eq!(
+            language_of(Some("workflow=x&lang=de"), &HeaderMap::new()),
+            "de"
+        );
         assert_eq!(language_of(Some("lang=%3Cscript"), &HeaderMap::new()), "en");
         assert_eq!(query_param(Some("workflow=a\"b"), "workflow"), None);
     }

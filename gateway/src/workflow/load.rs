@@ -319,7 +319,9 @@ impl Loader<'_> {
         let languages = list(crate::i18n::LANGUAGES.iter());
         for lang in texts.keys() {
             if !crate::i18n::LANGUAGES.contains(&lang.as_str()) {
-                let pos = self.doc.key_or_value(&format!("/title/{}", escape_pointer(lang)));
+                let pos = self
+                    .doc
+                    .key_or_value(&format!("/title/{}", escape_pointer(lang)));
                 self.error(
                     pos,
                     "value",

@@ -29,8 +29,10 @@ impl Text {
         match self {
             Text::One(text) => text.clone(),
             Text::ByLanguage(texts) => {
-                let pairs: Vec<(&str, &str)> =
-                    texts.iter().map(|(l, t)| (l.as_str(), t.as_str())).collect();
+                let pairs: Vec<(&str, &str)> = texts
+                    .iter()
+                    .map(|(l, t)| (l.as_str(), t.as_str()))
+                    .collect();
                 resetgate_plugin_sdk::locale::pick(language, &pairs).to_owned()
             }
         }

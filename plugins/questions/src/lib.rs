@@ -399,9 +399,7 @@ impl Gate for Questions {
         let de = ctx.language() == "de";
         let help = match (c.required_at_reset == c.asked_at_reset, de) {
             (true, false) => "Answer every question as you did when you registered.".to_owned(),
-            (true, true) => {
-                "Beantworten Sie jede Frage so wie bei der Registrierung.".to_owned()
-            }
+            (true, true) => "Beantworten Sie jede Frage so wie bei der Registrierung.".to_owned(),
             (false, false) => format!(
                 "Answer the questions as you did when you registered; {} of {} must be right.",
                 c.required_at_reset, c.asked_at_reset

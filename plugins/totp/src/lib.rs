@@ -17,8 +17,8 @@
 //! Grants: `kv: true`, in reset and enrollment workflows.
 
 use resetgate_plugin_sdk::gate::{Display, Field, FieldKind, FieldValue, Prompt, Round, Verdict};
-use resetgate_plugin_sdk::prelude::*;
 use resetgate_plugin_sdk::locale::pick;
+use resetgate_plugin_sdk::prelude::*;
 use resetgate_plugin_sdk::{kv, random};
 use serde::Deserialize;
 use totp_rs::{Algorithm, TOTP};
