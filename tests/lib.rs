@@ -475,6 +475,7 @@ pub fn test_workflow(
     Workflow {
         name: "test-reset".into(),
         description: None,
+        title: None,
         version: "test-v1".into(),
         source: "(built in tests)".into(),
         purpose: Purpose::Reset,

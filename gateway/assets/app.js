@@ -1,11 +1,27 @@
 // The self-service page: one person, one flow, driven through the portal API
 // (docs/http-api.md). No framework, no storage: the flow's token lives only
 // in the `flow` variable below — never in the URL, storage or a cookie — and
-// is forgotten when the flow ends or the page is left.
+// is forgotten when the flow ends or the page is left. Every text comes
+// from the catalog the gateway embedded in the page, in the page's
+// language (`<html lang>`, chosen by `?lang=` or Accept-Language).
 'use strict';
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const lang = document.documentElement.lang || 'en';
+  let catalog = {};
+  try {
+    catalog = JSON.parse($('catalog').textContent);
+  } catch {
+    catalog = {};
+  }
+  /** The catalog's text for `key`, with each `{name}` replaced from `args`. */
+  function t(key, args = {}) {
+    const text = catalog[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (m, name) => (name in args ? String(args[name]) : m));
+  }
+  /** Whether the catalog has `key`. */
+  const has = (key) => Object.prototype.hasOwnProperty.call(catalog, key);
   const main = $('main');
   const heading = $('heading');
   const noticeBox = $('notice');
@@ -44,7 +60,8 @@
 
   /** Calls the API; resolves to the JSON body, rejects with a Problem. */
   async function api(method, path, body) {
-    const headers = { Accept: 'application/json' };
+    // The flow keeps this language: its notices, rules and prompts follow it.
+    const headers = { Accept: 'application/json', 'Accept-Language': lang };
     if (flow) headers.Authorization = `Bearer ${flow.token}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let response;
@@ -57,7 +74,7 @@
         redirect: 'error',
       });
     } catch {
-      throw new Problem('network', 'The service cannot be reached. Check your connection and try again.');
+      throw new Problem('network', t('problem.network'));
     }
     let data = null;
     try {
@@ -67,23 +84,24 @@
     }
     if (!response.ok) {
       const title = data && typeof data.title === 'string' ? data.title
-        : `Something went wrong (error ${response.status}). Try again.`;
+        : t('problem.http', { status: response.status });
       const code = data && typeof data.code === 'string' ? data.code : 'http';
       throw new Problem(code, title, retrySeconds(response.headers.get('Retry-After')));
     }
     return data;
   }
 
-  /** What to tell the person about a problem. */
+  /** What to tell the person about a problem, in the page's language. */
   function problemText(p) {
     if (p.code === 'rate-limited') {
       const s = p.retryAfter;
-      const when = !s ? 'in a moment'
-        : s < 90 ? `in ${s} second${s === 1 ? '' : 's'}`
-          : `in ${Math.ceil(s / 60)} minutes`;
-      return `Too many attempts. Try again ${when}.`;
+      const when = !s ? t('when.moment')
+        : s === 1 ? t('when.second')
+          : s < 90 ? t('when.seconds', { n: s })
+            : t('when.minutes', { n: Math.ceil(s / 60) });
+      return t('problem.rate-limited', { when });
     }
-    return p.title;
+    return has(`problem.${p.code}`) ? t(`problem.${p.code}`) : p.title;
   }
 
   // ---- What the person sees ----
@@ -101,15 +119,24 @@
     if (!text) {
       noticeBox.replaceChildren();
       noticeBox.className = 'notice';
+      delete noticeBox.dataset.kind;
       return;
     }
+    noticeBox.dataset.kind = kind;
     // A new node each time, so that the same message twice is announced twice.
     noticeBox.replaceChildren(el('p', { 'data-kind': kind }, text));
     noticeBox.className = `notice notice-${kind}`;
   }
 
+  /** Shows or hides where to get help (failure and lockout screens). */
+  function helpdesk(on) {
+    const box = $('helpdesk');
+    if (box) box.hidden = !on;
+  }
+
   /** Shows one step under `title`; true if the person is on a new screen. */
   function show(step, title, key = step) {
+    helpdesk(false);
     for (const s of STEPS) $(`step-${s}`).hidden = s !== step;
     $('start-over-row').hidden = step === 'start' || step === 'done';
     main.dataset.step = step;
@@ -165,7 +192,7 @@
 
   async function onProblem(p) {
     if (!(p instanceof Problem)) {
-      say('Something went wrong on this page. Reload it and try again.');
+      say(t('problem.page'));
       throw p;
     }
     if (flow && ['stale-step', 'wrong-state', 'flow-ended', 'outcome-unknown'].includes(p.code)) {
@@ -181,9 +208,10 @@
     }
     if (flow && ['flow-not-found', 'workflow-changed'].includes(p.code)) {
       flow = null;
-      show('done', 'This reset cannot continue');
+      show('done', t('cannot-continue'));
       $('receipt-box').hidden = true;
       say(problemText(p));
+      helpdesk(true);
       heading.focus();
       return;
     }
@@ -197,7 +225,29 @@
   }
 
   function startTitle() {
-    return purposeOf($('workflow').value) === 'enrollment' ? 'Set up password reset' : 'Reset your password';
+    return t(purposeOf($('workflow').value) === 'enrollment' ? 'title.enrollment' : 'title.reset');
+  }
+
+  /** Retitles the start screen after a choice. */
+  function retitle() {
+    heading.textContent = startTitle();
+    document.title = heading.textContent;
+  }
+
+  /**
+   * Offers the workflows of `purpose` in the select (by their titles for
+   * people; the name when a workflow has none), keeping `wanted` if it is
+   * one of them; the select shows only when there is a choice.
+   */
+  function offer(purpose, wanted) {
+    const select = $('workflow');
+    const ws = [...offered.values()].filter((w) => w.purpose === purpose);
+    select.replaceChildren(...ws.map((w) => el('option', { value: w.name }, w.title || w.name)));
+    if (wanted && ws.some((w) => w.name === wanted)) select.value = wanted;
+    $('workflow-label').textContent = t(`start.workflow.${purpose}`);
+    $('workflow-row').hidden = ws.length < 2;
+    for (const input of document.querySelectorAll('input[name="purpose"]')) input.checked = input.value === purpose;
+    retitle();
   }
 
   async function loadWorkflows() {
@@ -209,32 +259,24 @@
       say(problemText(p));
       return;
     }
-    const select = $('workflow');
-    const groups = [
-      ['reset', 'Reset a password'],
-      ['enrollment', 'Set up password reset'],
-    ];
-    for (const [purpose] of groups) {
+    for (const purpose of ['reset', 'enrollment']) {
       for (const w of list.workflows.filter((x) => x.purpose === purpose)) offered.set(w.name, w);
     }
     if (offered.size === 0) {
-      say('Self-service is not set up here. Contact your helpdesk.');
+      say(t('start.none'));
+      helpdesk(true);
       return;
     }
     const purposes = new Set([...offered.values()].map((w) => w.purpose));
-    for (const [purpose, label] of groups) {
-      const ws = [...offered.values()].filter((w) => w.purpose === purpose);
-      if (ws.length === 0) continue;
-      const parent = purposes.size > 1 ? select.appendChild(el('optgroup', { label })) : select;
-      for (const w of ws) parent.append(el('option', { value: w.name }, w.description || w.name));
-    }
     const wanted = new URLSearchParams(location.search).get('workflow');
-    if (wanted && offered.has(wanted)) select.value = wanted;
-    $('workflow-row').hidden = offered.size < 2;
-    select.addEventListener('change', () => {
-      heading.textContent = startTitle();
-      document.title = heading.textContent;
-    });
+    const first = offered.has(wanted) ? purposeOf(wanted) : (purposes.has('reset') ? 'reset' : 'enrollment');
+    // Resetting and registering are asked apart, and only when both exist.
+    $('purpose-row').hidden = purposes.size < 2;
+    for (const input of document.querySelectorAll('input[name="purpose"]')) {
+      input.addEventListener('change', () => offer(input.value, null));
+    }
+    $('workflow').addEventListener('change', retitle);
+    offer(first, wanted);
     show('start', startTitle());
     $('start-fields').disabled = false;
   }
@@ -243,9 +285,10 @@
     event.preventDefault();
     const input = $('user');
     const user = input.value.trim();
-    fieldError(input, user ? [] : ['Enter your user name.']);
+    // Said once, next to the field (the notice would repeat it).
+    fieldError(input, user ? [] : [t('start.user-missing')]);
     if (!user) {
-      say('Enter your user name.');
+      say('');
       input.focus();
       return;
     }
@@ -276,7 +319,7 @@
 
   function showAuthenticate(view) {
     const input = $('current-password');
-    const fresh = show('authenticate', 'Confirm it is you');
+    const fresh = show('authenticate', t('authenticate.title'));
     input.value = '';
     fieldError(input, []);
     if (view.notice) {
@@ -294,8 +337,8 @@
     event.preventDefault();
     const input = $('current-password');
     if (!input.value) {
-      fieldError(input, ['Enter your current password.']);
-      say('Enter your current password.');
+      fieldError(input, [t('authenticate.missing')]);
+      say('');
       input.focus();
       return;
     }
@@ -309,7 +352,7 @@
     let input;
     if (f.kind === 'choice') {
       input = el('select');
-      input.append(el('option', { value: '' }, 'Choose…'), ...f.choices.map((c) => el('option', { value: c }, c)));
+      input.append(el('option', { value: '' }, t('gate.choose')), ...f.choices.map((c) => el('option', { value: c }, c)));
     } else {
       input = el('input', {
         type: f.kind === 'secret' ? 'password' : 'text',
@@ -344,7 +387,7 @@
     const svg = document.createElementNS(SVG, 'svg');
     for (const [k, v] of Object.entries({
       viewBox: `0 0 ${size} ${size}`, class: 'qr-code', role: 'img',
-      'aria-label': 'QR code', 'shape-rendering': 'crispEdges', 'data-modules': n,
+      'aria-label': t('gate.qr-code'), 'shape-rendering': 'crispEdges', 'data-modules': n,
     })) svg.setAttribute(k, String(v));
     const light = document.createElementNS(SVG, 'rect');
     for (const [k, v] of Object.entries({ width: size, height: size, class: 'qr-light' })) light.setAttribute(k, String(v));
@@ -393,7 +436,7 @@
     $('gate-display').replaceChildren(...items.map(displayFor));
     $('gate-display').hidden = items.length === 0;
     $('gate-fields').replaceChildren(...p.fields.map(fieldFor));
-    $('gate-submit').textContent = view.state === 'enrolling' ? 'Save' : 'Continue';
+    $('gate-submit').textContent = t(view.state === 'enrolling' ? 'button.save' : 'button.continue');
     const inputs = gateInputs();
     if (view.notice) {
       say(view.notice.message);
@@ -410,9 +453,9 @@
     event.preventDefault();
     const inputs = gateInputs();
     const empty = inputs.filter((input) => input.value.trim() === '');
-    inputs.forEach((input) => fieldError(input, empty.includes(input) ? ['This is required.'] : []));
+    inputs.forEach((input) => fieldError(input, empty.includes(input) ? [t('gate.required')] : []));
     if (empty.length) {
-      say(empty.length === 1 ? 'Fill in the highlighted field.' : 'Fill in the highlighted fields.');
+      say(t(empty.length === 1 ? 'gate.fill-one' : 'gate.fill-many'));
       empty[0].focus();
       return;
     }
@@ -422,7 +465,7 @@
   });
 
   function showPassword(view) {
-    const fresh = show('password', 'Choose a new password');
+    const fresh = show('password', t('password.title'));
     const pw = $('new-password');
     const again = $('confirm-password');
     if (fresh) {
@@ -452,7 +495,7 @@
     const pw = $('new-password');
     const again = $('confirm-password');
     const mismatch = again.value !== '' && pw.value !== again.value;
-    fieldError(again, mismatch ? ['The two passwords do not match. Type the same password twice.'] : []);
+    fieldError(again, mismatch ? [t('password.mismatch')] : []);
     return !mismatch;
   }
 
@@ -472,16 +515,17 @@
     event.preventDefault();
     const pw = $('new-password');
     const again = $('confirm-password');
+    // Each mistake is said once, next to its field.
     if (!pw.value) {
-      fieldError(pw, ['Enter a new password.']);
-      say('Enter a new password.');
+      fieldError(pw, [t('password.missing')]);
+      say('');
       pw.focus();
       return;
     }
     fieldError(pw, []);
     if (!again.value || !checkConfirmation()) {
-      if (!again.value) fieldError(again, ['Type the new password again.']);
-      say(again.value ? 'The two passwords do not match.' : 'Type the new password again.');
+      if (!again.value) fieldError(again, [t('password.again-missing')]);
+      say('');
       again.focus();
       return;
     }
@@ -491,29 +535,34 @@
 
   // ---- The outcome ----
 
+  /** Each outcome's kind of notice; its title and message are `outcome.KEY.*`. */
   const OUTCOMES = {
-    completed: ['Your password has been changed', 'Use your new password from now on.', 'success'],
-    'completed-enrollment': ['Your reset options are saved', 'You can now reset your password yourself when you need to.', 'success'],
-    failed: ['Your password was not changed', 'Something went wrong. Start again, or contact your helpdesk.', 'error'],
-    locked: ['Too many attempts', 'Try again later, or contact your helpdesk.', 'error'],
-    expired: ['This reset has expired', 'It took too long. Please start again.', 'error'],
-    committing: ['The outcome is not known yet', 'Try signing in with your new password. If it does not work, start again.', 'info'],
-    interrupted: ['We cannot tell whether your password was changed', 'The service stopped while your new password was being set. Try signing in with your new password. If it does not work, start again.', 'info'],
+    completed: 'success',
+    'completed-enrollment': 'success',
+    failed: 'error',
+    locked: 'error',
+    expired: 'error',
+    committing: 'info',
+    interrupted: 'info',
   };
-
-  const STATUS = { ok: 'Updated', failed: 'Failed', pending: 'Pending', unknown: 'Unknown' };
+  /** Outcomes after which the person may need the helpdesk. */
+  const NEEDS_HELP = ['failed', 'locked', 'interrupted'];
+  /** Notices that only repeat the outcome's title: its message is shown instead. */
+  const REPEATS_TITLE = ['locked', 'expired'];
 
   function receiptRow(target, name, status) {
     const li = el('li', { 'data-target': target, 'data-status': status });
     if (target === 'sync') li.dataset.id = name;
-    li.append(el('span', { class: 'target' }, `${name}:`), ' ', el('span', { class: 'status' }, STATUS[status] ?? status));
+    const label = has(`status.${status}`) ? t(`status.${status}`) : status;
+    li.append(el('span', { class: 'target' }, `${name}:`), ' ', el('span', { class: 'status' }, label));
     return li;
   }
 
   function showOutcome(view) {
     const enrollment = flow?.purpose === 'enrollment';
     const key = view.state === 'completed' && enrollment ? 'completed-enrollment' : view.state;
-    const [title, message, kind] = OUTCOMES[key] ?? OUTCOMES.failed;
+    const known = key in OUTCOMES ? key : 'failed';
+    const [title, message, kind] = [t(`outcome.${known}.title`), t(`outcome.${known}.message`), OUTCOMES[known]];
     // The flow is over: its token is of no more use.
     flow = null;
     show('done', title, `done:${key}`);
@@ -521,12 +570,14 @@
     const list = $('receipt');
     list.replaceChildren();
     if (r) {
-      list.append(receiptRow('directory', 'Directory', r.directory));
+      list.append(receiptRow('directory', t('receipt.directory'), r.directory));
       for (const s of r.sync) list.append(receiptRow('sync', s.id, s.status));
-      if (r.vpn) list.append(receiptRow('vpn', 'VPN', r.vpn));
+      if (r.vpn) list.append(receiptRow('vpn', t('receipt.vpn'), r.vpn));
     }
     $('receipt-box').hidden = !r;
-    say(kind === 'success' || !view.notice ? message : view.notice.message, kind);
+    const own = kind === 'success' || !view.notice || REPEATS_TITLE.includes(view.notice.code);
+    say(own ? message : view.notice.message, kind);
+    helpdesk(NEEDS_HELP.includes(known));
     heading.focus();
   }
 
@@ -540,6 +591,18 @@
     show('start', startTitle());
     heading.focus();
   }
+
+  // A message about what was typed before is stale once the person types
+  // again: it goes, with the marks on the field being corrected.
+  main.addEventListener('input', (event) => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement || input instanceof HTMLSelectElement)) return;
+    if (input.name === 'purpose' || input.id === 'show-password') return;
+    if (noticeBox.dataset.kind && noticeBox.dataset.kind !== 'success') say('');
+    linkNotice(input, false);
+    // The confirmation field keeps its own live check.
+    if (input.id !== 'confirm-password' && $(`${input.id}-error`)) fieldError(input, []);
+  });
 
   $('restart').addEventListener('click', restart);
   $('start-over').addEventListener('click', restart);

@@ -45,6 +45,7 @@ fn ctx() -> CallContext {
         step: "gates[0]".into(),
         config: r#"{"question":"What was the name of your first school?","max_length":128}"#.into(),
         now_ms: 1_763_856_000_000,
+        language: String::new(),
     }
 }
 

@@ -500,6 +500,8 @@ pub struct GatewayConfig {
     /// Origins plugins may be granted HTTP to, each once (normalised by
     /// [`normalise_origin`]).
     pub http_origins: Vec<HttpOrigin>,
+    /// The self-service page's branding (`page:`).
+    pub page: crate::api::page::PageSettings,
 }
 
 impl Default for GatewayConfig {
@@ -521,6 +523,7 @@ impl Default for GatewayConfig {
             data_key_secret: None,
             commands: BTreeMap::new(),
             http_origins: Vec::new(),
+            page: crate::api::page::PageSettings::default(),
         }
     }
 }
@@ -560,6 +563,8 @@ struct RawConfig {
     commands: BTreeMap<String, RawCommand>,
     #[serde(default)]
     http_origins: Vec<RawOrigin>,
+    #[serde(default)]
+    page: Option<crate::api::page::RawPage>,
 }
 
 /// An entry of `http_origins`: a bare origin, or one with settings.
@@ -1237,6 +1242,8 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         });
     }
 
+    let page = crate::api::page::settings(path, doc, raw.page, &resolve, &mut errors);
+
     if !errors.is_empty() {
         crate::workflow::diagnostic::sort(&mut errors);
         return Err(errors);
@@ -1258,6 +1265,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         data_key_secret: raw.data_key_secret,
         commands,
         http_origins,
+        page,
     })
 }
 

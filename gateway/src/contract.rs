@@ -1,6 +1,6 @@
 //! The plugin contract as the rest of the gateway sees it.
 //!
-//! These are the records of the WIT package `resetgate:plugin@0.2.0`
+//! These are the records of the WIT package `resetgate:plugin@0.2.1`
 //! (`plugin-sdk/wit/plugin.wit`) as plain Rust types, free of any wasmtime
 //! type, so the engine, the store and the HTTP layer can use them. The plugin
 //! host converts between these and its generated bindings.
@@ -11,7 +11,7 @@ use crate::secret::Secret;
 
 /// The contract version this gateway speaks. Plugins built against any
 /// `0.2.x` link; other versions are refused at load.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.2.1";
 
 /// The kinds of plugin, one per WIT world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,6 +96,9 @@ pub struct CallContext {
     pub config: String,
     /// The flow's clock, ms since the Unix epoch.
     pub now_ms: u64,
+    /// The person's language in the flow (`en`, `de`): what the plugin's
+    /// `locale.language` returns. Empty outside a flow (read as `en`).
+    pub language: String,
 }
 
 /// A directory user.

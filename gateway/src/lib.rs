@@ -9,6 +9,7 @@ pub mod contract;
 pub mod due;
 pub mod engine;
 pub mod history;
+pub mod i18n;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

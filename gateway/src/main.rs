@@ -422,6 +422,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let api = resetgate::api::Api::new(runtime.clone(), config.api.clone());
     api.show_plugins(host.clone());
     resetgate::metrics::RELOADS.loaded(now_ms());
+    api.set_page(config.page.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
         tracing::warn!(

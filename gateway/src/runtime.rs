@@ -386,14 +386,17 @@ impl Runtime {
         user_name: &str,
         now: u64,
     ) -> Result<Outcome, RuntimeError> {
-        self.start_staged(workflow, user_name, now)?.wait()
+        self.start_staged(workflow, user_name, "", now)?.wait()
     }
 
-    /// [`Runtime::start`], returning before the flush (see [`Staged`]).
+    /// [`Runtime::start`], returning before the flush (see [`Staged`]), for
+    /// a person using `language` (`en`, `de`; empty: `en`), which every
+    /// plugin call of the flow is given.
     pub fn start_staged(
         &self,
         workflow: &str,
         user_name: &str,
+        language: &str,
         now: u64,
     ) -> Result<Staged, RuntimeError> {
         let loaded = self.by_name(workflow)?;
@@ -410,6 +413,7 @@ impl Runtime {
         let token = Secret::new(hex::encode(token));
         let mut flow = Flow::new(hex::encode(id), &loaded.shape, user_name.to_owned(), now);
         flow.token_hash = hashed(token.expose());
+        language.clone_into(&mut flow.language);
         let mut staged = self.run_locked(&loaded, flow, Event::Start, now, None)?;
         staged.outcome.token = Some(token);
         Ok(staged)
@@ -1138,6 +1142,7 @@ impl Request<'_> {
             step: step.path.clone(),
             config: step.config.clone(),
             now_ms: self.now,
+            language: flow.language.clone(),
         }
     }
 

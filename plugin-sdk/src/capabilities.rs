@@ -1,6 +1,6 @@
 //! Host capabilities a plugin can call, and the records every kind shares.
 //!
-//! `log`, `clock`, `random` and `slow_hash` are always available. The others
+//! `log`, `clock`, `locale`, `random` and `slow_hash` are always available. The others
 //! (`http`, `ldap`, `secrets`, `commands`, `probe`, `kv`) need a grant in the
 //! workflow step that uses the plugin; the gateway refuses to load a plugin
 //! whose component imports a capability its step does not grant, so import
@@ -43,6 +43,12 @@ impl CallContext {
     {
         parse(&self.config).map_err(|e| PluginError::BadConfig(e.to_string()))
     }
+
+    /// The language the person uses in this call's flow (`en`, `de`, ...):
+    /// see [`locale::language`]. Needs a gateway speaking 0.2.1 or later.
+    pub fn language(&self) -> String {
+        locale::language()
+    }
 }
 
 impl User {
@@ -82,6 +88,33 @@ pub mod log {
 /// flow replays the same way.
 pub mod clock {
     pub use crate::bindings::base::resetgate::plugin::clock::{monotonic_ns, now_ms};
+}
+
+/// The person's language, so that what they read can be localised
+/// (contract 0.2.1). Always available.
+pub mod locale {
+    /// The language of the call's flow, a lowercase ISO 639-1 code (`en`,
+    /// `de`, ...); `en` outside a flow.
+    pub use crate::bindings::base::resetgate::plugin::locale::language;
+
+    /// The text for `language` among `texts` (pairs of a language code and
+    /// its text), else the English one, else the first; `""` when `texts`
+    /// is empty.
+    ///
+    /// ```
+    /// use resetgate_plugin_sdk::locale::pick;
+    /// let texts = [("en", "Enter the code"), ("de", "Geben Sie den Code ein")];
+    /// assert_eq!(pick("de", &texts), "Geben Sie den Code ein");
+    /// assert_eq!(pick("fr", &texts), "Enter the code");
+    /// ```
+    pub fn pick<'a>(language: &str, texts: &[(&str, &'a str)]) -> &'a str {
+        texts
+            .iter()
+            .find(|(l, _)| *l == language)
+            .or_else(|| texts.iter().find(|(l, _)| *l == "en"))
+            .or_else(|| texts.first())
+            .map_or("", |(_, t)| t)
+    }
 }
 
 /// Randomness from the host's CSPRNG.

@@ -29,7 +29,7 @@
 //!
 //! Build it with `cargo build --target wasm32-wasip2 --release`; the `.wasm`
 //! file in `target/wasm32-wasip2/release/` is the plugin. The contract is the
-//! WIT package `resetgate:plugin@0.2.0` in this crate's `wit/` folder.
+//! WIT package `resetgate:plugin@0.2.1` in this crate's `wit/` folder.
 //!
 //! Plugins keep no state between calls: every call runs in a fresh instance.
 //! What must survive a round (which questions were asked, a code's hash) is
@@ -65,18 +65,19 @@ pub mod bindings {
                     export_macro_name: $macro,
                     default_bindings_module: $path,
                     with: {
-                        "resetgate:plugin/types@0.2.0": crate::bindings::base::resetgate::plugin::types,
-                        "resetgate:plugin/log@0.2.0": crate::bindings::base::resetgate::plugin::log,
-                        "resetgate:plugin/clock@0.2.0": crate::bindings::base::resetgate::plugin::clock,
-                        "resetgate:plugin/random@0.2.0": crate::bindings::base::resetgate::plugin::random,
-                        "resetgate:plugin/slow-hash@0.2.0": crate::bindings::base::resetgate::plugin::slow_hash,
-                        "resetgate:plugin/credential@0.2.0": crate::bindings::base::resetgate::plugin::credential,
-                        "resetgate:plugin/http@0.2.0": crate::bindings::base::resetgate::plugin::http,
-                        "resetgate:plugin/ldap@0.2.0": crate::bindings::base::resetgate::plugin::ldap,
-                        "resetgate:plugin/secrets@0.2.0": crate::bindings::base::resetgate::plugin::secrets,
-                        "resetgate:plugin/commands@0.2.0": crate::bindings::base::resetgate::plugin::commands,
-                        "resetgate:plugin/probe@0.2.0": crate::bindings::base::resetgate::plugin::probe,
-                        "resetgate:plugin/kv@0.2.0": crate::bindings::base::resetgate::plugin::kv,
+                        "resetgate:plugin/types@0.2.1": crate::bindings::base::resetgate::plugin::types,
+                        "resetgate:plugin/log@0.2.1": crate::bindings::base::resetgate::plugin::log,
+                        "resetgate:plugin/clock@0.2.1": crate::bindings::base::resetgate::plugin::clock,
+                        "resetgate:plugin/locale@0.2.1": crate::bindings::base::resetgate::plugin::locale,
+                        "resetgate:plugin/random@0.2.1": crate::bindings::base::resetgate::plugin::random,
+                        "resetgate:plugin/slow-hash@0.2.1": crate::bindings::base::resetgate::plugin::slow_hash,
+                        "resetgate:plugin/credential@0.2.1": crate::bindings::base::resetgate::plugin::credential,
+                        "resetgate:plugin/http@0.2.1": crate::bindings::base::resetgate::plugin::http,
+                        "resetgate:plugin/ldap@0.2.1": crate::bindings::base::resetgate::plugin::ldap,
+                        "resetgate:plugin/secrets@0.2.1": crate::bindings::base::resetgate::plugin::secrets,
+                        "resetgate:plugin/commands@0.2.1": crate::bindings::base::resetgate::plugin::commands,
+                        "resetgate:plugin/probe@0.2.1": crate::bindings::base::resetgate::plugin::probe,
+                        "resetgate:plugin/kv@0.2.1": crate::bindings::base::resetgate::plugin::kv,
                     },
                 });
             }
@@ -127,7 +128,7 @@ pub use capabilities::*;
 pub use kinds::*;
 
 /// The contract version this SDK builds against.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.2.1";
 
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {

@@ -113,6 +113,7 @@ fn ctx(config: &serde_json::Value) -> CallContext {
         step: "gates[0]".into(),
         config: config.to_string(),
         now_ms: T0,
+        language: String::new(),
     }
 }
 

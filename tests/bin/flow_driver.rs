@@ -285,6 +285,7 @@ fn interrupted(mode: &str, dir: &std::path::Path) {
         step: "directory".into(),
         config: "{}".into(),
         now_ms: now(),
+        language: String::new(),
     };
     let carol = directory
         .find_user(&ctx, "carol")

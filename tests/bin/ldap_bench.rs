@@ -85,6 +85,7 @@ fn main() {
         config: serde_json::json!({"connection": "corp", "base": "ou=people,dc=example,dc=test"})
             .to_string(),
         now_ms: 0,
+        language: String::new(),
     };
     let users: Vec<User> = Slapd::PEOPLE
         .iter()

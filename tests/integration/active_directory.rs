@@ -181,6 +181,7 @@ fn ctx(config: Value) -> CallContext {
         step: "directory".into(),
         config: config.to_string(),
         now_ms: 1_763_856_000_000,
+        language: String::new(),
     }
 }
 

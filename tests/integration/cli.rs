@@ -213,7 +213,7 @@ fn inspect_shows_the_grants_a_plugin_needs() {
         out.contains("grants:   http (imported; each works only where the step grants it)\n"),
         "{out}"
     );
-    assert!(out.contains("resetgate:plugin/http@0.2.0"), "{out}");
+    assert!(out.contains("resetgate:plugin/http@0.2.1"), "{out}");
 }
 
 #[test]

@@ -168,6 +168,7 @@ fn ctx(config: &serde_json::Value, now_ms: u64) -> CallContext {
         step: "gates[0]".into(),
         config: config.to_string(),
         now_ms,
+        language: String::new(),
     }
 }
 
@@ -1462,4 +1463,63 @@ gates:
             "{what} in the gateway's log"
         );
     }
+}
+
+#[test]
+fn questions_and_totp_prompt_in_the_language_of_the_call() {
+    let q = bench("questions");
+    let t = bench("totp");
+    let in_lang = |c: &CallContext, language: &str| CallContext {
+        language: language.into(),
+        ..c.clone()
+    };
+    let alice = user("alice");
+    let qc = ctx(&questions_config(4, 3, 1, 3, 2, 2), T0);
+    let tc = ctx(&serde_json::json!({"issuer": "ACME Corp"}), T0);
+    let texts = |language: &str| {
+        let qg = q.plugin.gate().unwrap();
+        let tg = t.plugin.gate().unwrap();
+        let registration = qg
+            .enroll_prompt(&in_lang(&qc, language), &alice)
+            .unwrap()
+            .unwrap();
+        let own = registration.prompt.fields.last().unwrap().label.clone();
+        let setup = tg
+            .enroll_prompt(&in_lang(&tc, language), &alice)
+            .unwrap()
+            .unwrap();
+        let reset = tg
+            .begin(&in_lang(&tc, language), &alice, None)
+            .unwrap()
+            .unwrap();
+        vec![
+            registration.prompt.title,
+            own,
+            setup.prompt.title,
+            reset.prompt.title,
+            reset.prompt.help.unwrap(),
+        ]
+    };
+    assert_eq!(
+        texts("de"),
+        [
+            "Wählen Sie Ihre Sicherheitsfragen",
+            "Antwort auf Ihre eigene Frage 1",
+            "Richten Sie Ihre Authenticator-App ein",
+            "Geben Sie den Code aus Ihrer Authenticator-App ein",
+            "Der 6-stellige Code, den Ihre Authenticator-App für ACME Corp anzeigt.",
+        ]
+    );
+    let english = [
+        "Choose your security questions",
+        "Answer to your own question 1",
+        "Set up your authenticator app",
+        "Enter the code from your authenticator app",
+        "The 6-digit code your authenticator app shows for ACME Corp.",
+    ];
+    assert_eq!(texts("en"), english);
+    // Outside a flow's language (empty) and for a language the plugins do
+    // not have: English.
+    assert_eq!(texts(""), english);
+    assert_eq!(texts("fr"), english);
 }

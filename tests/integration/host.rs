@@ -15,6 +15,7 @@ fn ctx(config: serde_json::Value) -> CallContext {
         step: "step".into(),
         config: config.to_string(),
         now_ms: 1_700_000_000_000,
+        language: String::new(),
     }
 }
 
@@ -263,7 +264,11 @@ fn another_contract_version_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(matches!(err, LoadError::ContractVersion { .. }), "{msg}");
     assert!(
-        msg.contains("@0.3.0") && msg.contains("resetgate:plugin@0.2.0"),
+        msg.contains("@0.3.0")
+            && msg.contains(&format!(
+                "resetgate:plugin@{}",
+                resetgate::contract::CONTRACT_VERSION
+            )),
         "{msg}"
     );
 }
@@ -278,7 +283,11 @@ fn a_plugin_built_against_contract_0_1_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(matches!(err, LoadError::ContractVersion { .. }), "{msg}");
     assert!(
-        msg.contains("@0.1.0") && msg.contains("resetgate:plugin@0.2.0"),
+        msg.contains("@0.1.0")
+            && msg.contains(&format!(
+                "resetgate:plugin@{}",
+                resetgate::contract::CONTRACT_VERSION
+            )),
         "{msg}"
     );
 }

@@ -86,6 +86,7 @@ fn send(plugin: &Plugin, request: Value) -> Result<Value, CallError> {
         step: "sync[0]".into(),
         config: request.to_string(),
         now_ms: 1_763_856_000_000,
+        language: String::new(),
     };
     let change = Change {
         idempotency_key: "k".into(),

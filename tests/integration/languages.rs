@@ -150,6 +150,7 @@ impl Setup {
             step: "directory".into(),
             config: "{}".into(),
             now_ms: 1_763_856_000_000,
+            language: String::new(),
         };
         let user = dir.find_user(&ctx, name).unwrap().unwrap().unwrap();
         let ok = dir
@@ -309,4 +310,22 @@ fn a_reset_through_a_gate_written_in_javascript() {
     // The gate's own line through `log` on the wrong answer, never the answer.
     assert!(logs.contains("phone-digits: wrong digits"), "{logs}");
     assert!(!logs.contains("wasi-not-provided"), "{logs}");
+}
+
+#[test]
+fn a_gate_built_against_contract_0_2_0_keeps_working_on_this_gateway() {
+    // The plain gate built against the 0.2.0 WIT as released, before the
+    // additive 0.2.1 (`locale`): the gateway links and runs it.
+    let setup = Setup::new(
+        "old-gate",
+        &wasm("contract-0-2-0"),
+        &workflow(
+            "reset",
+            "old-gate",
+            "{ attribute: employee_id, label: Employee ID, kind: code }",
+        ),
+    );
+    setup.add_user("alice", "employee_id=E-4711", OLD);
+    let logs = reset_through_the_api(&setup, "value", "E-4712", " e-4711 ");
+    assert!(!logs.contains("warning["), "{logs}");
 }

@@ -236,6 +236,7 @@ fn ctx(base: &str) -> CallContext {
         })
         .to_string(),
         now_ms: 1_763_856_000_000,
+        language: String::new(),
     }
 }
 

@@ -189,6 +189,7 @@ fn ctx() -> CallContext {
         step: "directory".into(),
         config: "{}".into(),
         now_ms: T0,
+        language: String::new(),
     }
 }
 

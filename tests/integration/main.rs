@@ -21,6 +21,7 @@ mod languages;
 mod ldap;
 mod loading;
 mod local_users;
+mod locale;
 mod observability;
 mod one_time_code;
 mod page;

@@ -144,6 +144,7 @@ impl Gate {
             step: "gates[0]".into(),
             config: self.config.clone(),
             now_ms: now,
+            language: String::new(),
         }
     }
 
@@ -701,4 +702,50 @@ password: {{ min_length: 12, max_length: 64 }}
         assert!(!logs.contains(canary), "`{canary}` logged:\n{logs}");
         assert_not_in_files(&dir.path().join("data"), canary);
     }
+}
+
+#[test]
+fn the_prompt_and_the_relay_body_follow_the_language_of_the_call() {
+    let g = Gate::new(json!({
+        "body": r#"{"to": "{{destination}}", "code": "{{code}}", "lang": "{{language}}"}"#,
+        "max_tries": 1,
+        "ttl": "1m",
+    }));
+    let begin = |language: &str, flow: &str| {
+        let ctx = CallContext {
+            language: language.into(),
+            ..g.ctx(flow, T0)
+        };
+        g.plugin
+            .gate()
+            .unwrap()
+            .begin(&ctx, &alice(), None)
+            .unwrap()
+            .unwrap()
+    };
+    let round = begin("de", "f1");
+    assert_eq!(
+        round.prompt.title,
+        "Geben Sie den Code ein, den wir Ihnen gesendet haben"
+    );
+    assert_eq!(
+        round.prompt.help.as_deref(),
+        Some(
+            "Wir haben einen 6-stelligen Code an a•••@example.com gesendet. Er gilt 1 Minute, \
+             für 1 Versuch, und nur einmal. Kein Code, oder zu oft ein falscher? Lassen Sie das \
+             Feld leer und senden Sie es ab, um einen neuen Code zu erhalten; der vorige gilt \
+             dann nicht mehr."
+        )
+    );
+    // The relay is told the language, so the message can be in it.
+    assert_eq!(
+        relay_body(g.sink.wait_for_requests(1).last().unwrap())["lang"],
+        "de"
+    );
+    let round = begin("", "f2");
+    assert_eq!(round.prompt.title, "Enter the code we sent you");
+    assert_eq!(
+        relay_body(g.sink.wait_for_requests(2).last().unwrap())["lang"],
+        "en"
+    );
 }

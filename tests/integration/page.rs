@@ -15,15 +15,17 @@ use resetgate_tests::webdriver::{Browser, ENTER, base64_encode};
 use resetgate_tests::{Gateway, root, write_config};
 use serde_json::{Value, json};
 
-/// Two reset workflows (so the page offers a choice): `page-reset` asks
-/// for the user's mail address (a text field), then a code (a code field);
-/// the FIM lockout with threshold 3; one sync target.
+/// Two reset workflows (so the page offers a choice), with titles for
+/// people in English and German: `page-reset` asks for the user's mail
+/// address (a text field, labelled in both languages), then a code (a code
+/// field); the FIM lockout with threshold 3; one sync target.
 fn workflows(dir: &Path) {
-    let reset = |name: &str, description: &str| {
+    let reset = |name: &str, description: &str, title: &str| {
         format!(
             r#"version: 1
 name: {name}
-description: "{description}"
+description: "{description} (for admins)"
+title: {title}
 purpose: reset
 limits: {{ idle: 5m, absolute: 15m }}
 directory:
@@ -36,7 +38,10 @@ gates:
   - id: work-mail
     plugin: attribute-gate
     enrollment: none
-    config: {{ attribute: mail, label: Work e-mail address, help: "The address your work mail goes to." }}
+    config:
+      attribute: mail
+      label: {{ en: Work e-mail address, de: Geschäftliche E-Mail-Adresse }}
+      help: {{ en: "The address your work mail goes to.", de: "Die Adresse, an die Ihre dienstliche Post geht." }}
   - id: code
     plugin: static-answer
     config: {{ answer: "654321" }}
@@ -58,12 +63,17 @@ sync:
         reset(
             "page-reset",
             "Reset your password with your e-mail address and a code",
+            "{ en: With your e-mail address and a code, de: Mit Ihrer E-Mail-Adresse und einem Code }",
         ),
     )
     .unwrap();
     std::fs::write(
         dir.join("other-reset.yaml"),
-        reset("other-reset", "Reset your password another way"),
+        reset(
+            "other-reset",
+            "Reset your password another way",
+            "Another way",
+        ),
     )
     .unwrap();
 }
@@ -224,6 +234,13 @@ fn a_person_resets_a_password_in_the_browser() {
         "page-reset"
     );
     assert_eq!(b.find_all("#workflow option").len(), 2);
+    // Offered by their titles for people, not the admins' descriptions.
+    assert_eq!(
+        page.text("#workflow option[value=page-reset]"),
+        "With your e-mail address and a code"
+    );
+    // Only resetting is offered: no question what to do.
+    assert!(!b.is_displayed(&b.find("#purpose-row")));
     assert_eq!(
         page.attr("#user", "autocomplete").as_deref(),
         Some("username")
@@ -541,10 +558,25 @@ fn a_person_registers_security_answers_in_the_browser() {
         "return !document.getElementById('start-fields').disabled;",
     );
     page.wait_heading("start", "Set up password reset");
+    // Resetting and registering are two errands, asked apart; the one the
+    // URL names is chosen, and with one workflow each there is no select.
+    assert!(b.is_displayed(&b.find("#purpose-row")));
     assert_eq!(
-        b.find_all("#workflow optgroup").len(),
-        2,
-        "grouped by purpose"
+        page.js("return document.getElementById('purpose-enrollment').checked;"),
+        json!(true)
+    );
+    assert!(!b.is_displayed(&b.find("#workflow")));
+    b.click(&b.find("#purpose-reset"));
+    page.wait_heading("start", "Reset your password");
+    assert_eq!(
+        page.js_str("return document.getElementById('workflow').value;"),
+        "reset"
+    );
+    b.click(&b.find("#purpose-enrollment"));
+    page.wait_heading("start", "Set up password reset");
+    assert_eq!(
+        page.js_str("return document.getElementById('workflow').value;"),
+        "enroll"
     );
     b.send_keys(&b.find("#user"), &format!("erin{ENTER}"));
 
@@ -680,4 +712,185 @@ fn a_person_sees_a_key_to_copy_and_its_qr_code_while_registering() {
     b.send_keys(&b.find("#field-0"), &format!("OK{ENTER}"));
     page.wait_heading("done", "Your reset options are saved");
     assert_eq!(page.js("return window.__cspViolations;"), json!([]));
+}
+
+/// The organisation's logo: a small SVG (a blue square).
+const LOGO_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40" viewBox="0 0 40 40"><rect width="40" height="40" fill="#0b5fff"/></svg>"##;
+
+#[test]
+fn the_page_speaks_german_with_the_organisations_branding() {
+    let site = Site::start_with(workflows, |config| {
+        let dir = config.parent().unwrap();
+        std::fs::write(dir.join("logo.svg"), LOGO_SVG).unwrap();
+        let mut text = std::fs::read_to_string(config).unwrap();
+        text.push_str(
+            "page:\n  name: Beispiel AG\n  logo: logo.svg\n  accent: \"#0b5fff\"\n  \
+             helpdesk: { text: \"IT-Servicedesk: +49 30 1234-567\", url: \"tel:+49301234567\" }\n",
+        );
+        std::fs::write(config, text).unwrap();
+    });
+    let origin = site.gw.base_url();
+    let browser = site.browser();
+    let page = Page { b: &browser };
+    let b = &browser;
+    b.goto(&format!("{origin}/?lang=de&workflow=page-reset"));
+    b.wait_until(
+        "the workflows to load",
+        "return !document.getElementById('start-fields').disabled;",
+    );
+
+    // The page in German: its own texts, and the workflows' titles.
+    page.wait_heading("start", "Passwort zurücksetzen");
+    assert_eq!(page.js_str("return document.documentElement.lang;"), "de");
+    assert_eq!(page.text("label[for=user]"), "Benutzername");
+    assert_eq!(page.text("#start-submit"), "Weiter");
+    assert_eq!(
+        page.text("#workflow-label"),
+        "Wie möchten Sie bestätigen, dass Sie es sind?"
+    );
+    assert_eq!(
+        page.text("#workflow option[value=page-reset]"),
+        "Mit Ihrer E-Mail-Adresse und einem Code"
+    );
+    // A link to the page in English, keeping the workflow.
+    let english = page.attr("a[data-lang=en]", "href").unwrap();
+    assert_eq!(english, "?lang=en&workflow=page-reset");
+    page.assert_labelled();
+
+    // The branding: the name, the logo (loaded), the accent on buttons.
+    assert_eq!(page.text("[data-testid=org-name]"), "Beispiel AG");
+    assert_eq!(
+        page.js("const i = document.querySelector('[data-testid=logo]'); return i.complete && i.naturalWidth;"),
+        json!(40)
+    );
+    assert_eq!(
+        page.js_str(
+            "return getComputedStyle(document.getElementById('start-submit')).backgroundColor;"
+        ),
+        "rgb(11, 95, 255)"
+    );
+    // No help offered while nothing went wrong.
+    assert!(!b.is_displayed(&b.find("#helpdesk")));
+
+    // A message is said once: an empty name is marked at the field only.
+    b.click(&b.find("#start-submit"));
+    b.wait_until(
+        "the field error",
+        "return !document.getElementById('user-error').hidden;",
+    );
+    assert_eq!(
+        page.text("#user-error"),
+        "Geben Sie Ihren Benutzernamen ein."
+    );
+    assert_eq!(page.notice(), "");
+    // Typing again clears what was said about the empty field.
+    b.send_keys(&b.find("#user"), "a");
+    assert!(!b.is_displayed(&b.find("#user-error")));
+    assert_eq!(page.attr("#user", "aria-invalid"), None);
+    b.send_keys(&b.find("#user"), &format!("lice{ENTER}"));
+
+    // The gate plugin was told the language: its prompt is in German.
+    page.wait_heading("gate", "Geschäftliche E-Mail-Adresse");
+    assert_eq!(
+        page.text("#gate-help"),
+        "Die Adresse, an die Ihre dienstliche Post geht."
+    );
+
+    // A wrong answer: the gateway's notice in German. It is stale once the
+    // person types again, and goes.
+    b.send_keys(&b.find("#field-0"), &format!("bob@example.com{ENTER}"));
+    b.wait_until(
+        "the not-verified notice",
+        "return document.getElementById('notice').textContent.includes('nicht bestätigen');",
+    );
+    page.wait_step("gate");
+    assert_eq!(
+        page.notice(),
+        "Wir konnten Ihre Identität nicht bestätigen. Prüfen Sie Ihre Antworten und versuchen Sie es noch einmal."
+    );
+    assert_eq!(
+        page.attr("#field-0", "aria-invalid").as_deref(),
+        Some("true")
+    );
+    b.send_keys(&b.find("#field-0"), "a");
+    assert_eq!(page.notice(), "");
+    assert_eq!(page.attr("#field-0", "aria-invalid"), None);
+    assert!(
+        !page
+            .attr("#field-0", "aria-describedby")
+            .unwrap_or_default()
+            .split(' ')
+            .any(|id| id == "notice"),
+        "the field no longer points at a message"
+    );
+
+    // Wrong until the lockout (threshold 3): the lockout screen in German,
+    // its message once, and where to get help.
+    for _ in 0..5 {
+        if page.js_str("return document.querySelector('main').dataset.step;") == "done" {
+            break;
+        }
+        b.clear(&b.find("#field-0"));
+        b.send_keys(&b.find("#field-0"), &format!("bob@example.com{ENTER}"));
+        b.wait_until(
+            "the answer to be taken",
+            "const m = document.querySelector('main');
+             return !m.hasAttribute('aria-busy') && (m.dataset.step === 'done' || document.getElementById('notice').textContent !== '');",
+        );
+    }
+    page.wait_heading("done", "Zu viele Versuche");
+    assert_eq!(
+        page.notice(),
+        "Versuchen Sie es später noch einmal, oder wenden Sie sich an Ihren Helpdesk."
+    );
+    let main = page.text("main");
+    assert_eq!(main.matches("Zu viele Versuche").count(), 1, "{main}");
+    assert!(b.is_displayed(&b.find("#helpdesk")));
+    assert_eq!(
+        page.text("#helpdesk"),
+        "Brauchen Sie Hilfe? IT-Servicedesk: +49 30 1234-567"
+    );
+    assert_eq!(
+        page.attr("#helpdesk a", "href").as_deref(),
+        Some("tel:+49301234567")
+    );
+    // Starting again hides the help.
+    b.click(&b.find("#restart"));
+    page.wait_heading("start", "Passwort zurücksetzen");
+    assert!(!b.is_displayed(&b.find("#helpdesk")));
+    assert_eq!(page.js("return window.__cspViolations;"), json!([]));
+}
+
+#[test]
+fn the_page_follows_accept_language_and_falls_back_to_english() {
+    let site = Site::start();
+    let get = |query: &str, accept: Option<&str>| {
+        let agent = site.pki.client(false);
+        let mut req = ureq::http::Request::builder()
+            .method("GET")
+            .uri(format!("{}/{query}", site.gw.base_url()));
+        if let Some(a) = accept {
+            req = req.header("Accept-Language", a);
+        }
+        let mut resp = agent.run(req.body(()).unwrap()).unwrap();
+        let lang = resp
+            .headers()
+            .get("content-language")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.body_mut().read_to_string().unwrap();
+        (lang, body)
+    };
+    let (lang, body) = get("", Some("de-CH, de;q=0.9, en;q=0.5"));
+    assert_eq!(lang.as_deref(), Some("de"));
+    assert!(body.contains(r#"<html lang="de">"#));
+    assert!(body.contains("<h1 id=\"heading\" tabindex=\"-1\">Passwort zurücksetzen</h1>"));
+    // `?lang=` wins over the header.
+    let (lang, body) = get("?lang=en", Some("de"));
+    assert_eq!(lang.as_deref(), Some("en"));
+    assert!(body.contains("<h1 id=\"heading\" tabindex=\"-1\">Reset your password</h1>"));
+    // A language the page does not speak: English.
+    let (lang, _) = get("?lang=fr", Some("fr-FR, it;q=0.8"));
+    assert_eq!(lang.as_deref(), Some("en"));
+    let (lang, _) = get("", None);
+    assert_eq!(lang.as_deref(), Some("en"));
 }

@@ -34,7 +34,7 @@ const started = Date.now();
 const { component } = await componentize({
   sourcePath: here('./gate.js'),
   witPath: wit,
-  worldName: 'resetgate:plugin/gate@0.2.0',
+  worldName: 'resetgate:plugin/gate@0.2.1',
   // No WASI features: no console (stdio), no Math.random/crypto (random), no
   // Date.now/performance.now (clocks), no fetch (http, fetch-event). The
   // component still imports the world's every capability (componentize-js

@@ -12,7 +12,7 @@
 // It imports one capability, the always-granted `log`, to note a failure
 // for the admin (never what the person typed).
 
-import { write } from 'resetgate:plugin/log@0.2.0';
+import { write } from 'resetgate:plugin/log@0.2.1';
 
 const SCHEMA = JSON.stringify({
   $schema: 'https://json-schema.org/draft/2020-12/schema',

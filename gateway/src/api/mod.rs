@@ -8,6 +8,7 @@
 //! is a [`Problem`]. The guide for portal writers is `docs/http-api.md`.
 
 pub mod limit;
+pub mod page;
 pub mod problem;
 pub mod wire;
 
@@ -39,12 +40,6 @@ use crate::runtime::{PasswordFor, Runtime, RuntimeError, Staged};
 pub use limit::{Hit, HitLog, Limiter, Rate};
 pub use problem::{Code, Problem};
 use wire::{AnswersRequest, FlowView, PasswordRequest, StartRequest};
-
-/// The self-service page and its assets, compiled in.
-const INDEX_HTML: &str = include_str!("../../assets/index.html");
-const APP_JS: &str = include_str!("../../assets/app.js");
-const STYLE_CSS: &str = include_str!("../../assets/style.css");
-const FAVICON_SVG: &str = include_str!("../../assets/favicon.svg");
 
 /// How much of an oversized body is read (and dropped) before the 413, so
 /// that an ordinary client still sending it can read the answer.
@@ -113,6 +108,8 @@ pub struct Api {
     hits: HitLog,
     /// The plugin host, whose per-plugin statistics `/metrics` shows.
     plugins: std::sync::OnceLock<crate::plugin::PluginHost>,
+    /// The page's branding (the config's `page:` section).
+    page: std::sync::RwLock<Arc<page::PageSettings>>,
 }
 
 impl Api {
@@ -129,6 +126,7 @@ impl Api {
             http: HttpMetrics::default(),
             hits: HitLog::default(),
             plugins: std::sync::OnceLock::new(),
+            page: std::sync::RwLock::default(),
         });
         // Drop the rate limiters' full buckets on a timer; the thread ends
         // with the API.
@@ -158,6 +156,22 @@ impl Api {
     /// counter goes back (set once; later calls do nothing).
     pub fn show_plugins(&self, host: crate::plugin::PluginHost) {
         let _ = self.plugins.set(host);
+    }
+
+    /// Sets the page's branding (at start and on `SIGHUP`).
+    pub fn set_page(&self, settings: page::PageSettings) {
+        *self
+            .page
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
+    }
+
+    /// The page's branding now.
+    fn page(&self) -> Arc<page::PageSettings> {
+        self.page
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Marks the gateway ready or not (`/readyz`).
@@ -224,22 +238,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
-        .route(
-            "/",
-            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
-        )
-        .route(
-            "/favicon.svg",
-            get(|| async { page(FAVICON_SVG, "image/svg+xml") }),
-        )
+        .merge(page::routes())
         .layer(middleware::from_fn_with_state(api.clone(), identify));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -249,10 +248,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .method_not_allowed_fallback(|| async { Problem::new(Code::MethodNotAllowed) })
         .layer(middleware::from_fn_with_state(api.clone(), headers))
         .with_state(api)
-}
-
-fn page(body: &'static str, content_type: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Every request: runs it in its log span (see [`crate::logging`]) with a
@@ -588,9 +583,16 @@ fn flow_response(status: StatusCode, view: FlowView) -> Response {
 /// Start a flow.
 ///
 /// A flow for an unknown, locked or disabled user starts exactly like a
-/// real one; it fails at its first gate with the generic message.
+/// real one; it fails at its first gate with the generic message. The
+/// flow keeps the person's language (`?lang=`, else `Accept-Language`,
+/// else English): its notices and password rules are in it, and plugins
+/// are told it to localise their prompts.
 #[utoipa::path(
     post, path = "/v1/flows", tag = "flows",
+    params(
+        ("lang" = Option<String>, Query, description = "The person's language (`en`, `de`); wins over `Accept-Language`; another value is ignored"),
+        ("Accept-Language" = Option<String>, Header, description = "The person's languages (RFC 9110); the best one spoken here is chosen, else English"),
+    ),
     request_body = StartRequest,
     responses(
         (status = 201, description = "Started; `token` is shown only here", body = FlowView),
@@ -600,6 +602,7 @@ fn flow_response(status: StatusCode, view: FlowView) -> Response {
 )]
 async fn start_flow(
     State(api): State<Arc<Api>>,
+    page::Lang(lang): page::Lang,
     JsonBody(body): JsonBody<StartRequest>,
 ) -> Result<Response, Problem> {
     body.check()
@@ -614,7 +617,7 @@ async fn start_flow(
         return Err(tarpit(Problem::rate_limited(secs)).await);
     }
     let view = request(&api, move |rt| {
-        rt.start_staged(&body.workflow, &body.user, now_ms())
+        rt.start_staged(&body.workflow, &body.user, lang, now_ms())
     })
     .await?;
     Ok(flow_response(StatusCode::CREATED, view))
@@ -739,10 +742,17 @@ async fn authenticate(
 /// The workflows served.
 #[utoipa::path(
     get, path = "/v1/workflows", tag = "flows",
+    params(
+        ("lang" = Option<String>, Query, description = "The language of the titles (`en`, `de`); wins over `Accept-Language`"),
+        ("Accept-Language" = Option<String>, Header, description = "The person's languages (RFC 9110); titles in the best one spoken here, else English"),
+    ),
     responses((status = 200, description = "Sorted by name", body = wire::WorkflowList)),
     security((), ("portal_key" = []))
 )]
-async fn list_workflows(State(api): State<Arc<Api>>) -> Json<wire::WorkflowList> {
+async fn list_workflows(
+    State(api): State<Arc<Api>>,
+    page::Lang(lang): page::Lang,
+) -> Json<wire::WorkflowList> {
     let mut workflows: Vec<wire::WorkflowView> = api
         .runtime
         .current()
@@ -750,6 +760,7 @@ async fn list_workflows(State(api): State<Arc<Api>>) -> Json<wire::WorkflowList>
         .map(|w| wire::WorkflowView {
             name: w.name.clone(),
             description: w.description.clone(),
+            title: w.title.as_ref().map(|t| t.pick(lang).to_owned()),
             version: w.version.clone(),
             purpose: format!("{:?}", w.purpose).to_lowercase(),
         })

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::contract::{Display, FieldKind, Prompt};
 use crate::engine::{self, Flow, Notice, State};
+use crate::i18n;
 use crate::policy::Violation;
 use crate::secret::Secret;
 use crate::workflow::Workflow;
@@ -404,8 +405,13 @@ pub struct SyncView {
 pub struct WorkflowView {
     /// Its name.
     pub name: String,
-    /// One line for people.
+    /// What it is for, for admins.
     pub description: Option<String>,
+    /// What end users read when a portal offers it (the workflow's
+    /// `title:`), in the request's language (`?lang=`, `Accept-Language`;
+    /// English when the title has no text in it); absent when the
+    /// workflow has none (show the name).
+    pub title: Option<String>,
     /// sha256 of its file.
     pub version: String,
     /// `reset` or `enrollment`.
@@ -457,24 +463,24 @@ fn prompt(gate: &str, round: u32, p: &Prompt) -> PromptView {
     }
 }
 
-/// The rules of `wf`'s password policy as sentences.
-pub fn policy(wf: &Workflow) -> PolicyView {
+/// The rules of `wf`'s password policy as sentences in `lang`.
+pub fn policy(wf: &Workflow, lang: &str) -> PolicyView {
     let p = &wf.password;
-    let mut rules = vec![format!(
-        "Use {} to {} characters; spaces and any symbols are allowed.",
-        p.min_length, p.max_length
+    let mut rules = vec![i18n::format(
+        lang,
+        "rule.length",
+        &[
+            ("min", &p.min_length.to_string()),
+            ("max", &p.max_length.to_string()),
+        ],
     )];
     if !p.blocklist.is_empty() {
-        rules.push("Avoid common or previously breached passwords.".to_owned());
+        rules.push(i18n::text(lang, "rule.blocklist").to_owned());
     }
     if p.reject_user_name {
-        rules.push("Do not include your user name.".to_owned());
+        rules.push(i18n::text(lang, "rule.user-name").to_owned());
     }
-    rules.push(
-        "No control characters such as tabs or line breaks, and not only spaces or invisible \
-         characters."
-            .to_owned(),
-    );
+    rules.push(i18n::text(lang, "rule.control").to_owned());
     PolicyView {
         min_length: p.min_length,
         max_length: p.max_length,
@@ -482,51 +488,34 @@ pub fn policy(wf: &Workflow) -> PolicyView {
     }
 }
 
-fn notice(n: &Notice) -> NoticeView {
-    let (code, message) = match n {
-        Notice::WrongAnswer => (
-            "not-verified",
-            "We could not verify your identity. Check your answers and try again.",
-        ),
-        Notice::Policy(_) => (
-            "password-rejected",
-            "This password does not meet the rules below. Choose another one.",
-        ),
-        Notice::DirectoryRefused => (
-            "directory-refused",
-            "The directory did not accept this password. Choose another one.",
-        ),
-        Notice::InvalidInput => (
-            "invalid-input",
-            "Some of what you entered is missing or not valid. Check it and try again.",
-        ),
-        Notice::Locked => (
-            "locked",
-            "Too many attempts. Try again later, or contact your helpdesk.",
-        ),
-        Notice::Expired => (
-            "expired",
-            "This reset took too long and has expired. Please start again.",
-        ),
+fn notice(n: &Notice, lang: &str) -> NoticeView {
+    let code = match n {
+        Notice::WrongAnswer => "not-verified",
+        Notice::Policy(_) => "password-rejected",
+        Notice::DirectoryRefused => "directory-refused",
+        Notice::InvalidInput => "invalid-input",
+        Notice::Locked => "locked",
+        Notice::Expired => "expired",
     };
     NoticeView {
         code: code.to_owned(),
-        message: message.to_owned(),
+        message: i18n::text(lang, &format!("notice.{code}")).to_owned(),
     }
 }
 
-fn violation(v: &Violation) -> ViolationView {
-    let code = match v {
-        Violation::TooShort { .. } => "too-short",
-        Violation::TooLong { .. } => "too-long",
-        Violation::Blocklisted => "blocklisted",
-        Violation::ContainsUserName => "contains-user-name",
-        Violation::ControlCharacters => "control-characters",
-        Violation::OnlyInvisible => "only-invisible",
+fn violation(v: &Violation, lang: &str) -> ViolationView {
+    let (code, args) = match v {
+        Violation::TooShort { min } => ("too-short", vec![("min", min.to_string())]),
+        Violation::TooLong { max } => ("too-long", vec![("max", max.to_string())]),
+        Violation::Blocklisted => ("blocklisted", vec![]),
+        Violation::ContainsUserName => ("contains-user-name", vec![]),
+        Violation::ControlCharacters => ("control-characters", vec![]),
+        Violation::OnlyInvisible => ("only-invisible", vec![]),
     };
+    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
     ViolationView {
         code: code.to_owned(),
-        message: v.to_string(),
+        message: i18n::format(lang, &format!("violation.{code}"), &args),
     }
 }
 
@@ -552,8 +541,10 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// The view of `flow` (running on `wf`), with `notice` from the last call.
+/// The view of `flow` (running on `wf`), with `notice` from the last call;
+/// its texts (notice, rules, violations) in the flow's language.
 pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView {
+    let lang = flow.language.as_str();
     let gate_id = |i: usize| wf.gates.get(i).map(|g| g.step.id.as_str()).unwrap_or("");
     let (state, prompt_view, receipt) = match &flow.state {
         State::Resolving => (StateName::Gate, None, None),
@@ -584,7 +575,7 @@ pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView 
         State::Expired => (StateName::Expired, None, None),
     };
     let violations = match notice_of {
-        Some(Notice::Policy(v)) => v.iter().map(violation).collect(),
+        Some(Notice::Policy(v)) => v.iter().map(|v| violation(v, lang)).collect(),
         _ => vec![],
     };
     FlowView {
@@ -593,8 +584,8 @@ pub fn view(flow: &Flow, wf: &Workflow, notice_of: Option<&Notice>) -> FlowView 
         workflow: flow.workflow.clone(),
         state,
         prompt: prompt_view,
-        password_policy: (state == StateName::AwaitingPassword).then(|| policy(wf)),
-        notice: notice_of.map(notice),
+        password_policy: (state == StateName::AwaitingPassword).then(|| policy(wf, lang)),
+        notice: notice_of.map(|n| notice(n, lang)),
         violations,
         receipt: receipt.map(|r| ReceiptView {
             directory: outcome(r.directory),

@@ -41,6 +41,11 @@ pub struct Flow {
     /// until it fails at a gate.
     #[serde(default)]
     pub decoy: bool,
+    /// The person's language, chosen when the flow started (`en`, `de`):
+    /// plugins read it to localise their prompts. Empty in flows stored
+    /// before languages existed, read as `en`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub language: String,
     /// What is going on inside one request; never stored.
     #[serde(skip)]
     pub phase: Phase,
@@ -69,6 +74,7 @@ impl Flow {
             passed: Vec::new(),
             token_hash: String::new(),
             decoy: false,
+            language: String::new(),
             phase: Phase::Idle,
             pending_password: None,
             notice: None,

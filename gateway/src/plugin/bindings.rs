@@ -26,6 +26,7 @@ macro_rules! world {
                     "resetgate:plugin/types": super::base::resetgate::plugin::types,
                     "resetgate:plugin/log": super::base::resetgate::plugin::log,
                     "resetgate:plugin/clock": super::base::resetgate::plugin::clock,
+                    "resetgate:plugin/locale": super::base::resetgate::plugin::locale,
                     "resetgate:plugin/random": super::base::resetgate::plugin::random,
                     "resetgate:plugin/slow-hash": super::base::resetgate::plugin::slow_hash,
                     "resetgate:plugin/credential": super::base::resetgate::plugin::credential,

@@ -356,6 +356,7 @@ impl Plugin {
             flow: "",
             step: "describe",
             now_ms: None,
+            language: "",
         };
         self.call(
             site,
@@ -422,6 +423,7 @@ fn site(ctx: &CallContext) -> Site<'_> {
         step: &ctx.step,
         // In a flow, `clock.now-ms` is the flow's clock.
         now_ms: (!ctx.flow_id.is_empty()).then_some(ctx.now_ms),
+        language: &ctx.language,
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::contract::{CONTRACT_VERSION, PluginKind};
 
 /// A capability that needs a grant. The always-granted interfaces (`log`,
-/// `clock`, `random`, `slow-hash`, `credential`, `types`) are not listed.
+/// `clock`, `locale`, `random`, `slow-hash`, `credential`, `types`) are not listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
     /// Outgoing HTTP to listed origins.
@@ -73,8 +73,15 @@ impl Capability {
 }
 
 /// Interfaces of the contract every plugin may import without a grant.
-pub const ALWAYS_GRANTED: [&str; 6] =
-    ["types", "log", "clock", "random", "slow-hash", "credential"];
+pub const ALWAYS_GRANTED: [&str; 7] = [
+    "types",
+    "log",
+    "clock",
+    "locale",
+    "random",
+    "slow-hash",
+    "credential",
+];
 
 /// What a workflow step grants its plugin.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

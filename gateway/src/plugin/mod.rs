@@ -276,6 +276,7 @@ impl PluginHost {
         wasi::add_to_linker(&mut linker)?;
         wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::clock::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wit::locale::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::slow_hash::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         wit::credential::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -834,6 +835,7 @@ impl Plugin {
         let data = fresh.store.data_mut();
         data.kv = inner.kv(&data.caps);
         data.now_ms = site.now_ms;
+        site.language.clone_into(&mut data.language);
         let result = f(&mut fresh.store, &fresh.bound);
         let data = fresh.store.data_mut();
         for line in data.logs.drain(..) {
@@ -918,6 +920,8 @@ struct Site<'a> {
     step: &'a str,
     /// The flow's clock, for a call that belongs to a flow.
     now_ms: Option<u64>,
+    /// The person's language in the flow (`locale.language`).
+    language: &'a str,
 }
 
 impl Shared {

@@ -1,5 +1,5 @@
 //! What a plugin's store holds, and the host side of the always-granted
-//! capabilities: log, clock, random, slow-hash and credential, plus the
+//! capabilities: log, clock, locale, random, slow-hash and credential, plus the
 //! stand-ins for `commands` and `probe`, which the host does not provide
 //! yet. The granted capabilities have modules of their own (`secrets`,
 //! `ldap`, `http`, `kv`), built from the gateway config
@@ -94,6 +94,9 @@ pub struct HostState {
     /// The flow's clock (its `now-ms`) in a call that belongs to a flow:
     /// what `clock.now-ms` returns, so that a flow replays.
     pub now_ms: Option<u64>,
+    /// The person's language in the call's flow: what `locale.language`
+    /// returns (`en` when empty, e.g. outside a flow).
+    pub language: String,
     /// Made on the plugin's first WASI call: most calls make none, and an
     /// empty context still costs allocations to build and drop.
     wasi: Option<WasiCtx>,
@@ -128,6 +131,7 @@ impl HostState {
             grants,
             caps,
             now_ms: None,
+            language: String::new(),
             wasi: None,
             table,
             limiter: Limiter {
@@ -265,6 +269,16 @@ impl wit::clock::Host for HostState {
     fn monotonic_ns(&mut self) -> WasmResult<u64> {
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         Ok(START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+    }
+}
+
+impl wit::locale::Host for HostState {
+    fn language(&mut self) -> WasmResult<String> {
+        Ok(if self.language.is_empty() {
+            "en".to_owned()
+        } else {
+            self.language.clone()
+        })
     }
 }
 

@@ -278,9 +278,20 @@ fn found(v: &Value) -> String {
     }
 }
 
+/// A value as a message quotes it: a string as it is, but with control
+/// characters escaped (`\n`), so that a diagnostic stays one line.
 fn short(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
         other => other.to_string(),
     }
 }

@@ -29,13 +29,14 @@ use super::file::{self, Kind};
 use super::lint;
 use super::model::{
     Enrollment, FlowLimits, Gate, OnFailure, PasswordPolicy, Purpose, Step, SyncMode, SyncTarget,
-    Vpn, VpnMode, Workflow,
+    Title, Vpn, VpnMode, Workflow,
 };
 use super::raw::{
-    RawEnrollment, RawOnFailure, RawPluginLimits, RawPurpose, RawSyncMode, RawVpnMode, RawWorkflow,
+    RawEnrollment, RawOnFailure, RawPluginLimits, RawPurpose, RawSyncMode, RawTitle, RawVpnMode,
+    RawWorkflow,
 };
 use super::units::format_duration;
-use super::yaml::{Document, Pos, display_path};
+use super::yaml::{Document, Pos, display_path, escape as escape_pointer};
 use crate::config::GatewayConfig;
 use crate::contract::PluginKind;
 use crate::plugin::{
@@ -308,6 +309,40 @@ impl Loader<'_> {
             .push(Diagnostic::error(self.file, pos, code, message).with_help(help));
     }
 
+    /// `title:`: texts by language name only languages the gateway speaks
+    /// and include English, the fallback.
+    fn title(&mut self, raw: Option<RawTitle>) -> Option<Title> {
+        let texts = match raw? {
+            RawTitle::One(text) => return Some(Title::One(text)),
+            RawTitle::ByLanguage(texts) => texts,
+        };
+        let languages = list(crate::i18n::LANGUAGES.iter());
+        for lang in texts.keys() {
+            if !crate::i18n::LANGUAGES.contains(&lang.as_str()) {
+                let pos = self
+                    .doc
+                    .key_or_value(&format!("/title/{}", escape_pointer(lang)));
+                self.error(
+                    pos,
+                    "value",
+                    format!("`title` has a text in `{lang}`, a language the page does not speak"),
+                    format!(
+                        "the page speaks {languages}; remove `{lang}` or write the title in one of them"
+                    ),
+                );
+            }
+        }
+        if !texts.contains_key(crate::i18n::FALLBACK) {
+            self.error(
+                self.doc.value_pos("/title"),
+                "value",
+                "`title` has no English text (`en`), which is shown for every other language".to_owned(),
+                "add `en: ...`, or write the title as one text for every language: `title: Reset your password`",
+            );
+        }
+        Some(Title::ByLanguage(texts))
+    }
+
     fn build(&mut self, raw: RawWorkflow, version: String) -> Option<Workflow> {
         let purpose = match raw.purpose {
             RawPurpose::Reset => Purpose::Reset,
@@ -423,9 +458,11 @@ impl Loader<'_> {
             })
         });
 
+        let title = self.title(raw.title);
         Some(Workflow {
             name: raw.name,
             description: raw.description,
+            title,
             version,
             source: self.file.display().to_string(),
             purpose,

@@ -157,13 +157,38 @@ pub struct FlowLimits {
     pub absolute: Duration,
 }
 
+/// A workflow's title for end users: one text for every language, or texts
+/// by language code (one of [`crate::i18n::LANGUAGES`], English among them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Title {
+    /// The same text in every language.
+    One(String),
+    /// Texts by language code; always has `en`.
+    ByLanguage(std::collections::BTreeMap<String, String>),
+}
+
+impl Title {
+    /// The text for `language`, else the English one.
+    pub fn pick(&self, language: &str) -> &str {
+        match self {
+            Title::One(text) => text,
+            Title::ByLanguage(texts) => texts
+                .get(language)
+                .or_else(|| texts.get(crate::i18n::FALLBACK))
+                .map_or("", String::as_str),
+        }
+    }
+}
+
 /// A validated workflow.
 #[derive(Clone, Debug)]
 pub struct Workflow {
     /// Its name (unique among loaded workflows).
     pub name: String,
-    /// One or two sentences for admins and portals.
+    /// One or two sentences for admins.
     pub description: Option<String>,
+    /// What the people who use it read in a portal's list of workflows.
+    pub title: Option<Title>,
     /// sha256 of the file, hex: a running flow finishes on the version it started with.
     pub version: String,
     /// The file it came from.

@@ -9,6 +9,17 @@ use serde_json::Value;
 use super::units::{HumanDuration, HumanSize};
 use crate::plugin::Grants;
 
+/// A workflow's `title:`: one text for every language, or texts by
+/// language code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTitle {
+    /// Shown whatever the language.
+    One(String),
+    /// By language code (`en`, `de`).
+    ByLanguage(std::collections::BTreeMap<String, String>),
+}
+
 /// A workflow file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +31,9 @@ pub struct RawWorkflow {
     /// For admins.
     #[serde(default)]
     pub description: Option<String>,
+    /// For the people who use it: one text, or one per language.
+    #[serde(default)]
+    pub title: Option<RawTitle>,
     /// What it is for.
     #[serde(default)]
     pub purpose: RawPurpose,

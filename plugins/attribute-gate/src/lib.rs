@@ -15,13 +15,37 @@ use serde::Deserialize;
 
 struct AttributeGate;
 
+/// A text the person reads: one for every language, or one per language
+/// code (`{ en: ..., de: ... }`; English, else the first, for the others).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text {
+    One(String),
+    ByLanguage(std::collections::BTreeMap<String, String>),
+}
+
+impl Text {
+    fn pick(&self, language: &str) -> String {
+        match self {
+            Text::One(text) => text.clone(),
+            Text::ByLanguage(texts) => {
+                let pairs: Vec<(&str, &str)> = texts
+                    .iter()
+                    .map(|(l, t)| (l.as_str(), t.as_str()))
+                    .collect();
+                resetgate_plugin_sdk::locale::pick(language, &pairs).to_owned()
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     attribute: String,
-    label: String,
+    label: Text,
     #[serde(default)]
-    help: Option<String>,
+    help: Option<Text>,
     #[serde(default)]
     kind: Kind,
     #[serde(default = "default_max")]
@@ -48,10 +72,20 @@ const SCHEMA: &str = r#"{
   "properties": {
     "attribute": { "type": "string", "minLength": 1, "maxLength": 128,
                    "description": "The directory attribute whose value the person types, e.g. `employee_id`" },
-    "label": { "type": "string", "minLength": 1, "maxLength": 200,
-               "description": "What the person reads above the field, e.g. `Employee ID`" },
-    "help": { "type": "string", "maxLength": 1000,
-              "description": "An optional line of help under the title" },
+    "label": { "description": "What the person reads above the field, e.g. `Employee ID`; or texts by language, e.g. `{ en: Employee ID, de: Personalnummer }` (English, else the first, for other languages)",
+               "oneOf": [
+                 { "type": "string", "minLength": 1, "maxLength": 200 },
+                 { "type": "object", "minProperties": 1,
+                   "propertyNames": { "pattern": "^[a-z]{2,3}$" },
+                   "additionalProperties": { "type": "string", "minLength": 1, "maxLength": 200 } }
+               ] },
+    "help": { "description": "An optional line of help under the title; or texts by language, as for `label`",
+              "oneOf": [
+                { "type": "string", "maxLength": 1000 },
+                { "type": "object", "minProperties": 1,
+                  "propertyNames": { "pattern": "^[a-z]{2,3}$" },
+                  "additionalProperties": { "type": "string", "maxLength": 1000 } }
+              ] },
     "kind": { "enum": ["text", "code"], "default": "text",
               "description": "How the portal renders the field: `text` (one line) or `code` (a short code)" },
     "max_length": { "type": "integer", "minimum": 1, "maximum": 1024, "default": 64,
@@ -104,15 +138,17 @@ impl Gate for AttributeGate {
         _enrollment: Option<Vec<u8>>,
     ) -> Result<Round, PluginError> {
         let c = config(&ctx)?;
+        let language = ctx.language();
+        let label = c.label.pick(&language);
         // The same prompt for every user, known or not, with or without the attribute.
         Ok(Round {
             prompt: Prompt {
-                title: c.label.clone(),
-                help: c.help.clone(),
+                title: label.clone(),
+                help: c.help.as_ref().map(|h| h.pick(&language)),
                 display: vec![],
                 fields: vec![Field {
                     name: FIELD.to_owned(),
-                    label: c.label,
+                    label,
                     kind: match c.kind {
                         Kind::Text => FieldKind::Text,
                         Kind::Code => FieldKind::Code,

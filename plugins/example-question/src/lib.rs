@@ -4,6 +4,7 @@
 
 use resetgate_plugin_sdk::gate::{Field, FieldKind, FieldValue, Prompt, Round, Verdict};
 use resetgate_plugin_sdk::prelude::*;
+use resetgate_plugin_sdk::locale::pick;
 use resetgate_plugin_sdk::slow_hash;
 use serde::Deserialize;
 
@@ -63,7 +64,9 @@ impl Plugin for Question {
 
 impl Gate for Question {
     fn enroll_prompt(ctx: CallContext, _user: User) -> Result<Round, PluginError> {
-        Ok(Round { prompt: prompt(&config(&ctx)?, "Choose your answer"), state: vec![] })
+        // Titles in the person's language (the question is the admin's text).
+        let title = pick(&ctx.language(), &[("en", "Choose your answer"), ("de", "Wählen Sie Ihre Antwort")]);
+        Ok(Round { prompt: prompt(&config(&ctx)?, title), state: vec![] })
     }
 
     fn enroll(ctx: CallContext, _user: User, _state: Vec<u8>, input: Vec<FieldValue>) -> Result<Vec<u8>, PluginError> {
@@ -80,7 +83,11 @@ impl Gate for Question {
 
     fn begin(ctx: CallContext, _user: User, _enrollment: Option<Vec<u8>>) -> Result<Round, PluginError> {
         // The same prompt whether or not the user enrolled: nothing to tell apart.
-        Ok(Round { prompt: prompt(&config(&ctx)?, "Answer your security question"), state: b"q1".to_vec() })
+        let title = pick(
+            &ctx.language(),
+            &[("en", "Answer your security question"), ("de", "Beantworten Sie Ihre Sicherheitsfrage")],
+        );
+        Ok(Round { prompt: prompt(&config(&ctx)?, title), state: b"q1".to_vec() })
     }
 
     fn answer(

@@ -56,7 +56,7 @@ const SCHEMA: &str = r#"{
     "content_type": { "type": "string", "minLength": 1, "maxLength": 200, "default": "application/json",
                       "description": "The body's content type. The values put into `body` are JSON-string-escaped for a JSON type, percent-encoded for `application/x-www-form-urlencoded`, and written as they are otherwise" },
     "body": { "type": "string", "maxLength": 16384, "pattern": "\\{\\{code\\}\\}",
-              "description": "The request body, with `{{destination}}`, `{{code}}` and `{{minutes}}` replaced, e.g. `{\"to\": \"{{destination}}\", \"text\": \"Your code: {{code}} (valid {{minutes}} minutes)\"}`" },
+              "description": "The request body, with `{{destination}}`, `{{code}}`, `{{minutes}}` and `{{language}}` (the person's language, `en` or `de`, so the relay can send the message in it) replaced, e.g. `{\"to\": \"{{destination}}\", \"text\": \"Your code: {{code}} (valid {{minutes}} minutes)\"}`" },
     "headers": { "type": "object", "maxProperties": 16,
                  "propertyNames": { "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$" },
                  "additionalProperties": {
@@ -85,7 +85,7 @@ const SCHEMA: &str = r#"{
     "max_sends_per_hour": { "type": "integer", "minimum": 1, "maximum": 100, "default": 5,
                             "description": "How many codes one user may be sent in any hour" },
     "title": { "type": "string", "minLength": 1, "maxLength": 200,
-               "description": "The prompt's title (default `Enter the code we sent you`)" }
+               "description": "The prompt's title, for every language (default `Enter the code we sent you`, in the person's language)" }
   },
   "if": { "properties": { "destination_kind": { "const": "email" } } },
   "then": { "required": ["decoy_domain"] }
@@ -396,7 +396,7 @@ fn render(c: &Config, values: &[(&str, &str)]) -> String {
 }
 
 /// Sends `code` to `destination` through the configured endpoint.
-fn deliver(c: &Config, destination: &str, code: &str) -> Result<(), PluginError> {
+fn deliver(c: &Config, destination: &str, code: &str, language: &str) -> Result<(), PluginError> {
     let minutes = c.minutes()?.to_string();
     let body = render(
         c,
@@ -404,6 +404,7 @@ fn deliver(c: &Config, destination: &str, code: &str) -> Result<(), PluginError>
             ("destination", destination),
             ("code", code),
             ("minutes", &minutes),
+            ("language", language),
         ],
     );
     let mut headers = vec![(
@@ -493,7 +494,7 @@ fn issue(c: &Config, ctx: &CallContext, user: &User) -> Result<Option<Round>, Pl
         .filter(|d| !d.is_empty());
     let shown = match destination {
         Some(d) => {
-            deliver(c, d, &code)?;
+            deliver(c, d, &code, &ctx.language())?;
             mask(c.destination_kind, d)
         }
         None => {
@@ -513,20 +514,28 @@ fn issue(c: &Config, ctx: &CallContext, user: &User) -> Result<Option<Round>, Pl
         mac: hex(&m.finalize().into_bytes()),
     };
     Ok(Some(Round {
-        prompt: prompt(c, &shown)?,
+        prompt: prompt(c, &shown, &ctx.language())?,
         state: serde_json::to_vec(&state)
             .map_err(|e| PluginError::Internal(format!("cannot encode the state: {e}")))?,
     }))
 }
 
-fn prompt(c: &Config, shown: &str) -> Result<Prompt, PluginError> {
+/// The prompt in `language` (`de`, else English).
+fn prompt(c: &Config, shown: &str, language: &str) -> Result<Prompt, PluginError> {
     let minutes = c.minutes()?;
-    Ok(Prompt {
-        title: c
-            .title
-            .clone()
-            .unwrap_or_else(|| "Enter the code we sent you".into()),
-        help: Some(format!(
+    let de = language == "de";
+    let help = if de {
+        format!(
+            "Wir haben einen {}-stelligen Code an {shown} gesendet. Er gilt {minutes} Minute{}, für {} Versuch{}, \
+             und nur einmal. Kein Code, oder zu oft ein falscher? Lassen Sie das Feld leer und senden Sie \
+             es ab, um einen neuen Code zu erhalten; der vorige gilt dann nicht mehr.",
+            c.digits,
+            if minutes == 1 { "" } else { "n" },
+            c.max_tries,
+            if c.max_tries == 1 { "" } else { "e" },
+        )
+    } else {
+        format!(
             "We sent a {}-digit code to {shown}. It is valid for {minutes} minute{}, for {} tr{}, \
              and only once. No code, or a wrong one too often? Leave the field empty and submit \
              to get a new code; the previous one then stops working.",
@@ -534,7 +543,16 @@ fn prompt(c: &Config, shown: &str) -> Result<Prompt, PluginError> {
             if minutes == 1 { "" } else { "s" },
             c.max_tries,
             if c.max_tries == 1 { "y" } else { "ies" },
-        )),
+        )
+    };
+    let default_title = if de {
+        "Geben Sie den Code ein, den wir Ihnen gesendet haben"
+    } else {
+        "Enter the code we sent you"
+    };
+    Ok(Prompt {
+        title: c.title.clone().unwrap_or_else(|| default_title.into()),
+        help: Some(help),
         display: vec![],
         fields: vec![Field {
             name: FIELD.to_owned(),

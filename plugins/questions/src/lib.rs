@@ -204,6 +204,7 @@ impl Plugin for Questions {
 impl Gate for Questions {
     fn enroll_prompt(ctx: CallContext, _user: User) -> Result<Round, PluginError> {
         let c = config(&ctx)?;
+        let de = ctx.language() == "de";
         let shown = pick(c.questions.len(), c.shown_at_registration);
         let mut fields = Vec::with_capacity(shown.len() + 2 * c.user_questions);
         for (n, &q) in shown.iter().enumerate() {
@@ -217,26 +218,46 @@ impl Gate for Questions {
         for n in 0..c.user_questions {
             fields.push(Field {
                 name: own_question_field(n),
-                label: format!("Your own question {}", n + 1),
+                label: if de {
+                    format!("Ihre eigene Frage {}", n + 1)
+                } else {
+                    format!("Your own question {}", n + 1)
+                },
                 kind: FieldKind::Text,
                 max_length: config::QUESTION_MAX,
             });
             fields.push(Field {
                 name: own_answer_field(n),
-                label: format!("Answer to your own question {}", n + 1),
+                label: if de {
+                    format!("Antwort auf Ihre eigene Frage {}", n + 1)
+                } else {
+                    format!("Answer to your own question {}", n + 1)
+                },
                 kind: FieldKind::Secret,
                 max_length: c.max_answer_length,
             });
         }
-        let help = format!(
-            "Answer at least {} of these questions, each with at least {} characters and no two the same. \
-             Leave the others empty.",
-            c.required_at_registration, c.min_answer_length
-        );
+        let help = if de {
+            format!(
+                "Beantworten Sie mindestens {} dieser Fragen, jede mit mindestens {} Zeichen und keine zwei gleich. \
+                 Lassen Sie die übrigen leer.",
+                c.required_at_registration, c.min_answer_length
+            )
+        } else {
+            format!(
+                "Answer at least {} of these questions, each with at least {} characters and no two the same. \
+                 Leave the others empty.",
+                c.required_at_registration, c.min_answer_length
+            )
+        };
         let state = serde_json::to_vec(&Shown { shown }).map_err(|e| internal("state", e))?;
         Ok(Round {
             prompt: Prompt {
-                title: "Choose your security questions".into(),
+                title: if de {
+                    "Wählen Sie Ihre Sicherheitsfragen".into()
+                } else {
+                    "Choose your security questions".into()
+                },
                 help: Some(help),
                 display: vec![],
                 fields,
@@ -375,18 +396,27 @@ impl Gate for Questions {
                 max_length: c.max_answer_length,
             })
             .collect();
-        let help = if c.required_at_reset == c.asked_at_reset {
-            "Answer every question as you did when you registered.".to_owned()
-        } else {
-            format!(
+        let de = ctx.language() == "de";
+        let help = match (c.required_at_reset == c.asked_at_reset, de) {
+            (true, false) => "Answer every question as you did when you registered.".to_owned(),
+            (true, true) => "Beantworten Sie jede Frage so wie bei der Registrierung.".to_owned(),
+            (false, false) => format!(
                 "Answer the questions as you did when you registered; {} of {} must be right.",
                 c.required_at_reset, c.asked_at_reset
-            )
+            ),
+            (false, true) => format!(
+                "Beantworten Sie die Fragen so wie bei der Registrierung; {} von {} müssen stimmen.",
+                c.required_at_reset, c.asked_at_reset
+            ),
         };
         let state = serde_json::to_vec(&asked).map_err(|e| internal("state", e))?;
         Ok(Round {
             prompt: Prompt {
-                title: "Answer your security questions".into(),
+                title: if de {
+                    "Beantworten Sie Ihre Sicherheitsfragen".into()
+                } else {
+                    "Answer your security questions".into()
+                },
                 help: Some(help),
                 display: vec![],
                 fields,

@@ -17,6 +17,7 @@
 //! Grants: `kv: true`, in reset and enrollment workflows.
 
 use resetgate_plugin_sdk::gate::{Display, Field, FieldKind, FieldValue, Prompt, Round, Verdict};
+use resetgate_plugin_sdk::locale::pick;
 use resetgate_plugin_sdk::prelude::*;
 use resetgate_plugin_sdk::{kv, random};
 use serde::Deserialize;
@@ -193,11 +194,31 @@ impl Gate for Totp {
         state.extend_from_slice(&key);
         Ok(Round {
             prompt: Prompt {
-                title: "Set up your authenticator app".into(),
+                title: pick(
+                    &ctx.language(),
+                    &[
+                        ("en", "Set up your authenticator app"),
+                        ("de", "Richten Sie Ihre Authenticator-App ein"),
+                    ],
+                )
+                .into(),
                 help: Some(
-                    "Scan the QR code with your authenticator app, or type the key into it, \
-                     then enter the 6-digit code it shows."
-                        .into(),
+                    pick(
+                        &ctx.language(),
+                        &[
+                            (
+                                "en",
+                                "Scan the QR code with your authenticator app, or type the key into it, \
+                                 then enter the 6-digit code it shows.",
+                            ),
+                            (
+                                "de",
+                                "Scannen Sie den QR-Code mit Ihrer Authenticator-App oder tippen Sie den \
+                                 Schlüssel ein, und geben Sie dann den 6-stelligen Code ein, den sie anzeigt.",
+                            ),
+                        ],
+                    )
+                    .into(),
                 ),
                 display: vec![Display::QrCode(uri), Display::Code(secret)],
                 fields: vec![code_field()],
@@ -234,11 +255,25 @@ impl Gate for Totp {
         // The same prompt whether or not the user enrolled.
         Ok(Round {
             prompt: Prompt {
-                title: "Enter the code from your authenticator app".into(),
-                help: Some(format!(
-                    "The 6-digit code your authenticator app shows for {}.",
-                    c.issuer
-                )),
+                title: pick(
+                    &ctx.language(),
+                    &[
+                        ("en", "Enter the code from your authenticator app"),
+                        ("de", "Geben Sie den Code aus Ihrer Authenticator-App ein"),
+                    ],
+                )
+                .into(),
+                help: Some(if ctx.language() == "de" {
+                    format!(
+                        "Der 6-stellige Code, den Ihre Authenticator-App für {} anzeigt.",
+                        c.issuer
+                    )
+                } else {
+                    format!(
+                        "The 6-digit code your authenticator app shows for {}.",
+                        c.issuer
+                    )
+                }),
                 display: vec![],
                 fields: vec![code_field()],
             },
