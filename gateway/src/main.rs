@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use resetgate::config::GatewayConfig;
 use resetgate::plugin::{HostConfig, PluginHost};
-use resetgate::workflow::Workflow;
 
 /// Plugin instances are made, called and dropped on different threads;
 /// mimalloc frees across threads without the arena-lock contention of
@@ -48,8 +47,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Manages the users of the `local-users` directory plugin (with the gateway stopped).
+    /// Manages the users of the `local-users` directory plugin (with the gateway stopped; `admin users` while it runs).
     Users(resetgate::users::UsersArgs),
+    /// Operates a running gateway through its admin API: workflows, plugins, local users, lockouts, flows, the audit log.
+    ///
+    /// Exit status: 0 done; 1 done and the answer is no (a workflow has errors, a reload refused a file, the audit log does not verify); 2 usage mistake; 3 the gateway cannot be reached or failed; 4 not allowed (key, certificate or role); 5 no such user, or it exists.
+    Admin(resetgate::admincli::AdminArgs),
     /// Works with portal API keys.
     ApiKey {
         #[command(subcommand)]
@@ -59,11 +62,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ApiKeyCommand {
-    /// Makes a new random key for a portal: prints the key (give it to the
-    /// portal) and the config lines holding only its digest.
+    /// Makes a new random key for a portal (or an operator): prints the key
+    /// (give it to the portal or operator) and the config lines holding only
+    /// its digest.
     New {
-        /// The portal's name (lowercase letters, digits, `-`).
+        /// The portal's or operator's name (lowercase letters, digits, `-`).
         name: String,
+        /// Make an operator's key with this role (`helpdesk`, `admin`, `auditor`).
+        #[arg(long, value_name = "ROLE", value_parser = ["helpdesk", "admin", "auditor"])]
+        operator: Option<String>,
     },
 }
 
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify(target),
         } => return resetgate::storecli::run_audit_verify(target),
         Command::Check(args) => return check(args),
+        Command::Admin(args) => return resetgate::admincli::main(args),
         Command::Users(args) => resetgate::users::run(
             args,
             &mut std::io::stdout().lock(),
@@ -144,8 +152,8 @@ fn main() -> ExitCode {
             command: PluginCommand::Inspect { file, json },
         } => inspect(&file, json),
         Command::ApiKey {
-            command: ApiKeyCommand::New { name },
-        } => api_key_new(&name),
+            command: ApiKeyCommand::New { name, operator },
+        } => api_key_new(&name, operator.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,7 +165,7 @@ fn main() -> ExitCode {
 }
 
 /// `resetgate api-key new NAME`.
-fn api_key_new(name: &str) -> anyhow::Result<()> {
+fn api_key_new(name: &str, operator: Option<&str>) -> anyhow::Result<()> {
     let valid = name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -173,10 +181,16 @@ fn api_key_new(name: &str) -> anyhow::Result<()> {
     let key = format!("rgk_{}", hex::encode(bytes));
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
     println!("{key}");
-    eprintln!(
-        "Give the key above to the portal `{name}` (it sends it as `X-Api-Key`); it is not stored anywhere.\n\
-         Add its digest to the gateway config:\n\napi:\n  keys:\n    {name}: {{ sha256: {digest} }}\n"
-    );
+    match operator {
+        None => eprintln!(
+            "Give the key above to the portal `{name}` (it sends it as `X-Api-Key`); it is not stored anywhere.\n\
+             Add its digest to the gateway config:\n\napi:\n  keys:\n    {name}: {{ sha256: {digest} }}\n"
+        ),
+        Some(role) => eprintln!(
+            "Give the key above to the operator `{name}` (`resetgate admin` reads it from RESETGATE_ADMIN_KEY); it is not stored anywhere.\n\
+             Add its digest to the gateway config:\n\napi:\n  operators:\n    {name}: {{ role: {role}, sha256: {digest} }}\n"
+        ),
+    }
     Ok(())
 }
 
@@ -307,25 +321,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads every workflow in the config's folder, logging each diagnostic the
-/// way `resetgate check` prints it. Returns the good workflows and the files
-/// that had errors.
-fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflow>>, Vec<PathBuf>) {
-    let (workflows, diagnostics) = resetgate::workflow::load_dir(host, config, &config.workflows);
-    let mut broken = Vec::new();
-    for d in &diagnostics {
-        if d.is_error() {
-            tracing::error!("{d}");
-            broken.push(d.file.clone());
-        } else {
-            tracing::warn!("{d}");
-        }
-    }
-    broken.sort();
-    broken.dedup();
-    (workflows, broken)
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use resetgate::runtime::Runtime;
     let started = Instant::now();
@@ -376,7 +371,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // After the store: a second gateway on the folder stops at its lock.
     let data_key = data_key(&config, &caps.secrets)?;
     host.set_capabilities(Arc::new(caps));
-    let (workflows, broken) = load_workflows(&host, &config);
+    let (workflows, broken, _) = resetgate::reload::load_workflows(&host, &config);
     if !broken.is_empty() {
         anyhow::bail!(
             "{} workflow file(s) have errors (listed above); fix them or run `resetgate check`",
@@ -388,6 +383,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = Arc::new(Runtime::new(store.clone(), data_key, workflows));
     let api = resetgate::api::Api::new(runtime.clone(), config.api.clone());
+    let reloader = Arc::new(resetgate::reload::Reloader::new(
+        host.clone(),
+        config.clone(),
+        runtime.clone(),
+    ));
+    api.set_reloader(reloader.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -443,13 +444,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // process (SIGTERM right after the announcement killed it uncleanly).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        tokio::spawn(reload_on_sighup(
-            hup,
-            host,
-            config,
-            runtime.clone(),
-            tls.clone(),
-        ));
+        tokio::spawn(reload_on_sighup(hup, reloader, tls.clone()));
         println!(
             "resetgate listening on {}",
             resetgate::server::describe_addr(addr, tls.is_some())
@@ -497,9 +492,7 @@ fn data_key(
 /// connections keep the certificate they were accepted with.
 async fn reload_on_sighup(
     hup: std::io::Result<tokio::signal::unix::Signal>,
-    host: PluginHost,
-    config: GatewayConfig,
-    runtime: Arc<resetgate::runtime::Runtime>,
+    reloader: Arc<resetgate::reload::Reloader>,
     tls: Option<Arc<resetgate::listen::Tls>>,
 ) {
     let Ok(mut hup) = hup else {
@@ -519,34 +512,8 @@ async fn reload_on_sighup(
                 }
             }
         }
-        let (host, config, runtime) = (host.clone(), config.clone(), runtime.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            // Secrets are read again (rotation); LDAP connections and HTTP
-            // origins are set up again from the config. A secret that
-            // cannot be read keeps the old set.
-            match resetgate::plugin::Capabilities::from_config(&config, host.capabilities().kv.clone()) {
-                Ok(caps) => {
-                    host.set_capabilities(Arc::new(caps));
-                    tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
-                }
-                Err(e) => tracing::error!("capabilities reload refused, the ones loaded before stay: {e}"),
-            }
-            let (mut workflows, broken) = load_workflows(&host, &config);
-            let kept: Vec<Arc<Workflow>> = runtime
-                .current()
-                .into_iter()
-                .filter(|old| broken.iter().any(|b| Path::new(&old.source) == b.as_path()))
-                .filter(|old| !workflows.iter().any(|w| w.name == old.name))
-                .collect();
-            for old in &kept {
-                tracing::warn!(workflow = %old.name, version = %&old.version[..12], "kept the running version: the file has errors");
-            }
-            workflows.extend(kept);
-            let names: Vec<String> = workflows.iter().map(|w| format!("{}@{}", w.name, &w.version[..12])).collect();
-            runtime.reload(workflows);
-            tracing::info!(workflows = %names.join(", "), refused = broken.len(), "reloaded workflows");
-        })
-        .await;
+        let reloader = reloader.clone();
+        let done = tokio::task::spawn_blocking(move || reloader.reload()).await;
         if let Err(e) = done {
             tracing::error!(error = %e, "reloading workflows failed");
         }
