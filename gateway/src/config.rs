@@ -641,7 +641,28 @@ struct RawApi {
     #[serde(default)]
     keys: BTreeMap<String, RawApiKey>,
     #[serde(default)]
+    operators: BTreeMap<String, RawOperator>,
+    #[serde(default)]
     rate_limits: RawRates,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    role: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    client_certificate: Option<RawCertificateMatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificateMatch {
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1124,10 +1145,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         let a = raw.api;
         let mut keys = Vec::new();
         for (name, k) in a.keys {
-            let digest = hex::decode(k.sha256.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok());
-            match digest {
+            match digest(&k.sha256) {
                 Some(sha256) => keys.push(crate::api::ApiKey { name, sha256 }),
                 None => errors.push(
                     Diagnostic::error(
@@ -1142,6 +1160,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
                 ),
             }
         }
+        let operators = operators(path, doc, a.operators, &keys, tls.as_ref(), &mut errors);
         let rate = |r: Option<RawRate>, d: crate::api::Rate| {
             r.map_or(d, |r| crate::api::Rate::per_minute(r.per_minute, r.burst))
         };
@@ -1165,6 +1184,7 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
             body_timeout,
             anonymous: a.anonymous.unwrap_or(d.anonymous),
             keys,
+            operators,
             anonymous_rate: rate(a.rate_limits.anonymous, d.anonymous_rate),
             portal_rate: rate(a.rate_limits.portal, d.portal_rate),
             user_rate: rate(a.rate_limits.user, d.user_rate),
@@ -1267,6 +1287,118 @@ fn build(path: &Path, doc: &Document, raw: RawConfig) -> Result<GatewayConfig, V
         http_origins,
         page,
     })
+}
+
+/// A sha256 digest written as 64 hex digits.
+fn digest(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+}
+
+/// Checks `api.operators` (which passed the schema): each operator has a
+/// key digest or a client certificate (or both), no key is also a portal's
+/// or another operator's, and certificates are asked for.
+fn operators(
+    path: &Path,
+    doc: &Document,
+    raw: BTreeMap<String, RawOperator>,
+    portals: &[crate::api::ApiKey],
+    tls: Option<&TlsSettings>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<crate::api::principal::Operator> {
+    use crate::api::principal::{CertificateMatch, Operator, Role};
+    let mut out: Vec<Operator> = Vec::new();
+    for (name, op) in raw {
+        let at = format!("/api/operators/{}", escape(&name));
+        let mut error = |pointer: &str, message: String, help: &str| {
+            errors.push(
+                Diagnostic::error(path, doc.value_pos(pointer), "value", message).with_help(help),
+            );
+        };
+        // The schema allows only the three roles.
+        let role = Role::parse(&op.role).unwrap_or(Role::Auditor);
+        let key_sha256 = match &op.sha256 {
+            None => None,
+            Some(text) => match digest(text) {
+                Some(d) => Some(d),
+                None => {
+                    error(
+                        &format!("{at}/sha256"),
+                        format!("the API key of operator `{name}` is not a sha256 digest"),
+                        "give the key's sha256 as 64 hex digits; `resetgate api-key new NAME --operator ROLE` makes a key and prints its line",
+                    );
+                    continue;
+                }
+            },
+        };
+        let certificate = match op.client_certificate {
+            None => None,
+            Some(RawCertificateMatch {
+                sha256: Some(sha256),
+                subject: None,
+            }) if digest(&sha256).is_some() => {
+                Some(CertificateMatch::Sha256(sha256.trim().to_lowercase()))
+            }
+            Some(RawCertificateMatch {
+                sha256: None,
+                subject: Some(subject),
+            }) if !subject.trim().is_empty() => Some(CertificateMatch::Subject(subject)),
+            Some(_) => {
+                error(
+                    &format!("{at}/client_certificate"),
+                    format!("the client certificate of operator `{name}` is not described"),
+                    "give either `sha256` (64 hex digits of the certificate's DER encoding) or `subject` (as RFC 4514, e.g. `CN=ann,O=Example`), not both",
+                );
+                continue;
+            }
+        };
+        if key_sha256.is_none() && certificate.is_none() {
+            error(
+                &at,
+                format!("operator `{name}` has neither an API key nor a client certificate"),
+                "give `sha256` (of the operator's API key) or `client_certificate`",
+            );
+            continue;
+        }
+        if certificate.is_some() && tls.is_none_or(|t| t.client_auth.is_none()) {
+            error(
+                &format!("{at}/client_certificate"),
+                format!(
+                    "operator `{name}` is identified by a client certificate, but the gateway asks for none"
+                ),
+                "set `tls.client_ca` to the CA that signs operators' certificates",
+            );
+        }
+        if let Some(d) = key_sha256 {
+            let portal = portals
+                .iter()
+                .find(|k| k.sha256 == d)
+                .map(|k| k.name.clone());
+            let operator = out
+                .iter()
+                .find(|o| o.key_sha256 == Some(d))
+                .map(|o| o.name.clone());
+            if let Some(other) = portal
+                .map(|p| format!("portal `{p}`"))
+                .or(operator.map(|o| format!("operator `{o}`")))
+            {
+                error(
+                    &format!("{at}/sha256"),
+                    format!("the API key of operator `{name}` is also the key of {other}"),
+                    "give every operator a key of their own: `resetgate api-key new NAME --operator ROLE`",
+                );
+                continue;
+            }
+        }
+        out.push(Operator {
+            name,
+            role,
+            key_sha256,
+            certificate,
+        });
+    }
+    out
 }
 
 /// Checks `store: { backend: postgres, ... }` (which passed the schema),
@@ -1424,6 +1556,39 @@ mod tests {
         assert_eq!(c.commands["vpn-up"].timeout, Duration::from_secs(10));
         assert!(c.allows_origin("https://sms.example.com/"));
         assert!(!c.allows_origin("https://evil.example.com"));
+    }
+
+    #[test]
+    fn operators_with_keys_or_certificates_and_roles() {
+        use crate::api::principal::{CertificateMatch, Role};
+        let key = "ab".repeat(32);
+        let c = load(&format!(
+            "version: 1\ntls: {{cert: a.pem, key: a.key, client_ca: ca.pem}}\n\
+             api:\n  operators:\n    ann: {{ role: helpdesk, sha256: {key} }}\n    \
+             ida: {{ role: auditor, client_certificate: {{ subject: \"CN=ida,O=Example\" }} }}\n"
+        ))
+        .unwrap();
+        let ops = &c.api.operators;
+        assert_eq!(ops.len(), 2);
+        assert_eq!((ops[0].name.as_str(), ops[0].role), ("ann", Role::Helpdesk));
+        assert_eq!(ops[0].key_sha256, Some([0xab; 32]));
+        assert_eq!(ops[0].certificate, None);
+        assert_eq!((ops[1].name.as_str(), ops[1].role), ("ida", Role::Auditor));
+        assert_eq!(
+            ops[1].certificate,
+            Some(CertificateMatch::Subject("CN=ida,O=Example".into()))
+        );
+        // Without client certificates asked for, a certificate cannot
+        // identify anyone.
+        let errors = load(
+            "version: 1\napi:\n  operators:\n    ida: { role: auditor, client_certificate: { subject: CN=ida } }\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("the gateway asks for none"),
+            "{errors:?}"
+        );
     }
 
     #[test]

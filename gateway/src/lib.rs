@@ -3,6 +3,7 @@
 //! The library behind the `resetgate` binary. See `ARCHITECTURE.md` at the
 //! repository root for the bird's-eye view and the code map.
 
+pub mod admincli;
 pub mod api;
 pub mod config;
 pub mod contract;
@@ -13,9 +14,11 @@ pub mod i18n;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod operator;
 pub mod plugin;
 pub mod policy;
 pub mod readfile;
+pub mod reload;
 pub mod runtime;
 pub mod seal;
 pub mod secret;

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use resetgate::config::GatewayConfig;
 use resetgate::plugin::{HostConfig, PluginHost};
-use resetgate::workflow::Workflow;
 
 /// Plugin instances are made, called and dropped on different threads;
 /// mimalloc frees across threads without the arena-lock contention of
@@ -52,8 +51,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Manages the users of the `local-users` directory plugin (with the gateway stopped).
+    /// Manages the users of the `local-users` directory plugin (with the gateway stopped; `admin users` while it runs).
     Users(resetgate::users::UsersArgs),
+    /// Operates a running gateway through its admin API: workflows, plugins, local users, lockouts, flows, the audit log.
+    ///
+    /// Exit status: 0 done; 1 done and the answer is no (a workflow has errors, a reload refused a file, the audit log does not verify); 2 usage mistake; 3 the gateway cannot be reached or failed; 4 not allowed (key, certificate or role); 5 no such user, or it exists.
+    Admin(resetgate::admincli::AdminArgs),
     /// Works with portal API keys.
     ApiKey {
         #[command(subcommand)]
@@ -63,11 +66,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ApiKeyCommand {
-    /// Makes a new random key for a portal: prints the key (give it to the
-    /// portal) and the config lines holding only its digest.
+    /// Makes a new random key for a portal (or an operator): prints the key
+    /// (give it to the portal or operator) and the config lines holding only
+    /// its digest.
     New {
-        /// The portal's name (lowercase letters, digits, `-`).
+        /// The portal's or operator's name (lowercase letters, digits, `-`).
         name: String,
+        /// Make an operator's key with this role (`helpdesk`, `admin`, `auditor`).
+        #[arg(long, value_name = "ROLE", value_parser = ["helpdesk", "admin", "auditor"])]
+        operator: Option<String>,
     },
 }
 
@@ -148,6 +155,7 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify(target),
         } => return resetgate::storecli::run_audit_verify(target),
         Command::Check(args) => return check(args),
+        Command::Admin(args) => return resetgate::admincli::main(args),
         Command::Users(args) => resetgate::users::run(
             args,
             &mut std::io::stdout().lock(),
@@ -158,8 +166,8 @@ fn main() -> ExitCode {
             command: PluginCommand::Inspect { file, json },
         } => inspect(&file, json),
         Command::ApiKey {
-            command: ApiKeyCommand::New { name },
-        } => api_key_new(&name),
+            command: ApiKeyCommand::New { name, operator },
+        } => api_key_new(&name, operator.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,7 +179,7 @@ fn main() -> ExitCode {
 }
 
 /// `resetgate api-key new NAME`.
-fn api_key_new(name: &str) -> anyhow::Result<()> {
+fn api_key_new(name: &str, operator: Option<&str>) -> anyhow::Result<()> {
     let valid = name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -187,10 +195,16 @@ fn api_key_new(name: &str) -> anyhow::Result<()> {
     let key = format!("rgk_{}", hex::encode(bytes));
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
     println!("{key}");
-    eprintln!(
-        "Give the key above to the portal `{name}` (it sends it as `X-Api-Key`); it is not stored anywhere.\n\
-         Add its digest to the gateway config:\n\napi:\n  keys:\n    {name}: {{ sha256: {digest} }}\n"
-    );
+    match operator {
+        None => eprintln!(
+            "Give the key above to the portal `{name}` (it sends it as `X-Api-Key`); it is not stored anywhere.\n\
+             Add its digest to the gateway config:\n\napi:\n  keys:\n    {name}: {{ sha256: {digest} }}\n"
+        ),
+        Some(role) => eprintln!(
+            "Give the key above to the operator `{name}` (`resetgate admin` reads it from RESETGATE_ADMIN_KEY); it is not stored anywhere.\n\
+             Add its digest to the gateway config:\n\napi:\n  operators:\n    {name}: {{ role: {role}, sha256: {digest} }}\n"
+        ),
+    }
     Ok(())
 }
 
@@ -321,49 +335,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads every workflow in the config's folder, logging each diagnostic the
-/// way `resetgate check` prints it. Returns the good workflows and the files
-/// that had errors.
-fn load_workflows(host: &PluginHost, config: &GatewayConfig) -> (Vec<Arc<Workflow>>, Vec<PathBuf>) {
-    let (workflows, diagnostics) = resetgate::workflow::load_dir(host, config, &config.workflows);
-    let mut broken = Vec::new();
-    for d in &diagnostics {
-        log_diagnostic(d);
-        if d.is_error() {
-            broken.push(d.file.clone());
-        }
-    }
-    broken.sort();
-    broken.dedup();
-    (workflows, broken)
-}
-
-/// Logs a diagnostic as one event: `file:line:column: severity[code]:
-/// message` as `resetgate check` prints its first line, the help as a field.
-fn log_diagnostic(d: &resetgate::workflow::Diagnostic) {
-    let at = format!(
-        "{}:{}:{}: {}[{}]: {}",
-        d.file.display(),
-        d.line,
-        d.column,
-        d.severity,
-        d.code,
-        d.message
-    );
-    let help = d.help.as_deref();
-    if d.is_error() {
-        tracing::error!(help, "{at}");
-    } else {
-        tracing::warn!(help, "{at}");
-    }
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use resetgate::runtime::Runtime;
     let started = Instant::now();
     let mut config = match &args.config {
         Some(path) => GatewayConfig::load(path).map_err(|ds| {
-            ds.iter().for_each(log_diagnostic);
+            ds.iter().for_each(resetgate::reload::log_diagnostic);
             anyhow::anyhow!(
                 "the gateway config {} has {} error(s) (logged above); fix them or run `resetgate check --config {}`",
                 path.display(),
@@ -408,7 +385,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // After the store: a second gateway on the folder stops at its lock.
     let data_key = data_key(&config, &caps.secrets)?;
     host.set_capabilities(Arc::new(caps));
-    let (workflows, broken) = load_workflows(&host, &config);
+    let (workflows, broken, _) = resetgate::reload::load_workflows(&host, &config);
     if !broken.is_empty() {
         anyhow::bail!(
             "{} workflow file(s) have errors (listed above); fix them or run `resetgate check`",
@@ -423,6 +400,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     api.show_plugins(host.clone());
     resetgate::metrics::RELOADS.loaded(now_ms());
     api.set_page(config.page.clone());
+    let reloader = Arc::new(resetgate::reload::Reloader::new(
+        host.clone(),
+        config.clone(),
+        runtime.clone(),
+    ));
+    api.set_reloader(reloader.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -478,13 +461,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // process (SIGTERM right after the announcement killed it uncleanly).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        tokio::spawn(reload_on_sighup(
-            hup,
-            host,
-            config,
-            runtime.clone(),
-            tls.clone(),
-        ));
+        tokio::spawn(reload_on_sighup(hup, reloader, tls.clone()));
         tracing::info!(
             url = %resetgate::server::describe_addr(addr, tls.is_some()),
             "listening"
@@ -532,9 +509,7 @@ fn data_key(
 /// connections keep the certificate they were accepted with.
 async fn reload_on_sighup(
     hup: std::io::Result<tokio::signal::unix::Signal>,
-    host: PluginHost,
-    config: GatewayConfig,
-    runtime: Arc<resetgate::runtime::Runtime>,
+    reloader: Arc<resetgate::reload::Reloader>,
     tls: Option<Arc<resetgate::listen::Tls>>,
 ) {
     let Ok(mut hup) = hup else {
@@ -556,53 +531,12 @@ async fn reload_on_sighup(
                 }
             }
         }
-        let (host, config, runtime) = (host.clone(), config.clone(), runtime.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            // Secrets are read again (rotation); LDAP connections and HTTP
-            // origins are set up again from the config. A secret that
-            // cannot be read keeps the old set.
-            let mut ok = true;
-            match resetgate::plugin::Capabilities::from_config(&config, host.capabilities().kv.clone()) {
-                Ok(caps) => {
-                    host.set_capabilities(Arc::new(caps));
-                    tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
-                }
-                Err(e) => {
-                    ok = false;
-                    tracing::error!("capabilities reload refused, the ones loaded before stay: {e}");
-                }
-            }
-            let (mut workflows, broken) = load_workflows(&host, &config);
-            let kept: Vec<Arc<Workflow>> = runtime
-                .current()
-                .into_iter()
-                .filter(|old| broken.iter().any(|b| Path::new(&old.source) == b.as_path()))
-                .filter(|old| !workflows.iter().any(|w| w.name == old.name))
-                .collect();
-            for file in &broken {
-                let old = kept.iter().find(|old| Path::new(&old.source) == file.as_path());
-                tracing::warn!(
-                    file = %file.display(),
-                    workflow = old.map(|w| w.name.as_str()),
-                    kept = old.map(|w| &w.version[..12]),
-                    "workflow reload refused"
-                );
-            }
-            workflows.extend(kept);
-            let names: Vec<String> = workflows.iter().map(|w| format!("{}@{}", w.name, &w.version[..12])).collect();
-            runtime.reload(workflows);
-            tracing::info!(workflows = %names.join(", "), refused = broken.len(), "reloaded workflows");
-            ok && broken.is_empty()
-        })
-        .await;
-        match done {
-            Ok(done) => ok &= done,
-            Err(e) => {
-                ok = false;
-                tracing::error!(error = %e, "reloading workflows failed");
-            }
+        let reloader = reloader.clone();
+        let done = tokio::task::spawn_blocking(move || reloader.reload_after(ok)).await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "reloading workflows failed");
+            resetgate::metrics::RELOADS.record(false, now_ms());
         }
-        resetgate::metrics::RELOADS.record(ok, now_ms());
     }
 }
 

@@ -347,6 +347,12 @@ impl Runtime {
         self.store.commit_latency()
     }
 
+    /// The store the runtime keeps its state in (for the admin API's
+    /// reads and operator changes).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// The current workflows.
     pub fn current(&self) -> Vec<Arc<Workflow>> {
         self.current
@@ -1005,6 +1011,16 @@ fn user_key(flow: &Flow) -> String {
         Some(u) => format!("id:{}", u.id),
         None => format!("name:{}", flow.user_name.trim().to_lowercase()),
     }
+}
+
+/// The hashed key a user's lockout history, enrollments and audit records
+/// are kept under: the directory's `user` if it knows one, else the typed
+/// name (normalised). What flows of that user use.
+pub fn user_key_of(user: Option<&User>, typed_name: &str) -> String {
+    hashed(&match user {
+        Some(u) => format!("id:{}", u.id),
+        None => format!("name:{}", typed_name.trim().to_lowercase()),
+    })
 }
 
 /// Turns a plugin call's reply into the engine's event. The plugin's own

@@ -195,7 +195,10 @@ impl CliError {
     pub fn help(&self) -> Option<String> {
         match self {
             CliError::Store(StoreError::InUse { .. }) => Some(
-                "stop the gateway using it first: a sled store is opened by one process at a time"
+                "a running gateway holds it (a sled store is opened by one process at a time): \
+                 `resetgate admin audit verify|query|export` work through the running gateway \
+                 (its URL and an operator's key from RESETGATE_URL and RESETGATE_ADMIN_KEY); \
+                 stop the gateway for `store` commands"
                     .to_owned(),
             ),
             CliError::Backup {

@@ -5,7 +5,8 @@
 //!
 //! sled lets one process open a database at a time, so these commands work
 //! only while the gateway is stopped; against a running gateway they fail
-//! with [`UsersError::GatewayRunning`]. Nothing here prints or returns a
+//! with [`UsersError::GatewayRunning`], which points to `resetgate admin
+//! users`, the same operations through the running gateway's admin API. Nothing here prints or returns a
 //! password hash; a generated password is printed only when asked for.
 
 use std::collections::BTreeMap;
@@ -102,7 +103,10 @@ pub struct AddArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
     /// Another process (the gateway) holds the data folder's database.
-    #[error("the gateway is running on this data directory ({}); stop it first", path.display())]
+    #[error(
+        "the gateway is running on this data directory ({}); use `resetgate admin users ...` to manage the users through it (or stop it first)",
+        path.display()
+    )]
     GatewayRunning {
         /// The data folder.
         path: PathBuf,
@@ -373,6 +377,20 @@ fn store_spec(args: &UsersArgs) -> Result<StoreSpec, UsersError> {
         .map_err(|e| UsersError::Config(e.to_string()))
 }
 
+/// A user as `list --json` and the admin API show it (never its password
+/// hash).
+pub fn user_json(u: &LocalUser) -> serde_json::Value {
+    serde_json::json!({
+        "name": u.name,
+        "id": u.id,
+        "display_name": u.display_name,
+        "attributes": u.attributes,
+        "disabled": u.disabled,
+        "must_change": u.must_change,
+        "has_password": u.password.is_some(),
+    })
+}
+
 /// Flags of a user for `list`: `disabled`, `must-change`, `no-password`.
 fn flags(user: &LocalUser) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -453,15 +471,7 @@ pub fn run(
                 let items: Vec<serde_json::Value> = listed
                     .iter()
                     .map(|u| match u {
-                        Ok(u) => serde_json::json!({
-                            "name": u.name,
-                            "id": u.id,
-                            "display_name": u.display_name,
-                            "attributes": u.attributes,
-                            "disabled": u.disabled,
-                            "must_change": u.must_change,
-                            "has_password": u.password.is_some(),
-                        }),
+                        Ok(u) => user_json(u),
                         Err(e) => serde_json::json!({ "error": e.to_string() }),
                     })
                     .collect();
@@ -651,6 +661,10 @@ mod tests {
             matches!(&err, UsersError::GatewayRunning { path } if path == dir.path()),
             "{err}"
         );
-        assert!(err.to_string().ends_with("; stop it first"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("; use `resetgate admin users ...` to manage the users through it (or stop it first)"),
+            "{err}"
+        );
     }
 }

@@ -1198,6 +1198,10 @@ fn every_body_the_openapi_document_allows_is_understood() {
     let mut sent = 0;
     let mut operations = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
+        // The portal's bodies; operators' are tests/integration/admin.rs's.
+        if path.starts_with("/v1/admin") {
+            continue;
+        }
         for (method, op) in item.as_object().unwrap() {
             let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") else {
                 continue;

@@ -457,7 +457,7 @@ fn users_refuse_a_data_dir_held_by_a_running_gateway() {
         assert!(!ok, "{args:?}: {out}");
         assert!(
             err.contains(&format!(
-                "error: the gateway is running on this data directory ({}); stop it first",
+                "error: the gateway is running on this data directory ({}); use `resetgate admin users ...` to manage the users through it (or stop it first)",
                 data.path().display()
             )),
             "{err}"

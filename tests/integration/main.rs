@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod active_directory;
+mod admin;
 mod api;
 mod cache;
 mod capabilities;

@@ -254,7 +254,10 @@ fn copy_refuses_a_sled_source_a_gateway_holds() {
         err,
         format!(
             "error: the store at {} is in use by another process (a running gateway?)\n\
-             help: stop the gateway using it first: a sled store is opened by one process at a time\n",
+             help: a running gateway holds it (a sled store is opened by one process at a time): \
+             `resetgate admin audit verify|query|export` work through the running gateway \
+             (its URL and an operator's key from RESETGATE_URL and RESETGATE_ADMIN_KEY); \
+             stop the gateway for `store` commands\n",
             src.join("db").display()
         )
     );

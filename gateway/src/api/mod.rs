@@ -4,12 +4,18 @@
 //! and wait for durable flushes) and outcomes into [`wire::FlowView`]s.
 //!
 //! Every request passes, in order: security headers, client identification
-//! (API key or anonymous, with its rate limit), then the route. Every error
-//! is a [`Problem`]. The guide for portal writers is `docs/http-api.md`.
+//! (API key, client certificate or anonymous, with its rate limit: a
+//! [`Principal`] in the request's extensions), the role layer
+//! ([`roles::RULES`]: who may use the matched route), then the route. Every
+//! error is a [`Problem`]. The guide for portal writers and operators is
+//! `docs/http-api.md`.
 
+pub mod admin;
 pub mod limit;
 pub mod page;
+pub mod principal;
 pub mod problem;
+pub mod roles;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,11 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{
     ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
 };
+use axum::handler::Handler;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -38,6 +45,7 @@ use crate::metrics::{self, HttpMetrics};
 use crate::runtime::{PasswordFor, Runtime, RuntimeError, Staged};
 
 pub use limit::{Hit, HitLog, Limiter, Rate};
+pub use principal::{Principal, Role};
 pub use problem::{Code, Problem};
 use wire::{AnswersRequest, FlowView, PasswordRequest, StartRequest};
 
@@ -70,6 +78,8 @@ pub struct ApiConfig {
     pub anonymous: bool,
     /// Portal keys.
     pub keys: Vec<ApiKey>,
+    /// Operators: their keys or certificates and roles.
+    pub operators: Vec<principal::Operator>,
     /// Rate per client address for anonymous clients.
     pub anonymous_rate: Rate,
     /// Rate per portal key.
@@ -85,6 +95,7 @@ impl Default for ApiConfig {
             body_timeout: Duration::from_secs(10),
             anonymous: true,
             keys: Vec::new(),
+            operators: Vec::new(),
             anonymous_rate: Rate::per_minute(120, 30),
             portal_rate: Rate::per_minute(120_000, 4000),
             user_rate: Rate::per_minute(10, 5),
@@ -110,6 +121,8 @@ pub struct Api {
     plugins: std::sync::OnceLock<crate::plugin::PluginHost>,
     /// The page's branding (the config's `page:` section).
     page: std::sync::RwLock<Arc<page::PageSettings>>,
+    /// What reloads workflows (the admin API's reload and validate).
+    reloader: std::sync::OnceLock<Arc<crate::reload::Reloader>>,
 }
 
 impl Api {
@@ -127,6 +140,7 @@ impl Api {
             hits: HitLog::default(),
             plugins: std::sync::OnceLock::new(),
             page: std::sync::RwLock::default(),
+            reloader: std::sync::OnceLock::new(),
         });
         // Drop the rate limiters' full buckets on a timer; the thread ends
         // with the API.
@@ -172,6 +186,12 @@ impl Api {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Gives the admin API what reloads and validates workflows (set once,
+    /// at start).
+    pub fn set_reloader(&self, reloader: Arc<crate::reload::Reloader>) {
+        let _ = self.reloader.set(reloader);
     }
 
     /// Marks the gateway ready or not (`/readyz`).
@@ -224,26 +244,101 @@ impl utoipa::Modify for Security {
 
 /// The OpenAPI document as pretty JSON (what `schemas/openapi.json` holds).
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default() + "\n"
+    let mut doc = ApiDoc::openapi();
+    doc.merge(admin::AdminDoc::openapi());
+    doc.to_pretty_json().unwrap_or_default() + "\n"
+}
+
+/// The routes the router serves, recorded as they are added so that the
+/// role table can be checked against them ([`routes`]).
+pub(crate) struct Routes {
+    router: Router<Arc<Api>>,
+    list: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add(mut self, method: Method, path: &'static str, mr: MethodRouter<Arc<Api>>) -> Routes {
+        self.router = self.router.route(path, mr);
+        self.list.push((method, path));
+        self
+    }
+
+    /// A `GET` route.
+    pub(crate) fn get<H, T>(self, path: &'static str, handler: H) -> Routes
+    where
+        H: Handler<T, Arc<Api>>,
+        T: 'static,
+    {
+        self.add(Method::GET, path, get(handler))
+    }
+
+    /// A `POST` route.
+    pub(crate) fn post<H, T>(self, path: &'static str, handler: H) -> Routes
+    where
+        H: Handler<T, Arc<Api>>,
+        T: 'static,
+    {
+        self.add(Method::POST, path, post(handler))
+    }
+
+    /// A `DELETE` route.
+    pub(crate) fn delete<H, T>(self, path: &'static str, handler: H) -> Routes
+    where
+        H: Handler<T, Arc<Api>>,
+        T: 'static,
+    {
+        self.add(Method::DELETE, path, axum::routing::delete(handler))
+    }
+}
+
+/// The routes behind client identification: the portal API, the page,
+/// `/metrics` and the admin API.
+fn identified_routes() -> Routes {
+    let routes = Routes::new()
+        .post("/v1/flows", start_flow)
+        .get("/v1/flows/{id}", read_flow)
+        .post("/v1/flows/{id}/answers", answer_flow)
+        .post("/v1/flows/{id}/password", set_password)
+        .post("/v1/flows/{id}/authenticate", authenticate)
+        .get("/v1/workflows", list_workflows)
+        .get("/v1/openapi.json", openapi)
+        .get("/metrics", metrics_text);
+    admin::routes(page::routes(routes))
+}
+
+/// The routes served without identification (health checks).
+fn public_routes() -> Routes {
+    Routes::new()
+        .get("/healthz", || async { "ok\n" })
+        .get("/readyz", readyz)
+}
+
+/// Every route of the router: method and path as the router writes them.
+/// The role table ([`roles::RULES`]) must have one rule for each.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    let mut list = public_routes().list;
+    list.extend(identified_routes().list);
+    list
 }
 
 /// The gateway's router.
 pub fn router(api: Arc<Api>) -> Router {
-    let v1 = Router::new()
-        .route("/v1/flows", post(start_flow))
-        .route("/v1/flows/{id}", get(read_flow))
-        .route("/v1/flows/{id}/answers", post(answer_flow))
-        .route("/v1/flows/{id}/password", post(set_password))
-        .route("/v1/flows/{id}/authenticate", post(authenticate))
-        .route("/v1/workflows", get(list_workflows))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics_text))
-        .merge(page::routes())
+    let authorize = || middleware::from_fn_with_state(api.clone(), roles::authorize);
+    // Identification wraps the role layer, so every rule sees the principal.
+    let identified = identified_routes()
+        .router
+        .route_layer(authorize())
         .layer(middleware::from_fn_with_state(api.clone(), identify));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .merge(v1)
+        .merge(public_routes().router.route_layer(authorize()))
+        .merge(identified)
         .fallback(|| async { Problem::new(Code::NotFound) })
         .method_not_allowed_fallback(|| async { Problem::new(Code::MethodNotAllowed) })
         .layer(middleware::from_fn_with_state(api.clone(), headers))
@@ -350,55 +445,82 @@ fn log_hit(api: &Api, limit: &'static str, key: &str, retry_after: u64) {
     }
 }
 
-async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
+/// Whether `digest` equals `other`, comparing every byte (timing says
+/// nothing about how much of it matched).
+fn same_digest(digest: &[u8; 32], other: &[u8; 32]) -> bool {
+    digest
+        .iter()
+        .zip(other)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// The principal an `X-Api-Key` names: an operator's key or a portal's.
+/// Every configured key is compared in full, whichever matches.
+fn principal_of_key(config: &ApiConfig, key: &[u8]) -> Option<Principal> {
+    let digest: [u8; 32] = Sha256::digest(key).into();
+    let mut found = None;
+    for k in &config.keys {
+        if same_digest(&k.sha256, &digest) {
+            found = Some(Principal::portal(k.name.clone()));
+        }
+    }
+    for op in &config.operators {
+        if let Some(sha256) = &op.key_sha256
+            && same_digest(sha256, &digest)
+        {
+            found = Some(Principal::operator(op.name.clone(), op.role));
+        }
+    }
+    found
+}
+
+async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
     let addr = peer(&req).map(|a| a.ip());
     // A client certificate (verified against the configured client CA in
-    // the handshake) identifies a portal as well as a key does.
+    // the handshake) identifies an operator mapped to it, or else a portal,
+    // as well as a key does.
     let certified = req
         .extensions()
         .get::<crate::listen::Peer>()
         .and_then(|p| p.client_certificate())
-        .map(|c| format!("cert:{}", c.common_name.as_deref().unwrap_or(&c.sha256)));
-    // Portals are limited per key (or certificate), anonymous clients per
-    // address.
-    let (limiter, key, limit): (&Limiter, Vec<u8>, _) = match req.headers().get("x-api-key") {
-        Some(key) => {
-            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            // Compare every key in full, so timing says nothing about which
-            // prefix matched.
-            let mut found = None;
-            for k in &api.config.keys {
-                let same = k
-                    .sha256
-                    .iter()
-                    .zip(&digest)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
-                if same {
-                    found = Some(k.name.clone());
+        .map(|c| {
+            api.config
+                .operators
+                .iter()
+                .find(|op| op.certificate.as_ref().is_some_and(|m| m.matches(c)))
+                .map(|op| Principal::operator(op.name.clone(), op.role))
+                .unwrap_or_else(|| {
+                    Principal::portal(format!(
+                        "cert:{}",
+                        c.common_name.as_deref().unwrap_or(&c.sha256)
+                    ))
+                })
+        });
+    let principal = match req.headers().get("x-api-key") {
+        Some(key) => principal_of_key(&api.config, key.as_bytes()).ok_or(Code::InvalidApiKey)?,
+        None => match certified {
+            Some(p) => p,
+            None => {
+                let is_metrics = req.uri().path() == "/metrics";
+                let loopback = addr.is_some_and(|a| a.is_loopback());
+                if is_metrics && !loopback {
+                    // Counts are not for anonymous clients from elsewhere.
+                    return Err(Code::AnonymousNotAllowed.into());
                 }
+                let allowed = api.config.anonymous || (is_metrics && loopback);
+                if !allowed {
+                    return Err(Code::AnonymousNotAllowed.into());
+                }
+                Principal::anonymous()
             }
-            let name = found.ok_or(Code::InvalidApiKey)?;
-            tracing::Span::current().record("principal", name.as_str());
-            (&api.portals, name.into_bytes(), "portal")
-        }
-        None if certified.is_some() => {
-            let name = certified.unwrap_or_default();
-            tracing::Span::current().record("principal", name.as_str());
-            (&api.portals, name.into_bytes(), "portal")
-        }
-        None => {
-            let is_metrics = req.uri().path() == "/metrics";
-            let loopback = addr.is_some_and(|a| a.is_loopback());
-            if is_metrics && !loopback {
-                // Counts are not for anonymous clients from elsewhere.
-                return Err(Code::AnonymousNotAllowed.into());
-            }
-            let allowed = api.config.anonymous || (is_metrics && loopback);
-            if !allowed {
-                return Err(Code::AnonymousNotAllowed.into());
-            }
-            tracing::Span::current().record("principal", "anonymous");
+        },
+    };
+    tracing::Span::current().record("principal", principal.to_string());
+    // Portals and operators are limited per name, anonymous clients per
+    // address.
+    let (limiter, key, limit): (&Limiter, Vec<u8>, &'static str) = match principal.kind() {
+        principal::PrincipalKind::Anonymous => {
             let key = match addr {
                 Some(IpAddr::V4(a)) => a.octets().to_vec(),
                 // One IPv6 client usually owns a whole /64.
@@ -407,6 +529,7 @@ async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
             };
             (&api.clients, key, "client")
         }
+        _ => (&api.portals, principal.to_string().into_bytes(), "portal"),
     };
     if let Err(secs) = limiter.take(&key) {
         let who = match limit {
@@ -416,6 +539,7 @@ async fn identified(api: &Api, req: Request) -> Result<Request, Problem> {
         log_hit(api, limit, &who, secs);
         return Err(Problem::rate_limited(secs));
     }
+    req.extensions_mut().insert(principal);
     Ok(req)
 }
 

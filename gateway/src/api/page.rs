@@ -12,12 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 
 use super::Api;
@@ -271,24 +269,21 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         })
 }
 
-/// The page's routes: `/`, its assets, `/logo` and `/brand.css`.
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/", get(index))
-        .route(
-            "/app.js",
-            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
-        )
-        .route(
-            "/favicon.svg",
-            get(|| async { asset(FAVICON_SVG, "image/svg+xml") }),
-        )
-        .route("/brand.css", get(brand_css))
-        .route("/logo", get(logo))
+/// `routes` with the page's: `/`, its assets, `/logo` and `/brand.css`.
+pub(crate) fn routes(routes: super::Routes) -> super::Routes {
+    routes
+        .get("/", index)
+        .get("/app.js", || async {
+            asset(APP_JS, "text/javascript; charset=utf-8")
+        })
+        .get("/style.css", || async {
+            asset(STYLE_CSS, "text/css; charset=utf-8")
+        })
+        .get("/favicon.svg", || async {
+            asset(FAVICON_SVG, "image/svg+xml")
+        })
+        .get("/brand.css", brand_css)
+        .get("/logo", logo)
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

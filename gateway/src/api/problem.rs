@@ -53,11 +53,17 @@ pub enum Code {
     Unavailable,
     /// The store (a database) cannot be reached right now.
     StoreUnavailable,
+    /// The client is identified but its role does not allow the route.
+    Forbidden,
+    /// No `local-users` user of that name.
+    LocalUserNotFound,
+    /// A `local-users` user of that name exists already.
+    LocalUserExists,
 }
 
 impl Code {
     /// Every code, for the docs test.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 23] = [
         Code::BadJson,
         Code::InvalidRequest,
         Code::InvalidApiKey,
@@ -78,6 +84,9 @@ impl Code {
         Code::Internal,
         Code::Unavailable,
         Code::StoreUnavailable,
+        Code::Forbidden,
+        Code::LocalUserNotFound,
+        Code::LocalUserExists,
     ];
 
     /// The stable code, e.g. `bad-json`.
@@ -188,6 +197,21 @@ impl Code {
                 "store-unavailable",
                 S::SERVICE_UNAVAILABLE,
                 "The gateway cannot reach its database right now; try again shortly.",
+            ),
+            Code::Forbidden => (
+                "forbidden",
+                S::FORBIDDEN,
+                "This client may not use this route: operator routes need an operator's key or certificate with a role that allows them.",
+            ),
+            Code::LocalUserNotFound => (
+                "local-user-not-found",
+                S::NOT_FOUND,
+                "The local-users directory has no user of that name.",
+            ),
+            Code::LocalUserExists => (
+                "local-user-exists",
+                S::CONFLICT,
+                "A local user of that name exists; set `replace` to replace it.",
             ),
         }
     }

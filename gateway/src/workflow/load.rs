@@ -231,7 +231,28 @@ fn duplicate_name(
     }
 }
 
+/// Loads and checks `bytes` as if they were the workflow file `path` (a
+/// candidate the admin API validates); like [`load_file`].
+pub fn load_bytes(
+    host: &PluginHost,
+    config: &GatewayConfig,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Workflow, Vec<Diagnostic>), Vec<Diagnostic>> {
+    load_from(host, config, path, bytes).map(|l| (l.workflow, l.warnings))
+}
+
 fn load(host: &PluginHost, config: &GatewayConfig, path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    let bytes = file::read(path)?;
+    load_from(host, config, path, &bytes)
+}
+
+fn load_from(
+    host: &PluginHost,
+    config: &GatewayConfig,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Loaded, Vec<Diagnostic>> {
     let (schema, validator) = schema().map_err(|e| {
         vec![Diagnostic::error(
             path,
@@ -240,12 +261,11 @@ fn load(host: &PluginHost, config: &GatewayConfig, path: &Path) -> Result<Loaded
             format!("the built-in workflow schema is broken: {e}"),
         )]
     })?;
-    let bytes = file::read(path)?;
     let kind = Kind {
         noun: "workflow",
         version: 1,
     };
-    let doc = file::document(path, &bytes, kind, schema, validator)?;
+    let doc = file::document(path, bytes, kind, schema, validator)?;
     let raw: RawWorkflow = serde_json::from_value(doc.value.clone()).map_err(|e| {
         vec![Diagnostic::error(
             path,
@@ -261,7 +281,7 @@ fn load(host: &PluginHost, config: &GatewayConfig, path: &Path) -> Result<Loaded
         doc: &doc,
         diagnostics: Vec::new(),
     };
-    let built = loader.build(raw, hex::encode(Sha256::digest(&bytes)));
+    let built = loader.build(raw, hex::encode(Sha256::digest(bytes)));
     let mut diagnostics = loader.diagnostics;
     match built {
         Some(workflow) if !diagnostics.iter().any(Diagnostic::is_error) => {

@@ -20,5 +20,7 @@ pub mod units;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use load::{CheckReport, check_paths, check_report, load_dir, load_file, workflow_files};
+pub use load::{
+    CheckReport, check_paths, check_report, load_bytes, load_dir, load_file, workflow_files,
+};
 pub use model::*;
