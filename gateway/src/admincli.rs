@@ -110,6 +110,12 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Takes a backup of the running gateway's store (every record as of one moment) into a new file; `resetgate restore` puts it back.
+    Backup {
+        /// The file to write: it must not exist. Written under a temporary name, checked whole, then renamed; readable by its owner only.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
 }
 
 /// `admin workflows`.
@@ -554,6 +560,41 @@ pub fn run(
             Ok(())
         }
         AdminCommand::Audit { command } => audit(&client, command, json, out),
+        AdminCommand::Backup { to } => {
+            if to.exists() {
+                return Err(AdminError::Usage(format!(
+                    "{} exists already: a backup never overwrites a file",
+                    to.display()
+                )));
+            }
+            let mut response = client.send("GET", "/v1/admin/backup", &[], None)?;
+            let mut reader = response.body_mut().with_config().reader();
+            let saved = crate::store::backup::save(&to, &mut |file| {
+                std::io::copy(&mut reader, file).map(|_| ()).map_err(|e| {
+                    crate::store::backup::BackupError::Io(format!("the backup stopped: {e}"))
+                })
+            });
+            let header = saved.map_err(|e| match e {
+                crate::store::backup::BackupError::Malformed { .. } => {
+                    AdminError::Unreachable(format!(
+                        "{}: the gateway's backup is incomplete ({e}); nothing was kept",
+                        to.display()
+                    ))
+                }
+                e => AdminError::Usage(format!("{}: {e}", to.display())),
+            })?;
+            say(
+                out,
+                format!(
+                    "backed up the gateway's {} store (schema {}) to {}",
+                    header.backend,
+                    header.schema,
+                    to.display()
+                ),
+            )?;
+            eprintln!("note: {}", crate::store::backup::KEY_NOTE);
+            Ok(())
+        }
     }
 }
 

@@ -603,10 +603,6 @@ fn nonempty(summary: &AuditSummary) -> Vec<&ChainSummary> {
 /// new file.
 fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let path = &args.to;
-    let failed = |error: BackupError| CliError::Backup {
-        path: path.clone(),
-        error,
-    };
     if path.exists() {
         return Err(CliError::Usage(format!(
             "{} exists already: a backup never overwrites a file",
@@ -615,43 +611,25 @@ fn backup(args: &BackupArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     let spec = target_spec(&args.target)?;
     let (store, _) = open_existing(&spec)?;
-    let partial = path.with_file_name(format!(
-        ".{}.partial",
-        path.file_name()
-            .map_or("backup".into(), |n| n.to_string_lossy())
-    ));
-    let result = (|| {
-        let file = create_private(&partial)
-            .map_err(|e| failed(BackupError::Io(format!("cannot create it: {e}"))))?;
-        let mut writer = std::io::BufWriter::new(file);
-        let records =
-            crate::store::backup::write(&*store, &mut writer, now_ms()).map_err(failed)?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| failed(BackupError::Io(format!("cannot write it: {}", e.error()))))?;
-        file.sync_all()
-            .map_err(|e| failed(BackupError::Io(format!("cannot write it: {e}"))))?;
-        std::fs::rename(&partial, path)
-            .map_err(|e| failed(BackupError::Io(format!("cannot name it: {e}"))))?;
-        say!(
-            out,
-            "backed up {records} records of {} {} to {}",
-            store.backend(),
-            store.location(),
-            path.display()
-        );
-        eprintln!(
-            "note: enrollment data in the backup is sealed under this gateway's data key: keep \
-             the key (`data.key` in the data folder, or `data_key_secret`) with the backup, apart \
-             from it"
-        );
+    let mut records = 0;
+    let saved = crate::store::backup::save(path, &mut |writer| {
+        records = crate::store::backup::write(&*store, writer, now_ms())?;
         Ok(())
-    })();
+    });
     store.close();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
+    saved.map_err(|error| CliError::Backup {
+        path: path.clone(),
+        error,
+    })?;
+    say!(
+        out,
+        "backed up {records} records of {} {} to {}",
+        store.backend(),
+        store.location(),
+        path.display()
+    );
+    eprintln!("note: {}", crate::store::backup::KEY_NOTE);
+    Ok(())
 }
 
 /// `resetgate restore`: a backup into an empty store, checked as a copy
@@ -699,15 +677,6 @@ fn restore(args: &RestoreArgs, out: &mut dyn Write) -> Result<(), CliError> {
         );
     }
     Ok(())
-}
-
-/// Creates `path`, readable and writable by its owner only.
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
 }
 
 fn now_ms() -> u64 {

@@ -658,3 +658,101 @@ fn a_client_certificate_identifies_an_operator() {
         }
     }
 }
+
+#[test]
+fn a_backup_taken_under_load_restores_every_acknowledged_flow() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let site = Site::start();
+    let stop = AtomicBool::new(false);
+    let acknowledged: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let file = site.dir.path().join("backup.jsonl");
+    let before = std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (site, stop, acknowledged) = (&site, &stop, &acknowledged);
+            scope.spawn(move || {
+                // A user of its own each time: a user's starts are rate
+                // limited. A refused start (the portal's rate) is not
+                // acknowledged, and is tried again.
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = format!("load-{t}-{i}");
+                    let r = site.send(
+                        "POST",
+                        "/v1/flows",
+                        Some(PORTAL_KEY),
+                        Some(json!({"workflow": "admin-reset", "user": user})),
+                    );
+                    if r.status == 201 {
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(r.json["id"].as_str().unwrap().to_owned());
+                        i += 1;
+                    } else {
+                        assert_eq!(r.status, 429, "{}", r.raw);
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while acknowledged.lock().unwrap().len() < 40 {
+            if std::time::Instant::now() > deadline {
+                stop.store(true, Ordering::Relaxed);
+                panic!("the load made no 40 flows in a minute");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Everything acknowledged before the backup starts must be in it.
+        let before = acknowledged.lock().unwrap().clone();
+        let (status, out, err) = site.cli(ADMIN_KEY, &["backup", "--to", path(&file)], "");
+        assert_eq!(status, 0, "{out}{err}");
+        assert!(
+            out.starts_with("backed up the gateway's sled store (schema 3) to "),
+            "{out}"
+        );
+        // An auditor may read the log, not take the store.
+        let refused = site.cli(AUDITOR_KEY, &["backup", "--to", path(&file)], "");
+        assert_ne!(refused.0, 0);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        before
+    });
+
+    let restored = site.dir.path().join("restored");
+    let out = std::process::Command::new(binary())
+        .args([
+            "restore",
+            "--from",
+            path(&file),
+            "--data-dir",
+            path(&restored),
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("audit log intact: "), "{stdout}");
+    let store =
+        resetgate::store::open(&resetgate::store::StoreSpec::Sled { dir: restored }).unwrap();
+    for id in &before {
+        assert!(store.flow(id).unwrap().is_some(), "flow {id} is missing");
+    }
+    // The backup itself was audited, with the operator's name.
+    let entries = store.audit().entries(0, usize::MAX).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.record.kind == "operator.backup" && e.record.detail["operator"] == "root"),
+        "no operator.backup entry"
+    );
+    store.close();
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}

@@ -51,6 +51,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         .get("/v1/admin/audit", query_audit)
         .get("/v1/admin/audit/export", export_audit)
         .get("/v1/admin/audit/verify", verify_audit)
+        .get("/v1/admin/backup", backup)
 }
 
 /// The OpenAPI description of the admin routes (merged into the API's).
@@ -70,6 +71,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         user_flows,
         query_audit,
         export_audit,
+        backup,
         verify_audit
     ),
     components(schemas(
@@ -1036,6 +1038,89 @@ async fn export_audit(State(api): State<Arc<Api>>, params: Params) -> Result<Res
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// Take a backup of the store: every record as of one moment, in the
+/// backup file format (`resetgate restore` puts it back into a stopped
+/// gateway's store), streamed. Audited as `operator.backup` before it
+/// starts.
+///
+/// Written on a thread of its own while it is sent. A backup that fails
+/// midway ends without its end line, which `restore` refuses.
+#[utoipa::path(
+    get, path = "/v1/admin/backup", tag = "admin",
+    responses(
+        (status = 200, description = "The backup: JSON lines, a header first and an end line last", content_type = "application/x-ndjson", body = String),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operator_key" = []))
+)]
+async fn backup(State(api): State<Arc<Api>>, Operator(op): Operator) -> Result<Response, Problem> {
+    let rt = api.runtime.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let audited = {
+        let rt = rt.clone();
+        tokio::task::spawn_blocking(move || {
+            operator::audit_action(&rt, &op, now_ms(), "backup", None, serde_json::Map::new())
+        })
+        .await
+        .map_err(|_| Problem::new(Code::Internal))?
+    };
+    audited?;
+    tokio::task::spawn_blocking(move || {
+        let mut sink = ChunkSink {
+            tx,
+            chunk: Vec::with_capacity(CHUNK),
+        };
+        let store = rt.store();
+        match crate::store::backup::write(&**store, &mut sink, now_ms()) {
+            Ok(records) => tracing::info!(records, "backup taken"),
+            Err(e) => {
+                tracing::error!(error = %e, "a backup stopped");
+                let _ = sink
+                    .tx
+                    .blocking_send(Err(std::io::Error::other("the backup failed")));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// Bytes a streamed backup sends at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// A `Write` that hands what is written to a response stream in chunks.
+struct ChunkSink {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    chunk: Vec<u8>,
+}
+
+impl std::io::Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.chunk.extend_from_slice(buf);
+        if self.chunk.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::other("the client went away"))
+    }
 }
 
 /// The audit log's verification.

@@ -135,6 +135,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/v1/admin/audit", AUDIT),
     rule("GET", "/v1/admin/audit/export", AUDIT),
     rule("GET", "/v1/admin/audit/verify", AUDIT),
+    rule("GET", "/v1/admin/backup", ADMIN),
 ];
 
 /// The rule for `method` on the router path `path`, if any.

@@ -24,6 +24,11 @@ pub const FORMAT: &str = "resetgate-backup";
 /// The version of the file format this binary writes and reads.
 pub const VERSION: u32 = 1;
 
+/// What to remember about a backup (said when one is taken).
+pub const KEY_NOTE: &str = "enrollment data in the backup is sealed under this gateway's data key: \
+     keep the key (`data.key` in the data folder, or `data_key_secret`) with the backup, apart \
+     from it";
+
 /// What a backup's first line says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -342,4 +347,49 @@ pub fn read(
             }
         }
     }
+}
+
+/// Writes a backup file at `path` with `fill`, safely: `path` must not
+/// exist; the file is written under a temporary name beside it (readable by
+/// its owner only), read back whole to check it (a stream cut short has no
+/// end line), synced, and only then given its name. Returns its header.
+pub fn save(
+    path: &std::path::Path,
+    fill: &mut dyn FnMut(&mut (dyn Write + Send)) -> Result<(), BackupError>,
+) -> Result<Header, BackupError> {
+    if path.exists() {
+        return Err(BackupError::Io(
+            "it exists already: a backup never overwrites a file".to_owned(),
+        ));
+    }
+    let name = path
+        .file_name()
+        .map_or("backup".into(), |n| n.to_string_lossy());
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(&partial)
+            .map_err(|e| BackupError::Io(format!("cannot create it: {e}")))?;
+        let mut writer = std::io::BufWriter::new(file);
+        fill(&mut writer)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| BackupError::Io(format!("cannot write it: {}", e.error())))?;
+        file.sync_all()
+            .map_err(|e| BackupError::Io(format!("cannot write it: {e}")))?;
+        let written = std::fs::File::open(&partial)
+            .map_err(|e| BackupError::Io(format!("cannot read it back: {e}")))?;
+        let header = read(&mut std::io::BufReader::new(written), &mut |_| Ok(()))?;
+        std::fs::rename(&partial, path)
+            .map_err(|e| BackupError::Io(format!("cannot name it: {e}")))?;
+        Ok(header)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
 }
