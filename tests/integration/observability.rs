@@ -228,7 +228,7 @@ fn the_json_log_tells_each_security_event_once_without_a_secret() {
     let wf = || ("workflow", json!("obs-reset"));
     let started = once("flow started", &[("flow", json!(bob_flow))]);
     assert_eq!(started["level"], "INFO");
-    assert_eq!(started["principal"], "helpdesk-portal");
+    assert_eq!(started["principal"], "portal:helpdesk-portal");
     assert!(
         started["request_id"]
             .as_str()
