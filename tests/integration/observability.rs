@@ -257,7 +257,7 @@ fn the_json_log_tells_each_security_event_once_without_a_secret() {
     );
     let locked = once("lockout applied", &[("flow", json!(alice_flow)), wf()]);
     assert_eq!(locked["level"], "WARN");
-    assert_eq!(locked["principal"], "helpdesk-portal");
+    assert_eq!(locked["principal"], "portal:helpdesk-portal");
     once(
         "flow ended",
         &[("flow", json!(alice_flow)), ("outcome", json!("locked"))],
