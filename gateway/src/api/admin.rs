@@ -1029,15 +1029,7 @@ async fn export_audit(State(api): State<Arc<Api>>, params: Params) -> Result<Res
             query.after = Some(last);
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut response = Body::from_stream(stream).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    Ok(response)
+    Ok(ndjson(rx))
 }
 
 /// Take a backup of the store: every record as of one moment, in the
@@ -1083,6 +1075,11 @@ async fn backup(State(api): State<Arc<Api>>, Operator(op): Operator) -> Result<R
             }
         }
     });
+    Ok(ndjson(rx))
+}
+
+/// A JSON-lines response whose body is what arrives on `rx`.
+fn ndjson(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -1091,7 +1088,7 @@ async fn backup(State(api): State<Arc<Api>>, Operator(op): Operator) -> Result<R
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    Ok(response)
+    response
 }
 
 /// Bytes a streamed backup sends at a time.
