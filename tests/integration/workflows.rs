@@ -515,7 +515,7 @@ fn every_example_config_checks_without_warnings() {
 }
 
 /// The gateway configs in `examples/`, each with its folder of workflows.
-const EXAMPLE_CONFIGS: [&str; 2] = ["active-directory.yaml", "openldap.yaml"];
+const EXAMPLE_CONFIGS: [&str; 3] = ["active-directory.yaml", "gateway.yaml", "openldap.yaml"];
 
 #[test]
 fn check_cli_reports_a_broken_config_and_uses_the_config_folders() {
