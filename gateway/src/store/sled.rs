@@ -50,7 +50,9 @@
 //! `flows_due` (due ‖ id), `work`/`work_due` (the queues) and `intents`;
 //! 3 adds `audit_users` (bucket ‖ 12 bytes of the user's digest ‖ the
 //! group's first sequence number: the audit log's groups by user, one
-//! entry per user and group, written with the group). Opening a version-1 store indexes its
+//! entry per user and group). It is built off the commit path: the
+//! `store-indexer` thread catches it up from a watermark (`meta/
+//! audit_indexed`) once a second, and a query catches it up first. Opening a version-1 store indexes its
 //! flows as due at once (the first sweep puts each where it belongs), an
 //! older store's audit log by user; a newer version is refused.
 
@@ -248,6 +250,8 @@ struct Inner {
     flush: Arc<Flush>,
     /// The flusher thread, until it is joined.
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Held while `audit_users` is caught up.
+    indexer: Mutex<()>,
 }
 
 /// One sled tree per [`Tree`], in [`Tree::ALL`] order.
@@ -626,7 +630,7 @@ impl SledStore {
         let audit = db
             .open_tree(AUDIT_TREE)
             .map_err(|e| open_error(describe(&e)))?;
-        migrate(&trees, &audit).map_err(|e| match e {
+        migrate(&trees).map_err(|e| match e {
             e @ StoreError::Newer { .. } => e,
             e => open_error(e.to_string()),
         })?;
@@ -651,7 +655,7 @@ impl SledStore {
                 .map_err(|e| open_error(format!("cannot start the flusher thread: {e}")))?
         };
 
-        Ok(SledStore {
+        let store = SledStore {
             inner: Arc::new(Inner {
                 path,
                 trees,
@@ -663,8 +667,37 @@ impl SledStore {
                 closed: RwLock::new(false),
                 flush,
                 flusher: Mutex::new(Some(flusher)),
+                indexer: Mutex::new(()),
             }),
-        })
+        };
+        store.start_indexer().map_err(|e| {
+            store.close();
+            open_error(format!("cannot start the audit indexer thread: {e}"))
+        })?;
+        Ok(store)
+    }
+
+    /// Starts the thread that keeps `audit_users` caught up with the audit
+    /// log, off the commit path: once a second, batch by batch. It ends
+    /// when the store closes or is dropped.
+    fn start_indexer(&self) -> std::io::Result<()> {
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("store-indexer".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(INDEX_EVERY);
+                    let Some(inner) = weak.upgrade() else { return };
+                    match inner.catch_up_index() {
+                        Ok(_) => {}
+                        Err(StoreError::Closed) => return,
+                        Err(e) => {
+                            tracing::warn!(target: "resetgate::store", error = %e, "indexing the audit log by user failed; it is tried again");
+                        }
+                    }
+                }
+            })
+            .map(|_| ())
     }
 
     /// The head of the audit chain as stored: after the last entry of the
@@ -961,7 +994,7 @@ impl SledStore {
 }
 
 /// Brings a store of an older schema to [`SCHEMA`]; refuses a newer one.
-fn migrate(trees: &Trees, audit_tree: &::sled::Tree) -> Result<(), StoreError> {
+fn migrate(trees: &Trees) -> Result<(), StoreError> {
     let meta = trees.get(Tree::Meta);
     let stored = meta
         .get(b"schema")
@@ -978,8 +1011,10 @@ fn migrate(trees: &Trees, audit_tree: &::sled::Tree) -> Result<(), StoreError> {
         Some(v) if v == SCHEMA => return Ok(()),
         _ => {}
     }
+    // Older than 3: `audit_users` is built from the start of the log by
+    // the indexer (see `catch_up_audit_index`).
+    meta.remove(AUDIT_INDEXED).map_err(io("migrate", "meta"))?;
     if stored.is_some_and(|v| v >= 2) {
-        index_audit(trees, audit_tree)?;
         return finish_migration(trees);
     }
     // Version 1 (or new): index every flow as due at once; the first sweep
@@ -1007,7 +1042,6 @@ fn migrate(trees: &Trees, audit_tree: &::sled::Tree) -> Result<(), StoreError> {
             .insert(id, entry.encode())
             .map_err(io("migrate", "flows"))?;
     }
-    index_audit(trees, audit_tree)?;
     finish_migration(trees)
 }
 
@@ -1020,32 +1054,60 @@ fn finish_migration(trees: &Trees) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Indexes every group of the audit log by user (schema 3).
-fn index_audit(trees: &Trees, audit_tree: &::sled::Tree) -> Result<(), StoreError> {
+/// Where `meta` keeps how far `audit_users` is built: the sequence number
+/// after the last indexed group (8 bytes BE).
+const AUDIT_INDEXED: &[u8] = b"audit_indexed";
+
+/// Groups indexed at a time (between them, exports and closing may go on).
+const INDEX_BATCH: usize = 512;
+
+/// Files the audit groups that start before `end` and are not yet in
+/// `audit_users`, at most [`INDEX_BATCH`] of them; whether it got to `end`.
+/// Entries are filed again after a crash (the watermark may lag the
+/// index), which changes nothing.
+fn catch_up_audit_index(
+    trees: &Trees,
+    audit_tree: &::sled::Tree,
+    end: u64,
+) -> Result<bool, StoreError> {
+    let meta = trees.get(Tree::Meta);
     let users = trees.get(Tree::AuditUsers);
-    for item in audit_tree.iter() {
-        let (key, value) = item.map_err(io("migrate", AUDIT_TREE))?;
+    let from = meta
+        .get(AUDIT_INDEXED)
+        .map_err(io("index", "meta"))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    if from >= end {
+        return Ok(true);
+    }
+    let mut reached = from;
+    let range = audit_tree.range(audit::seq_key(from)..audit::seq_key(end));
+    for item in range.take(INDEX_BATCH) {
+        let (key, value) = item.map_err(io("index", AUDIT_TREE))?;
         let unreadable = |why: audit::Unreadable| StoreError::Io {
-            op: "migrate",
+            op: "index",
             what: AUDIT_TREE,
             reason: why.describe(audit::key_seq(&key)),
         };
-        let group = audit::decode_group(&value).map_err(unreadable)?;
         let first = audit::key_seq(&key).ok_or(unreadable(audit::Unreadable::Undecodable))?;
+        let group = audit::decode_group(&value).map_err(unreadable)?;
         let records: Vec<AuditRecord> = group
             .iter()
             .filter_map(|stored| stored.entry(LOCAL_CHAIN, stored.seq))
             .map(|e| e.record)
             .collect();
-        for write in index_group(&records, first) {
-            if let Write::Put { key, value, .. } = write {
-                users
-                    .insert(key, value)
-                    .map_err(io("migrate", "audit_users"))?;
-            }
+        for user in group_users(&records) {
+            users
+                .insert(audit_user_key(user, first), Vec::new())
+                .map_err(io("index", "audit_users"))?;
         }
+        reached = first.saturating_add(group.len() as u64);
     }
-    Ok(())
+    let done = reached >= end || reached == from;
+    let reached = if done { end } else { reached };
+    meta.insert(AUDIT_INDEXED, &reached.to_be_bytes())
+        .map_err(io("index", "meta"))?;
+    Ok(done)
 }
 
 /// Applies every intent a crash left, in order, and removes it; returns the
@@ -1106,16 +1168,6 @@ fn apply_writes<'a>(
 /// The users the records of a group concern, each once.
 fn group_users(records: &[AuditRecord]) -> BTreeSet<&str> {
     records.iter().filter_map(|r| r.user.as_deref()).collect()
-}
-
-/// The `audit_users` entries of the group of `records` that starts at
-/// entry `first`: one per user.
-fn index_group(records: &[AuditRecord], first: u64) -> impl Iterator<Item = Write> {
-    group_users(records)
-        .into_iter()
-        .map(move |user| put(Tree::AuditUsers, audit_user_key(user, first), Vec::new()))
-        .collect::<Vec<_>>()
-        .into_iter()
 }
 
 /// Entries per bucket of `audit_users` (see [`audit_user_key`]).
@@ -1380,7 +1432,27 @@ impl Intent {
     }
 }
 
+/// How often the indexer catches `audit_users` up.
+const INDEX_EVERY: Duration = Duration::from_secs(1);
+
 impl Inner {
+    /// Brings `audit_users` up to the end of the audit log as it is now,
+    /// batch by batch (each under the read side of `closed`, so exports
+    /// and closing wait at most a batch); that end.
+    fn catch_up_index(&self) -> Result<u64, StoreError> {
+        let _one = lock(&self.indexer);
+        let end = lock(&self.head).next_seq;
+        loop {
+            let closed = self.closed.read().unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return Err(StoreError::Closed);
+            }
+            if catch_up_audit_index(&self.trees, &self.audit, end)? {
+                return Ok(end);
+            }
+        }
+    }
+
     fn close(&self) {
         // Held throughout, so that a second caller returns only once the
         // flusher is gone.
@@ -1409,7 +1481,7 @@ impl Inner {
     /// `n`. The writes are applied after the lock is released.
     fn apply(
         &self,
-        mut writes: Vec<Write>,
+        writes: Vec<Write>,
         records: &[AuditRecord],
     ) -> Result<Option<u64>, StoreError> {
         let encode_error = |reason: String| StoreError::Io {
@@ -1419,8 +1491,7 @@ impl Inner {
         };
         let prepared = audit::prepare(records)
             .map_err(|e| encode_error(format!("cannot encode the entry: {e}")))?;
-        let indexed = group_users(records).len();
-        let needs_intent = writes.len() + indexed + usize::from(prepared.is_some()) > 1;
+        let needs_intent = writes.len() + usize::from(prepared.is_some()) > 1;
         let mut seq = None;
         let mut intent_key = None;
         if let Some((bytes, layout)) = prepared {
@@ -1434,7 +1505,6 @@ impl Inner {
                 encode_error("internal error: the group lost its layout".to_owned())
             })?;
             let group_key = audit::seq_key(first);
-            writes.extend(index_group(records, first));
             if needs_intent {
                 intent_key = Some(self.insert_intent(Some((&group_key, &value)), &writes)?);
             }
@@ -1919,13 +1989,6 @@ impl Store for SledStore {
                     .insert(audit::seq_key(first), group)
                     .map_err(io("import", AUDIT_TREE))?;
             }
-            for chunk in entries.chunks(256) {
-                let first = chunk.first().map_or(0, |e| e.seq);
-                let records: Vec<AuditRecord> = chunk.iter().map(|e| e.record.clone()).collect();
-                for write in index_group(&records, first) {
-                    writes.push(write);
-                }
-            }
             *head = Self::read_head(&self.inner.audit).map_err(import_error)?;
         }
         self.raw_commit(writes.writes, Vec::new())
@@ -1990,7 +2053,7 @@ impl AuditLog for SledStore {
         // The user's groups, bucket by bucket from `audit_users`, each read
         // and its entries checked.
         let from = query.after.map_or(0, |a| a.saturating_add(1));
-        let end = lock(&self.inner.head).next_seq;
+        let end = self.inner.catch_up_index()?;
         let index = self.inner.trees.get(Tree::AuditUsers);
         let unreadable = |why: audit::Unreadable, seq: u64| StoreError::Io {
             op: "read",
