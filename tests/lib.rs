@@ -536,3 +536,52 @@ pub fn test_workflow(
         },
     }
 }
+
+/// One HTTP response, as the integration tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status; 0 when no answer came at all (the gateway was killed).
+    pub status: u16,
+    /// The headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub raw: String,
+    /// The body as JSON (`Null` if it is not).
+    pub json: serde_json::Value,
+}
+
+impl Reply {
+    /// The response to a request `ureq` sent (status 0 if none came).
+    pub fn of(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let Ok(mut resp) = sent else {
+            return Reply {
+                status: 0,
+                headers: vec![],
+                raw: format!("{sent:?}"),
+                json: serde_json::Value::Null,
+            };
+        };
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let raw = resp.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+        Reply {
+            status,
+            headers,
+            raw,
+            json,
+        }
+    }
+
+    /// The first header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}

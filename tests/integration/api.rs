@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use resetgate_tests::pki::Pki;
-use resetgate_tests::{Gateway, root, write_config};
+use resetgate_tests::{Gateway, Reply, root, write_config};
 use serde_json::{Value, json};
 
 /// The test workflows: a reset with two cheap gates (a stand-in for
@@ -33,24 +33,6 @@ struct Portal {
     /// Sent as `X-Api-Key` when set.
     key: Option<String>,
     config: std::path::PathBuf,
-}
-
-/// One response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    raw: String,
-    json: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 impl Portal {
@@ -134,28 +116,7 @@ impl Portal {
             None => self.agent.run(req.body(()).unwrap()),
         };
         // No answer at all (the gateway was killed): status 0.
-        let Ok(mut resp) = sent else {
-            return Reply {
-                status: 0,
-                headers: vec![],
-                raw: format!("{sent:?}"),
-                json: Value::Null,
-            };
-        };
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let raw = resp.body_mut().read_to_string().unwrap_or_default();
-        let json = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            raw,
-            json,
-        }
+        Reply::of(sent)
     }
 
     fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {

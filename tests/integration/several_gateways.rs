@@ -17,7 +17,7 @@ use resetgate::store::{
 };
 use resetgate_tests::postgres::Postgres;
 use resetgate_tests::sink::Sink;
-use resetgate_tests::{Gateway, run_cli, wasm, write_config};
+use resetgate_tests::{Gateway, Reply, run_cli, wasm, write_config};
 use serde_json::{Value, json};
 
 /// The data key every gateway of a cluster shares (sealed data written by
@@ -33,24 +33,6 @@ fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
     std::fs::write(&path, value).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
-}
-
-/// One HTTP response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    raw: String,
-    json: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// A portal's HTTP client (plain HTTP on loopback).
@@ -93,28 +75,7 @@ impl Client {
             ),
             None => self.agent.run(req.body(()).unwrap()),
         };
-        let Ok(mut resp) = sent else {
-            return Reply {
-                status: 0,
-                headers: vec![],
-                raw: format!("{sent:?}"),
-                json: Value::Null,
-            };
-        };
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let raw = resp.body_mut().read_to_string().unwrap_or_default();
-        let json = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            raw,
-            json,
-        }
+        Reply::of(sent)
     }
 
     fn post(&self, gw: &Gateway, path: &str, token: Option<&str>, body: Value) -> Reply {
