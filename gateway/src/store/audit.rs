@@ -373,6 +373,20 @@ impl Stored<'_> {
         serde_json::from_slice(self.json).ok()
     }
 
+    /// The user its record names, read without building the record (what
+    /// the index by user needs); `None` if it names none or is not one.
+    pub(super) fn user(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct UserOnly<'a> {
+            #[serde(borrow, default)]
+            user: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_slice::<UserOnly<'_>>(self.json)
+            .ok()?
+            .user
+            .map(std::borrow::Cow::into_owned)
+    }
+
     /// The entry as the API shows it; `None` if the record is not one.
     pub(super) fn entry(&self, chain: &str, position: u64) -> Option<AuditEntry> {
         Some(AuditEntry {

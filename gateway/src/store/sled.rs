@@ -25,8 +25,10 @@
 //!
 //! The due index is lazy: a flow whose due time moves later (every step
 //! of a flow in progress) keeps its `flows_due` entry until that entry is
-//! due; the sweep then finds the flow not due and files it again. So
-//! `flows_due` may name a flow early, never late.
+//! due; the sweep then finds the flow not due and files it again. A flow
+//! that becomes due at once (committing) is filed in the small `due_now`
+//! tree instead of moving its entry. So `flows_due` may name a flow
+//! early, never late.
 //!
 //! A user's requests are serialised by in-process striped mutexes: sled
 //! allows one process per database, so the process is the whole store.
@@ -50,7 +52,9 @@
 //! `flows_due` (due ‖ id), `work`/`work_due` (the queues) and `intents`;
 //! 3 adds `audit_users` (bucket ‖ 12 bytes of the user's digest ‖ the
 //! group's first sequence number: the audit log's groups by user, one
-//! entry per user and group). It is built off the commit path: the
+//! entry per user and group); 4 adds `due_now` (flow id → due time: the
+//! flows filed as due at once, which are the flows being committed; their
+//! `flows_due` entry stays put, see [`Trees::index_flow`]). It is built off the commit path: the
 //! `store-indexer` thread catches it up from a watermark (`meta/
 //! audit_indexed`) once a second, and a query catches it up first. Opening a version-1 store indexes its
 //! flows as due at once (the first sweep puts each where it belongs), an
@@ -76,7 +80,7 @@ use super::{
 const AUDIT_TREE: &str = "audit";
 
 /// The schema version this binary writes.
-pub const SCHEMA: u32 = 3;
+pub const SCHEMA: u32 = 4;
 
 /// How many mutexes share out the users' locks.
 const STRIPES: usize = 1024;
@@ -107,11 +111,14 @@ pub(crate) enum Tree {
     /// The audit log by user: user key, 0x00, sequence number (8 bytes
     /// BE); empty values.
     AuditUsers,
+    /// Flows filed as due at once (a flow committing) by id: their due
+    /// time (8 bytes BE). Beside `flows_due`, whose entry stays put.
+    DueNow,
 }
 
 impl Tree {
     /// Every tree.
-    pub(crate) const ALL: [Tree; 11] = [
+    pub(crate) const ALL: [Tree; 12] = [
         Tree::Flows,
         Tree::FlowIndex,
         Tree::FlowsDue,
@@ -123,6 +130,7 @@ impl Tree {
         Tree::Kv,
         Tree::Intents,
         Tree::AuditUsers,
+        Tree::DueNow,
     ];
 
     /// The tree's name on disk.
@@ -139,6 +147,7 @@ impl Tree {
             Tree::Kv => "kv",
             Tree::Intents => "intents",
             Tree::AuditUsers => "audit_users",
+            Tree::DueNow => "due_now",
         }
     }
 
@@ -209,11 +218,15 @@ impl Staged {
 
     fn push(&mut self, write: Write) {
         match &write {
-            Write::Put { tree, key, value } if matches!(tree, Tree::FlowIndex | Tree::Work) => {
+            Write::Put { tree, key, value }
+                if matches!(tree, Tree::FlowIndex | Tree::Work | Tree::DueNow) =>
+            {
                 self.latest
                     .insert((*tree, key.clone()), Some(value.clone()));
             }
-            Write::Delete { tree, key } if matches!(tree, Tree::FlowIndex | Tree::Work) => {
+            Write::Delete { tree, key }
+                if matches!(tree, Tree::FlowIndex | Tree::Work | Tree::DueNow) =>
+            {
                 self.latest.insert((*tree, key.clone()), None);
             }
             _ => {}
@@ -914,13 +927,31 @@ impl SledStore {
     /// its index once instead of three times a step. The sweep reads the
     /// flow under its user's lock, finds it not due and files it again
     /// (its entry is due then, so it moves).
+    ///
+    /// A flow already filed that is due at once (a flow committing: the
+    /// sweep must find it if its request dies) goes into `due_now`, and
+    /// its `flows_due` entry stays put, so the commit that starts a
+    /// password change and the one that ends it each write one small
+    /// entry instead of moving the due entry twice (BENCHMARKS.md, issue
+    /// 13). `flows_due` reads both.
     fn index_flow(&self, r: &FlowRecord, writes: &mut Staged) -> Result<(), StoreError> {
         let old = self
             .staged_get(writes, Tree::FlowIndex, r.id.as_bytes())?
             .map(|o| FlowIndex::decode(&o));
+        let now = now_ms();
         let mut index = FlowIndex::of(r);
         if let Some(old) = old {
-            if old.due_ms <= r.due_ms && old.due_ms > now_ms() {
+            let due_now = r.due_ms <= now;
+            if due_now {
+                writes.push(put(
+                    Tree::DueNow,
+                    r.id.as_bytes().to_vec(),
+                    r.due_ms.to_be_bytes().to_vec(),
+                ));
+            } else {
+                self.undue_now(&r.id, writes)?;
+            }
+            if due_now || (old.due_ms <= r.due_ms && old.due_ms > now) {
                 index.due_ms = old.due_ms;
                 if index != old {
                     writes.push(put(
@@ -942,11 +973,23 @@ impl SledStore {
         Ok(())
     }
 
-    /// Removes the due-index entry of flow `id`, if it is indexed.
+    /// Removes flow `id`'s `due_now` entry, if it has one.
+    fn undue_now(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
+        if self
+            .staged_get(writes, Tree::DueNow, id.as_bytes())?
+            .is_some()
+        {
+            writes.push(delete(Tree::DueNow, id.as_bytes().to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Removes the due-index entries of flow `id`, if it is indexed.
     fn unindex_flow(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
         if let Some(old) = self.staged_get(writes, Tree::FlowIndex, id.as_bytes())? {
             let old = FlowIndex::decode(&old);
             writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, id)));
+            self.undue_now(id, writes)?;
         }
         Ok(())
     }
@@ -1009,6 +1052,8 @@ fn migrate(trees: &Trees) -> Result<(), StoreError> {
             });
         }
         Some(v) if v == SCHEMA => return Ok(()),
+        // 3 to 4 adds `due_now`, empty.
+        Some(3) => return finish_migration(trees),
         _ => {}
     }
     // Older than 3: `audit_users` is built from the start of the log by
@@ -1091,12 +1136,8 @@ fn catch_up_audit_index(
         };
         let first = audit::key_seq(&key).ok_or(unreadable(audit::Unreadable::Undecodable))?;
         let group = audit::decode_group(&value).map_err(unreadable)?;
-        let records: Vec<AuditRecord> = group
-            .iter()
-            .filter_map(|stored| stored.entry(LOCAL_CHAIN, stored.seq))
-            .map(|e| e.record)
-            .collect();
-        for user in group_users(&records) {
+        let group_users: BTreeSet<String> = group.iter().filter_map(|s| s.user()).collect();
+        for user in &group_users {
             users
                 .insert(audit_user_key(user, first), Vec::new())
                 .map_err(io("index", "audit_users"))?;
@@ -1163,11 +1204,6 @@ fn apply_writes<'a>(
         }
     }
     Ok(())
-}
-
-/// The users the records of a group concern, each once.
-fn group_users(records: &[AuditRecord]) -> BTreeSet<&str> {
-    records.iter().filter_map(|r| r.user.as_deref()).collect()
 }
 
 /// Entries per bucket of `audit_users` (see [`audit_user_key`]).
@@ -1611,12 +1647,19 @@ impl SledStore {
                 Some(bytes) => FlowIndex::decode(&bytes),
                 None => FlowIndex::decode(&[]),
             };
+            // A flow due at once is due when its `due_now` entry says.
+            let due_ms = trees
+                .get(Tree::DueNow)
+                .get(id.as_bytes())
+                .map_err(io("export", "due_now"))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map_or(index.due_ms, u64::from_be_bytes);
             visit(Item::Flow(FlowRecord {
                 id,
                 user: index.user,
                 version: index.version,
                 in_progress: index.in_progress,
-                due_ms: index.due_ms,
+                due_ms,
                 body: body.to_vec(),
             }))?;
         }
@@ -1749,15 +1792,42 @@ impl Store for SledStore {
             Some(end) => Bound::Excluded(end.to_be_bytes().to_vec()),
             None => Bound::Unbounded,
         };
+        // The flows due at once first (few: the flows being committed),
+        // then `flows_due`, merged in (due, id) order; a flow in both is
+        // named by its `due_now` entry only (that is its due time).
+        let mut in_due_now = std::collections::HashSet::new();
+        let mut now_due = Vec::new();
+        for item in self.inner.trees.get(Tree::DueNow).iter() {
+            let (id, due) = item.map_err(io("scan", "due_now"))?;
+            let (Ok(due), Ok(id)) = (<[u8; 8]>::try_from(due.as_ref()), std::str::from_utf8(&id))
+            else {
+                continue;
+            };
+            in_due_now.insert(id.to_owned());
+            let entry = (u64::from_be_bytes(due), id.to_owned());
+            if entry.0 <= now_ms && after.as_ref().is_none_or(|a| entry > *a) {
+                now_due.push(entry);
+            }
+        }
+        now_due.sort_unstable();
         let mut out = Vec::new();
-        for item in tree.range::<Vec<u8>, _>((start, end)).take(limit) {
+        for item in tree.range::<Vec<u8>, _>((start, end)) {
+            if out.len() >= limit {
+                break;
+            }
             let (key, _) = item.map_err(io("scan", "flows_due"))?;
             let mut bytes = key.as_ref();
             let (Some(due), Ok(id)) = (take_u64(&mut bytes), std::str::from_utf8(bytes)) else {
                 continue;
             };
+            if in_due_now.contains(id) {
+                continue;
+            }
             out.push((due, id.to_owned()));
         }
+        out.extend(now_due);
+        out.sort_unstable();
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -2263,12 +2333,145 @@ mod tests {
         );
         // An entry that is due moves to the new time (the sweep files a
         // flow it found not due again).
-        commit(5);
+        let index = store.inner.trees.get(Tree::FlowsDue);
+        index.clear().unwrap();
+        index.insert(due_key(5, "f"), Vec::new()).unwrap();
+        store
+            .inner
+            .trees
+            .get(Tree::FlowIndex)
+            .insert("f", FlowIndex::of(&flow("f", 5)).encode())
+            .unwrap();
         commit(soon);
         assert_eq!(
             store.flows_due(u64::MAX, None, 10).unwrap(),
             [(soon, "f".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_flow_due_at_once_is_found_without_moving_its_due_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = now_ms() + 60_000;
+        let commit = |store: &SledStore, changes: Vec<Change>| {
+            store
+                .commit(Commit {
+                    changes,
+                    audit: vec![],
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        commit(
+            &store,
+            vec![
+                Change::PutFlow(flow("f", soon)),
+                Change::PutFlow(flow("g", soon + 1)),
+            ],
+        );
+        // Committing: due at once (its touched time, in the past). The
+        // sweep finds it at once, by that time, and only once; its
+        // `flows_due` entry has not moved.
+        commit(&store, vec![Change::PutFlow(flow("f", 7))]);
+        assert_eq!(
+            store.flows_due(now_ms(), None, 10).unwrap(),
+            [(7, "f".to_owned())]
+        );
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(7, "f".to_owned()), (soon + 1, "g".to_owned())]
+        );
+        assert_eq!(
+            store
+                .flows_due(u64::MAX, Some((7, "f".to_owned())), 10)
+                .unwrap(),
+            [(soon + 1, "g".to_owned())]
+        );
+        assert_eq!(store.flows_due(6, None, 10).unwrap(), []);
+        assert!(index_has(&store, Tree::FlowsDue, &due_key(soon, "f")));
+        // An export says when the flow is due.
+        let mut exported = Vec::new();
+        store
+            .export(&mut |item| {
+                if let Item::Flow(r) = item {
+                    exported.push((r.id, r.due_ms));
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(exported, [("f".to_owned(), 7), ("g".to_owned(), soon + 1)]);
+        // It survives a reopen (a crash mid-commit is what it is for).
+        store.close();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.flows_due(now_ms(), None, 10).unwrap(),
+            [(7, "f".to_owned())]
+        );
+        // Ended: due later again; the `due_now` entry goes and the old
+        // entry, not yet due, stays.
+        commit(&store, vec![Change::PutFlow(flow("f", soon + 5))]);
+        assert_eq!(store.flows_due(now_ms(), None, 10).unwrap(), []);
+        assert!(store.inner.trees.get(Tree::DueNow).is_empty());
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon, "f".to_owned()), (soon + 1, "g".to_owned())]
+        );
+        // Removed while due at once: both entries go.
+        commit(&store, vec![Change::PutFlow(flow("g", 9))]);
+        commit(&store, vec![Change::DeleteFlow { id: "g".to_owned() }]);
+        assert!(store.inner.trees.get(Tree::DueNow).is_empty());
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon, "f".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_store_of_schema_3_is_brought_to_4_keeping_its_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .raw_commit(vec![], (0..3).map(record).collect())
+            .unwrap();
+        store
+            .commit(Commit {
+                changes: vec![Change::PutFlow(flow("f", 40))],
+                audit: vec![],
+            })
+            .unwrap()
+            .wait()
+            .unwrap();
+        store.inner.catch_up_index().unwrap();
+        let meta = store.inner.trees.get(Tree::Meta);
+        meta.insert(b"schema", &3u32.to_be_bytes()).unwrap();
+        let indexed = meta.get(AUDIT_INDEXED).unwrap();
+        assert!(indexed.is_some());
+        store.close();
+        drop(store);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 4);
+        // The audit log by user is not built again, the flow stays filed.
+        assert_eq!(
+            store
+                .inner
+                .trees
+                .get(Tree::Meta)
+                .get(AUDIT_INDEXED)
+                .unwrap(),
+            indexed
+        );
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(40, "f".to_owned())]
+        );
+    }
+
+    fn index_has(store: &SledStore, tree: Tree, key: &[u8]) -> bool {
+        store.inner.trees.get(tree).contains_key(key).unwrap()
     }
 
     #[test]
