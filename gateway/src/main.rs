@@ -12,6 +12,21 @@ use std::sync::Arc;
 use resetgate::config::GatewayConfig;
 use resetgate::plugin::{HostConfig, PluginHost};
 
+/// The end of `--help` and the manual page's last section.
+const AFTER_HELP: &str = "\
+Files: /etc/resetgate/gateway.yaml is the config the systemd unit (dist/systemd/resetgate.service) \
+names; /var/lib/resetgate is its data folder (store, data.key, plugin cache). Relative paths \
+in a config are relative to its file; without one, the defaults are relative to the working folder.
+
+Environment: RESETGATE_CONFIG, RESETGATE_LISTEN, RESETGATE_DATA_DIR, RESETGATE_PLUGINS, \
+RESETGATE_WORKFLOWS and RESETGATE_LOG_FORMAT stand for the flags of the same names; \
+RESETGATE_LOG takes log filter directives (e.g. info,resetgate::plugin=warn) and, when set, \
+decides over -v and -q; RESETGATE_URL and RESETGATE_ADMIN_KEY are for `resetgate admin`; \
+NOTIFY_SOCKET (set by systemd) makes `serve` report readiness, reloads and stopping.
+
+Installing, configuring, rotating keys and certificates, logs, metrics and the meaning of every \
+error code: docs/operations.md.";
+
 /// Plugin instances are made, called and dropped on different threads;
 /// mimalloc frees across threads without the arena-lock contention of
 /// glibc's malloc (measured in BENCHMARKS.md).
@@ -20,7 +35,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Self-hosted gateway for enterprise self-service password reset.
 #[derive(Parser)]
-#[command(name = "resetgate", version, about)]
+#[command(name = "resetgate", version, about, after_long_help = AFTER_HELP)]
 struct Cli {
     /// More log lines: `-v` debug, `-vv` trace (RESETGATE_LOG, when set, decides instead).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
