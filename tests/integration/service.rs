@@ -77,7 +77,7 @@ fn systemd_analyze_verify_accepts_the_unit_without_a_warning() {
 }
 
 #[test]
-fn the_unit_is_sandboxed_as_documented_and_lets_wasmtime_compile() {
+fn the_unit_sets_the_documented_sandbox_but_not_memory_deny_write_execute() {
     let s = service_settings(&unit_text());
     let one = |k: &str| -> &str {
         let v = s
