@@ -14,6 +14,7 @@ pub mod i18n;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod plugin;
 pub mod policy;

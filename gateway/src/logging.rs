@@ -43,10 +43,12 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber: `format` lines on stderr, filtered by
-/// `RESETGATE_LOG` (default `info`). Later calls do nothing.
-pub fn init(format: LogFormat) {
+/// `RESETGATE_LOG` when it is set and valid, else by `level` (`info`, or
+/// what `-v`/`-q` asked for: the environment, typically a service unit's,
+/// is the more precise setting and wins). Later calls do nothing.
+pub fn init(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESETGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Text => builder

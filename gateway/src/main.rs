@@ -12,6 +12,21 @@ use std::sync::Arc;
 use resetgate::config::GatewayConfig;
 use resetgate::plugin::{HostConfig, PluginHost};
 
+/// The end of `--help` and the manual page's last section.
+const AFTER_HELP: &str = "\
+Files: /etc/resetgate/gateway.yaml is the config the systemd unit (dist/systemd/resetgate.service) \
+names; /var/lib/resetgate is its data folder (store, data.key, plugin cache). Relative paths \
+in a config are relative to its file; without one, the defaults are relative to the working folder.
+
+Environment: RESETGATE_CONFIG, RESETGATE_LISTEN, RESETGATE_DATA_DIR, RESETGATE_PLUGINS, \
+RESETGATE_WORKFLOWS and RESETGATE_LOG_FORMAT stand for the flags of the same names; \
+RESETGATE_LOG takes log filter directives (e.g. info,resetgate::plugin=warn) and, when set, \
+decides over -v and -q; RESETGATE_URL and RESETGATE_ADMIN_KEY are for `resetgate admin`; \
+NOTIFY_SOCKET (set by systemd) makes `serve` report readiness, reloads and stopping.
+
+Installing, configuring, rotating keys and certificates, logs, metrics and the meaning of every \
+error code: docs/operations.md.";
+
 /// Plugin instances are made, called and dropped on different threads;
 /// mimalloc frees across threads without the arena-lock contention of
 /// glibc's malloc (measured in BENCHMARKS.md).
@@ -20,8 +35,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Self-hosted gateway for enterprise self-service password reset.
 #[derive(Parser)]
-#[command(name = "resetgate", version, about)]
+#[command(name = "resetgate", version, about, after_long_help = AFTER_HELP)]
 struct Cli {
+    /// More log lines: `-v` debug, `-vv` trace (RESETGATE_LOG, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Fewer log lines: `-q` warnings and errors, `-qq` errors only (RESETGATE_LOG, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +82,18 @@ enum Command {
     ApiKey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Prints a shell completion script (e.g. `resetgate completions bash > /etc/bash_completion.d/resetgate`).
+    Completions {
+        /// The shell.
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// Prints the manual page resetgate(1) in roff (`resetgate man | man -l -`), or writes one page per command into a folder.
+    Man {
+        /// Write resetgate.1 and a page per subcommand (resetgate-serve.1, ...) into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -121,6 +154,9 @@ struct CheckArgs {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Lists the plugins the configured workflows use (offline, from the
+    /// files): name, file, sha256, kind, version, and each step's grants.
+    List(PluginListArgs),
     /// Prints a plugin's name, version, kind, sha256, imports and config schema.
     Inspect {
         /// The component to inspect.
@@ -131,6 +167,23 @@ enum PluginCommand {
     },
 }
 
+/// `resetgate plugin list`.
+#[derive(clap::Args)]
+struct PluginListArgs {
+    /// The gateway config file: its plugins and workflows folders (default: the built-in defaults).
+    #[arg(long, env = "RESETGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder of plugin components (overrides the config, as for `serve`).
+    #[arg(long, env = "RESETGATE_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Folder of workflow files (overrides the config, as for `serve`).
+    #[arg(long, env = "RESETGATE_WORKFLOWS")]
+    workflows: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     use resetgate::logging::LogFormat;
     let cli = Cli::parse();
@@ -138,12 +191,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.log_format,
         _ => LogFormat::Text,
     };
-    resetgate::logging::init(format);
+    resetgate::logging::init(format, log_level(cli.verbose, cli.quiet));
     let result = match cli.command {
         Command::Serve(args) => match serve(args) {
             // A JSON log stays JSON to its last line.
             Err(e) if format == LogFormat::Json => {
-                tracing::error!(error = %format!("{e:#}"), "the gateway stopped");
+                tracing::error!(error = %render_error(&e), "the gateway stopped");
                 return ExitCode::FAILURE;
             }
             other => other,
@@ -165,16 +218,212 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Inspect { file, json },
         } => inspect(&file, json),
+        Command::Plugin {
+            command: PluginCommand::List(args),
+        } => return plugin_list(args),
         Command::ApiKey {
             command: ApiKeyCommand::New { name, operator },
         } => api_key_new(&name, operator.as_deref()),
+        Command::Completions { shell } => completions(&shell),
+        Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The default log filter for `-v`/`-q` (`RESETGATE_LOG`, when set,
+/// replaces it: see [`resetgate::logging::init`]).
+fn log_level(verbose: u8, quiet: u8) -> &'static str {
+    match (verbose, quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v > 1 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: cause`, each text
+/// once: many errors here already say their cause in their own text
+/// (`cannot read FILE: No such file or directory`), and anyhow's `{:#}`
+/// would repeat it.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// `resetgate completions SHELL`.
+fn completions(shell: &str) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        other => anyhow::bail!("no completions for the shell `{other}`"),
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "resetgate",
+        &mut std::io::stdout().lock(),
+    );
+    Ok(())
+}
+
+/// `resetgate man [--dir DIR]`: the manual page from the same definitions
+/// as `--help`, so it always matches this binary.
+fn man(dir: Option<&Path>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout().lock())
+            .context("cannot write the manual page"),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(command, dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))
+        }
+    }
+}
+
+/// `resetgate plugin list`: loads the workflows as `serve` would (without
+/// serving them) and prints the plugins they use. Status 0; 1 if a
+/// workflow file has errors (the plugins of the others are listed); 2 if
+/// the config has errors.
+fn plugin_list(args: PluginListArgs) -> ExitCode {
+    let mut config = match &args.config {
+        Some(path) => match GatewayConfig::load(path) {
+            Ok(c) => c,
+            Err(ds) => {
+                for d in &ds {
+                    eprintln!("{d}");
+                }
+                eprintln!(
+                    "error: the gateway config {} has errors (listed above)",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => GatewayConfig::default(),
+    };
+    if let Some(v) = args.plugins {
+        config.plugins = v;
+    }
+    if let Some(v) = args.workflows {
+        config.workflows = v;
+    }
+    let host = match PluginHost::new(HostConfig::uncached()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the plugin host: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (workflows, diagnostics) = resetgate::workflow::load_dir(&host, &config, &config.workflows);
+    let mut broken: Vec<&Path> = diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.file.as_path())
+        .collect();
+    broken.sort();
+    broken.dedup();
+    let views = resetgate::api::admin::plugin_views(workflows);
+    let file = |name: &str| config.plugins.join(format!("{name}.wasm"));
+    if args.json {
+        let plugins: Vec<serde_json::Value> = views
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "file": file(&p.name),
+                    "sha256": p.sha256,
+                    "kind": p.kind,
+                    "version": p.version,
+                    "imports": p.imports,
+                    "steps": p.steps,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({ "plugins": plugins });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        if views.is_empty() {
+            println!(
+                "no plugins: no workflow loaded from {}",
+                config.workflows.display()
+            );
+        }
+        for p in &views {
+            println!("{} ({} {})", p.name, p.kind, p.version);
+            println!("  file:    {}", file(&p.name).display());
+            println!("  sha256:  {}", p.sha256);
+            let imports = if p.imports.is_empty() {
+                "none".to_owned()
+            } else {
+                p.imports.join(", ")
+            };
+            println!("  imports: {imports}");
+            for step in &p.steps {
+                println!(
+                    "  used by: {} {} (grants: {})",
+                    step.workflow,
+                    step.step,
+                    describe_grants(&step.grants)
+                );
+            }
+        }
+    }
+    if broken.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for file in &broken {
+        eprintln!(
+            "error: {} has errors; its plugins are not listed",
+            file.display()
+        );
+    }
+    eprintln!("help: `resetgate check` prints every problem at file:line:column");
+    ExitCode::FAILURE
+}
+
+/// A step's grants as `http: a, b; kv` (`none` for none).
+fn describe_grants(grants: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(map) = grants.as_object() {
+        for (name, value) in map {
+            match value {
+                serde_json::Value::Array(items) if !items.is_empty() => {
+                    let items: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+                    parts.push(format!("{name}: {}", items.join(", ")));
+                }
+                serde_json::Value::Bool(true) => parts.push(name.clone()),
+                _ => {}
+            }
+        }
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -461,16 +710,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // process (SIGTERM right after the announcement killed it uncleanly).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        tokio::spawn(reload_on_sighup(hup, reloader, tls.clone()));
-        tracing::info!(
-            url = %resetgate::server::describe_addr(addr, tls.is_some()),
-            "listening"
-        );
+        let url = resetgate::server::describe_addr(addr, tls.is_some());
+        tokio::spawn(reload_on_sighup(hup, reloader, tls.clone(), url.clone()));
+        tracing::info!(url = %url, "listening");
+        // The socket is bound and listening: connections are accepted from
+        // here on (they queue until `serve` takes them).
+        resetgate::notify::ready(&url);
         // Not ready once stopping: load balancers drain while requests under
         // way finish.
         let draining = api.clone();
         let shutdown = async move {
             shutdown_signal(term.ok()).await;
+            resetgate::notify::stopping();
             draining.set_ready(false);
         };
         resetgate::server::serve(listener, api, options, shutdown).await?;
@@ -511,12 +762,14 @@ async fn reload_on_sighup(
     hup: std::io::Result<tokio::signal::unix::Signal>,
     reloader: Arc<resetgate::reload::Reloader>,
     tls: Option<Arc<resetgate::listen::Tls>>,
+    url: String,
 ) {
     let Ok(mut hup) = hup else {
         tracing::error!("cannot listen for SIGHUP; hot reload is off");
         return;
     };
     while hup.recv().await.is_some() {
+        resetgate::notify::reloading();
         let mut ok = true;
         if let Some(tls) = &tls {
             match tls.reload() {
@@ -533,10 +786,15 @@ async fn reload_on_sighup(
         }
         let reloader = reloader.clone();
         let done = tokio::task::spawn_blocking(move || reloader.reload_after(ok)).await;
-        if let Err(e) = done {
-            tracing::error!(error = %e, "reloading workflows failed");
-            resetgate::metrics::RELOADS.record(false, now_ms());
-        }
+        let accepted = match done {
+            Ok(report) => ok && report.refused.is_empty() && report.capabilities_error.is_none(),
+            Err(e) => {
+                tracing::error!(error = %e, "reloading workflows failed");
+                resetgate::metrics::RELOADS.record(false, now_ms());
+                false
+            }
+        };
+        resetgate::notify::reloaded(&url, accepted);
     }
 }
 

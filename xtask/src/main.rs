@@ -17,6 +17,7 @@ commands:
                   are no local users yet, then `resetgate serve ARGS...`
   test [ARGS...]  everything the test suite needs, then the whole suite
   plugins         build the first-party plugins into target/plugins/
+  root            print the checkout xtask works on (found when it runs)
   js-gate         build the JavaScript test gate (tests/js-gate) into
                   target/js-gate/ if it is missing or older than its sources
   bench           run the criterion benchmarks (release), then `coldstart`
@@ -39,6 +40,10 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&root, &rest),
         "test" => test(&root, &rest),
         "plugins" => plugins(&root).map(|_| ()),
+        "root" => {
+            println!("{}", root.display());
+            Ok(())
+        }
         "js-gate" => js_gate(&root).map(|_| ()),
         "bench" => bench(&root, &rest),
         "coldstart" => coldstart(&root),
@@ -54,12 +59,41 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The checkout xtask works on, found when it runs, never where it was
+/// built: a checkout that was moved or copied (with its `target/`) keeps
+/// a fresh xtask binary, and a path compiled into it (`env!`) would build,
+/// seed and serve the old checkout's plugins and workflows.
 fn root() -> anyhow::Result<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(dir
-        .parent()
-        .context("xtask lives in the workspace root")?
-        .to_owned())
+    let cwd = std::env::current_dir().context("cannot tell the working folder")?;
+    find_root(
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        &cwd,
+    )
+}
+
+/// `manifest_dir`: `CARGO_MANIFEST_DIR` as `cargo run` (so `cargo xtask`)
+/// sets it when it starts xtask, this checkout's `xtask/`; without it
+/// (the binary run directly), the nearest folder from `cwd` upwards that
+/// holds `Cargo.toml` and `xtask/Cargo.toml`.
+fn find_root(manifest_dir: Option<PathBuf>, cwd: &Path) -> anyhow::Result<PathBuf> {
+    let is_root =
+        |dir: &Path| dir.join("Cargo.toml").is_file() && dir.join("xtask/Cargo.toml").is_file();
+    if let Some(dir) = manifest_dir
+        && let Some(root) = dir.parent()
+        && is_root(root)
+    {
+        return Ok(root.to_owned());
+    }
+    cwd.ancestors()
+        .find(|dir| is_root(dir))
+        .map(Path::to_owned)
+        .with_context(|| {
+            format!(
+                "{} is not inside a resetgate checkout (no Cargo.toml beside xtask/ here or above); \
+                 run `cargo xtask` from the checkout",
+                cwd.display()
+            )
+        })
 }
 
 fn cargo() -> Command {

@@ -538,8 +538,15 @@ pub struct PluginStep {
     security(("operator_key" = []))
 )]
 async fn list_plugins(State(api): State<Arc<Api>>) -> Json<PluginList> {
+    Json(PluginList {
+        plugins: plugin_views(api.runtime.current()),
+    })
+}
+
+/// The plugins `workflows` use, by name, each with the steps that use it
+/// (what `GET /v1/admin/plugins` and `resetgate plugin list` show).
+pub fn plugin_views(mut workflows: Vec<Arc<crate::workflow::Workflow>>) -> Vec<PluginView> {
     let mut plugins: BTreeMap<String, PluginView> = BTreeMap::new();
-    let mut workflows = api.runtime.current();
     workflows.sort_by(|a, b| a.name.cmp(&b.name));
     for wf in &workflows {
         for (step, kind) in wf.steps() {
@@ -573,9 +580,7 @@ async fn list_plugins(State(api): State<Arc<Api>>) -> Json<PluginList> {
             });
         }
     }
-    Json(PluginList {
-        plugins: plugins.into_values().collect(),
-    })
+    plugins.into_values().collect()
 }
 
 /// The users of a `local-users` directory.

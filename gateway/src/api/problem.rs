@@ -375,4 +375,71 @@ mod tests {
         }
         assert_eq!(rows.len(), Code::ALL.len(), "{rows:?}");
     }
+
+    /// Every code written in `Code::describe`, read from this file's
+    /// source: a variant added there but not to `Code::ALL` is still found.
+    fn codes_in_source() -> std::collections::BTreeSet<String> {
+        let source = include_str!("problem.rs");
+        let start = source.find("fn describe(self)").expect("describe");
+        let end = start + source[start..].find("\n    }\n}").expect("end of describe");
+        let body = &source[start..end];
+        body.split("=> (")
+            .skip(1)
+            .map(|arm| {
+                let quoted = arm.split('"').nth(1).expect("a code");
+                quoted.to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn code_all_holds_every_code_of_describe() {
+        let in_source = codes_in_source();
+        let all: std::collections::BTreeSet<String> =
+            Code::ALL.iter().map(|c| c.as_str().to_owned()).collect();
+        assert_eq!(in_source, all);
+    }
+
+    /// Operators read `docs/operations.md`'s troubleshooting table: every
+    /// code has a row with its status, what it means and what to do, and
+    /// the table has no other.
+    #[test]
+    fn the_troubleshooting_table_has_a_row_for_every_code() {
+        let guide = include_str!("../../../docs/operations.md");
+        let section = guide
+            .split("\n## Troubleshooting\n")
+            .nth(1)
+            .expect("docs/operations.md has a Troubleshooting section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let mut rows = std::collections::BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "{line}");
+            let code = cells[0].trim_start_matches("| ").trim_matches('`');
+            assert!(
+                cells[2].len() > 10 && cells[3].trim_end_matches(" |").len() > 10,
+                "{line}"
+            );
+            assert!(
+                rows.insert(code.to_owned(), cells[1].to_owned()).is_none(),
+                "{line}"
+            );
+        }
+        for code in codes_in_source() {
+            let status = rows.remove(&code);
+            let c = Code::ALL
+                .iter()
+                .find(|c| c.as_str() == code)
+                .expect("in ALL");
+            assert_eq!(
+                status.as_deref(),
+                Some(c.status().as_str()),
+                "docs/operations.md's troubleshooting table lacks `{code}` (or has the wrong status)"
+            );
+        }
+        assert!(
+            rows.is_empty(),
+            "rows for codes that do not exist: {rows:?}"
+        );
+    }
 }
