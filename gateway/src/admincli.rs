@@ -664,11 +664,44 @@ fn workflows(
         }
         WorkflowsCommand::Reload => {
             let v = client.json("POST", "/v1/admin/workflows/reload", &[], None)?;
+            let config = &v["config"];
             if json {
                 pretty(out, &v)?;
             } else {
+                diagnostics(out, config)?;
+                if config["applied"] == json!(true) {
+                    say(
+                        out,
+                        format!("reloaded the gateway config {}", str_of(config, "file")),
+                    )?;
+                }
+                for setting in items(config, "needs_restart") {
+                    say(
+                        out,
+                        format!(
+                            "note: `{}` changed in the gateway config; it takes effect at the next restart",
+                            setting.as_str().unwrap_or_default()
+                        ),
+                    )?;
+                }
                 diagnostics(out, &v)?;
                 list(out, &v)?;
+            }
+            if config["applied"] == json!(false) {
+                return Err(AdminError::No(format!(
+                    "reload refused the gateway config {} (errors listed above); the config loaded before stays in force",
+                    str_of(config, "file")
+                )));
+            }
+            for (field, what) in [
+                ("capabilities_error", "the capabilities"),
+                ("tls_error", "the TLS certificate"),
+            ] {
+                if let Some(e) = v[field].as_str() {
+                    return Err(AdminError::No(format!(
+                        "reload refused {what}: {e}; what was loaded before stays"
+                    )));
+                }
             }
             let refused = items(&v, "refused").len();
             if refused > 0 {

@@ -528,6 +528,81 @@ impl Default for GatewayConfig {
     }
 }
 
+/// What `resetgate serve`'s flags set over the config file; applied again
+/// to the file each time it is reloaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--plugins`.
+    pub plugins: Option<PathBuf>,
+    /// `--workflows`.
+    pub workflows: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Sets what the flags set in `config`.
+    pub fn apply(&self, config: &mut GatewayConfig) {
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.plugins {
+            config.plugins = v.clone();
+        }
+        if let Some(v) = &self.workflows {
+            config.workflows = v.clone();
+        }
+    }
+}
+
+/// The settings a running gateway cannot change, by the name the config
+/// file gives them: `running` is what it runs with, `file` what a reloaded
+/// file says. Only a restart applies them.
+pub fn restart_only_changes(running: &GatewayConfig, file: &GatewayConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut differs = |name: &'static str, yes: bool| {
+        if yes {
+            changed.push(name);
+        }
+    };
+    differs("listen", running.listen != file.listen);
+    differs("data_dir", running.data_dir != file.data_dir);
+    differs("store", running.store != file.store);
+    differs("tls", running.tls.is_some() != file.tls.is_some());
+    differs(
+        "allow_plain_http",
+        running.allow_plain_http != file.allow_plain_http,
+    );
+    differs("connections", running.connections != file.connections);
+    differs("timers", running.timers != file.timers);
+    differs(
+        "data_key_secret",
+        running.data_key_secret != file.data_key_secret,
+    );
+    changed
+}
+
+/// `file` with the settings of [`restart_only_changes`] as `running` has
+/// them: what a reload can put in force.
+pub fn keep_restart_only(running: &GatewayConfig, mut file: GatewayConfig) -> GatewayConfig {
+    file.listen = running.listen;
+    file.data_dir = running.data_dir.clone();
+    file.store = running.store.clone();
+    if running.tls.is_none() != file.tls.is_none() {
+        file.tls = running.tls.clone();
+    }
+    file.allow_plain_http = running.allow_plain_http;
+    file.connections = running.connections;
+    file.timers = running.timers;
+    file.data_key_secret = running.data_key_secret.clone();
+    file
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

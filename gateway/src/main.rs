@@ -599,18 +599,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?,
         None => GatewayConfig::default(),
     };
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    if let Some(v) = args.plugins {
-        config.plugins = v;
-    }
-    if let Some(v) = args.workflows {
-        config.workflows = v;
-    }
+    let overrides = resetgate::config::Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        plugins: args.plugins,
+        workflows: args.workflows,
+    };
+    overrides.apply(&mut config);
     // HTTPS, or plain HTTP where that is allowed: decided before anything
     // is opened, so a bad certificate stops the start at once.
     let tls = match &config.tls {
@@ -649,11 +644,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     api.show_plugins(host.clone());
     resetgate::metrics::RELOADS.loaded(now_ms());
     api.set_page(config.page.clone());
-    let reloader = Arc::new(resetgate::reload::Reloader::new(
-        host.clone(),
-        config.clone(),
-        runtime.clone(),
-    ));
+    let reloader = Arc::new(
+        resetgate::reload::Reloader::new(host.clone(), config.clone(), runtime.clone())
+            .overrides(overrides)
+            .tls(tls.clone())
+            .serving(&api),
+    );
     api.set_reloader(reloader.clone());
     let interrupted = runtime.recover(now_ms())?;
     if interrupted > 0 {
@@ -711,7 +707,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
         let url = resetgate::server::describe_addr(addr, tls.is_some());
-        tokio::spawn(reload_on_sighup(hup, reloader, tls.clone(), url.clone()));
+        tokio::spawn(reload_on_sighup(hup, reloader, url.clone()));
         tracing::info!(url = %url, "listening");
         // The socket is bound and listening: connections are accepted from
         // here on (they queue until `serve` takes them).
@@ -753,15 +749,15 @@ fn data_key(
     Ok(Arc::new(key))
 }
 
-/// `SIGHUP` re-reads the TLS certificate, key and client CA, and the
-/// workflows. A file with errors is refused (workflows with the same
-/// messages as `resetgate check`), and what was loaded before keeps serving;
-/// running flows finish on the version they started with, and open
-/// connections keep the certificate they were accepted with.
+/// `SIGHUP` reloads what [`resetgate::reload::Reloader`] reloads: the
+/// gateway config file, the TLS certificate, key and client CA, the
+/// capabilities and the workflows. A file with errors is refused (with the
+/// same messages as `resetgate check`), and what was loaded before keeps
+/// serving; running flows finish on the version they started with, and
+/// open connections keep the certificate they were accepted with.
 async fn reload_on_sighup(
     hup: std::io::Result<tokio::signal::unix::Signal>,
     reloader: Arc<resetgate::reload::Reloader>,
-    tls: Option<Arc<resetgate::listen::Tls>>,
     url: String,
 ) {
     let Ok(mut hup) = hup else {
@@ -770,26 +766,12 @@ async fn reload_on_sighup(
     };
     while hup.recv().await.is_some() {
         resetgate::notify::reloading();
-        let mut ok = true;
-        if let Some(tls) = &tls {
-            match tls.reload() {
-                Ok(cert) => {
-                    tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate")
-                }
-                Err(e) => {
-                    ok = false;
-                    tracing::error!(
-                        "TLS reload refused: {e}; the certificate loaded before keeps serving"
-                    )
-                }
-            }
-        }
         let reloader = reloader.clone();
-        let done = tokio::task::spawn_blocking(move || reloader.reload_after(ok)).await;
+        let done = tokio::task::spawn_blocking(move || reloader.reload()).await;
         let accepted = match done {
-            Ok(report) => ok && report.refused.is_empty() && report.capabilities_error.is_none(),
+            Ok(report) => report.accepted(),
             Err(e) => {
-                tracing::error!(error = %e, "reloading workflows failed");
+                tracing::error!(error = %e, "reloading failed");
                 resetgate::metrics::RELOADS.record(false, now_ms());
                 false
             }

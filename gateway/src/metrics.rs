@@ -279,6 +279,7 @@ pub struct Reloads {
     last_ms: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
+    restart_needed: AtomicU64,
 }
 
 /// The process's reload statistics.
@@ -287,6 +288,7 @@ pub static RELOADS: Reloads = Reloads {
     last_ms: AtomicU64::new(0),
     accepted: AtomicU64::new(0),
     refused: AtomicU64::new(0),
+    restart_needed: AtomicU64::new(0),
 };
 
 impl Reloads {
@@ -305,6 +307,13 @@ impl Reloads {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The last reload found `settings` settings changed in the config
+    /// file that only a restart applies.
+    pub fn restart_needed(&self, settings: usize) {
+        self.restart_needed
+            .store(settings as u64, Ordering::Relaxed);
+    }
+
     /// Writes `resetgate_reload_success`,
     /// `resetgate_reload_timestamp_seconds` and `resetgate_reloads_total`.
     pub fn render(&self, out: &mut String) {
@@ -312,7 +321,7 @@ impl Reloads {
             out,
             "resetgate_reload_success",
             "gauge",
-            "1 if the last load of the configuration (start or SIGHUP) took every file, 0 if it refused one and kept what was loaded before.",
+            "1 if the last load of the configuration (start, SIGHUP or admin reload) took every file (gateway config, TLS, workflows), 0 if it refused one and kept what was loaded before.",
         );
         let _ = writeln!(
             out,
@@ -343,6 +352,17 @@ impl Reloads {
                 n.load(Ordering::Relaxed)
             );
         }
+        header(
+            out,
+            "resetgate_reload_restart_needed",
+            "gauge",
+            "Settings the config file changes that only a restart applies (listen, store, data_dir, ...), as of the last reload; 0 when the running gateway is as its file says.",
+        );
+        let _ = writeln!(
+            out,
+            "resetgate_reload_restart_needed {}",
+            self.restart_needed.load(Ordering::Relaxed)
+        );
     }
 }
 

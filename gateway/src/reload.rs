@@ -1,14 +1,27 @@
 //! Reloading what the gateway serves while it runs — on `SIGHUP` and from
 //! the admin API (`POST /v1/admin/workflows/reload`), the same way: the
-//! capabilities (secrets read again, LDAP connections and HTTP origins set
-//! up again) and every workflow file. A file with errors is refused with
-//! `resetgate check`'s messages and the version already loaded keeps
-//! serving; running flows finish on the version they started with.
+//! gateway config file (when the gateway was started with one), the TLS
+//! certificate, key and client CA, the capabilities (secrets read again,
+//! LDAP connections and HTTP origins set up again) and every workflow file.
+//!
+//! The config file is taken whole or not at all: with an error (the
+//! diagnostics of `resetgate check --config`), or with capabilities that
+//! cannot be set up, the config loaded before stays in force. Taken, its
+//! API keys, operators and roles, body and rate limits, page branding,
+//! capabilities, TLS files and folders apply at once (a request sees the
+//! old key set or the new one, never a mix); the settings only a restart
+//! can change ([`crate::config::restart_only_changes`]) keep their running
+//! values and are reported as waiting for a restart. A workflow file with
+//! errors is refused with `resetgate check`'s messages and the version
+//! already loaded keeps serving; running flows finish on the version they
+//! started with.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
-use crate::config::GatewayConfig;
+use crate::api::Api;
+use crate::config::{GatewayConfig, Overrides};
+use crate::listen::Tls;
 use crate::plugin::{Capabilities, PluginHost};
 use crate::runtime::Runtime;
 use crate::workflow::{Diagnostic, Workflow};
@@ -27,14 +40,48 @@ pub struct ReloadReport {
     pub refused: Vec<PathBuf>,
     /// Why the capabilities were not reloaded, if they were not.
     pub capabilities_error: Option<String>,
+    /// The gateway config file read again; `None` when the gateway runs
+    /// without one.
+    pub config: Option<ConfigReload>,
+    /// Why the TLS certificate was not reloaded, if it was not.
+    pub tls_error: Option<String>,
 }
 
-/// Reloads the workflows and capabilities of one gateway; reloads are
-/// serialised.
+impl ReloadReport {
+    /// Whether everything was taken: the config file, the TLS files, the
+    /// capabilities and every workflow file. Settings waiting for a restart
+    /// do not make a reload fail.
+    pub fn accepted(&self) -> bool {
+        self.refused.is_empty()
+            && self.capabilities_error.is_none()
+            && self.tls_error.is_none()
+            && self.config.as_ref().is_none_or(|c| c.applied)
+    }
+}
+
+/// What became of the gateway config file in a reload.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigReload {
+    /// The file.
+    pub file: PathBuf,
+    /// Whether it is in force now; if not, the config loaded before is.
+    pub applied: bool,
+    /// Why it was refused: its errors at `file:line:column`.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Settings the file changes that only a restart applies (by their
+    /// name in the file); they keep their running values.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Reloads the config, the TLS files, the capabilities and the workflows of
+/// one gateway; reloads are serialised.
 pub struct Reloader {
     host: PluginHost,
-    config: GatewayConfig,
+    config: RwLock<Arc<GatewayConfig>>,
+    overrides: Overrides,
     runtime: Arc<Runtime>,
+    tls: Option<Arc<Tls>>,
+    api: Option<Weak<Api>>,
     running: Mutex<()>,
 }
 
@@ -84,10 +131,33 @@ impl Reloader {
     pub fn new(host: PluginHost, config: GatewayConfig, runtime: Arc<Runtime>) -> Reloader {
         Reloader {
             host,
-            config,
+            config: RwLock::new(Arc::new(config)),
+            overrides: Overrides::default(),
             runtime,
+            tls: None,
+            api: None,
             running: Mutex::new(()),
         }
+    }
+
+    /// What the command line set over the config file, set again over each
+    /// reloaded file.
+    pub fn overrides(mut self, overrides: Overrides) -> Reloader {
+        self.overrides = overrides;
+        self
+    }
+
+    /// The TLS settings whose files a reload reads again.
+    pub fn tls(mut self, tls: Option<Arc<Tls>>) -> Reloader {
+        self.tls = tls;
+        self
+    }
+
+    /// The API that a reloaded config's keys, operators, limits and page
+    /// branding go to.
+    pub fn serving(mut self, api: &Arc<Api>) -> Reloader {
+        self.api = Some(Arc::downgrade(api));
+        self
     }
 
     /// The plugin host.
@@ -95,24 +165,32 @@ impl Reloader {
         &self.host
     }
 
-    /// The gateway config.
-    pub fn config(&self) -> &GatewayConfig {
-        &self.config
+    /// The gateway config in force.
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Reloads the capabilities, then the workflows (blocking: it loads
-    /// plugins), and records the reload in the metrics.
+    /// Reloads the config file, the TLS files, the capabilities, then the
+    /// workflows (blocking: it loads plugins), and records the reload in
+    /// the metrics.
     pub fn reload(&self) -> ReloadReport {
-        self.reload_after(true)
-    }
-
-    /// [`reload`](Self::reload), after a part of the reload done elsewhere
-    /// (the TLS certificate, on `SIGHUP`) that succeeded if `ok_before`.
-    pub fn reload_after(&self, ok_before: bool) -> ReloadReport {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut report = ReloadReport::default();
-        // A secret that cannot be read keeps the old set.
-        match Capabilities::from_config(&self.config, self.host.capabilities().kv.clone()) {
+        let running = self.config();
+        // The config file, whole or not at all.
+        let mut candidate = None;
+        if let Some(file) = &running.source {
+            let (next, outcome) = self.read_config(&running, file);
+            candidate = next;
+            report.config = Some(outcome);
+        }
+        // A secret that cannot be read keeps the old set (and refuses a
+        // new config, whose parts go together).
+        let for_caps = candidate.as_deref().unwrap_or(&running);
+        match Capabilities::from_config(for_caps, self.host.capabilities().kv.clone()) {
             Ok(caps) => {
                 self.host.set_capabilities(Arc::new(caps));
                 tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
@@ -120,9 +198,39 @@ impl Reloader {
             Err(e) => {
                 tracing::error!("capabilities reload refused, the ones loaded before stay: {e}");
                 report.capabilities_error = Some(e.to_string());
+                if let (Some(_), Some(outcome)) = (candidate.take(), report.config.as_mut()) {
+                    outcome.applied = false;
+                    tracing::error!(
+                        file = %outcome.file.display(),
+                        "gateway config reload refused: its capabilities cannot be set up; the config loaded before stays in force"
+                    );
+                }
             }
         }
-        let (mut workflows, broken, diagnostics) = load_workflows(&self.host, &self.config);
+        let config = match candidate {
+            Some(next) => {
+                self.apply_config(&next);
+                next
+            }
+            None => running,
+        };
+        if let Some(tls) = &self.tls {
+            // A config without `tls:` while serving HTTPS waits for a
+            // restart: the files served now are read again.
+            let settings = config.tls.clone().unwrap_or_else(|| tls.settings());
+            match tls.reload_with(&settings) {
+                Ok(cert) => {
+                    tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate")
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "TLS reload refused: {e}; the certificate loaded before keeps serving"
+                    );
+                    report.tls_error = Some(e.to_string());
+                }
+            }
+        }
+        let (mut workflows, broken, diagnostics) = load_workflows(&self.host, &config);
         let kept: Vec<Arc<Workflow>> = self
             .runtime
             .current()
@@ -149,12 +257,68 @@ impl Reloader {
             .collect();
         self.runtime.reload(workflows.clone());
         tracing::info!(workflows = %names.join(", "), refused = broken.len(), "reloaded workflows");
-        let ok = ok_before && report.capabilities_error.is_none() && broken.is_empty();
-        crate::metrics::RELOADS.record(ok, now_ms());
         report.workflows = workflows;
         report.refused = broken;
         report.diagnostics = diagnostics;
+        let waiting = report.config.as_ref().map_or(0, |c| c.needs_restart.len());
+        crate::metrics::RELOADS.record(report.accepted(), now_ms());
+        crate::metrics::RELOADS.restart_needed(waiting);
         report
+    }
+
+    /// Reads the config file again: the config to put in force (the
+    /// settings only a restart changes as they run), or `None` if the file
+    /// has errors; and what became of it.
+    fn read_config(
+        &self,
+        running: &GatewayConfig,
+        file: &Path,
+    ) -> (Option<Arc<GatewayConfig>>, ConfigReload) {
+        let mut outcome = ConfigReload {
+            file: file.to_path_buf(),
+            ..ConfigReload::default()
+        };
+        let mut next = match GatewayConfig::load(file) {
+            Ok(next) => next,
+            Err(diagnostics) => {
+                diagnostics.iter().for_each(log_diagnostic);
+                tracing::error!(
+                    file = %file.display(),
+                    errors = diagnostics.iter().filter(|d| d.is_error()).count(),
+                    "gateway config reload refused; the config loaded before stays in force"
+                );
+                outcome.diagnostics = diagnostics;
+                return (None, outcome);
+            }
+        };
+        self.overrides.apply(&mut next);
+        outcome.needs_restart = crate::config::restart_only_changes(running, &next);
+        for setting in &outcome.needs_restart {
+            tracing::warn!(
+                file = %file.display(),
+                setting,
+                "gateway config setting changed; it takes effect at the next restart, the running value stays"
+            );
+        }
+        outcome.applied = true;
+        let next = crate::config::keep_restart_only(running, next);
+        (Some(Arc::new(next)), outcome)
+    }
+
+    /// Puts `next` in force: the API's keys, operators and limits, the
+    /// page's branding, and the config later reloads start from.
+    fn apply_config(&self, next: &Arc<GatewayConfig>) {
+        if let Some(api) = self.api.as_ref().and_then(Weak::upgrade) {
+            api.set_config(next.api.clone());
+            api.set_page(next.page.clone());
+        }
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = next.clone();
+        tracing::info!(
+            file = next.source.as_ref().map(|f| f.display().to_string()),
+            portals = next.api.keys.len(),
+            operators = next.api.operators.len(),
+            "reloaded the gateway config"
+        );
     }
 
     /// Loads `text` as if it were the workflow file `name` in the
@@ -165,8 +329,9 @@ impl Reloader {
         name: &str,
         text: &[u8],
     ) -> Result<(Workflow, Vec<Diagnostic>), Vec<Diagnostic>> {
-        let path = self.config.workflows.join(name);
-        crate::workflow::load_bytes(&self.host, &self.config, &path, text)
+        let config = self.config();
+        let path = config.workflows.join(name);
+        crate::workflow::load_bytes(&self.host, &config, &path, text)
     }
 }
 

@@ -82,6 +82,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         Validation,
         DiagnosticView,
         ReloadReport,
+        ConfigReloadView,
         PluginList,
         PluginView,
         PluginStep,
@@ -437,13 +438,44 @@ pub struct ReloadReport {
     /// not reloaded, if they were not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities_error: Option<String>,
+    /// Why the TLS certificate was not reloaded, if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<String>,
+    /// The gateway config file read again (absent when the gateway runs
+    /// without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReloadView>,
+    /// Whether everything was taken: the config file, the TLS files, the
+    /// capabilities and every workflow file.
+    pub accepted: bool,
 }
 
-/// Reload the workflows and capabilities, as `SIGHUP` does.
+/// What became of the gateway config file in a reload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigReloadView {
+    /// The file.
+    pub file: String,
+    /// Whether it is in force now: its API keys, operators, limits, page
+    /// branding and capabilities. If not, the config loaded before is.
+    pub applied: bool,
+    /// Its errors, as `resetgate check --config` reports them, when it was
+    /// refused.
+    pub diagnostics: Vec<DiagnosticView>,
+    /// Settings the file changes that only a restart applies (`listen`,
+    /// `store`, `data_dir`, ...); they keep their running values.
+    pub needs_restart: Vec<String>,
+}
+
+/// Reload the gateway config, TLS files, capabilities and workflows, as `SIGHUP` does.
 ///
-/// A file with errors is refused (listed in `refused` with its
-/// diagnostics) and the version loaded before keeps serving; running flows
-/// finish on the version they started with. Audited as `operator.reload`.
+/// The gateway config file (when the gateway was started with one) is
+/// taken whole or not at all: with errors it is refused (`config.applied`
+/// false, its diagnostics in `config.diagnostics`) and the config loaded
+/// before stays in force; settings only a restart applies are listed in
+/// `config.needs_restart` and keep their running values. A workflow file
+/// with errors is refused (listed in `refused` with its diagnostics) and
+/// the version loaded before keeps serving; running flows finish on the
+/// version they started with. Audited as `operator.reload`.
 #[utoipa::path(
     post, path = "/v1/admin/workflows/reload", tag = "admin",
     responses(
@@ -464,11 +496,15 @@ async fn reload_workflows(
         let mut detail = serde_json::Map::new();
         detail.insert("refused".into(), report.refused.len().into());
         detail.insert("kept".into(), report.kept.clone().into());
+        if let Some(config) = &report.config {
+            detail.insert("config_applied".into(), config.applied.into());
+        }
         operator::audit_action(&rt, &op, now_ms(), "reload", None, detail)?;
         Ok::<_, OperatorError>(report)
     })
     .await
     .map_err(|_| Problem::new(Code::Internal))??;
+    let accepted = report.accepted();
     Ok(Json(ReloadReport {
         workflows: workflow_infos(&report.workflows),
         kept: report.kept,
@@ -482,7 +518,15 @@ async fn reload_workflows(
             .iter()
             .map(DiagnosticView::from)
             .collect(),
+        accepted,
         capabilities_error: report.capabilities_error,
+        tls_error: report.tls_error,
+        config: report.config.map(|c| ConfigReloadView {
+            file: c.file.display().to_string(),
+            applied: c.applied,
+            diagnostics: c.diagnostics.iter().map(DiagnosticView::from).collect(),
+            needs_restart: c.needs_restart.iter().map(|s| (*s).to_owned()).collect(),
+        }),
     }))
 }
 

@@ -103,15 +103,58 @@ impl Default for ApiConfig {
     }
 }
 
+/// The API's settings in force and the rate limiters they set, swapped
+/// whole by a reload ([`Api::set_config`]): a request reads them once, so
+/// it sees either the old key set or the new one, never a mix.
+pub struct Live {
+    /// The `api` section of the gateway config.
+    pub config: ApiConfig,
+    clients: Arc<Limiter>,
+    portals: Arc<Limiter>,
+    users: Arc<Limiter>,
+}
+
+impl Live {
+    fn new(config: ApiConfig) -> Live {
+        Live {
+            clients: Arc::new(Limiter::new(config.anonymous_rate)),
+            portals: Arc::new(Limiter::new(config.portal_rate)),
+            users: Arc::new(Limiter::new(config.user_rate)),
+            config,
+        }
+    }
+
+    /// The settings `config` makes after these: a limiter whose rate is
+    /// unchanged is kept with its buckets (a reload gives no client a fresh
+    /// burst); one whose rate changed starts anew.
+    fn next(&self, config: ApiConfig) -> Live {
+        let keep = |old: &Arc<Limiter>, was: Rate, now: Rate| {
+            if was == now {
+                old.clone()
+            } else {
+                Arc::new(Limiter::new(now))
+            }
+        };
+        Live {
+            clients: keep(
+                &self.clients,
+                self.config.anonymous_rate,
+                config.anonymous_rate,
+            ),
+            portals: keep(&self.portals, self.config.portal_rate, config.portal_rate),
+            users: keep(&self.users, self.config.user_rate, config.user_rate),
+            config,
+        }
+    }
+}
+
 /// The API's shared state.
 pub struct Api {
     runtime: Arc<Runtime>,
     /// Where runtime requests are carried out.
     workers: crate::workers::Workers,
-    config: ApiConfig,
-    clients: Limiter,
-    portals: Limiter,
-    users: Limiter,
+    /// Keys, operators, limits: replaced whole on reload.
+    live: std::sync::RwLock<Arc<Live>>,
     ready: AtomicBool,
     /// Responses by matched route: durations and statuses (`/metrics`).
     http: HttpMetrics,
@@ -131,10 +174,7 @@ impl Api {
         let api = Arc::new(Api {
             runtime,
             workers: crate::workers::Workers::per_core(),
-            clients: Limiter::new(config.anonymous_rate),
-            portals: Limiter::new(config.portal_rate),
-            users: Limiter::new(config.user_rate),
-            config,
+            live: std::sync::RwLock::new(Arc::new(Live::new(config))),
             ready: AtomicBool::new(true),
             http: HttpMetrics::default(),
             hits: HitLog::default(),
@@ -151,7 +191,8 @@ impl Api {
                 loop {
                     std::thread::sleep(limit::SWEEP_EVERY);
                     let Some(api) = weak.upgrade() else { return };
-                    for limiter in [&api.clients, &api.portals, &api.users] {
+                    let live = api.live();
+                    for limiter in [&live.clients, &live.portals, &live.users] {
                         limiter.sweep();
                     }
                     for (limit, key, hits) in api.hits.expired(std::time::Instant::now()) {
@@ -172,7 +213,27 @@ impl Api {
         let _ = self.plugins.set(host);
     }
 
-    /// Sets the page's branding (at start and on `SIGHUP`).
+    /// The API's settings in force (read once per request).
+    pub fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the API's settings (a reload of the gateway config): keys,
+    /// operators and their roles, anonymous access, body and rate limits.
+    /// Requests under way finish with the settings they started with.
+    pub fn set_config(&self, config: ApiConfig) {
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = live.next(config);
+        *live = Arc::new(next);
+    }
+
+    /// Sets the page's branding (at start and on reload).
     pub fn set_page(&self, settings: page::PageSettings) {
         *self
             .page
@@ -341,6 +402,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(identified)
         .fallback(|| async { Problem::new(Code::NotFound) })
         .method_not_allowed_fallback(|| async { Problem::new(Code::MethodNotAllowed) })
+        .layer(middleware::from_fn_with_state(api.clone(), read_body))
         .layer(middleware::from_fn_with_state(api.clone(), headers))
         .with_state(api)
 }
@@ -400,6 +462,40 @@ async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Respo
     }
     .instrument(span)
     .await
+}
+
+/// Reads a request body whose `Content-Length` is within the body limit
+/// (`api.body_limit`) before anything else looks at the request, so that a
+/// request refused before its handler would read the body (a wrong key, a
+/// role, a rate limit, an unknown route, a wrong media type) leaves its
+/// keep-alive connection usable: hyper ends a connection whose request body
+/// was left unread. A larger body, or one of unknown length, is left to the
+/// handler ([`JsonBody`] reads and drops an oversized one before its 413).
+async fn read_body(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let settings = api.live();
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0 && n <= settings.config.body_limit);
+    let (Some(length), false) = (
+        length,
+        req.headers().contains_key(header::TRANSFER_ENCODING),
+    ) else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, length);
+    match tokio::time::timeout(settings.config.body_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        // The client stopped sending before its Content-Length.
+        Ok(Err(_)) => Problem::new(Code::BadJson).into_response(),
+        Err(_) => Problem::new(Code::RequestTimeout).into_response(),
+    }
 }
 
 /// The peer's address, from the listener.
@@ -476,6 +572,7 @@ fn principal_of_key(config: &ApiConfig, key: &[u8]) -> Option<Principal> {
 }
 
 async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
+    let live = api.live();
     let addr = peer(&req).map(|a| a.ip());
     // A client certificate (verified against the configured client CA in
     // the handshake) identifies an operator mapped to it, or else a portal,
@@ -485,7 +582,7 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
         .get::<crate::listen::Peer>()
         .and_then(|p| p.client_certificate())
         .map(|c| {
-            api.config
+            live.config
                 .operators
                 .iter()
                 .find(|op| op.certificate.as_ref().is_some_and(|m| m.matches(c)))
@@ -498,7 +595,7 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
                 })
         });
     let principal = match req.headers().get("x-api-key") {
-        Some(key) => principal_of_key(&api.config, key.as_bytes()).ok_or(Code::InvalidApiKey)?,
+        Some(key) => principal_of_key(&live.config, key.as_bytes()).ok_or(Code::InvalidApiKey)?,
         None => match certified {
             Some(p) => p,
             None => {
@@ -508,7 +605,7 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
                     // Counts are not for anonymous clients from elsewhere.
                     return Err(Code::AnonymousNotAllowed.into());
                 }
-                let allowed = api.config.anonymous || (is_metrics && loopback);
+                let allowed = live.config.anonymous || (is_metrics && loopback);
                 if !allowed {
                     return Err(Code::AnonymousNotAllowed.into());
                 }
@@ -527,9 +624,9 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
                 Some(IpAddr::V6(a)) => a.octets()[..8].to_vec(),
                 None => vec![],
             };
-            (&api.clients, key, "client")
+            (&live.clients, key, "client")
         }
-        _ => (&api.portals, principal.to_string().into_bytes(), "portal"),
+        _ => (&live.portals, principal.to_string().into_bytes(), "portal"),
     };
     if let Err(secs) = limiter.take(&key) {
         let who = match limit {
@@ -572,7 +669,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<Api>> for JsonBody<T> {
         if !json {
             return Err(Code::UnsupportedMediaType.into());
         }
-        let limit = api.config.body_limit;
+        let settings = api.live();
+        let limit = settings.config.body_limit;
         let mut body = req.into_body().into_data_stream();
         let read = async {
             let mut bytes = Vec::new();
@@ -596,7 +694,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<Api>> for JsonBody<T> {
                 Ok(bytes)
             }
         };
-        let bytes = match tokio::time::timeout(api.config.body_timeout, read).await {
+        let bytes = match tokio::time::timeout(settings.config.body_timeout, read).await {
             Err(_) => return Err(Code::RequestTimeout.into()),
             Ok(Err(code)) => return Err(code.into()),
             Ok(Ok(b)) => b,
@@ -734,7 +832,7 @@ async fn start_flow(
     tracing::Span::current().record("workflow", body.workflow.as_str());
     // Per user name, known or not, so the limit says nothing about existence.
     let key = body.user.trim().to_lowercase();
-    if let Err(secs) = api.users.take(key.as_bytes()) {
+    if let Err(secs) = api.live().users.take(key.as_bytes()) {
         // The user as the audit log and the flow events name them.
         let user = hex::encode(Sha256::digest(format!("name:{key}").as_bytes()));
         log_hit(&api, "user", &user, secs);

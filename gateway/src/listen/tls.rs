@@ -93,14 +93,14 @@ pub struct CertSummary {
 /// configuration current when it is accepted, so a reload affects new
 /// connections only.
 pub struct Tls {
-    settings: TlsSettings,
+    settings: RwLock<TlsSettings>,
     current: RwLock<(Arc<ServerConfig>, CertSummary)>,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("settings", &self.settings)
+            .field("settings", &self.settings())
             .field("certificate", &self.certificate())
             .finish_non_exhaustive()
     }
@@ -111,7 +111,7 @@ impl Tls {
     pub fn load(settings: TlsSettings) -> Result<Tls, TlsError> {
         let current = build(&settings)?;
         Ok(Tls {
-            settings,
+            settings: RwLock::new(settings),
             current: RwLock::new(current),
         })
     }
@@ -119,9 +119,29 @@ impl Tls {
     /// Re-reads the files. On error nothing changes: the configuration
     /// loaded before keeps serving.
     pub fn reload(&self) -> Result<CertSummary, TlsError> {
-        let (config, summary) = build(&self.settings)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = (config, summary.clone());
+        self.reload_with(&self.settings())
+    }
+
+    /// Reads the files `settings` names (a reloaded gateway config may name
+    /// others, or another client CA) and serves them from now on. On error
+    /// nothing changes: the settings and configuration loaded before stay.
+    pub fn reload_with(&self, settings: &TlsSettings) -> Result<CertSummary, TlsError> {
+        let (config, summary) = build(settings)?;
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = settings.clone();
+        *current = (config, summary.clone());
         Ok(summary)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> TlsSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The certificate being served.
@@ -135,7 +155,11 @@ impl Tls {
 
     /// Whether clients are asked for a certificate.
     pub fn asks_client_certificates(&self) -> bool {
-        self.settings.client_auth.is_some()
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .client_auth
+            .is_some()
     }
 
     /// The configuration for a new connection.
