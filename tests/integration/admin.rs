@@ -62,14 +62,9 @@ impl Site {
             ),
         );
         let gw = Gateway::start_config(&config, &[]);
-        // A connection each request: a refusal sent before the request's
-        // body was read may end its connection, and a pooled connection
-        // reused in that moment fails the next request (seen under the
-        // whole suite's load), which is not what these tests are about.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
-            .max_idle_connections(0)
             .build()
             .new_agent();
         Site { gw, agent, dir }

@@ -28,6 +28,7 @@ mod observability;
 mod one_time_code;
 mod page;
 mod postgres;
+mod reload;
 mod sandbox;
 mod sealing;
 mod service;
