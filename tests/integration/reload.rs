@@ -21,7 +21,10 @@ const OPERATOR_KEY: &str = "rgk_operator-key-of-ann";
 fn api_section(portals: &[(&str, &str)], role: &str) -> String {
     let mut text = String::from("api:\n  keys:\n");
     for (name, key) in portals {
-        text.push_str(&format!("    {name}: {{ sha256: {} }}\n", sha256(key.as_bytes())));
+        text.push_str(&format!(
+            "    {name}: {{ sha256: {} }}\n",
+            sha256(key.as_bytes())
+        ));
     }
     text.push_str(&format!(
         "  operators:\n    root: {{ role: admin, sha256: {} }}\n    ann: {{ role: {role}, sha256: {} }}\n",
@@ -137,7 +140,10 @@ fn sighup_rotates_a_portal_key_and_refuses_a_broken_config_whole() {
     assert_eq!(site.status_with(NEW_KEY), 401);
 
     // Add the new key: both work.
-    site.rewrite(&api_section(&[("web", OLD_KEY), ("web-next", NEW_KEY)], "auditor"));
+    site.rewrite(&api_section(
+        &[("web", OLD_KEY), ("web-next", NEW_KEY)],
+        "auditor",
+    ));
     site.hup();
     assert_eq!(site.status_with(OLD_KEY), 200, "{}", site.gw.logs());
     assert_eq!(site.status_with(NEW_KEY), 200, "{}", site.gw.logs());
@@ -170,7 +176,8 @@ fn sighup_rotates_a_portal_key_and_refuses_a_broken_config_whole() {
     );
     let file = site.config.display().to_string();
     assert!(
-        logs.lines().any(|l| l.contains(&format!("{file}:")) && l.contains("error[")),
+        logs.lines()
+            .any(|l| l.contains(&format!("{file}:")) && l.contains("error[")),
         "no file:line:column diagnostic logged:\n{logs}"
     );
     for key in [OLD_KEY, NEW_KEY, ADMIN_KEY, OPERATOR_KEY] {
@@ -189,7 +196,10 @@ fn sighup_rotates_a_portal_key_and_refuses_a_broken_config_whole() {
         assert_eq!(d["severity"], "error", "{d}");
         assert!(d["line"].as_u64().unwrap() > 0, "{d}");
         assert!(d["column"].as_u64().unwrap() > 0, "{d}");
-        assert!(d["text"].as_str().unwrap().starts_with(&format!("{file}:")), "{d}");
+        assert!(
+            d["text"].as_str().unwrap().starts_with(&format!("{file}:")),
+            "{d}"
+        );
     }
     let out = std::process::Command::new(resetgate_tests::binary())
         .args(["admin", "workflows", "reload"])
@@ -219,7 +229,11 @@ fn an_admin_reload_applies_an_operator_s_new_role_and_reports_what_needs_a_resta
     let site = Site::start(&api_section(&[("web", OLD_KEY)], "auditor"));
     let lockouts = "/v1/admin/lockouts/alice";
     let (status, body) = site.call("GET", lockouts, Some(OPERATOR_KEY));
-    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     let (status, page) = site.gw.get("/");
     assert_eq!(status, 200);
     assert!(!page.contains("Reloaded Corp"));
@@ -250,7 +264,11 @@ fn an_admin_reload_applies_an_operator_s_new_role_and_reports_what_needs_a_resta
     let (status, body) = site.call("GET", lockouts, Some(OPERATOR_KEY));
     assert_eq!(status, 200, "{body}");
     let (status, who) = site.call("GET", "/v1/admin/whoami", Some(OPERATOR_KEY));
-    assert_eq!((status, who["role"].as_str()), (200, Some("helpdesk")), "{who}");
+    assert_eq!(
+        (status, who["role"].as_str()),
+        (200, Some("helpdesk")),
+        "{who}"
+    );
     let (_, page) = site.gw.get("/");
     assert!(page.contains("Reloaded Corp"), "{page}");
 
@@ -258,7 +276,11 @@ fn an_admin_reload_applies_an_operator_s_new_role_and_reports_what_needs_a_resta
     site.rewrite(&api_section(&[("web", OLD_KEY)], "helpdesk"));
     let (status, report) = site.call("POST", "/v1/admin/workflows/reload", Some(ADMIN_KEY));
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["config"]["needs_restart"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["config"]["needs_restart"],
+        serde_json::json!([]),
+        "{report}"
+    );
     assert_eq!(site.metric("resetgate_reload_restart_needed"), 0.0);
 }
 
@@ -320,14 +342,24 @@ fn refused_requests_with_a_body_keep_their_keep_alive_connection() {
     let body = r#"{"workflow":"none","user":"alice","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
     let json = "Content-Type: application/json\r\n";
     let cases = [
-        ("/v1/flows", format!("X-Api-Key: rgk_wrong\r\n{json}"), 401, "invalid-api-key"),
+        (
+            "/v1/flows",
+            format!("X-Api-Key: rgk_wrong\r\n{json}"),
+            401,
+            "invalid-api-key",
+        ),
         (
             "/v1/admin/workflows/validate",
             format!("X-Api-Key: {OLD_KEY}\r\n{json}"),
             403,
             "forbidden",
         ),
-        ("/v1/flows", "Content-Type: text/plain\r\n".to_owned(), 415, "unsupported-media-type"),
+        (
+            "/v1/flows",
+            "Content-Type: text/plain\r\n".to_owned(),
+            415,
+            "unsupported-media-type",
+        ),
         ("/v1/nowhere", json.to_owned(), 404, "not-found"),
     ];
     for (path, headers, status, code) in &cases {
