@@ -688,8 +688,14 @@ fn workflows(
                 list(out, &v)?;
             }
             if config["applied"] == json!(false) {
+                let why = match v["capabilities_error"].as_str() {
+                    Some(e) if items(config, "diagnostics").is_empty() => {
+                        format!("its capabilities cannot be set up: {e}")
+                    }
+                    _ => "errors listed above".to_owned(),
+                };
                 return Err(AdminError::No(format!(
-                    "reload refused the gateway config {} (errors listed above); the config loaded before stays in force",
+                    "reload refused the gateway config {} ({why}); the config loaded before stays in force",
                     str_of(config, "file")
                 )));
             }

@@ -223,7 +223,8 @@ fn sighup_rotates_a_portal_key_and_refuses_a_broken_config_whole() {
 /// use a helpdesk route after the reload (and not before); page branding
 /// changes with the same reload; a changed setting that only a restart
 /// applies (`timers`) keeps its running value and is reported as waiting,
-/// without refusing the rest.
+/// without refusing the rest; a config whose secret cannot be read is
+/// refused whole.
 #[test]
 fn an_admin_reload_applies_an_operator_s_new_role_and_reports_what_needs_a_restart() {
     let site = Site::start(&api_section(&[("web", OLD_KEY)], "auditor"));
@@ -271,6 +272,22 @@ fn an_admin_reload_applies_an_operator_s_new_role_and_reports_what_needs_a_resta
     );
     let (_, page) = site.gw.get("/");
     assert!(page.contains("Reloaded Corp"), "{page}");
+
+    // A config whose secret cannot be read is refused whole: the key it
+    // adds does not work, the role it changes stays.
+    site.rewrite(&format!(
+        "{}secrets:\n  bind: {{ file: {:?} }}\n",
+        api_section(&[("web", OLD_KEY), ("web-next", NEW_KEY)], "auditor"),
+        site.dir.path().join("no-such-secret")
+    ));
+    let (status, report) = site.call("POST", "/v1/admin/workflows/reload", Some(ADMIN_KEY));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["config"]["applied"], false, "{report}");
+    assert!(report["capabilities_error"].is_string(), "{report}");
+    assert_eq!(report["accepted"], false, "{report}");
+    assert_eq!(site.metric("resetgate_reload_success"), 0.0);
+    assert_eq!(site.status_with(NEW_KEY), 401);
+    assert_eq!(site.call("GET", lockouts, Some(OPERATOR_KEY)).0, 200);
 
     // Back as it runs: nothing waits for a restart any more.
     site.rewrite(&api_section(&[("web", OLD_KEY)], "helpdesk"));
