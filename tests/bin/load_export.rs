@@ -27,7 +27,8 @@
 //! Per phase: resets/s; every step's p50 and p99 (all four steps of every
 //! reset together) and the password step's p99; the gateway's CPU per
 //! reset (with the export: the export's share included) and how many of
-//! the machine's cores it kept busy; for the export, the records read per
+//! the machine's cores it and this client (resets and export reader
+//! together) kept busy; for the export, the records read per
 //! second over the whole phase (partial exports included) and the median
 //! time of a complete export. Then the medians over the rounds, the ratio
 //! of the p99 with the export to the p99 without, and the gateway's CPU
@@ -71,8 +72,9 @@ struct Phase {
     resets: u64,
     elapsed: f64,
     steps: [Vec<u32>; 4],
-    /// CPU seconds of the gateway during the phase.
+    /// CPU seconds of the gateway and of this client during the phase.
     cpu_gateway: f64,
+    cpu_client: f64,
     export: Option<Exports>,
 }
 
@@ -189,6 +191,7 @@ fn measure(
 ) -> Phase {
     let pid = gateway_pid.to_string();
     let before = resetgate_tests::cpu_seconds(&pid);
+    let client_before = resetgate_tests::cpu_seconds("self");
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let (per_flow, exports) = std::thread::scope(|s| {
@@ -209,11 +212,13 @@ fn measure(
     });
     let elapsed = started.elapsed().as_secs_f64();
     let after = resetgate_tests::cpu_seconds(&pid);
+    let client_after = resetgate_tests::cpu_seconds("self");
     let mut phase = Phase {
         resets: per_flow.iter().map(|(d, _)| d).sum(),
         elapsed,
         steps: Default::default(),
         cpu_gateway: after - before,
+        cpu_client: client_after - client_before,
         export: exports,
     };
     for (_, lat) in per_flow {
@@ -281,7 +286,7 @@ pub fn run(o: &Options<'_>) {
     );
     println!();
     println!(
-        "| round | export | resets/s | every step p50 / p99 | password p99 | gateway CPU per reset | gateway busy (of {cores:.0} cores) | exported records/s | complete exports: median time (log size) |"
+        "| round | export | resets/s | every step p50 / p99 | password p99 | gateway CPU per reset | cores busy (of {cores:.0}): gateway / client | exported records/s | complete exports: median time (log size) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (round, pair) in runs.iter().enumerate() {
@@ -289,13 +294,14 @@ pub fn run(o: &Options<'_>) {
             let (p50, p99) = p.every_step();
             let export = p.export.as_ref();
             println!(
-                "| {} | {} | **{:.0}** | {p50:.2} / **{p99:.2}** ms | {:.2} ms | {:.0} µs | {:.2} | {} | {} |",
+                "| {} | {} | **{:.0}** | {p50:.2} / **{p99:.2}** ms | {:.2} ms | {:.0} µs | {:.2} / {:.2} | {} | {} |",
                 round + 1,
                 if export.is_some() { "yes" } else { "no" },
                 p.resets_per_s(),
                 p.password_p99(),
                 p.cpu_per_reset(),
                 p.cpu_gateway / p.elapsed,
+                p.cpu_client / p.elapsed,
                 export.map_or("–".to_owned(), |_| format!(
                     "{:.0}",
                     p.export_records_per_s()
