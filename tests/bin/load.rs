@@ -8,7 +8,8 @@
 //! resetgate-tests --bin load -- [--flows 64] [--seconds 10] [--tls]
 //! [--flood] [--enumeration | --enumeration-only] [--samples 5000]
 //! [--directories | --directories-only] [--rounds 3] [--users 3200]
-//! [--stores [--gateways 3] [--pool 8]]`.
+//! [--stores [--gateways 3] [--pool 8]] [--export | --export-only]
+//! [--records 200000]`.
 //!
 //! `--directories` adds the directories phase (issue 12): complete resets
 //! with the `ldap-directory` directory (an OpenLDAP slapd the client starts
@@ -27,6 +28,14 @@
 //! three gateways (`--gateways 3`, each with a pool of `--pool 8`) on one
 //! PostgreSQL cluster the client starts, `--rounds` times in turn, with
 //! database transactions and statements per request.
+//!
+//! `--export` adds the export phase (issue 14, [`export`]): the log filled
+//! with resets to at least `--records` records, then `--rounds` pairs of
+//! the reset phase without and with an operator (role `auditor`) exporting
+//! the whole audit log in a loop beside it: resets/s, step latency p50 and
+//! p99, the export's records/s and time per complete export, the gateway's
+//! CPU per reset, medians and the with/without ratio. `--export-only` runs
+//! that phase alone.
 //!
 //! `--enumeration` adds the enumeration phase: start latency for a known,
 //! an unknown and a locked-out user, and the latency of a wrong *first
@@ -49,6 +58,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "load_export.rs"]
+mod export;
 #[path = "load_stores.rs"]
 mod stores;
 
@@ -61,6 +72,8 @@ use resetgate_tests::{Gateway, write_config};
 use serde_json::{Value, json};
 
 const KEY: &str = "rgk_load-client";
+/// The export phase's operator (role `auditor`).
+const AUDITOR_KEY: &str = "rgk_load-auditor";
 const STEPS: [&str; 4] = ["start", "answer 1", "answer 2", "password"];
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -809,11 +822,16 @@ fn main() {
     let seconds = arg("--seconds", 10);
     let samples = arg("--samples", 5000) as usize;
     let tls = std::env::args().any(|a| a == "--tls");
-    let only = std::env::args().any(|a| a == "--enumeration-only");
+    let enumeration_only = std::env::args().any(|a| a == "--enumeration-only");
     let directories_only = std::env::args().any(|a| a == "--directories-only");
-    let directories = directories_only || std::env::args().any(|a| a == "--directories");
-    let only = only || directories_only;
-    let enumeration = !directories_only && (only || std::env::args().any(|a| a == "--enumeration"));
+    let export_only = std::env::args().any(|a| a == "--export-only");
+    let directories =
+        !export_only && (directories_only || std::env::args().any(|a| a == "--directories"));
+    let export = export_only || std::env::args().any(|a| a == "--export");
+    let only = enumeration_only || directories_only || export_only;
+    let enumeration = !directories_only
+        && !export_only
+        && (enumeration_only || std::env::args().any(|a| a == "--enumeration"));
     let rounds = arg("--rounds", 3) as usize;
     let directory_users = arg("--users", flows as u64 * 50) as usize;
     let stores = std::env::args().any(|a| a == "--stores");
@@ -863,8 +881,9 @@ fn main() {
     });
     let pki = Pki::new();
     let digest = resetgate_tests::pki::sha256(KEY.as_bytes());
+    let auditor = resetgate_tests::pki::sha256(AUDITOR_KEY.as_bytes());
     let api_yaml = format!(
-        "api:\n  keys:\n    load: {{ sha256: {digest} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n"
+        "api:\n  keys:\n    load: {{ sha256: {digest} }}\n  operators:\n    exporter: {{ role: auditor, sha256: {auditor} }}\n  rate_limits:\n    portal: {{ per_minute: 10000000, burst: 1000000 }}\n    user: {{ per_minute: 10000000, burst: 1000000 }}\n"
     );
     if stores {
         stores::run(&stores::Options {
@@ -1110,6 +1129,18 @@ fn main() {
         }
         starts(&c, &users[0], &users[1]);
         first_answers(&c, samples);
+    }
+    if export {
+        assert!(!tls, "the export phase runs over plain HTTP");
+        export::run(&export::Options {
+            base: &base,
+            gateway_pid: gw.pid(),
+            users: &users,
+            seconds,
+            rounds,
+            records: arg("--records", 200_000),
+            operator_key: AUDITOR_KEY,
+        });
     }
     if let Some((slapd, relay, _)) = directory_setup {
         assert!(!tls, "the directories phase runs over plain HTTP");

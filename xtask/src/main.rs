@@ -28,7 +28,9 @@ commands:
                   [--rounds R] [--users N]: ldap-directory + one-time-code against a
                   slapd it starts, alternating with local-users + attribute-gate;
                   --stores [--rounds R] [--gateways 3] [--pool 8]: sled beside one,
-                  two and three gateways on one PostgreSQL it starts)";
+                  two and three gateways on one PostgreSQL it starts;
+                  --export[-only] [--rounds R] [--records N]: resets with and
+                  without an auditor exporting the whole audit log beside them)";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
