@@ -617,7 +617,7 @@ impl Runtime {
             // committing it died (a crash, or a store outage cut its last
             // commit off). Nobody knows whether the password changed.
             if let Some(commit) = self.interrupt(&mut flow, now)? {
-                self.store.commit(commit)?.wait()?;
+                guard.commit_and_release(commit)?.wait()?;
             }
             return Err(Refusal::Interrupted.into());
         }
@@ -675,7 +675,7 @@ impl Runtime {
         mut flow: Flow,
         event: Event,
         now: u64,
-        mut guard: Option<UserLock<'a>>,
+        guard: Option<UserLock<'a>>,
     ) -> Result<Staged, RuntimeError> {
         let started = Instant::now();
         let started_fresh = flow.state == State::Resolving;
@@ -686,14 +686,15 @@ impl Runtime {
             changes: Vec::new(),
             audit: Vec::new(),
             history: None,
+            guard,
         };
         let mut queue: VecDeque<Effect> =
             engine::step(&mut flow, &loaded.shape, event, now)?.into();
         let mut transitions = 1;
         while let Some(effect) = queue.pop_front() {
-            if matches!(effect, Effect::Decide) && guard.is_none() {
+            if matches!(effect, Effect::Decide) && req.guard.is_none() {
                 // First lockout decision of a new flow: the user is known now.
-                guard = Some(self.lock(&flow)?);
+                req.guard = Some(self.lock(&flow)?);
             }
             let calls_plugin = !matches!(
                 effect,
@@ -736,8 +737,7 @@ impl Runtime {
             })
             .collect();
         let staged = Instant::now();
-        let durable = req.stage(&flow)?;
-        drop(guard);
+        let durable = req.finish(&flow)?;
         self.count(&flow, started_fresh, &events);
         self.counters.0[6].fetch_add(transitions, Ordering::Relaxed);
         let notice = flow.notice.clone();
@@ -851,7 +851,7 @@ impl Runtime {
                 let Some(Ok(flow)) = self.store.flow(&id)?.map(|b| parse_flow(&b)) else {
                     continue;
                 };
-                let _guard = self.lock(&flow)?;
+                let guard = self.lock(&flow)?;
                 let Some(bytes) = self.store.flow(&id)? else {
                     continue;
                 };
@@ -863,7 +863,7 @@ impl Runtime {
                     let Some(commit) = self.interrupt(&mut flow, now)? else {
                         continue;
                     };
-                    staged.push(self.store.commit(commit)?);
+                    staged.push(guard.commit_and_release(commit)?);
                     swept.interrupted += 1;
                     continue;
                 } else if now >= due_ms(&flow) {
@@ -885,7 +885,7 @@ impl Runtime {
                         .changes
                         .push(Change::PutFlow(self.flow_record(&flow)?));
                 }
-                staged.push(self.store.commit(commit)?);
+                staged.push(guard.commit_and_release(commit)?);
             }
             for durable in staged {
                 durable.wait()?;
@@ -1148,6 +1148,8 @@ struct Request<'a> {
     changes: Vec<Change>,
     audit: Vec<AuditRecord>,
     history: Option<Ledger>,
+    /// The user's lock, once taken: the request's commits go through it.
+    guard: Option<UserLock<'a>>,
 }
 
 impl Request<'_> {
@@ -1223,13 +1225,34 @@ impl Request<'_> {
 
     /// Commits the flow, everything the request changed and its audit
     /// records, all or nothing; durable once the result resolves.
+    /// Through the user's lock if taken (a new flow's first steps may come
+    /// before its user is known): the lock stays held.
     fn stage(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
+        let commit = self.take_commit(flow)?;
+        Ok(match &mut self.guard {
+            Some(guard) => guard.commit(commit)?,
+            None => self.rt.store.commit(commit)?,
+        })
+    }
+
+    /// The request's last commit ([`Request::stage`]), releasing the
+    /// user's lock once it is visible.
+    fn finish(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
+        let commit = self.take_commit(flow)?;
+        Ok(match self.guard.take() {
+            Some(guard) => guard.commit_and_release(commit)?,
+            None => self.rt.store.commit(commit)?,
+        })
+    }
+
+    /// The flow, everything the request changed and its audit records.
+    fn take_commit(&mut self, flow: &Flow) -> Result<Commit, RuntimeError> {
         let mut changes = std::mem::take(&mut self.changes);
         changes.push(Change::PutFlow(self.rt.flow_record(flow)?));
-        Ok(self.rt.store.commit(Commit {
+        Ok(Commit {
             changes,
             audit: std::mem::take(&mut self.audit),
-        })?)
+        })
     }
 
     /// Carries out one effect; returns the event it produced, if any.

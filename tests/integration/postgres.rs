@@ -283,6 +283,72 @@ fn a_store_fails_cleanly_while_the_server_is_down_and_recovers_by_itself() {
     assert_eq!(store.audit().verify().unwrap().entries, 2);
 }
 
+/// `f` until it stops failing with `Unavailable` (the pools reconnect in
+/// the background after the server restarts), for up to a minute.
+fn once_back<T>(what: &str, mut f: impl FnMut() -> Result<T, StoreError>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match f() {
+            Ok(out) => return out,
+            Err(StoreError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_commit_under_a_user_s_lock_lost_in_a_restart_is_refused_and_writes_nothing() {
+    let mut pg = Postgres::start();
+    let a = open(&pg, "a");
+    let b = open(&pg, "b");
+    let put = |id: &str, n: usize| Commit {
+        changes: vec![Change::PutFlow(flow(id, 10))],
+        audit: vec![record("flow.answered", n)],
+    };
+    let mut held = a.lock_user("u").unwrap();
+    held.commit(put("before", 0)).unwrap().wait().unwrap();
+    // The server restarts: the session holding u's lock ends, and the lock
+    // with it, without the holder knowing.
+    pg.stop();
+    pg.start_again();
+    // Gateway a is otherwise healthy again (its pools reconnected), and
+    // gateway b now holds u's lock.
+    assert!(once_back("a reads again", || a.flow("before")).is_some());
+    let other = once_back("b locks u", || b.lock_user("u"));
+    // a's commit under its lost lock is refused, cleanly, and writes nothing:
+    // two gateways never both act for one user.
+    let err = held.commit(put("stale", 1)).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(Postgres::PASSWORD));
+    let err = held.commit_and_release(put("stale too", 2)).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(b.flow("stale").unwrap().is_none());
+    assert!(b.flow("stale too").unwrap().is_none());
+    // b's holder goes on; then a fresh lock of a's works.
+    other
+        .commit_and_release(put("b's step", 3))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut again = once_back("a locks u again", || a.lock_user("u"));
+    again.commit(put("a's step", 4)).unwrap().wait().unwrap();
+    again
+        .commit_and_release(put("a's last step", 5))
+        .unwrap()
+        .wait()
+        .unwrap();
+    for id in ["before", "b's step", "a's step", "a's last step"] {
+        assert!(a.flow(id).unwrap().is_some(), "{id}");
+    }
+    assert_eq!(a.audit().verify().unwrap().entries, 4);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
+}
+
 #[test]
 fn lock_user_serialises_requests_across_two_stores() {
     let pg = Postgres::start();

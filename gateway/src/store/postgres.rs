@@ -1,10 +1,11 @@
 //! The store on PostgreSQL, which several gateways may share.
 //!
-//! - **Connections.** Two r2d2 pools of synchronous `postgres` clients: the
-//!   *work* pool (`pool` connections) for reads and commits, and the *lock*
-//!   pool (twice as many) whose sessions hold users' advisory locks, so
-//!   that requests holding a user's lock can never take the connections
-//!   readers and committers need. TLS is rustls (ring): `disable`,
+//! - **Connections.** Three r2d2 pools of synchronous `postgres` clients:
+//!   the *work* pool (`pool` connections) for reads and for commits made
+//!   without a user's lock, the *lock* pool (twice as many) whose sessions
+//!   hold users' advisory locks and carry their holders' commits, so that
+//!   requests holding a user's lock can never take the connections readers
+//!   need, and the *health* pool (one session) for readiness probes. TLS is rustls (ring): `disable`,
 //!   `require` (encrypted, certificate not checked) or `verify-full` (the
 //!   certificate checked against `ca_file`, or the system's roots, and the
 //!   host name). The password comes from the spec's secret, never from the
@@ -34,10 +35,20 @@
 //!   a lock-pool connection, with the session's `lock_timeout` bounding
 //!   the wait; `pg_advisory_unlock` when dropped, and if that fails the
 //!   connection is discarded (its session ends, which frees the lock).
-//!   A session lost while its lock is held (the server restarted) frees
-//!   the lock without the holder knowing until its next statement on the
-//!   work pool; the holder's commit then still goes through, so during a
-//!   server restart two gateways may briefly both act for one user.
+//!   The holder's commits ([`UserLock::commit`]) are made *on the lock's
+//!   session*: a session-level advisory lock lasts exactly as long as its
+//!   session, so a commit that reaches the server through it is made under
+//!   the lock, and one whose session was lost (the server restarted, the
+//!   session was terminated: the lock is free, and another gateway may
+//!   hold it now) fails on the dead connection with
+//!   [`StoreError::Unavailable`] before anything is written. It is never
+//!   tried again on another connection. Two gateways therefore never both
+//!   commit for one user.
+//! - **Readiness.** [`Store::ready`] (`/readyz`): `SELECT 1` on the health
+//!   session, waiting at most [`PROBE_WAIT`] for it (and failing at once
+//!   while connecting is known to fail), its answer reused for
+//!   [`READY_CACHE`] so that load balancers' probes do not reach the
+//!   server more than once a second; one probe at a time.
 //! - **Audit.** One hash chain per *lane* of a gateway, named
 //!   `{node}/{lane}`, with as many lanes as work connections. A commit with
 //!   audit records takes a free lane, links its records after the lane's
@@ -65,8 +76,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::audit::{self, ChainVerifier, Head};
 use super::{
     AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, AuditSummary, ChainBreak, Change,
-    Claim, Commit, Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError,
-    UserLock, WorkItem,
+    Claim, Commit, Durable, FlowRecord, Held, Item, PgTlsMode, PostgresSpec, Queue, Store,
+    StoreError, UserLock, WorkItem,
 };
 use crate::secret::Secret;
 
@@ -115,6 +126,14 @@ const CAS_ATTEMPTS: usize = 8;
 const PAGE: i64 = 1000;
 /// Rows per page of a portal.
 const PAGE_ROWS: i32 = 1000;
+/// For how long a readiness probe's answer is reused.
+const READY_CACHE: Duration = Duration::from_secs(1);
+/// How long a readiness probe waits for its connection.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// The health session's statement limit (a probe's answer).
+const HEALTH_OPTIONS: &str = "-c statement_timeout=2000";
+/// A readiness probe.
+const PROBE_SQL: &str = "SELECT 1";
 /// The most bytes of a `ca_file`.
 const MAX_CA_BYTES: u64 = 1 << 20;
 
@@ -142,6 +161,16 @@ pub struct PostgresStore {
     lanes: Lanes,
     stripes: Vec<Mutex<()>>,
     latency: crate::metrics::Histogram,
+    readiness: Mutex<Readiness>,
+}
+
+/// What the readiness probes found.
+#[derive(Default)]
+struct Readiness {
+    /// When the last probe ended, and its answer (the reason if not ready).
+    last: Option<(Instant, Result<(), String>)>,
+    /// When the probe under way began.
+    probing: Option<Instant>,
 }
 
 impl Drop for PostgresStore {
@@ -162,6 +191,9 @@ impl std::fmt::Debug for PostgresStore {
 struct Pools {
     work: r2d2::Pool<Manager>,
     locks: r2d2::Pool<Manager>,
+    /// One session for readiness probes, so that they answer whether the
+    /// server can be reached, not whether the work pool is busy.
+    health: r2d2::Pool<Manager>,
 }
 
 /// How connections are made.
@@ -250,7 +282,9 @@ impl r2d2::ManageConnection for Manager {
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
         let now = self.epoch.load(Ordering::Acquire);
-        if conn.epoch < now {
+        // A client whose connection is known closed fails at once, without
+        // a round trip.
+        if conn.epoch < now || conn.client.is_closed() {
             conn.client.simple_query("")?;
             conn.epoch = now;
         }
@@ -779,13 +813,18 @@ impl PostgresStore {
         let pools = Pools {
             work: pool(WORK_OPTIONS.to_owned(), size, &[COMMIT_SQL]),
             locks: pool(
-                format!("-c lock_timeout={LOCK_WAIT_MS} -c statement_timeout=0"),
+                format!(
+                    "-c lock_timeout={LOCK_WAIT_MS} -c statement_timeout=30000 \
+                     -c idle_in_transaction_session_timeout=60000"
+                ),
                 size.saturating_mul(2),
-                &[LOCK_SQL, UNLOCK_SQL],
+                &[LOCK_SQL, UNLOCK_SQL, COMMIT_SQL],
             ),
+            health: pool(HEALTH_OPTIONS.to_owned(), 1, &[PROBE_SQL]),
         };
-        // Taken from the end: lane 0 first, so a quiet gateway uses one chain.
-        let lanes = (0..size)
+        // One lane per connection that may commit (work and lock sessions),
+        // taken from the end: lane 0 first, so a quiet gateway uses one chain.
+        let lanes = (0..size.saturating_mul(3))
             .rev()
             .map(|i| Lane {
                 chain: format!("{node}/{i}"),
@@ -804,6 +843,7 @@ impl PostgresStore {
             },
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             latency: crate::metrics::Histogram::default(),
+            readiness: Mutex::new(Readiness::default()),
         })
     }
 
@@ -901,6 +941,87 @@ impl PostgresStore {
                 }
             }
         })
+    }
+
+    /// One readiness probe: `SELECT 1` on the health session (made again
+    /// once if it was lost, so a restart the probes did not see is not
+    /// reported); the reason if it failed.
+    fn probe(&self, pools: &Pools) -> Result<(), String> {
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let failed_at = *lock(&self.failed_at);
+            let conn = if failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+                pools
+                    .health
+                    .try_get()
+                    .ok_or_else(|| "the last attempt to connect failed".to_owned())
+            } else {
+                pools
+                    .health
+                    .get_timeout(PROBE_WAIT)
+                    .map_err(|e| format!("no connection: {e}"))
+            };
+            let mut conn = conn.map_err(|reason| {
+                scrub(
+                    &format!("postgres at {} cannot be reached: {reason}", self.location),
+                    self.password.as_ref(),
+                )
+            })?;
+            match conn.query_opt(PROBE_SQL, &[]) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let lost = connection_lost(&e);
+                    if lost {
+                        conn.broken = true;
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                    }
+                    if !lost || tries == 0 {
+                        return Err(scrub(
+                            &format!(
+                                "postgres at {} does not answer: {}",
+                                self.location,
+                                describe(&e)
+                            ),
+                            self.password.as_ref(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `commit` on `conn`, the session that holds a user's lock:
+    /// never tried again elsewhere (a lost session means a lost lock).
+    fn commit_held(
+        &self,
+        conn: &mut r2d2::PooledConnection<Manager>,
+        commit: Commit,
+    ) -> Result<Durable, StoreError> {
+        self.pools()?;
+        if commit.is_empty() {
+            return Ok(Durable::ready());
+        }
+        let started = Instant::now();
+        let mut groups = prepare_groups(&commit.audit)?;
+        let ops = Ops::of(commit.changes);
+        let done =
+            blocking(|| crate::workers::waiting(|| self.commit_on(&mut *conn, &ops, &mut groups)));
+        match done {
+            Ok(()) => {
+                self.latency.observe(started.elapsed());
+                Ok(Durable::ready())
+            }
+            Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Pg(e)) => {
+                if connection_lost(&e) {
+                    // The session, and with it the user's lock, is gone.
+                    conn.broken = true;
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(self.error("commit", "store", &e))
+            }
+        }
     }
 
     /// One row's first column, read with `sql`.
@@ -1244,8 +1365,9 @@ struct Lane {
 }
 
 impl Lanes {
-    /// A free lane. There are as many lanes as work connections, and a
-    /// commit takes its lane after its connection, so one is free.
+    /// A free lane. There are as many lanes as connections (work and
+    /// lock sessions), and a commit takes its lane after its connection,
+    /// so one is free.
     fn take(&self) -> LaneGuard<'_> {
         let mut free = lock(&self.free);
         loop {
@@ -1297,6 +1419,10 @@ impl Drop for LaneGuard<'_> {
 }
 
 /// A user's lock: the advisory lock's session and the in-process stripe.
+/// The holder's commits are made on that session, so a commit is applied
+/// only while the lock is held: the session is the lock, and a session
+/// lost (the server restarted) fails the commit with
+/// [`StoreError::Unavailable`] before anything is written.
 struct HeldLock<'a> {
     store: &'a PostgresStore,
     conn: Option<r2d2::PooledConnection<Manager>>,
@@ -1309,6 +1435,11 @@ impl Drop for HeldLock<'_> {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        if conn.broken {
+            // Lost with its session (a failed commit said so): closed.
+            blocking(move || drop(conn));
+            return;
+        }
         let key = self.key;
         // The connection goes back (or, broken, is closed) off any async
         // runtime: closing a client blocks.
@@ -1335,6 +1466,23 @@ impl Drop for HeldLock<'_> {
     }
 }
 
+impl Held for HeldLock<'_> {
+    fn commit(&mut self, commit: Commit) -> Result<Durable, StoreError> {
+        let store = self.store;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Unavailable {
+                reason: "the user's lock was lost".to_owned(),
+            });
+        };
+        store.commit_held(conn, commit)
+    }
+
+    fn commit_and_release(mut self: Box<Self>, commit: Commit) -> Result<Durable, StoreError> {
+        // Committed when it returns; dropping unlocks after.
+        self.commit(commit)
+    }
+}
+
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -1350,6 +1498,41 @@ impl Store for PostgresStore {
             let v: Option<i32> = row.and_then(|r| r.get(0));
             Ok(v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0))
         })
+    }
+
+    /// A probe's answer, reused for [`READY_CACHE`]; one probe at a time
+    /// (callers meanwhile get the last answer, or none if the probe under
+    /// way takes longer than it may).
+    fn ready(&self) -> Result<(), StoreError> {
+        let pools = self.pools()?;
+        let unavailable = |reason: String| StoreError::Unavailable { reason };
+        {
+            let mut readiness = lock(&self.readiness);
+            if let Some((at, answer)) = &readiness.last
+                && at.elapsed() < READY_CACHE
+            {
+                return answer.clone().map_err(unavailable);
+            }
+            if let Some(began) = readiness.probing {
+                if began.elapsed() > PROBE_WAIT * 2 {
+                    return Err(unavailable(format!(
+                        "postgres at {} has not answered a probe for {} s",
+                        self.location,
+                        began.elapsed().as_secs()
+                    )));
+                }
+                return match &readiness.last {
+                    Some((_, answer)) => answer.clone().map_err(unavailable),
+                    None => Err(unavailable("the first probe is under way".to_owned())),
+                };
+            }
+            readiness.probing = Some(Instant::now());
+        }
+        let answer = blocking(|| self.probe(&pools));
+        let mut readiness = lock(&self.readiness);
+        readiness.probing = None;
+        readiness.last = Some((Instant::now(), answer.clone()));
+        answer.map_err(unavailable)
     }
 
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
