@@ -24,7 +24,7 @@ use crate::history::Ledger;
 use crate::plugin::CallError;
 use crate::seal::{DataKey, SealError};
 use crate::secret::Secret;
-use crate::store::{AuditRecord, Change, Commit, FlowRecord, Store, StoreError, UserLock};
+use crate::store::{AuditRecord, Change, Commit, FlowRecord, Locked, Store, StoreError, UserLock};
 use crate::workflow::{Enrollment, Step, Workflow};
 
 /// Flows examined per batch of a sweep.
@@ -608,10 +608,15 @@ impl Runtime {
             Err(_) if flow.state.is_terminal() => return Err(Refusal::Finished.into()),
             Err(e) => return Err(e),
         };
-        // Serialise with every other request of the same user, then re-read:
-        // another request may have moved the flow while we waited.
-        let guard = self.lock(&flow)?;
-        let mut flow = self.flow(flow_id)?;
+        // Serialise with every other request of the same user, then re-read
+        // (with the lock, in one round trip where the store can): another
+        // request may have moved the flow while we waited.
+        let Locked {
+            lock: guard,
+            flow: bytes,
+            lockout,
+        } = self.lock(&flow, Some(flow_id))?;
+        let mut flow = self.parse_flow(&bytes.ok_or(RuntimeError::UnknownFlow)?)?;
         if matches!(flow.state, State::Committing { .. }) {
             // Committing, and we hold the user's lock: the request that was
             // committing it died (a crash, or a store outage cut its last
@@ -661,12 +666,16 @@ impl Runtime {
                 fit(prompt, answers).map_err(RuntimeError::BadAnswers)?;
             }
         }
-        self.run_locked(&loaded, flow, event, now, Some(guard))
+        self.run_locked(&loaded, flow, event, now, Some((guard, lockout)))
     }
 
-    /// Takes the lock of `flow`'s user (see [`Store::lock_user`]).
-    fn lock(&self, flow: &Flow) -> Result<UserLock<'_>, RuntimeError> {
-        Ok(self.store.lock_user(&hashed(&user_key(flow)))?)
+    /// Takes the lock of `flow`'s user and reads, under it, the flow `read`
+    /// (if named) and the user's lockout history (see
+    /// [`Store::lock_user_and_read`]).
+    fn lock(&self, flow: &Flow, read: Option<&str>) -> Result<Locked<'_>, RuntimeError> {
+        Ok(self
+            .store
+            .lock_user_and_read(&hashed(&user_key(flow)), read)?)
     }
 
     fn run_locked<'a>(
@@ -675,7 +684,7 @@ impl Runtime {
         mut flow: Flow,
         event: Event,
         now: u64,
-        guard: Option<UserLock<'a>>,
+        locked: Option<(UserLock<'a>, Option<Vec<u8>>)>,
     ) -> Result<Staged, RuntimeError> {
         let started = Instant::now();
         let started_fresh = flow.state == State::Resolving;
@@ -686,15 +695,24 @@ impl Runtime {
             changes: Vec::new(),
             audit: Vec::new(),
             history: None,
-            guard,
+            lockout: None,
+            guard: None,
         };
+        if let Some((guard, lockout)) = locked {
+            req.guard = Some(guard);
+            req.lockout = Some(lockout);
+        }
         let mut queue: VecDeque<Effect> =
             engine::step(&mut flow, &loaded.shape, event, now)?.into();
         let mut transitions = 1;
         while let Some(effect) = queue.pop_front() {
             if matches!(effect, Effect::Decide) && req.guard.is_none() {
                 // First lockout decision of a new flow: the user is known now.
-                req.guard = Some(self.lock(&flow)?);
+                let locked = self.lock(&flow, None)?;
+                req.guard = Some(locked.lock);
+                if req.history.is_none() {
+                    req.lockout = Some(locked.lockout);
+                }
             }
             let calls_plugin = !matches!(
                 effect,
@@ -851,8 +869,12 @@ impl Runtime {
                 let Some(Ok(flow)) = self.store.flow(&id)?.map(|b| parse_flow(&b)) else {
                     continue;
                 };
-                let guard = self.lock(&flow)?;
-                let Some(bytes) = self.store.flow(&id)? else {
+                let Locked {
+                    lock: guard,
+                    flow: bytes,
+                    ..
+                } = self.lock(&flow, Some(&id))?;
+                let Some(bytes) = bytes else {
                     continue;
                 };
                 let Ok(mut flow) = parse_flow(&bytes) else {
@@ -1148,6 +1170,9 @@ struct Request<'a> {
     changes: Vec<Change>,
     audit: Vec<AuditRecord>,
     history: Option<Ledger>,
+    /// The user's lockout history as read with the lock, until `history`
+    /// takes it.
+    lockout: Option<Option<Vec<u8>>>,
     /// The user's lock, once taken: the request's commits go through it.
     guard: Option<UserLock<'a>>,
 }
@@ -1181,8 +1206,11 @@ impl Request<'_> {
         if let Some(h) = &self.history {
             return Ok(h.clone());
         }
-        let key = hashed(&user_key(flow));
-        let h = match self.rt.store.lockout(&key)? {
+        let stored = match self.lockout.take() {
+            Some(read) => read,
+            None => self.rt.store.lockout(&hashed(&user_key(flow)))?,
+        };
+        let h = match stored {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
                 what: "lockout history",
                 reason: e.to_string(),

@@ -126,8 +126,8 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     };
     assert_eq!(stored(), None);
     let store = open(&pg, "a");
-    assert_eq!(store.schema_version().unwrap(), 2);
-    assert_eq!(stored(), Some(2));
+    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(stored(), Some(3));
     // A second gateway (and a restarted one) finds the schema in place.
     let again = open(&pg, "b");
     drop(again);
@@ -135,7 +135,7 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     open(&pg, "a");
     assert_eq!(
         pg.psql("SELECT string_agg(version || ' ' || name, ',') FROM resetgate_schema"),
-        "1 schema,2 audit_users"
+        "1 schema,2 audit_users,3 lock_round_trips"
     );
     assert_eq!(
         pg.psql("SELECT count(*) FROM pg_proc WHERE proname = 'resetgate_commit'"),
@@ -143,15 +143,15 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     );
 
     // A newer resetgate migrated the database: this one refuses it.
-    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (3, 'from the future')");
-    assert_eq!(stored(), Some(3));
+    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (4, 'from the future')");
+    assert_eq!(stored(), Some(4));
     let err = open_error(&spec(&pg, "a"));
     assert!(
         matches!(
             err,
             StoreError::Newer {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{err:?}"
@@ -182,10 +182,16 @@ fn a_schema_1_database_gets_its_audit_log_indexed_by_user() {
     let schema_1 = include_str!("../../gateway/src/store/postgres/0001_schema.sql");
     let function = &schema_1[schema_1.find("CREATE FUNCTION resetgate_commit(").unwrap()..];
     pg.psql(function);
-    pg.psql("DELETE FROM resetgate_schema WHERE version = 2");
+    pg.psql("DROP FUNCTION resetgate_lock(bigint, text, text)");
+    pg.psql(
+        "DROP FUNCTION resetgate_commit_unlock(smallint[], text[], text[], text[], bigint[], \
+         boolean[], bytea[], text, bigint, bytea, bigint, bytea, bigint[], integer[], bytea[], \
+         text[], bigint)",
+    );
+    pg.psql("DELETE FROM resetgate_schema WHERE version >= 2");
 
     let store = open(&pg, "a");
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), 3);
     let query = |user: &str| {
         let query = AuditQuery {
             user: Some(user.to_owned()),
@@ -793,6 +799,72 @@ impl TurnCounter {
         f();
         self.turns() - before
     }
+}
+
+/// What a request step costs: its lock with the flow and lockout history
+/// read under it is one round trip, a commit under the lock one, and its
+/// last commit, which releases the lock, one.
+#[test]
+fn a_step_is_a_round_trip_for_the_lock_and_its_reads_and_one_per_commit() {
+    let pg = Postgres::start();
+    let proxy = TurnCounter::start(pg.port());
+    let mut spec = spec(&pg, "a");
+    spec.pool = 1;
+    spec.url = format!("postgres://resetgate@127.0.0.1:{}/resetgate", proxy.port);
+    let store = PostgresStore::open(&spec).unwrap();
+    let step = |i: usize, history: u8| Commit {
+        changes: vec![
+            Change::PutFlow(flow("f", 10 + i as u64)),
+            Change::PutLockout {
+                user: "u".into(),
+                history: vec![history; 10],
+            },
+        ],
+        audit: vec![record("flow.answered", i)],
+    };
+    // A lane's first commit reads its head (one at a time, the commits
+    // take lane 0).
+    store
+        .lock_user("u")
+        .unwrap()
+        .commit_and_release(step(0, 0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    for i in 1..4u8 {
+        let mut locked = None;
+        assert_eq!(
+            proxy.count(|| locked = Some(store.lock_user_and_read("u", Some("f")).unwrap())),
+            1
+        );
+        let locked = locked.unwrap();
+        // What the previous step committed, read under the lock.
+        assert_eq!(locked.flow, Some(b"body of f".to_vec()));
+        assert_eq!(locked.lockout, Some(vec![i - 1; 10]));
+        let mut lock = locked.lock;
+        assert_eq!(
+            proxy.count(|| lock.commit(step(10, i - 1)).unwrap().wait().unwrap()),
+            1
+        );
+        assert_eq!(
+            proxy.count(|| lock
+                .commit_and_release(step(20, i))
+                .unwrap()
+                .wait()
+                .unwrap()),
+            1
+        );
+        // Released by that commit: no advisory lock is left.
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "0"
+        );
+    }
+    // A lock given up without a commit: one round trip to unlock.
+    let locked = store.lock_user_and_read("u", None).unwrap();
+    assert_eq!(locked.flow, None);
+    assert_eq!(proxy.count(|| drop(locked)), 1);
+    assert_eq!(store.audit().verify().unwrap().entries, 1 + 6);
 }
 
 #[test]

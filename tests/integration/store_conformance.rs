@@ -1544,19 +1544,21 @@ fn commits_through_a_user_s_lock_keep_it_until_the_last_is_visible(b: &dyn Backe
     std::thread::scope(|s| {
         let (peer, tx) = (&peer, tx);
         s.spawn(move || {
-            let lock = peer.lock_user("alice").unwrap();
-            // What the holder committed last is there, whole.
+            // Read with the lock: what the holder committed last is there,
+            // whole.
+            let locked = peer.lock_user_and_read("alice", Some("f")).unwrap();
             let seen = (
-                peer.lockout("alice").unwrap(),
+                locked.lockout.clone(),
+                locked.flow.clone(),
                 peer.kv_get("ns", "k").unwrap(),
             );
             tx.send(seen).unwrap();
-            drop(lock);
+            drop(locked);
         });
         // Still held after a commit: the peer waits.
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
         held.commit_and_release(Commit {
-            changes: vec![history(2), put_kv("ns", "k", b"v")],
+            changes: vec![history(2), put_kv("ns", "k", b"v"), put_flow("f", 1, b"f2")],
             audit: vec![record("step", json!({"n": 2}))],
         })
         .unwrap()
@@ -1565,11 +1567,21 @@ fn commits_through_a_user_s_lock_keep_it_until_the_last_is_visible(b: &dyn Backe
         let seen = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the peer got the lock once it was released");
-        assert_eq!(seen, (Some(b"2".to_vec()), Some(b"v".to_vec())));
+        assert_eq!(
+            seen,
+            (
+                Some(b"2".to_vec()),
+                Some(b"f2".to_vec()),
+                Some(b"v".to_vec())
+            )
+        );
     });
     assert_eq!(store.audit().verify().unwrap().entries, 2);
-    // Released: the holder's store takes it again at once.
-    drop(store.lock_user("alice").unwrap());
+    // Released: the holder's store takes it again at once; a flow that is
+    // not stored reads as none.
+    let locked = store.lock_user_and_read("alice", Some("none")).unwrap();
+    assert_eq!(locked.flow, None);
+    assert_eq!(locked.lockout, Some(b"2".to_vec()));
 }
 
 // --- queues ------------------------------------------------------------------

@@ -517,6 +517,25 @@ impl<'a> UserLock<'a> {
     }
 }
 
+/// A user's lock and what was read under it ([`Store::lock_user_and_read`]).
+pub struct Locked<'a> {
+    /// The lock.
+    pub lock: UserLock<'a>,
+    /// The named flow's record body, if it is stored.
+    pub flow: Option<Vec<u8>>,
+    /// The user's lockout history.
+    pub lockout: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Locked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locked")
+            .field("flow", &self.flow.as_ref().map(Vec::len))
+            .field("lockout", &self.lockout.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for UserLock<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("UserLock")
@@ -545,6 +564,24 @@ pub trait Store: Send + Sync + 'static {
     /// it; the lock is released when the result drops. Blocking; inside a
     /// request worker the wait is announced with `workers::waiting`.
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError>;
+
+    /// [`Store::lock_user`], then the flow `flow` (if named) and `user`'s
+    /// lockout history as they are once the lock is granted: what a
+    /// request reads first. A backend behind a network takes the lock and
+    /// reads in one round trip.
+    fn lock_user_and_read(&self, user: &str, flow: Option<&str>) -> Result<Locked<'_>, StoreError> {
+        let lock = self.lock_user(user)?;
+        let flow = match flow {
+            Some(id) => self.flow(id)?,
+            None => None,
+        };
+        let lockout = self.lockout(user)?;
+        Ok(Locked {
+            lock,
+            flow,
+            lockout,
+        })
+    }
 
     /// The flow `id`'s record body.
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -44,6 +44,22 @@
 //!   [`StoreError::Unavailable`] before anything is written. It is never
 //!   tried again on another connection. Two gateways therefore never both
 //!   commit for one user.
+//! - **Round trips of a request step** (schema 3). The lock and the reads
+//!   a request makes first under it are one statement
+//!   ([`Store::lock_user_and_read`]: `resetgate_lock` takes the advisory
+//!   lock, then reads the flow and the user's lockout history; a VOLATILE
+//!   function's statements take a new snapshot each, so the reads see the
+//!   previous holder's last commit). The last commit of a request
+//!   ([`UserLock::commit_and_release`]) is one statement too:
+//!   `resetgate_commit_unlock` commits, takes the lock again at
+//!   transaction level (at once: the session holds it) and releases the
+//!   session's hold, so the lock is held until the commit's transaction
+//!   ends, after its changes are visible, and no separate unlock is sent;
+//!   a session that does not hold the lock refuses the commit (`RG002`,
+//!   rolled back). A step is then: the flow read before the lock (to know
+//!   its user and check its token), the lock with its reads, reads of
+//!   enrollments as needed, the commit with the unlock — and the password
+//!   step's checkpoint before the directory is touched.
 //! - **Readiness.** [`Store::ready`] (`/readyz`): `SELECT 1` on the health
 //!   session, waiting at most [`PROBE_WAIT`] for it (and failing at once
 //!   while connecting is known to fail), its answer reused for
@@ -76,7 +92,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::audit::{self, ChainVerifier, Head};
 use super::{
     AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, AuditSummary, ChainBreak, Change,
-    Claim, Commit, Durable, FlowRecord, Held, Item, PgTlsMode, PostgresSpec, Queue, Store,
+    Claim, Commit, Durable, FlowRecord, Held, Item, Locked, PgTlsMode, PostgresSpec, Queue, Store,
     StoreError, UserLock, WorkItem,
 };
 use crate::secret::Secret;
@@ -90,10 +106,15 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "audit_users",
         include_str!("postgres/0002_audit_users.sql"),
     ),
+    (
+        3,
+        "lock_round_trips",
+        include_str!("postgres/0003_lock_round_trips.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The advisory lock (transaction-scoped) that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7267_6d69_6772_6174; // "rgmigrat"
@@ -140,8 +161,15 @@ const MAX_CA_BYTES: u64 = 1 << 20;
 /// A commit (see the migration's `resetgate_commit`).
 const COMMIT_SQL: &str = "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
                           $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+/// A commit that releases the user's lock (see the migration's
+/// `resetgate_commit_unlock`).
+const COMMIT_UNLOCK_SQL: &str = "SELECT resetgate_commit_unlock($1, $2, $3, $4, $5, $6, $7, \
+                                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 /// Takes a user's advisory lock.
 const LOCK_SQL: &str = "SELECT pg_advisory_lock($1)";
+/// Takes a user's advisory lock, then reads the flow and the user's lockout
+/// history (see the migration's `resetgate_lock`).
+const LOCK_READ_SQL: &str = "SELECT flow_body, lockout_history FROM resetgate_lock($1, $2, $3)";
 /// Releases it: `true` if it was held.
 const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
 
@@ -818,7 +846,13 @@ impl PostgresStore {
                      -c idle_in_transaction_session_timeout=60000"
                 ),
                 size.saturating_mul(2),
-                &[LOCK_SQL, UNLOCK_SQL, COMMIT_SQL],
+                &[
+                    LOCK_SQL,
+                    LOCK_READ_SQL,
+                    UNLOCK_SQL,
+                    COMMIT_SQL,
+                    COMMIT_UNLOCK_SQL,
+                ],
             ),
             health: pool(HEALTH_OPTIONS.to_owned(), 1, &[PROBE_SQL]),
         };
@@ -991,12 +1025,76 @@ impl PostgresStore {
         }
     }
 
+    /// Takes `user`'s lock: the in-process stripe, then the advisory lock
+    /// on a lock session, with `read` (a flow, if any, and the user's
+    /// lockout history) read in the same statement after it is granted.
+    fn take_lock(&self, user: &str, read: Option<Option<&str>>) -> Result<Locked<'_>, StoreError> {
+        let pools = self.pools()?;
+        let key = user_key(user);
+        let i = usize::try_from(key.unsigned_abs() % STRIPES as u64).unwrap_or(0);
+        let Some(stripe) = self.stripes.get(i) else {
+            return Err(StoreError::Closed);
+        };
+        let guard = match stripe.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        };
+        let (conn, flow, lockout) = blocking(|| {
+            let mut conn = self.checkout(&pools.locks)?;
+            let locked = crate::workers::waiting(|| match read {
+                None => conn.query_opt(LOCK_SQL, &[&key]).map(|_| (None, None)),
+                Some(flow) => conn
+                    .query_opt(LOCK_READ_SQL, &[&key, &flow, &user])
+                    .map(|row| row.map_or((None, None), |r| (r.get(0), r.get(1)))),
+            });
+            match locked {
+                Ok((flow, lockout)) => Ok((conn, flow, lockout)),
+                Err(e) => {
+                    let not_granted = e.code().is_some_and(|c| c.code() == "55P03");
+                    if connection_lost(&e) {
+                        conn.broken = true;
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                    } else if read.is_some() && !not_granted {
+                        // The lock may be held and the reads failed: ending
+                        // the session frees it.
+                        conn.broken = true;
+                    }
+                    if not_granted {
+                        return Err(StoreError::Unavailable {
+                            reason: format!(
+                                "a user's lock was not granted within {} s (another \
+                                 gateway's request holds it)",
+                                LOCK_WAIT_MS / 1000
+                            ),
+                        });
+                    }
+                    Err(self.error("lock", "users", &e))
+                }
+            }
+        })?;
+        Ok(Locked {
+            lock: UserLock::new(HeldLock {
+                store: self,
+                conn: Some(conn),
+                key,
+                releasing: false,
+                _stripe: guard,
+            }),
+            flow,
+            lockout,
+        })
+    }
+
     /// Applies `commit` on `conn`, the session that holds a user's lock:
     /// never tried again elsewhere (a lost session means a lost lock).
     fn commit_held(
         &self,
         conn: &mut r2d2::PooledConnection<Manager>,
         commit: Commit,
+        release: Option<i64>,
     ) -> Result<Durable, StoreError> {
         self.pools()?;
         if commit.is_empty() {
@@ -1005,8 +1103,9 @@ impl PostgresStore {
         let started = Instant::now();
         let mut groups = prepare_groups(&commit.audit)?;
         let ops = Ops::of(commit.changes);
-        let done =
-            blocking(|| crate::workers::waiting(|| self.commit_on(&mut *conn, &ops, &mut groups)));
+        let done = blocking(|| {
+            crate::workers::waiting(|| self.commit_on(&mut *conn, &ops, &mut groups, release))
+        });
         match done {
             Ok(()) => {
                 self.latency.observe(started.elapsed());
@@ -1037,16 +1136,32 @@ impl PostgresStore {
     }
 
     /// Appends `groups` (already prepared) to a lane's chain along with
-    /// `changes`: the one statement of a commit.
-    fn commit_on(&self, conn: &mut Conn, ops: &Ops, groups: &mut [Group]) -> Result<(), Failure> {
-        const SQL: &str = COMMIT_SQL;
+    /// `changes`: the one statement of a commit. With `release`, the
+    /// statement also releases that user's lock, held by `conn`'s session.
+    fn commit_on(
+        &self,
+        conn: &mut Conn,
+        ops: &Ops,
+        groups: &mut [Group],
+        release: Option<i64>,
+    ) -> Result<(), Failure> {
+        let sql = if release.is_some() {
+            COMMIT_UNLOCK_SQL
+        } else {
+            COMMIT_SQL
+        };
+        let release = release.as_ref();
         if groups.is_empty() {
-            conn.query(SQL, &ops.without_audit())?;
+            let mut params = ops.without_audit().to_vec();
+            if let Some(key) = release {
+                params.push(key);
+            }
+            conn.query(sql, &params)?;
             return Ok(());
         }
         let mut lane = self.lanes.take();
         let chain = lane.chain();
-        let statement = conn.statement(SQL)?;
+        let statement = conn.statement(sql)?;
         // The fast path: one statement after the head this lane last wrote.
         if let Some(old) = lane.head() {
             let (head, seqs) = link_groups(groups, old)?;
@@ -1058,7 +1173,8 @@ impl PostgresStore {
                 old,
                 head,
                 &seqs,
-                groups
+                groups,
+                release
             );
             lane.set_head(None);
             match result {
@@ -1087,7 +1203,8 @@ impl PostgresStore {
                 old,
                 head,
                 &seqs,
-                groups
+                groups,
+                release
             );
             match result {
                 Ok(_) => {
@@ -1125,9 +1242,10 @@ fn link_groups(groups: &mut [Group], old: Head) -> Result<(Head, Vec<i64>), Fail
 }
 
 /// Calls the commit function with `$call`, appending `$groups` (linked by
-/// [`link_groups`] from `$old` to `$head`) to `$chain`.
+/// [`link_groups`] from `$old` to `$head`) to `$chain`, and releasing the
+/// user's lock `$release` if given.
 macro_rules! call_commit {
-    ($call:expr, $statement:expr, $ops:expr, $chain:expr, $old:expr, $head:expr, $seqs:expr, $groups:expr) => {{
+    ($call:expr, $statement:expr, $ops:expr, $chain:expr, $old:expr, $head:expr, $seqs:expr, $groups:expr, $release:expr) => {{
         let counts: Vec<i32> = $groups.iter().map(|g| g.count).collect();
         let bytes: Vec<&[u8]> = $groups.iter().map(|g| g.bytes.as_slice()).collect();
         let users: Vec<&str> = $groups.iter().map(|g| g.users.as_str()).collect();
@@ -1135,27 +1253,30 @@ macro_rules! call_commit {
         let new_seq = i64::try_from($head.next_seq).unwrap_or(i64::MAX);
         let chain: &str = $chain;
         let seqs: &[i64] = $seqs;
-        $call(
-            $statement,
-            &[
-                &$ops.kinds,
-                &$ops.a,
-                &$ops.b,
-                &$ops.c,
-                &$ops.n,
-                &$ops.f,
-                &$ops.d,
-                &chain,
-                &expect_seq,
-                &$old.hash_bytes(),
-                &new_seq,
-                &$head.hash_bytes(),
-                &seqs,
-                &counts,
-                &bytes,
-                &users,
-            ],
-        )
+        let release: Option<&i64> = $release;
+        let (old_hash, new_hash) = ($old.hash_bytes(), $head.hash_bytes());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &$ops.kinds,
+            &$ops.a,
+            &$ops.b,
+            &$ops.c,
+            &$ops.n,
+            &$ops.f,
+            &$ops.d,
+            &chain,
+            &expect_seq,
+            &old_hash,
+            &new_seq,
+            &new_hash,
+            &seqs,
+            &counts,
+            &bytes,
+            &users,
+        ];
+        if let Some(key) = release {
+            params.push(key);
+        }
+        $call($statement, &params)
     }};
 }
 use call_commit;
@@ -1427,6 +1548,9 @@ struct HeldLock<'a> {
     store: &'a PostgresStore,
     conn: Option<r2d2::PooledConnection<Manager>>,
     key: i64,
+    /// A commit that releases the lock was tried, so the lock may be
+    /// released already.
+    releasing: bool,
     _stripe: MutexGuard<'a, ()>,
 }
 
@@ -1440,7 +1564,7 @@ impl Drop for HeldLock<'_> {
             blocking(move || drop(conn));
             return;
         }
-        let key = self.key;
+        let (key, releasing) = (self.key, self.releasing);
         // The connection goes back (or, broken, is closed) off any async
         // runtime: closing a client blocks.
         let unlocked = blocking(move || {
@@ -1449,6 +1573,9 @@ impl Drop for HeldLock<'_> {
                 .map(|row| row.is_some_and(|r| r.get::<_, bool>(0)));
             match done {
                 Ok(true) => true,
+                // A failed commit that releases the lock may have released
+                // it (its transaction failed after the release).
+                Ok(false) if releasing => true,
                 _ => {
                     // Ending the session frees the lock.
                     conn.broken = true;
@@ -1474,12 +1601,28 @@ impl Held for HeldLock<'_> {
                 reason: "the user's lock was lost".to_owned(),
             });
         };
-        store.commit_held(conn, commit)
+        store.commit_held(conn, commit, None)
     }
 
+    /// One statement: the commit, and the lock released by it (held by
+    /// the commit's transaction until it ends); an empty commit just
+    /// unlocks (when dropped).
     fn commit_and_release(mut self: Box<Self>, commit: Commit) -> Result<Durable, StoreError> {
-        // Committed when it returns; dropping unlocks after.
-        self.commit(commit)
+        if commit.is_empty() {
+            self.store.pools()?;
+            return Ok(Durable::ready());
+        }
+        let (store, key) = (self.store, self.key);
+        self.releasing = true;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Unavailable {
+                reason: "the user's lock was lost".to_owned(),
+            });
+        };
+        let durable = store.commit_held(conn, commit, Some(key))?;
+        // Released: the session goes back to the pool as it is.
+        drop(self.conn.take());
+        Ok(durable)
     }
 }
 
@@ -1536,48 +1679,12 @@ impl Store for PostgresStore {
     }
 
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
-        let pools = self.pools()?;
-        let key = user_key(user);
-        let i = usize::try_from(key.unsigned_abs() % STRIPES as u64).unwrap_or(0);
-        let Some(stripe) = self.stripes.get(i) else {
-            return Err(StoreError::Closed);
-        };
-        let guard = match stripe.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
-            }
-        };
-        let conn = blocking(|| {
-            let mut conn = self.checkout(&pools.locks)?;
-            let locked = crate::workers::waiting(|| conn.query_opt(LOCK_SQL, &[&key]));
-            match locked {
-                Ok(_) => Ok(conn),
-                Err(e) => {
-                    if connection_lost(&e) {
-                        conn.broken = true;
-                        self.epoch.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if e.code().is_some_and(|c| c.code() == "55P03") {
-                        return Err(StoreError::Unavailable {
-                            reason: format!(
-                                "a user's lock was not granted within {} s (another \
-                                 gateway's request holds it)",
-                                LOCK_WAIT_MS / 1000
-                            ),
-                        });
-                    }
-                    Err(self.error("lock", "users", &e))
-                }
-            }
-        })?;
-        Ok(UserLock::new(HeldLock {
-            store: self,
-            conn: Some(conn),
-            key,
-            _stripe: guard,
-        }))
+        Ok(self.take_lock(user, None)?.lock)
+    }
+
+    /// One statement: the lock, then the reads (`resetgate_lock`).
+    fn lock_user_and_read(&self, user: &str, flow: Option<&str>) -> Result<Locked<'_>, StoreError> {
+        self.take_lock(user, Some(flow))
     }
 
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1685,7 +1792,7 @@ impl Store for PostgresStore {
         let mut groups = prepare_groups(&commit.audit)?;
         let ops = Ops::of(commit.changes);
         self.with_work("commit", "store", false, |conn| {
-            self.commit_on(conn, &ops, &mut groups)
+            self.commit_on(conn, &ops, &mut groups, None)
         })?;
         self.latency.observe(started.elapsed());
         Ok(Durable::ready())
