@@ -867,6 +867,28 @@ fn a_step_is_a_round_trip_for_the_lock_and_its_reads_and_one_per_commit() {
     assert_eq!(store.audit().verify().unwrap().entries, 1 + 6);
 }
 
+/// The commit that releases a user's lock checks, in its transaction,
+/// that its session holds the lock: a session that does not (the lock lost
+/// with an earlier session of the same client) writes nothing.
+#[test]
+fn a_commit_that_releases_a_lock_its_session_does_not_hold_writes_nothing() {
+    let pg = Postgres::start();
+    let store = open(&pg, "a");
+    let call = r"SELECT resetgate_commit_unlock(ARRAY[1]::smallint[], ARRAY['f'], ARRAY['u'],
+        ARRAY['v1'], ARRAY[10]::bigint[], ARRAY[true], ARRAY['\x00'::bytea], NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, 42)";
+    let err = pg.try_psql(call).unwrap_err();
+    assert!(err.contains("does not hold the user's lock"), "{err}");
+    assert!(store.flow("f").unwrap().is_none());
+    // Holding it, the same call commits and releases it.
+    pg.psql(&format!("SELECT pg_advisory_lock(42); {call}"));
+    assert!(store.flow("f").unwrap().is_some());
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
+}
+
 #[test]
 fn a_commit_is_one_round_trip_and_a_users_lock_two() {
     let pg = Postgres::start();
