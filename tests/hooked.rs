@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use resetgate::store::{
-    AuditLog, Claim, Commit, Durable, Item, Queue, Store, StoreError, UserLock,
+    AuditLog, Claim, Commit, Durable, Held, Item, Queue, Store, StoreError, UserLock,
 };
 
 /// What a [`Hooked`] store tells.
@@ -36,8 +36,14 @@ impl<H: Hooks> Store for Hooked<H> {
     fn schema_version(&self) -> Result<u32, StoreError> {
         self.inner.schema_version()
     }
+    fn ready(&self) -> Result<(), StoreError> {
+        self.inner.ready()
+    }
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
-        self.inner.lock_user(user)
+        Ok(UserLock::new(HookedLock {
+            hooks: &self.hooks,
+            inner: self.inner.lock_user(user)?,
+        }))
     }
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.hooks.read("flows", id.len());
@@ -109,6 +115,25 @@ impl<H: Hooks> Store for Hooked<H> {
     }
     fn close(&self) {
         self.inner.close()
+    }
+}
+
+/// A user's lock of the store behind, telling the hooks of the commits
+/// made through it.
+struct HookedLock<'a, H> {
+    hooks: &'a H,
+    inner: UserLock<'a>,
+}
+
+impl<H: Hooks> Held for HookedLock<'_, H> {
+    fn commit(&mut self, commit: Commit) -> Result<Durable, StoreError> {
+        self.hooks.commit(&commit);
+        self.inner.commit(commit)
+    }
+
+    fn commit_and_release(self: Box<Self>, commit: Commit) -> Result<Durable, StoreError> {
+        self.hooks.commit(&commit);
+        self.inner.commit_and_release(commit)
     }
 }
 

@@ -326,7 +326,7 @@ pub fn unlock(
     let mut failures_cleared = 0;
     for key in keys(&accounts, name) {
         let store = rt.store();
-        let _lock = store.lock_user(&key)?;
+        let lock = store.lock_user(&key)?;
         let history = ledger(rt, &key)?;
         if history.is_none() && !primary.contains(&key) {
             continue;
@@ -342,15 +342,14 @@ pub fn unlock(
         let record = operator_record(operator, now_ms, "unlock", Some(key.clone()), detail);
         let value =
             serde_json::to_vec(&history).map_err(|e| OperatorError::Corrupt(e.to_string()))?;
-        store
-            .commit(Commit {
-                changes: vec![Change::PutLockout {
-                    user: key.clone(),
-                    history: value,
-                }],
-                audit: vec![record],
-            })?
-            .wait()?;
+        lock.commit_and_release(Commit {
+            changes: vec![Change::PutLockout {
+                user: key.clone(),
+                history: value,
+            }],
+            audit: vec![record],
+        })?
+        .wait()?;
     }
     tracing::info!(operator = %operator, action = "unlock", failures_cleared, "operator action");
     Ok(Unlocked {

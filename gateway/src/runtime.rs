@@ -24,7 +24,7 @@ use crate::history::Ledger;
 use crate::plugin::CallError;
 use crate::seal::{DataKey, SealError};
 use crate::secret::Secret;
-use crate::store::{AuditRecord, Change, Commit, FlowRecord, Store, StoreError, UserLock};
+use crate::store::{AuditRecord, Change, Commit, FlowRecord, Locked, Store, StoreError, UserLock};
 use crate::workflow::{Enrollment, Step, Workflow};
 
 /// Flows examined per batch of a sweep.
@@ -608,16 +608,21 @@ impl Runtime {
             Err(_) if flow.state.is_terminal() => return Err(Refusal::Finished.into()),
             Err(e) => return Err(e),
         };
-        // Serialise with every other request of the same user, then re-read:
-        // another request may have moved the flow while we waited.
-        let guard = self.lock(&flow)?;
-        let mut flow = self.flow(flow_id)?;
+        // Serialise with every other request of the same user, then re-read
+        // (with the lock, in one round trip where the store can): another
+        // request may have moved the flow while we waited.
+        let Locked {
+            lock: guard,
+            flow: bytes,
+            lockout,
+        } = self.lock(&flow, Some(flow_id))?;
+        let mut flow = self.parse_flow(&bytes.ok_or(RuntimeError::UnknownFlow)?)?;
         if matches!(flow.state, State::Committing { .. }) {
             // Committing, and we hold the user's lock: the request that was
             // committing it died (a crash, or a store outage cut its last
             // commit off). Nobody knows whether the password changed.
             if let Some(commit) = self.interrupt(&mut flow, now)? {
-                self.store.commit(commit)?.wait()?;
+                guard.commit_and_release(commit)?.wait()?;
             }
             return Err(Refusal::Interrupted.into());
         }
@@ -661,12 +666,16 @@ impl Runtime {
                 fit(prompt, answers).map_err(RuntimeError::BadAnswers)?;
             }
         }
-        self.run_locked(&loaded, flow, event, now, Some(guard))
+        self.run_locked(&loaded, flow, event, now, Some((guard, lockout)))
     }
 
-    /// Takes the lock of `flow`'s user (see [`Store::lock_user`]).
-    fn lock(&self, flow: &Flow) -> Result<UserLock<'_>, RuntimeError> {
-        Ok(self.store.lock_user(&hashed(&user_key(flow)))?)
+    /// Takes the lock of `flow`'s user and reads, under it, the flow `read`
+    /// (if named) and the user's lockout history (see
+    /// [`Store::lock_user_and_read`]).
+    fn lock(&self, flow: &Flow, read: Option<&str>) -> Result<Locked<'_>, RuntimeError> {
+        Ok(self
+            .store
+            .lock_user_and_read(&hashed(&user_key(flow)), read)?)
     }
 
     fn run_locked<'a>(
@@ -675,7 +684,7 @@ impl Runtime {
         mut flow: Flow,
         event: Event,
         now: u64,
-        mut guard: Option<UserLock<'a>>,
+        locked: Option<(UserLock<'a>, Option<Vec<u8>>)>,
     ) -> Result<Staged, RuntimeError> {
         let started = Instant::now();
         let started_fresh = flow.state == State::Resolving;
@@ -686,14 +695,24 @@ impl Runtime {
             changes: Vec::new(),
             audit: Vec::new(),
             history: None,
+            lockout: None,
+            guard: None,
         };
+        if let Some((guard, lockout)) = locked {
+            req.guard = Some(guard);
+            req.lockout = Some(lockout);
+        }
         let mut queue: VecDeque<Effect> =
             engine::step(&mut flow, &loaded.shape, event, now)?.into();
         let mut transitions = 1;
         while let Some(effect) = queue.pop_front() {
-            if matches!(effect, Effect::Decide) && guard.is_none() {
+            if matches!(effect, Effect::Decide) && req.guard.is_none() {
                 // First lockout decision of a new flow: the user is known now.
-                guard = Some(self.lock(&flow)?);
+                let locked = self.lock(&flow, None)?;
+                req.guard = Some(locked.lock);
+                if req.history.is_none() {
+                    req.lockout = Some(locked.lockout);
+                }
             }
             let calls_plugin = !matches!(
                 effect,
@@ -736,8 +755,7 @@ impl Runtime {
             })
             .collect();
         let staged = Instant::now();
-        let durable = req.stage(&flow)?;
-        drop(guard);
+        let durable = req.finish(&flow)?;
         self.count(&flow, started_fresh, &events);
         self.counters.0[6].fetch_add(transitions, Ordering::Relaxed);
         let notice = flow.notice.clone();
@@ -851,8 +869,12 @@ impl Runtime {
                 let Some(Ok(flow)) = self.store.flow(&id)?.map(|b| parse_flow(&b)) else {
                     continue;
                 };
-                let _guard = self.lock(&flow)?;
-                let Some(bytes) = self.store.flow(&id)? else {
+                let Locked {
+                    lock: guard,
+                    flow: bytes,
+                    ..
+                } = self.lock(&flow, Some(&id))?;
+                let Some(bytes) = bytes else {
                     continue;
                 };
                 let Ok(mut flow) = parse_flow(&bytes) else {
@@ -863,7 +885,7 @@ impl Runtime {
                     let Some(commit) = self.interrupt(&mut flow, now)? else {
                         continue;
                     };
-                    staged.push(self.store.commit(commit)?);
+                    staged.push(guard.commit_and_release(commit)?);
                     swept.interrupted += 1;
                     continue;
                 } else if now >= due_ms(&flow) {
@@ -885,7 +907,7 @@ impl Runtime {
                         .changes
                         .push(Change::PutFlow(self.flow_record(&flow)?));
                 }
-                staged.push(self.store.commit(commit)?);
+                staged.push(guard.commit_and_release(commit)?);
             }
             for durable in staged {
                 durable.wait()?;
@@ -1148,6 +1170,11 @@ struct Request<'a> {
     changes: Vec<Change>,
     audit: Vec<AuditRecord>,
     history: Option<Ledger>,
+    /// The user's lockout history as read with the lock, until `history`
+    /// takes it.
+    lockout: Option<Option<Vec<u8>>>,
+    /// The user's lock, once taken: the request's commits go through it.
+    guard: Option<UserLock<'a>>,
 }
 
 impl Request<'_> {
@@ -1179,8 +1206,11 @@ impl Request<'_> {
         if let Some(h) = &self.history {
             return Ok(h.clone());
         }
-        let key = hashed(&user_key(flow));
-        let h = match self.rt.store.lockout(&key)? {
+        let stored = match self.lockout.take() {
+            Some(read) => read,
+            None => self.rt.store.lockout(&hashed(&user_key(flow)))?,
+        };
+        let h = match stored {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
                 what: "lockout history",
                 reason: e.to_string(),
@@ -1223,13 +1253,34 @@ impl Request<'_> {
 
     /// Commits the flow, everything the request changed and its audit
     /// records, all or nothing; durable once the result resolves.
+    /// Through the user's lock if taken (a new flow's first steps may come
+    /// before its user is known): the lock stays held.
     fn stage(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
+        let commit = self.take_commit(flow)?;
+        Ok(match &mut self.guard {
+            Some(guard) => guard.commit(commit)?,
+            None => self.rt.store.commit(commit)?,
+        })
+    }
+
+    /// The request's last commit ([`Request::stage`]), releasing the
+    /// user's lock once it is visible.
+    fn finish(&mut self, flow: &Flow) -> Result<crate::store::Durable, RuntimeError> {
+        let commit = self.take_commit(flow)?;
+        Ok(match self.guard.take() {
+            Some(guard) => guard.commit_and_release(commit)?,
+            None => self.rt.store.commit(commit)?,
+        })
+    }
+
+    /// The flow, everything the request changed and its audit records.
+    fn take_commit(&mut self, flow: &Flow) -> Result<Commit, RuntimeError> {
         let mut changes = std::mem::take(&mut self.changes);
         changes.push(Change::PutFlow(self.rt.flow_record(flow)?));
-        Ok(self.rt.store.commit(Commit {
+        Ok(Commit {
             changes,
             audit: std::mem::take(&mut self.audit),
-        })?)
+        })
     }
 
     /// Carries out one effect; returns the event it produced, if any.

@@ -126,8 +126,8 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     };
     assert_eq!(stored(), None);
     let store = open(&pg, "a");
-    assert_eq!(store.schema_version().unwrap(), 2);
-    assert_eq!(stored(), Some(2));
+    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(stored(), Some(3));
     // A second gateway (and a restarted one) finds the schema in place.
     let again = open(&pg, "b");
     drop(again);
@@ -135,7 +135,7 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     open(&pg, "a");
     assert_eq!(
         pg.psql("SELECT string_agg(version || ' ' || name, ',') FROM resetgate_schema"),
-        "1 schema,2 audit_users"
+        "1 schema,2 audit_users,3 lock_round_trips"
     );
     assert_eq!(
         pg.psql("SELECT count(*) FROM pg_proc WHERE proname = 'resetgate_commit'"),
@@ -143,15 +143,15 @@ fn migrations_are_applied_once_and_a_newer_schema_is_refused() {
     );
 
     // A newer resetgate migrated the database: this one refuses it.
-    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (3, 'from the future')");
-    assert_eq!(stored(), Some(3));
+    pg.psql("INSERT INTO resetgate_schema (version, name) VALUES (4, 'from the future')");
+    assert_eq!(stored(), Some(4));
     let err = open_error(&spec(&pg, "a"));
     assert!(
         matches!(
             err,
             StoreError::Newer {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{err:?}"
@@ -182,10 +182,16 @@ fn a_schema_1_database_gets_its_audit_log_indexed_by_user() {
     let schema_1 = include_str!("../../gateway/src/store/postgres/0001_schema.sql");
     let function = &schema_1[schema_1.find("CREATE FUNCTION resetgate_commit(").unwrap()..];
     pg.psql(function);
-    pg.psql("DELETE FROM resetgate_schema WHERE version = 2");
+    pg.psql("DROP FUNCTION resetgate_lock(bigint, text, text)");
+    pg.psql(
+        "DROP FUNCTION resetgate_commit_unlock(smallint[], text[], text[], text[], bigint[], \
+         boolean[], bytea[], text, bigint, bytea, bigint, bytea, bigint[], integer[], bytea[], \
+         text[], bigint)",
+    );
+    pg.psql("DELETE FROM resetgate_schema WHERE version >= 2");
 
     let store = open(&pg, "a");
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), 3);
     let query = |user: &str| {
         let query = AuditQuery {
             user: Some(user.to_owned()),
@@ -281,6 +287,72 @@ fn a_store_fails_cleanly_while_the_server_is_down_and_recovers_by_itself() {
     assert!(store.flow("during").unwrap().is_none());
     drop(store.lock_user("u").unwrap());
     assert_eq!(store.audit().verify().unwrap().entries, 2);
+}
+
+/// `f` until it stops failing with `Unavailable` (the pools reconnect in
+/// the background after the server restarts), for up to a minute.
+fn once_back<T>(what: &str, mut f: impl FnMut() -> Result<T, StoreError>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match f() {
+            Ok(out) => return out,
+            Err(StoreError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_commit_under_a_user_s_lock_lost_in_a_restart_is_refused_and_writes_nothing() {
+    let mut pg = Postgres::start();
+    let a = open(&pg, "a");
+    let b = open(&pg, "b");
+    let put = |id: &str, n: usize| Commit {
+        changes: vec![Change::PutFlow(flow(id, 10))],
+        audit: vec![record("flow.answered", n)],
+    };
+    let mut held = a.lock_user("u").unwrap();
+    held.commit(put("before", 0)).unwrap().wait().unwrap();
+    // The server restarts: the session holding u's lock ends, and the lock
+    // with it, without the holder knowing.
+    pg.stop();
+    pg.start_again();
+    // Gateway a is otherwise healthy again (its pools reconnected), and
+    // gateway b now holds u's lock.
+    assert!(once_back("a reads again", || a.flow("before")).is_some());
+    let other = once_back("b locks u", || b.lock_user("u"));
+    // a's commit under its lost lock is refused, cleanly, and writes nothing:
+    // two gateways never both act for one user.
+    let err = held.commit(put("stale", 1)).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(Postgres::PASSWORD));
+    let err = held.commit_and_release(put("stale too", 2)).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(b.flow("stale").unwrap().is_none());
+    assert!(b.flow("stale too").unwrap().is_none());
+    // b's holder goes on; then a fresh lock of a's works.
+    other
+        .commit_and_release(put("b's step", 3))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut again = once_back("a locks u again", || a.lock_user("u"));
+    again.commit(put("a's step", 4)).unwrap().wait().unwrap();
+    again
+        .commit_and_release(put("a's last step", 5))
+        .unwrap()
+        .wait()
+        .unwrap();
+    for id in ["before", "b's step", "a's step", "a's last step"] {
+        assert!(a.flow(id).unwrap().is_some(), "{id}");
+    }
+    assert_eq!(a.audit().verify().unwrap().entries, 4);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
 }
 
 #[test]
@@ -727,6 +799,94 @@ impl TurnCounter {
         f();
         self.turns() - before
     }
+}
+
+/// What a request step costs: its lock with the flow and lockout history
+/// read under it is one round trip, a commit under the lock one, and its
+/// last commit, which releases the lock, one.
+#[test]
+fn a_step_is_a_round_trip_for_the_lock_and_its_reads_and_one_per_commit() {
+    let pg = Postgres::start();
+    let proxy = TurnCounter::start(pg.port());
+    let mut spec = spec(&pg, "a");
+    spec.pool = 1;
+    spec.url = format!("postgres://resetgate@127.0.0.1:{}/resetgate", proxy.port);
+    let store = PostgresStore::open(&spec).unwrap();
+    let step = |i: usize, history: u8| Commit {
+        changes: vec![
+            Change::PutFlow(flow("f", 10 + i as u64)),
+            Change::PutLockout {
+                user: "u".into(),
+                history: vec![history; 10],
+            },
+        ],
+        audit: vec![record("flow.answered", i)],
+    };
+    // A lane's first commit reads its head (one at a time, the commits
+    // take lane 0).
+    store
+        .lock_user("u")
+        .unwrap()
+        .commit_and_release(step(0, 0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    for i in 1..4u8 {
+        let mut locked = None;
+        assert_eq!(
+            proxy.count(|| locked = Some(store.lock_user_and_read("u", Some("f")).unwrap())),
+            1
+        );
+        let locked = locked.unwrap();
+        // What the previous step committed, read under the lock.
+        assert_eq!(locked.flow, Some(b"body of f".to_vec()));
+        assert_eq!(locked.lockout, Some(vec![i - 1; 10]));
+        let mut lock = locked.lock;
+        assert_eq!(
+            proxy.count(|| lock.commit(step(10, i - 1)).unwrap().wait().unwrap()),
+            1
+        );
+        assert_eq!(
+            proxy.count(|| lock
+                .commit_and_release(step(20, i))
+                .unwrap()
+                .wait()
+                .unwrap()),
+            1
+        );
+        // Released by that commit: no advisory lock is left.
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "0"
+        );
+    }
+    // A lock given up without a commit: one round trip to unlock.
+    let locked = store.lock_user_and_read("u", None).unwrap();
+    assert_eq!(locked.flow, None);
+    assert_eq!(proxy.count(|| drop(locked)), 1);
+    assert_eq!(store.audit().verify().unwrap().entries, 1 + 6);
+}
+
+/// The commit that releases a user's lock checks, in its transaction,
+/// that its session holds the lock: a session that does not (the lock lost
+/// with an earlier session of the same client) writes nothing.
+#[test]
+fn a_commit_that_releases_a_lock_its_session_does_not_hold_writes_nothing() {
+    let pg = Postgres::start();
+    let store = open(&pg, "a");
+    let call = r"SELECT resetgate_commit_unlock(ARRAY[1]::smallint[], ARRAY['f'], ARRAY['u'],
+        ARRAY['v1'], ARRAY[10]::bigint[], ARRAY[true], ARRAY['\x00'::bytea], NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, 42)";
+    let err = pg.try_psql(call).unwrap_err();
+    assert!(err.contains("does not hold the user's lock"), "{err}");
+    assert!(store.flow("f").unwrap().is_none());
+    // Holding it, the same call commits and releases it.
+    pg.psql(&format!("SELECT pg_advisory_lock(42); {call}"));
+    assert!(store.flow("f").unwrap().is_some());
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0"
+    );
 }
 
 #[test]

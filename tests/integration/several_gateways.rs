@@ -808,6 +808,37 @@ fn requests_get_a_clean_503_while_postgres_restarts_and_succeed_after() {
     audit_verifies(&c.configs[0]);
 }
 
+/// `/readyz` follows the database: 503 `store-unavailable` while
+/// PostgreSQL is down (a load balancer takes the gateway out), 200 again
+/// once it is back; `/healthz` (liveness: the process serves) stays 200.
+#[test]
+fn readyz_says_503_while_postgres_is_down_and_200_after_and_healthz_stays_200() {
+    let mut c = Cluster::start(1, |dir| reset_workflows(dir, &["alice"]), "");
+    let client = Client::new();
+    let gw = &c.gws[0];
+    assert_eq!(gw.get("/readyz"), (200, "ready\n".to_owned()));
+    c.pg.stop();
+    wait_until(
+        60,
+        "/readyz kept saying ready with the database down",
+        || client.get(gw, "/readyz", None).status == 503,
+    );
+    // Probed again (the answer is reused for a second only): still down.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = client.get(gw, "/readyz", None);
+    problem(&r, 503, "store-unavailable");
+    assert_eq!(gw.get("/healthz").0, 200);
+    c.pg.start_again();
+    wait_until(60, "/readyz did not say ready again", || {
+        gw.get("/readyz").0 == 200
+    });
+    assert_eq!(gw.get("/healthz").0, 200);
+    // And it serves.
+    let r = client.begin(gw, "api-reset", "alice");
+    assert_eq!(r.status, 201, "{}", r.raw);
+    no_panic(gw, "the gateway");
+}
+
 /// A store's every record, comparable: repository and a canonical text of
 /// each item, sorted.
 fn export_of(store: &dyn Store) -> BTreeMap<&'static str, Vec<String>> {

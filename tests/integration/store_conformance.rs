@@ -190,6 +190,7 @@ macro_rules! conformance {
                 concurrent_committers_lose_nothing_acknowledged,
                 a_user_s_lock_holds_off_that_user_only,
                 fifty_racers_under_a_user_s_lock_count_to_fifty,
+                commits_through_a_user_s_lock_keep_it_until_the_last_is_visible,
                 queues_lease_due_items_earliest_first,
                 finish_removes_and_retry_makes_due_again,
                 enqueue_replaces_and_schedule_does_not,
@@ -1489,25 +1490,98 @@ fn fifty_racers_under_a_user_s_lock_count_to_fifty(b: &dyn Backend) {
             let start = &start;
             s.spawn(move || {
                 start.wait();
-                let _lock = racer.lock_user(USER).unwrap();
+                let mut lock = racer.lock_user(USER).unwrap();
                 let count: u32 = racer
                     .lockout(USER)
                     .unwrap()
                     .map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap());
                 // Give a racer that is not held off time to read the same count.
                 std::thread::yield_now();
-                commit(
-                    &**racer,
-                    vec![Change::PutLockout {
+                let step = Commit {
+                    changes: vec![Change::PutLockout {
                         user: USER.to_owned(),
                         history: (count + 1).to_string().into_bytes(),
                     }],
-                );
+                    audit: Vec::new(),
+                };
+                // Both ways a holder commits: keeping the lock (then
+                // dropping it), or releasing it with the commit.
+                let durable = if i % 4 < 2 {
+                    lock.commit(step)
+                } else {
+                    lock.commit_and_release(step)
+                };
+                durable.unwrap().wait().unwrap();
             });
         }
     });
     assert_eq!(store.lockout(USER).unwrap(), Some(b"50".to_vec()));
     assert_eq!(peer.lockout(USER).unwrap(), Some(b"50".to_vec()));
+}
+
+/// A holder's commits go through its lock: each is applied (and visible)
+/// with the lock still held, and the last one releases it only once it is
+/// visible, so the next holder reads it whole.
+fn commits_through_a_user_s_lock_keep_it_until_the_last_is_visible(b: &dyn Backend) {
+    let store = b.open();
+    let peer = b.peer(&store);
+    let history = |n: u32| Change::PutLockout {
+        user: "alice".to_owned(),
+        history: n.to_string().into_bytes(),
+    };
+    let mut held = store.lock_user("alice").unwrap();
+    // An empty commit is nothing, and keeps the lock.
+    held.commit(Commit::default()).unwrap().wait().unwrap();
+    held.commit(Commit {
+        changes: vec![history(1)],
+        audit: vec![record("step", json!({"n": 1}))],
+    })
+    .unwrap()
+    .wait()
+    .unwrap();
+    assert_eq!(peer.lockout("alice").unwrap(), Some(b"1".to_vec()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let (peer, tx) = (&peer, tx);
+        s.spawn(move || {
+            // Read with the lock: what the holder committed last is there,
+            // whole.
+            let locked = peer.lock_user_and_read("alice", Some("f")).unwrap();
+            let seen = (
+                locked.lockout.clone(),
+                locked.flow.clone(),
+                peer.kv_get("ns", "k").unwrap(),
+            );
+            tx.send(seen).unwrap();
+            drop(locked);
+        });
+        // Still held after a commit: the peer waits.
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        held.commit_and_release(Commit {
+            changes: vec![history(2), put_kv("ns", "k", b"v"), put_flow("f", 1, b"f2")],
+            audit: vec![record("step", json!({"n": 2}))],
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+        let seen = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the peer got the lock once it was released");
+        assert_eq!(
+            seen,
+            (
+                Some(b"2".to_vec()),
+                Some(b"f2".to_vec()),
+                Some(b"v".to_vec())
+            )
+        );
+    });
+    assert_eq!(store.audit().verify().unwrap().entries, 2);
+    // Released: the holder's store takes it again at once; a flow that is
+    // not stored reads as none.
+    let locked = store.lock_user_and_read("alice", Some("none")).unwrap();
+    assert_eq!(locked.flow, None);
+    assert_eq!(locked.lockout, Some(b"2".to_vec()));
 }
 
 // --- queues ------------------------------------------------------------------

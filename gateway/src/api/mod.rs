@@ -640,11 +640,24 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
     Ok(req)
 }
 
+/// How long `/readyz` waits for the store's answer.
+const READY_WAIT: Duration = Duration::from_secs(3);
+
+/// Ready: started, with workflows, and the store answers
+/// ([`crate::store::Store::ready`]); `store-unavailable` while it does not
+/// (why is in the log: the store's pools say when they cannot connect).
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    if api.ready.load(Ordering::Acquire) && !api.runtime.workflows().is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        Problem::new(Code::Unavailable).into_response()
+    if !api.ready.load(Ordering::Acquire) || api.runtime.workflows().is_empty() {
+        return Problem::new(Code::Unavailable).into_response();
+    }
+    let store = api.runtime.store().clone();
+    let probe = tokio::task::spawn_blocking(move || store.ready());
+    match tokio::time::timeout(READY_WAIT, probe).await {
+        Ok(Ok(Ok(()))) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(Err(crate::store::StoreError::Closed))) => {
+            Problem::new(Code::Unavailable).into_response()
+        }
+        Ok(Ok(Err(_)) | Err(_)) | Err(_) => Problem::new(Code::StoreUnavailable).into_response(),
     }
 }
 

@@ -23,7 +23,12 @@
 //!   The runtime takes it before it reads what a request depends on (the
 //!   flow, the lockout history) and keeps it until the commit is applied,
 //!   so concurrent requests of one user never interleave (the lockout
-//!   count of a 50-way race stops exactly at the threshold).
+//!   count of a 50-way race stops exactly at the threshold). The holder
+//!   commits through the lock ([`UserLock::commit`]), and a commit is
+//!   applied only if the lock is still held: a lock lost under its holder
+//!   (PostgreSQL restarted, which ends the session holding it) makes its
+//!   commit fail with [`StoreError::Unavailable`], so two gateways never
+//!   both act for one user.
 //! - **Due work is claimed, not raced for.** [`Store::claim_due`] leases an
 //!   item to one caller until the lease ends; no other caller gets it
 //!   meanwhile.
@@ -472,18 +477,62 @@ pub enum StoreError {
 }
 
 /// Holds one user's requests off every other holder until dropped (see
-/// [`Store::lock_user`]).
+/// [`Store::lock_user`]). The holder's commits go through it
+/// ([`UserLock::commit`], [`UserLock::commit_and_release`]), so that a
+/// commit is applied only while the lock is still held.
 #[must_use = "the user's lock is released when this drops"]
-pub struct UserLock<'a>(#[allow(dead_code)] Box<dyn Held + 'a>);
+pub struct UserLock<'a>(Box<dyn Held + 'a>);
 
-/// Whatever a backend holds for a [`UserLock`].
-pub trait Held {}
-impl<T> Held for T {}
+/// What a backend holds for a [`UserLock`]: it applies the holder's
+/// commits, each only while the lock is still held.
+pub trait Held {
+    /// Applies `commit` as [`Store::commit`] does, if the lock is still
+    /// held; if it was lost (a database session ended under it), refuses
+    /// it with [`StoreError::Unavailable`] and writes nothing. The lock
+    /// stays held.
+    fn commit(&mut self, commit: Commit) -> Result<Durable, StoreError>;
+    /// The same, then releases the lock, not before the commit is visible
+    /// (the last commit of a request). On an error the lock is released
+    /// as well.
+    fn commit_and_release(self: Box<Self>, commit: Commit) -> Result<Durable, StoreError>;
+}
 
 impl<'a> UserLock<'a> {
     /// A lock held by `held` until it drops.
     pub fn new(held: impl Held + 'a) -> UserLock<'a> {
         UserLock(Box::new(held))
+    }
+
+    /// Applies `commit` under the lock, which stays held: refused
+    /// ([`StoreError::Unavailable`], nothing written) if the lock was lost
+    /// meanwhile. See [`Held::commit`].
+    pub fn commit(&mut self, commit: Commit) -> Result<Durable, StoreError> {
+        self.0.commit(commit)
+    }
+
+    /// Applies `commit` under the lock, then releases it (see
+    /// [`Held::commit_and_release`]).
+    pub fn commit_and_release(self, commit: Commit) -> Result<Durable, StoreError> {
+        self.0.commit_and_release(commit)
+    }
+}
+
+/// A user's lock and what was read under it ([`Store::lock_user_and_read`]).
+pub struct Locked<'a> {
+    /// The lock.
+    pub lock: UserLock<'a>,
+    /// The named flow's record body, if it is stored.
+    pub flow: Option<Vec<u8>>,
+    /// The user's lockout history.
+    pub lockout: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Locked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locked")
+            .field("flow", &self.flow.as_ref().map(Vec::len))
+            .field("lockout", &self.lockout.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
     }
 }
 
@@ -503,11 +552,36 @@ pub trait Store: Send + Sync + 'static {
     /// The version of the stored data's format (schema).
     fn schema_version(&self) -> Result<u32, StoreError>;
 
+    /// Whether the store can serve requests now: what `/readyz` reports.
+    /// Cheap enough for a load balancer's probes (a backend behind a
+    /// network reuses its last answer for a moment); blocking.
+    /// [`StoreError::Unavailable`] while the backend cannot be reached,
+    /// [`StoreError::Closed`] once closed.
+    fn ready(&self) -> Result<(), StoreError>;
+
     /// Serialises the requests of `user` (a hashed user key): returns once
     /// no other holder of the same key, in any gateway on this store, holds
     /// it; the lock is released when the result drops. Blocking; inside a
     /// request worker the wait is announced with `workers::waiting`.
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError>;
+
+    /// [`Store::lock_user`], then the flow `flow` (if named) and `user`'s
+    /// lockout history as they are once the lock is granted: what a
+    /// request reads first. A backend behind a network takes the lock and
+    /// reads in one round trip.
+    fn lock_user_and_read(&self, user: &str, flow: Option<&str>) -> Result<Locked<'_>, StoreError> {
+        let lock = self.lock_user(user)?;
+        let flow = match flow {
+            Some(id) => self.flow(id)?,
+            None => None,
+        };
+        let lockout = self.lockout(user)?;
+        Ok(Locked {
+            lock,
+            flow,
+            lockout,
+        })
+    }
 
     /// The flow `id`'s record body.
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -1,10 +1,11 @@
 //! The store on PostgreSQL, which several gateways may share.
 //!
-//! - **Connections.** Two r2d2 pools of synchronous `postgres` clients: the
-//!   *work* pool (`pool` connections) for reads and commits, and the *lock*
-//!   pool (twice as many) whose sessions hold users' advisory locks, so
-//!   that requests holding a user's lock can never take the connections
-//!   readers and committers need. TLS is rustls (ring): `disable`,
+//! - **Connections.** Three r2d2 pools of synchronous `postgres` clients:
+//!   the *work* pool (`pool` connections) for reads and for commits made
+//!   without a user's lock, the *lock* pool (twice as many) whose sessions
+//!   hold users' advisory locks and carry their holders' commits, so that
+//!   requests holding a user's lock can never take the connections readers
+//!   need, and the *health* pool (one session) for readiness probes. TLS is rustls (ring): `disable`,
 //!   `require` (encrypted, certificate not checked) or `verify-full` (the
 //!   certificate checked against `ca_file`, or the system's roots, and the
 //!   host name). The password comes from the spec's secret, never from the
@@ -34,10 +35,36 @@
 //!   a lock-pool connection, with the session's `lock_timeout` bounding
 //!   the wait; `pg_advisory_unlock` when dropped, and if that fails the
 //!   connection is discarded (its session ends, which frees the lock).
-//!   A session lost while its lock is held (the server restarted) frees
-//!   the lock without the holder knowing until its next statement on the
-//!   work pool; the holder's commit then still goes through, so during a
-//!   server restart two gateways may briefly both act for one user.
+//!   The holder's commits ([`UserLock::commit`]) are made *on the lock's
+//!   session*: a session-level advisory lock lasts exactly as long as its
+//!   session, so a commit that reaches the server through it is made under
+//!   the lock, and one whose session was lost (the server restarted, the
+//!   session was terminated: the lock is free, and another gateway may
+//!   hold it now) fails on the dead connection with
+//!   [`StoreError::Unavailable`] before anything is written. It is never
+//!   tried again on another connection. Two gateways therefore never both
+//!   commit for one user.
+//! - **Round trips of a request step** (schema 3). The lock and the reads
+//!   a request makes first under it are one statement
+//!   ([`Store::lock_user_and_read`]: `resetgate_lock` takes the advisory
+//!   lock, then reads the flow and the user's lockout history; a VOLATILE
+//!   function's statements take a new snapshot each, so the reads see the
+//!   previous holder's last commit). The last commit of a request
+//!   ([`UserLock::commit_and_release`]) is one statement too:
+//!   `resetgate_commit_unlock` commits, takes the lock again at
+//!   transaction level (at once: the session holds it) and releases the
+//!   session's hold, so the lock is held until the commit's transaction
+//!   ends, after its changes are visible, and no separate unlock is sent;
+//!   a session that does not hold the lock refuses the commit (`RG002`,
+//!   rolled back). A step is then: the flow read before the lock (to know
+//!   its user and check its token), the lock with its reads, reads of
+//!   enrollments as needed, the commit with the unlock — and the password
+//!   step's checkpoint before the directory is touched.
+//! - **Readiness.** [`Store::ready`] (`/readyz`): `SELECT 1` on the health
+//!   session, waiting at most [`PROBE_WAIT`] for it (and failing at once
+//!   while connecting is known to fail), its answer reused for
+//!   [`READY_CACHE`] so that load balancers' probes do not reach the
+//!   server more than once a second; one probe at a time.
 //! - **Audit.** One hash chain per *lane* of a gateway, named
 //!   `{node}/{lane}`, with as many lanes as work connections. A commit with
 //!   audit records takes a free lane, links its records after the lane's
@@ -65,8 +92,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::audit::{self, ChainVerifier, Head};
 use super::{
     AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, AuditSummary, ChainBreak, Change,
-    Claim, Commit, Durable, FlowRecord, Item, PgTlsMode, PostgresSpec, Queue, Store, StoreError,
-    UserLock, WorkItem,
+    Claim, Commit, Durable, FlowRecord, Held, Item, Locked, PgTlsMode, PostgresSpec, Queue, Store,
+    StoreError, UserLock, WorkItem,
 };
 use crate::secret::Secret;
 
@@ -79,10 +106,15 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "audit_users",
         include_str!("postgres/0002_audit_users.sql"),
     ),
+    (
+        3,
+        "lock_round_trips",
+        include_str!("postgres/0003_lock_round_trips.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The advisory lock (transaction-scoped) that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7267_6d69_6772_6174; // "rgmigrat"
@@ -115,14 +147,29 @@ const CAS_ATTEMPTS: usize = 8;
 const PAGE: i64 = 1000;
 /// Rows per page of a portal.
 const PAGE_ROWS: i32 = 1000;
+/// For how long a readiness probe's answer is reused.
+const READY_CACHE: Duration = Duration::from_secs(1);
+/// How long a readiness probe waits for its connection.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// The health session's statement limit (a probe's answer).
+const HEALTH_OPTIONS: &str = "-c statement_timeout=2000";
+/// A readiness probe.
+const PROBE_SQL: &str = "SELECT 1";
 /// The most bytes of a `ca_file`.
 const MAX_CA_BYTES: u64 = 1 << 20;
 
 /// A commit (see the migration's `resetgate_commit`).
 const COMMIT_SQL: &str = "SELECT resetgate_commit($1, $2, $3, $4, $5, $6, $7, \
                           $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+/// A commit that releases the user's lock (see the migration's
+/// `resetgate_commit_unlock`).
+const COMMIT_UNLOCK_SQL: &str = "SELECT resetgate_commit_unlock($1, $2, $3, $4, $5, $6, $7, \
+                                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 /// Takes a user's advisory lock.
 const LOCK_SQL: &str = "SELECT pg_advisory_lock($1)";
+/// Takes a user's advisory lock, then reads the flow and the user's lockout
+/// history (see the migration's `resetgate_lock`).
+const LOCK_READ_SQL: &str = "SELECT flow_body, lockout_history FROM resetgate_lock($1, $2, $3)";
 /// Releases it: `true` if it was held.
 const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
 
@@ -142,6 +189,16 @@ pub struct PostgresStore {
     lanes: Lanes,
     stripes: Vec<Mutex<()>>,
     latency: crate::metrics::Histogram,
+    readiness: Mutex<Readiness>,
+}
+
+/// What the readiness probes found.
+#[derive(Default)]
+struct Readiness {
+    /// When the last probe ended, and its answer (the reason if not ready).
+    last: Option<(Instant, Result<(), String>)>,
+    /// When the probe under way began.
+    probing: Option<Instant>,
 }
 
 impl Drop for PostgresStore {
@@ -162,6 +219,9 @@ impl std::fmt::Debug for PostgresStore {
 struct Pools {
     work: r2d2::Pool<Manager>,
     locks: r2d2::Pool<Manager>,
+    /// One session for readiness probes, so that they answer whether the
+    /// server can be reached, not whether the work pool is busy.
+    health: r2d2::Pool<Manager>,
 }
 
 /// How connections are made.
@@ -250,7 +310,9 @@ impl r2d2::ManageConnection for Manager {
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
         let now = self.epoch.load(Ordering::Acquire);
-        if conn.epoch < now {
+        // A client whose connection is known closed fails at once, without
+        // a round trip.
+        if conn.epoch < now || conn.client.is_closed() {
             conn.client.simple_query("")?;
             conn.epoch = now;
         }
@@ -779,13 +841,24 @@ impl PostgresStore {
         let pools = Pools {
             work: pool(WORK_OPTIONS.to_owned(), size, &[COMMIT_SQL]),
             locks: pool(
-                format!("-c lock_timeout={LOCK_WAIT_MS} -c statement_timeout=0"),
+                format!(
+                    "-c lock_timeout={LOCK_WAIT_MS} -c statement_timeout=30000 \
+                     -c idle_in_transaction_session_timeout=60000"
+                ),
                 size.saturating_mul(2),
-                &[LOCK_SQL, UNLOCK_SQL],
+                &[
+                    LOCK_SQL,
+                    LOCK_READ_SQL,
+                    UNLOCK_SQL,
+                    COMMIT_SQL,
+                    COMMIT_UNLOCK_SQL,
+                ],
             ),
+            health: pool(HEALTH_OPTIONS.to_owned(), 1, &[PROBE_SQL]),
         };
-        // Taken from the end: lane 0 first, so a quiet gateway uses one chain.
-        let lanes = (0..size)
+        // One lane per connection that may commit (work and lock sessions),
+        // taken from the end: lane 0 first, so a quiet gateway uses one chain.
+        let lanes = (0..size.saturating_mul(3))
             .rev()
             .map(|i| Lane {
                 chain: format!("{node}/{i}"),
@@ -804,6 +877,7 @@ impl PostgresStore {
             },
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             latency: crate::metrics::Histogram::default(),
+            readiness: Mutex::new(Readiness::default()),
         })
     }
 
@@ -903,6 +977,152 @@ impl PostgresStore {
         })
     }
 
+    /// One readiness probe: `SELECT 1` on the health session (made again
+    /// once if it was lost, so a restart the probes did not see is not
+    /// reported); the reason if it failed.
+    fn probe(&self, pools: &Pools) -> Result<(), String> {
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let failed_at = *lock(&self.failed_at);
+            let conn = if failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+                pools
+                    .health
+                    .try_get()
+                    .ok_or_else(|| "the last attempt to connect failed".to_owned())
+            } else {
+                pools
+                    .health
+                    .get_timeout(PROBE_WAIT)
+                    .map_err(|e| format!("no connection: {e}"))
+            };
+            let mut conn = conn.map_err(|reason| {
+                scrub(
+                    &format!("postgres at {} cannot be reached: {reason}", self.location),
+                    self.password.as_ref(),
+                )
+            })?;
+            match conn.query_opt(PROBE_SQL, &[]) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let lost = connection_lost(&e);
+                    if lost {
+                        conn.broken = true;
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                    }
+                    if !lost || tries == 0 {
+                        return Err(scrub(
+                            &format!(
+                                "postgres at {} does not answer: {}",
+                                self.location,
+                                describe(&e)
+                            ),
+                            self.password.as_ref(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `user`'s lock: the in-process stripe, then the advisory lock
+    /// on a lock session, with `read` (a flow, if any, and the user's
+    /// lockout history) read in the same statement after it is granted.
+    fn take_lock(&self, user: &str, read: Option<Option<&str>>) -> Result<Locked<'_>, StoreError> {
+        let pools = self.pools()?;
+        let key = user_key(user);
+        let i = usize::try_from(key.unsigned_abs() % STRIPES as u64).unwrap_or(0);
+        let Some(stripe) = self.stripes.get(i) else {
+            return Err(StoreError::Closed);
+        };
+        let guard = match stripe.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        };
+        let (conn, flow, lockout) = blocking(|| {
+            let mut conn = self.checkout(&pools.locks)?;
+            let locked = crate::workers::waiting(|| match read {
+                None => conn.query_opt(LOCK_SQL, &[&key]).map(|_| (None, None)),
+                Some(flow) => conn
+                    .query_opt(LOCK_READ_SQL, &[&key, &flow, &user])
+                    .map(|row| row.map_or((None, None), |r| (r.get(0), r.get(1)))),
+            });
+            match locked {
+                Ok((flow, lockout)) => Ok((conn, flow, lockout)),
+                Err(e) => {
+                    let not_granted = e.code().is_some_and(|c| c.code() == "55P03");
+                    if connection_lost(&e) {
+                        conn.broken = true;
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
+                    } else if read.is_some() && !not_granted {
+                        // The lock may be held and the reads failed: ending
+                        // the session frees it.
+                        conn.broken = true;
+                    }
+                    if not_granted {
+                        return Err(StoreError::Unavailable {
+                            reason: format!(
+                                "a user's lock was not granted within {} s (another \
+                                 gateway's request holds it)",
+                                LOCK_WAIT_MS / 1000
+                            ),
+                        });
+                    }
+                    Err(self.error("lock", "users", &e))
+                }
+            }
+        })?;
+        Ok(Locked {
+            lock: UserLock::new(HeldLock {
+                store: self,
+                conn: Some(conn),
+                key,
+                releasing: false,
+                _stripe: guard,
+            }),
+            flow,
+            lockout,
+        })
+    }
+
+    /// Applies `commit` on `conn`, the session that holds a user's lock:
+    /// never tried again elsewhere (a lost session means a lost lock).
+    fn commit_held(
+        &self,
+        conn: &mut r2d2::PooledConnection<Manager>,
+        commit: Commit,
+        release: Option<i64>,
+    ) -> Result<Durable, StoreError> {
+        self.pools()?;
+        if commit.is_empty() {
+            return Ok(Durable::ready());
+        }
+        let started = Instant::now();
+        let mut groups = prepare_groups(&commit.audit)?;
+        let ops = Ops::of(commit.changes);
+        let done = blocking(|| {
+            crate::workers::waiting(|| self.commit_on(&mut *conn, &ops, &mut groups, release))
+        });
+        match done {
+            Ok(()) => {
+                self.latency.observe(started.elapsed());
+                Ok(Durable::ready())
+            }
+            Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Pg(e)) => {
+                if connection_lost(&e) {
+                    // The session, and with it the user's lock, is gone.
+                    conn.broken = true;
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(self.error("commit", "store", &e))
+            }
+        }
+    }
+
     /// One row's first column, read with `sql`.
     fn read_bytes(
         &self,
@@ -916,16 +1136,32 @@ impl PostgresStore {
     }
 
     /// Appends `groups` (already prepared) to a lane's chain along with
-    /// `changes`: the one statement of a commit.
-    fn commit_on(&self, conn: &mut Conn, ops: &Ops, groups: &mut [Group]) -> Result<(), Failure> {
-        const SQL: &str = COMMIT_SQL;
+    /// `changes`: the one statement of a commit. With `release`, the
+    /// statement also releases that user's lock, held by `conn`'s session.
+    fn commit_on(
+        &self,
+        conn: &mut Conn,
+        ops: &Ops,
+        groups: &mut [Group],
+        release: Option<i64>,
+    ) -> Result<(), Failure> {
+        let sql = if release.is_some() {
+            COMMIT_UNLOCK_SQL
+        } else {
+            COMMIT_SQL
+        };
+        let release = release.as_ref();
         if groups.is_empty() {
-            conn.query(SQL, &ops.without_audit())?;
+            let mut params = ops.without_audit().to_vec();
+            if let Some(key) = release {
+                params.push(key);
+            }
+            conn.query(sql, &params)?;
             return Ok(());
         }
         let mut lane = self.lanes.take();
         let chain = lane.chain();
-        let statement = conn.statement(SQL)?;
+        let statement = conn.statement(sql)?;
         // The fast path: one statement after the head this lane last wrote.
         if let Some(old) = lane.head() {
             let (head, seqs) = link_groups(groups, old)?;
@@ -937,7 +1173,8 @@ impl PostgresStore {
                 old,
                 head,
                 &seqs,
-                groups
+                groups,
+                release
             );
             lane.set_head(None);
             match result {
@@ -966,7 +1203,8 @@ impl PostgresStore {
                 old,
                 head,
                 &seqs,
-                groups
+                groups,
+                release
             );
             match result {
                 Ok(_) => {
@@ -1004,9 +1242,10 @@ fn link_groups(groups: &mut [Group], old: Head) -> Result<(Head, Vec<i64>), Fail
 }
 
 /// Calls the commit function with `$call`, appending `$groups` (linked by
-/// [`link_groups`] from `$old` to `$head`) to `$chain`.
+/// [`link_groups`] from `$old` to `$head`) to `$chain`, and releasing the
+/// user's lock `$release` if given.
 macro_rules! call_commit {
-    ($call:expr, $statement:expr, $ops:expr, $chain:expr, $old:expr, $head:expr, $seqs:expr, $groups:expr) => {{
+    ($call:expr, $statement:expr, $ops:expr, $chain:expr, $old:expr, $head:expr, $seqs:expr, $groups:expr, $release:expr) => {{
         let counts: Vec<i32> = $groups.iter().map(|g| g.count).collect();
         let bytes: Vec<&[u8]> = $groups.iter().map(|g| g.bytes.as_slice()).collect();
         let users: Vec<&str> = $groups.iter().map(|g| g.users.as_str()).collect();
@@ -1014,27 +1253,30 @@ macro_rules! call_commit {
         let new_seq = i64::try_from($head.next_seq).unwrap_or(i64::MAX);
         let chain: &str = $chain;
         let seqs: &[i64] = $seqs;
-        $call(
-            $statement,
-            &[
-                &$ops.kinds,
-                &$ops.a,
-                &$ops.b,
-                &$ops.c,
-                &$ops.n,
-                &$ops.f,
-                &$ops.d,
-                &chain,
-                &expect_seq,
-                &$old.hash_bytes(),
-                &new_seq,
-                &$head.hash_bytes(),
-                &seqs,
-                &counts,
-                &bytes,
-                &users,
-            ],
-        )
+        let release: Option<&i64> = $release;
+        let (old_hash, new_hash) = ($old.hash_bytes(), $head.hash_bytes());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &$ops.kinds,
+            &$ops.a,
+            &$ops.b,
+            &$ops.c,
+            &$ops.n,
+            &$ops.f,
+            &$ops.d,
+            &chain,
+            &expect_seq,
+            &old_hash,
+            &new_seq,
+            &new_hash,
+            &seqs,
+            &counts,
+            &bytes,
+            &users,
+        ];
+        if let Some(key) = release {
+            params.push(key);
+        }
+        $call($statement, &params)
     }};
 }
 use call_commit;
@@ -1244,8 +1486,9 @@ struct Lane {
 }
 
 impl Lanes {
-    /// A free lane. There are as many lanes as work connections, and a
-    /// commit takes its lane after its connection, so one is free.
+    /// A free lane. There are as many lanes as connections (work and
+    /// lock sessions), and a commit takes its lane after its connection,
+    /// so one is free.
     fn take(&self) -> LaneGuard<'_> {
         let mut free = lock(&self.free);
         loop {
@@ -1297,10 +1540,17 @@ impl Drop for LaneGuard<'_> {
 }
 
 /// A user's lock: the advisory lock's session and the in-process stripe.
+/// The holder's commits are made on that session, so a commit is applied
+/// only while the lock is held: the session is the lock, and a session
+/// lost (the server restarted) fails the commit with
+/// [`StoreError::Unavailable`] before anything is written.
 struct HeldLock<'a> {
     store: &'a PostgresStore,
     conn: Option<r2d2::PooledConnection<Manager>>,
     key: i64,
+    /// A commit that releases the lock was tried, so the lock may be
+    /// released already.
+    releasing: bool,
     _stripe: MutexGuard<'a, ()>,
 }
 
@@ -1309,7 +1559,12 @@ impl Drop for HeldLock<'_> {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        let key = self.key;
+        if conn.broken {
+            // Lost with its session (a failed commit said so): closed.
+            blocking(move || drop(conn));
+            return;
+        }
+        let (key, releasing) = (self.key, self.releasing);
         // The connection goes back (or, broken, is closed) off any async
         // runtime: closing a client blocks.
         let unlocked = blocking(move || {
@@ -1318,6 +1573,9 @@ impl Drop for HeldLock<'_> {
                 .map(|row| row.is_some_and(|r| r.get::<_, bool>(0)));
             match done {
                 Ok(true) => true,
+                // A failed commit that releases the lock may have released
+                // it (its transaction failed after the release).
+                Ok(false) if releasing => true,
                 _ => {
                     // Ending the session frees the lock.
                     conn.broken = true;
@@ -1332,6 +1590,39 @@ impl Drop for HeldLock<'_> {
                 "unlocking a user's advisory lock failed; its session is closed instead"
             );
         }
+    }
+}
+
+impl Held for HeldLock<'_> {
+    fn commit(&mut self, commit: Commit) -> Result<Durable, StoreError> {
+        let store = self.store;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Unavailable {
+                reason: "the user's lock was lost".to_owned(),
+            });
+        };
+        store.commit_held(conn, commit, None)
+    }
+
+    /// One statement: the commit, and the lock released by it (held by
+    /// the commit's transaction until it ends); an empty commit just
+    /// unlocks (when dropped).
+    fn commit_and_release(mut self: Box<Self>, commit: Commit) -> Result<Durable, StoreError> {
+        if commit.is_empty() {
+            self.store.pools()?;
+            return Ok(Durable::ready());
+        }
+        let (store, key) = (self.store, self.key);
+        self.releasing = true;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Unavailable {
+                reason: "the user's lock was lost".to_owned(),
+            });
+        };
+        let durable = store.commit_held(conn, commit, Some(key))?;
+        // Released: the session goes back to the pool as it is.
+        drop(self.conn.take());
+        Ok(durable)
     }
 }
 
@@ -1352,49 +1643,48 @@ impl Store for PostgresStore {
         })
     }
 
-    fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
+    /// A probe's answer, reused for [`READY_CACHE`]; one probe at a time
+    /// (callers meanwhile get the last answer, or none if the probe under
+    /// way takes longer than it may).
+    fn ready(&self) -> Result<(), StoreError> {
         let pools = self.pools()?;
-        let key = user_key(user);
-        let i = usize::try_from(key.unsigned_abs() % STRIPES as u64).unwrap_or(0);
-        let Some(stripe) = self.stripes.get(i) else {
-            return Err(StoreError::Closed);
-        };
-        let guard = match stripe.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
+        let unavailable = |reason: String| StoreError::Unavailable { reason };
+        {
+            let mut readiness = lock(&self.readiness);
+            if let Some((at, answer)) = &readiness.last
+                && at.elapsed() < READY_CACHE
+            {
+                return answer.clone().map_err(unavailable);
             }
-        };
-        let conn = blocking(|| {
-            let mut conn = self.checkout(&pools.locks)?;
-            let locked = crate::workers::waiting(|| conn.query_opt(LOCK_SQL, &[&key]));
-            match locked {
-                Ok(_) => Ok(conn),
-                Err(e) => {
-                    if connection_lost(&e) {
-                        conn.broken = true;
-                        self.epoch.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if e.code().is_some_and(|c| c.code() == "55P03") {
-                        return Err(StoreError::Unavailable {
-                            reason: format!(
-                                "a user's lock was not granted within {} s (another \
-                                 gateway's request holds it)",
-                                LOCK_WAIT_MS / 1000
-                            ),
-                        });
-                    }
-                    Err(self.error("lock", "users", &e))
+            if let Some(began) = readiness.probing {
+                if began.elapsed() > PROBE_WAIT * 2 {
+                    return Err(unavailable(format!(
+                        "postgres at {} has not answered a probe for {} s",
+                        self.location,
+                        began.elapsed().as_secs()
+                    )));
                 }
+                return match &readiness.last {
+                    Some((_, answer)) => answer.clone().map_err(unavailable),
+                    None => Err(unavailable("the first probe is under way".to_owned())),
+                };
             }
-        })?;
-        Ok(UserLock::new(HeldLock {
-            store: self,
-            conn: Some(conn),
-            key,
-            _stripe: guard,
-        }))
+            readiness.probing = Some(Instant::now());
+        }
+        let answer = blocking(|| self.probe(&pools));
+        let mut readiness = lock(&self.readiness);
+        readiness.probing = None;
+        readiness.last = Some((Instant::now(), answer.clone()));
+        answer.map_err(unavailable)
+    }
+
+    fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
+        Ok(self.take_lock(user, None)?.lock)
+    }
+
+    /// One statement: the lock, then the reads (`resetgate_lock`).
+    fn lock_user_and_read(&self, user: &str, flow: Option<&str>) -> Result<Locked<'_>, StoreError> {
+        self.take_lock(user, Some(flow))
     }
 
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1502,7 +1792,7 @@ impl Store for PostgresStore {
         let mut groups = prepare_groups(&commit.audit)?;
         let ops = Ops::of(commit.changes);
         self.with_work("commit", "store", false, |conn| {
-            self.commit_on(conn, &ops, &mut groups)
+            self.commit_on(conn, &ops, &mut groups, None)
         })?;
         self.latency.observe(started.elapsed());
         Ok(Durable::ready())

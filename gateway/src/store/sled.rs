@@ -73,7 +73,7 @@ use std::task::{Context, Poll, Waker};
 use super::audit::{self, ChainVerifier, Head, LOCAL_CHAIN};
 use super::{
     AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, AuditSummary, Change, Claim, Commit,
-    Durable, FlowRecord, Item, Pending, Queue, Store, StoreError, UserLock, WorkItem,
+    Durable, FlowRecord, Held, Item, Pending, Queue, Store, StoreError, UserLock, WorkItem,
 };
 
 /// The sled tree that holds the audit log.
@@ -1736,6 +1736,24 @@ impl SledStore {
     }
 }
 
+/// A user's lock: an in-process stripe (one process owns a sled store, so
+/// it cannot be lost while held). Commits go to the store as they are.
+struct SledLock<'a> {
+    store: &'a SledStore,
+    _stripe: MutexGuard<'a, ()>,
+}
+
+impl Held for SledLock<'_> {
+    fn commit(&mut self, commit: Commit) -> Result<Durable, StoreError> {
+        self.store.commit(commit)
+    }
+
+    fn commit_and_release(self: Box<Self>, commit: Commit) -> Result<Durable, StoreError> {
+        // Visible when `commit` returns; the stripe is released after it.
+        self.store.commit(commit)
+    }
+}
+
 impl Store for SledStore {
     fn backend(&self) -> &'static str {
         "sled"
@@ -1750,6 +1768,11 @@ impl Store for SledStore {
             .raw_get(Tree::Meta, b"schema")?
             .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
             .map_or(1, u32::from_be_bytes))
+    }
+
+    /// Always, until closed: the store is in this process.
+    fn ready(&self) -> Result<(), StoreError> {
+        self.check_open()
     }
 
     fn lock_user(&self, user: &str) -> Result<UserLock<'_>, StoreError> {
@@ -1768,7 +1791,10 @@ impl Store for SledStore {
                 crate::workers::waiting(|| stripe.lock().unwrap_or_else(PoisonError::into_inner))
             }
         };
-        Ok(UserLock::new(guard))
+        Ok(UserLock::new(SledLock {
+            store: self,
+            _stripe: guard,
+        }))
     }
 
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
