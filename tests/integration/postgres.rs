@@ -801,17 +801,23 @@ impl TurnCounter {
     }
 }
 
+/// A store of one connection on `pg` through a [`TurnCounter`].
+fn counted_store(pg: &Postgres) -> (TurnCounter, PostgresStore) {
+    let proxy = TurnCounter::start(pg.port());
+    let mut spec = spec(pg, "a");
+    spec.pool = 1;
+    spec.url = format!("postgres://resetgate@127.0.0.1:{}/resetgate", proxy.port);
+    let store = PostgresStore::open(&spec).unwrap();
+    (proxy, store)
+}
+
 /// What a request step costs: its lock with the flow and lockout history
 /// read under it is one round trip, a commit under the lock one, and its
 /// last commit, which releases the lock, one.
 #[test]
 fn a_step_is_a_round_trip_for_the_lock_and_its_reads_and_one_per_commit() {
     let pg = Postgres::start();
-    let proxy = TurnCounter::start(pg.port());
-    let mut spec = spec(&pg, "a");
-    spec.pool = 1;
-    spec.url = format!("postgres://resetgate@127.0.0.1:{}/resetgate", proxy.port);
-    let store = PostgresStore::open(&spec).unwrap();
+    let (proxy, store) = counted_store(&pg);
     let step = |i: usize, history: u8| Commit {
         changes: vec![
             Change::PutFlow(flow("f", 10 + i as u64)),
@@ -892,11 +898,7 @@ fn a_commit_that_releases_a_lock_its_session_does_not_hold_writes_nothing() {
 #[test]
 fn a_commit_is_one_round_trip_and_a_users_lock_two() {
     let pg = Postgres::start();
-    let proxy = TurnCounter::start(pg.port());
-    let mut spec = spec(&pg, "a");
-    spec.pool = 1;
-    spec.url = format!("postgres://resetgate@127.0.0.1:{}/resetgate", proxy.port);
-    let store = PostgresStore::open(&spec).unwrap();
+    let (proxy, store) = counted_store(&pg);
     let step = |i: usize| Commit {
         changes: vec![
             Change::PutFlow(flow(&format!("f{i}"), 10)),
