@@ -5,8 +5,9 @@
 //! LDAP connections and HTTP origins set up again) and every workflow file.
 //!
 //! The config file is taken whole or not at all: with an error (the
-//! diagnostics of `resetgate check --config`), or with capabilities that
-//! cannot be set up, the config loaded before stays in force. Taken, its
+//! diagnostics of `resetgate check --config`), or with capabilities or
+//! TLS files that cannot be set up (both are read and checked before any
+//! part is applied), the config loaded before stays in force. Taken, its
 //! API keys, operators and roles, body and rate limits, page branding,
 //! capabilities, TLS files and folders apply at once (a request sees the
 //! old key set or the new one, never a mix); the settings only a restart
@@ -187,49 +188,85 @@ impl Reloader {
             candidate = next;
             report.config = Some(outcome);
         }
-        // A secret that cannot be read keeps the old set (and refuses a
-        // new config, whose parts go together).
-        let for_caps = candidate.as_deref().unwrap_or(&running);
-        match Capabilities::from_config(for_caps, self.host.capabilities().kv.clone()) {
-            Ok(caps) => {
-                self.host.set_capabilities(Arc::new(caps));
-                tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
-            }
-            Err(e) => {
-                tracing::error!("capabilities reload refused, the ones loaded before stay: {e}");
-                report.capabilities_error = Some(e.to_string());
-                if let (Some(_), Some(outcome)) = (candidate.take(), report.config.as_mut()) {
-                    outcome.applied = false;
-                    tracing::error!(
-                        file = %outcome.file.display(),
-                        "gateway config reload refused: its capabilities cannot be set up; the config loaded before stays in force"
-                    );
+        // A new config goes in whole or not at all: its capabilities
+        // (secrets, LDAP connections, HTTP origins) and its TLS files are
+        // read and checked before any part of it is applied.
+        let tls_settings = |config: &GatewayConfig, tls: &Tls| {
+            // A config without `tls:` while serving HTTPS waits for a
+            // restart: the files served now are read again.
+            config.tls.clone().unwrap_or_else(|| tls.settings())
+        };
+        if let Some(next) = candidate.take() {
+            let caps = Capabilities::from_config(&next, self.host.capabilities().kv.clone());
+            let tls = self
+                .tls
+                .as_ref()
+                .map(|tls| Tls::prepare(&tls_settings(&next, tls)))
+                .transpose();
+            match (caps, tls) {
+                (Ok(caps), Ok(tls)) => {
+                    self.host.set_capabilities(Arc::new(caps));
+                    tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
+                    self.apply_config(&next);
+                    if let (Some(serving), Some(prepared)) = (&self.tls, tls) {
+                        log_certificate(&serving.install(prepared));
+                    }
+                    candidate = Some(next);
+                }
+                (caps, tls) => {
+                    let why = match (&caps, &tls) {
+                        (Err(e), _) => {
+                            report.capabilities_error = Some(e.to_string());
+                            "its capabilities cannot be set up"
+                        }
+                        (_, Err(e)) => {
+                            report.tls_error = Some(e.to_string());
+                            "its TLS files cannot be loaded"
+                        }
+                        _ => "",
+                    };
+                    if let Some(outcome) = report.config.as_mut() {
+                        outcome.applied = false;
+                        // Nothing of a refused file waits for a restart.
+                        outcome.needs_restart.clear();
+                        tracing::error!(
+                            file = %outcome.file.display(),
+                            "gateway config reload refused: {why}; the config loaded before stays in force"
+                        );
+                    }
                 }
             }
         }
         let config = match candidate {
-            Some(next) => {
-                self.apply_config(&next);
-                next
+            Some(next) => next,
+            None => {
+                // The running config's secrets and TLS files, read again.
+                match Capabilities::from_config(&running, self.host.capabilities().kv.clone()) {
+                    Ok(caps) => {
+                        self.host.set_capabilities(Arc::new(caps));
+                        tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "capabilities reload refused, the ones loaded before stay: {e}"
+                        );
+                        report.capabilities_error.get_or_insert(e.to_string());
+                    }
+                }
+                if let Some(tls) = &self.tls {
+                    match tls.reload_with(&tls_settings(&running, tls)) {
+                        Ok(cert) => log_certificate(&cert),
+                        Err(e) => {
+                            tracing::error!(
+                                "TLS reload refused: {e}; the certificate loaded before keeps serving"
+                            );
+                            report.tls_error.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+                running
             }
-            None => running,
         };
-        if let Some(tls) = &self.tls {
-            // A config without `tls:` while serving HTTPS waits for a
-            // restart: the files served now are read again.
-            let settings = config.tls.clone().unwrap_or_else(|| tls.settings());
-            match tls.reload_with(&settings) {
-                Ok(cert) => {
-                    tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate")
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "TLS reload refused: {e}; the certificate loaded before keeps serving"
-                    );
-                    report.tls_error = Some(e.to_string());
-                }
-            }
-        }
         let (mut workflows, broken, diagnostics) = load_workflows(&self.host, &config);
         let kept: Vec<Arc<Workflow>> = self
             .runtime
@@ -344,4 +381,9 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Logs the certificate a reload put in force.
+fn log_certificate(cert: &crate::listen::CertSummary) {
+    tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate");
 }

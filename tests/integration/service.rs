@@ -70,10 +70,15 @@ fn systemd_analyze_verify_accepts_the_unit_without_a_warning() {
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
-    assert!(
-        report.contains("Overall exposure level for resetgate.service: 1."),
-        "{report}"
-    );
+    let exposure: f64 = report
+        .split("Overall exposure level for resetgate.service: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    // Other systemd versions weigh settings a little differently: below 2
+    // is what the unit's hardening is for ("OK" starts below 5).
+    assert!(exposure < 2.0, "exposure {exposure}:\n{report}");
 }
 
 #[test]

@@ -268,6 +268,13 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken() {
         logs.contains("the certificate loaded before keeps serving"),
         "{logs}"
     );
+    // The config file goes in whole or not at all: with its TLS files
+    // broken, none of it is applied.
+    let logs = gw.wait_for_log("gateway config reload refused: its TLS files cannot be loaded");
+    assert!(
+        logs.contains("the config loaded before stays in force"),
+        "{logs}"
+    );
     assert_eq!(
         pki.probe(gw.addr, None, None).unwrap().server_cert_sha256,
         second

@@ -106,6 +106,13 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+/// TLS files read and checked by [`Tls::prepare`], not yet served.
+pub struct PreparedTls {
+    settings: TlsSettings,
+    config: Arc<ServerConfig>,
+    summary: CertSummary,
+}
+
 impl Tls {
     /// Reads the certificate, key and client CA named by `settings`.
     pub fn load(settings: TlsSettings) -> Result<Tls, TlsError> {
@@ -126,14 +133,35 @@ impl Tls {
     /// others, or another client CA) and serves them from now on. On error
     /// nothing changes: the settings and configuration loaded before stay.
     pub fn reload_with(&self, settings: &TlsSettings) -> Result<CertSummary, TlsError> {
+        let prepared = Tls::prepare(settings)?;
+        Ok(self.install(prepared))
+    }
+
+    /// Reads the files `settings` names, without serving them yet (a
+    /// reload checks every part of a new config before it applies any).
+    pub fn prepare(settings: &TlsSettings) -> Result<PreparedTls, TlsError> {
         let (config, summary) = build(settings)?;
+        Ok(PreparedTls {
+            settings: settings.clone(),
+            config,
+            summary,
+        })
+    }
+
+    /// Serves what [`Tls::prepare`] read from now on.
+    pub fn install(&self, prepared: PreparedTls) -> CertSummary {
+        let PreparedTls {
+            settings,
+            config,
+            summary,
+        } = prepared;
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         *self
             .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = settings.clone();
+            .unwrap_or_else(PoisonError::into_inner) = settings;
         *current = (config, summary.clone());
-        Ok(summary)
+        summary
     }
 
     /// The settings in force.

@@ -43,7 +43,10 @@
 //!   hold it now) fails on the dead connection with
 //!   [`StoreError::Unavailable`] before anything is written. It is never
 //!   tried again on another connection. Two gateways therefore never both
-//!   commit for one user.
+//!   commit for one user. (A connection lost *after* the server committed
+//!   but before its answer arrived also gives `Unavailable`: that commit
+//!   did take effect, and was not acknowledged; it is the one case where a
+//!   503 may hide a step that happened.)
 //! - **Round trips of a request step** (schema 3). The lock and the reads
 //!   a request makes first under it are one statement
 //!   ([`Store::lock_user_and_read`]: `resetgate_lock` takes the advisory
