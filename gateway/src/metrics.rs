@@ -162,6 +162,12 @@ pub fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Writes a metric without labels: its header and its one sample.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Writes the `# HELP` and `# TYPE` lines of a metric.
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -317,27 +323,19 @@ impl Reloads {
     /// Writes `resetgate_reload_success`,
     /// `resetgate_reload_timestamp_seconds` and `resetgate_reloads_total`.
     pub fn render(&self, out: &mut String) {
-        header(
+        sample(
             out,
             "resetgate_reload_success",
             "gauge",
             "1 if the last load of the configuration (start, SIGHUP or admin reload) took every file (gateway config, TLS, workflows), 0 if it refused one and kept what was loaded before.",
+            self.success.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "resetgate_reload_success {}",
-            self.success.load(Ordering::Relaxed)
-        );
-        header(
+        sample(
             out,
             "resetgate_reload_timestamp_seconds",
             "gauge",
             "When the configuration was last loaded (start or SIGHUP), in seconds since the Unix epoch.",
-        );
-        let _ = writeln!(
-            out,
-            "resetgate_reload_timestamp_seconds {}",
-            self.last_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            self.last_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         );
         header(
             out,
@@ -352,16 +350,12 @@ impl Reloads {
                 n.load(Ordering::Relaxed)
             );
         }
-        header(
+        sample(
             out,
             "resetgate_reload_restart_needed",
             "gauge",
             "Settings the config file changes that only a restart applies (listen, store, data_dir, ...), as of the last reload; 0 when the running gateway is as its file says.",
-        );
-        let _ = writeln!(
-            out,
-            "resetgate_reload_restart_needed {}",
-            self.restart_needed.load(Ordering::Relaxed)
+            self.restart_needed.load(Ordering::Relaxed),
         );
     }
 }
@@ -387,8 +381,7 @@ pub fn render_process(out: &mut String) {
     };
     let mut gauge = |name: &str, kind: &str, help: &str, value: Option<f64>| {
         if let Some(v) = value {
-            header(out, name, kind, help);
-            let _ = writeln!(out, "{name} {v}");
+            sample(out, name, kind, help, v);
         }
     };
     gauge(

@@ -188,82 +188,10 @@ impl Reloader {
             candidate = next;
             report.config = Some(outcome);
         }
-        // A new config goes in whole or not at all: its capabilities
-        // (secrets, LDAP connections, HTTP origins) and its TLS files are
-        // read and checked before any part of it is applied.
-        let tls_settings = |config: &GatewayConfig, tls: &Tls| {
-            // A config without `tls:` while serving HTTPS waits for a
-            // restart: the files served now are read again.
-            config.tls.clone().unwrap_or_else(|| tls.settings())
-        };
-        if let Some(next) = candidate.take() {
-            let caps = Capabilities::from_config(&next, self.host.capabilities().kv.clone());
-            let tls = self
-                .tls
-                .as_ref()
-                .map(|tls| Tls::prepare(&tls_settings(&next, tls)))
-                .transpose();
-            match (caps, tls) {
-                (Ok(caps), Ok(tls)) => {
-                    self.host.set_capabilities(Arc::new(caps));
-                    tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
-                    self.apply_config(&next);
-                    if let (Some(serving), Some(prepared)) = (&self.tls, tls) {
-                        log_certificate(&serving.install(prepared));
-                    }
-                    candidate = Some(next);
-                }
-                (caps, tls) => {
-                    let why = match (&caps, &tls) {
-                        (Err(e), _) => {
-                            report.capabilities_error = Some(e.to_string());
-                            "its capabilities cannot be set up"
-                        }
-                        (_, Err(e)) => {
-                            report.tls_error = Some(e.to_string());
-                            "its TLS files cannot be loaded"
-                        }
-                        _ => "",
-                    };
-                    if let Some(outcome) = report.config.as_mut() {
-                        outcome.applied = false;
-                        // Nothing of a refused file waits for a restart.
-                        outcome.needs_restart.clear();
-                        tracing::error!(
-                            file = %outcome.file.display(),
-                            "gateway config reload refused: {why}; the config loaded before stays in force"
-                        );
-                    }
-                }
-            }
-        }
-        let config = match candidate {
+        let config = match candidate.and_then(|next| self.put_in_force(next, &mut report)) {
             Some(next) => next,
             None => {
-                // The running config's secrets and TLS files, read again.
-                match Capabilities::from_config(&running, self.host.capabilities().kv.clone()) {
-                    Ok(caps) => {
-                        self.host.set_capabilities(Arc::new(caps));
-                        tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            "capabilities reload refused, the ones loaded before stay: {e}"
-                        );
-                        report.capabilities_error.get_or_insert(e.to_string());
-                    }
-                }
-                if let Some(tls) = &self.tls {
-                    match tls.reload_with(&tls_settings(&running, tls)) {
-                        Ok(cert) => log_certificate(&cert),
-                        Err(e) => {
-                            tracing::error!(
-                                "TLS reload refused: {e}; the certificate loaded before keeps serving"
-                            );
-                            report.tls_error.get_or_insert(e.to_string());
-                        }
-                    }
-                }
+                self.read_running_again(&running, &mut report);
                 running
             }
         };
@@ -301,6 +229,78 @@ impl Reloader {
         crate::metrics::RELOADS.record(report.accepted(), now_ms());
         crate::metrics::RELOADS.restart_needed(waiting);
         report
+    }
+
+    /// Puts the new config `next` in force, whole or not at all: its
+    /// capabilities (secrets, LDAP connections, HTTP origins) and its TLS
+    /// files are read and checked before any part of it is applied.
+    /// `None` (and the refusal in `report`) if either cannot be set up.
+    fn put_in_force(
+        &self,
+        next: Arc<GatewayConfig>,
+        report: &mut ReloadReport,
+    ) -> Option<Arc<GatewayConfig>> {
+        let caps = Capabilities::from_config(&next, self.host.capabilities().kv.clone());
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|tls| Tls::prepare(&tls_settings(&next, tls)))
+            .transpose();
+        let why = match (caps, tls) {
+            (Ok(caps), Ok(tls)) => {
+                self.host.set_capabilities(Arc::new(caps));
+                tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
+                self.apply_config(&next);
+                if let (Some(serving), Some(prepared)) = (&self.tls, tls) {
+                    log_certificate(&serving.install(prepared));
+                }
+                return Some(next);
+            }
+            (Err(e), _) => {
+                report.capabilities_error = Some(e.to_string());
+                "its capabilities cannot be set up"
+            }
+            (_, Err(e)) => {
+                report.tls_error = Some(e.to_string());
+                "its TLS files cannot be loaded"
+            }
+        };
+        if let Some(outcome) = report.config.as_mut() {
+            outcome.applied = false;
+            // Nothing of a refused file waits for a restart.
+            outcome.needs_restart.clear();
+            tracing::error!(
+                file = %outcome.file.display(),
+                "gateway config reload refused: {why}; the config loaded before stays in force"
+            );
+        }
+        None
+    }
+
+    /// Reads the running config's secrets and TLS files again; what cannot
+    /// be read keeps what was loaded before.
+    fn read_running_again(&self, running: &GatewayConfig, report: &mut ReloadReport) {
+        match Capabilities::from_config(running, self.host.capabilities().kv.clone()) {
+            Ok(caps) => {
+                self.host.set_capabilities(Arc::new(caps));
+                tracing::info!("reloaded secrets, LDAP connections and HTTP origins");
+            }
+            Err(e) => {
+                tracing::error!("capabilities reload refused, the ones loaded before stay: {e}");
+                report.capabilities_error.get_or_insert(e.to_string());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload_with(&tls_settings(running, tls)) {
+                Ok(cert) => log_certificate(&cert),
+                Err(e) => {
+                    tracing::error!(
+                        "TLS reload refused: {e}; the certificate loaded before keeps serving"
+                    );
+                    report.tls_error.get_or_insert(e.to_string());
+                }
+            }
+        }
     }
 
     /// Reads the config file again: the config to put in force (the
@@ -386,4 +386,11 @@ fn now_ms() -> u64 {
 /// Logs the certificate a reload put in force.
 fn log_certificate(cert: &crate::listen::CertSummary) {
     tracing::info!(subject = %cert.subject, sha256 = %cert.sha256, not_after = cert.not_after.as_deref().unwrap_or("?"), "reloaded the TLS certificate");
+}
+
+/// The TLS files a reload reads for `config`. A config without `tls:`
+/// while serving HTTPS waits for a restart: the files served now are read
+/// again.
+fn tls_settings(config: &GatewayConfig, tls: &Tls) -> crate::config::TlsSettings {
+    config.tls.clone().unwrap_or_else(|| tls.settings())
 }
