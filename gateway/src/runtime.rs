@@ -598,7 +598,8 @@ impl Runtime {
     ) -> Result<Staged, RuntimeError> {
         // Before the lock only the token, version and user matter: an
         // enrolling flow's round is opened on the second read.
-        let flow = parse_flow(&self.flow_bytes(flow_id)?)?;
+        let first = self.flow_bytes(flow_id)?;
+        let flow = parse_flow(&first)?;
         if let Some(token) = check.token {
             token_matches(&flow, token)?;
         }
@@ -616,7 +617,14 @@ impl Runtime {
             flow: bytes,
             lockout,
         } = self.lock(&flow, Some(flow_id))?;
-        let mut flow = self.parse_flow(&bytes.ok_or(RuntimeError::UnknownFlow)?)?;
+        let bytes = bytes.ok_or(RuntimeError::UnknownFlow)?;
+        // Unchanged while we waited (the usual case): parsed already, unless
+        // its round is still sealed.
+        let mut flow = if bytes == first && !matches!(flow.state, State::Enrolling { .. }) {
+            flow
+        } else {
+            self.parse_flow(&bytes)?
+        };
         if matches!(flow.state, State::Committing { .. }) {
             // Committing, and we hold the user's lock: the request that was
             // committing it died (a crash, or a store outage cut its last

@@ -54,7 +54,10 @@
 //! group's first sequence number: the audit log's groups by user, one
 //! entry per user and group); 4 adds `due_now` (flow id → due time: the
 //! flows filed as due at once, which are the flows being committed; their
-//! `flows_due` entry stays put, see [`Trees::index_flow`]). It is built off the commit path: the
+//! `flows_due` entry stays put, see [`Trees::index_flow`]); 5 lets an
+//! `audit_users` entry name several groups (its value lists the user's
+//! other groups of the indexer's batch, 8 bytes BE each; an entry of 4,
+//! with an empty value, names one). It is built off the commit path: the
 //! `store-indexer` thread catches it up from a watermark (`meta/
 //! audit_indexed`) once a second, and a query catches it up first. Opening a version-1 store indexes its
 //! flows as due at once (the first sweep puts each where it belongs), an
@@ -80,7 +83,7 @@ use super::{
 const AUDIT_TREE: &str = "audit";
 
 /// The schema version this binary writes.
-pub const SCHEMA: u32 = 4;
+pub const SCHEMA: u32 = 5;
 
 /// How many mutexes share out the users' locks.
 const STRIPES: usize = 1024;
@@ -1052,8 +1055,10 @@ fn migrate(trees: &Trees) -> Result<(), StoreError> {
             });
         }
         Some(v) if v == SCHEMA => return Ok(()),
-        // 3 to 4 adds `due_now`, empty.
-        Some(3) => return finish_migration(trees),
+        // 3 to 4 adds `due_now`, empty; 4 to 5 lets an `audit_users`
+        // entry name several groups (an entry of 4 names one, and reads
+        // the same).
+        Some(3 | 4) => return finish_migration(trees),
         _ => {}
     }
     // Older than 3: `audit_users` is built from the start of the log by
@@ -1104,12 +1109,18 @@ fn finish_migration(trees: &Trees) -> Result<(), StoreError> {
 const AUDIT_INDEXED: &[u8] = b"audit_indexed";
 
 /// Groups indexed at a time (between them, exports and closing may go on).
-const INDEX_BATCH: usize = 512;
+/// A user's groups in one batch share one `audit_users` entry, so a larger
+/// batch writes fewer entries (BENCHMARKS.md, issue 13).
+const INDEX_BATCH: usize = 4096;
 
 /// Files the audit groups that start before `end` and are not yet in
 /// `audit_users`, at most [`INDEX_BATCH`] of them; whether it got to `end`.
-/// Entries are filed again after a crash (the watermark may lag the
-/// index), which changes nothing.
+/// A user's groups of the batch (in one bucket) make one entry: the key
+/// names the first, the value lists the others (8 bytes BE each, in
+/// order). Entries are filed again after a crash (the watermark may lag
+/// the index): the batch starts where it did, so each user's entry has the
+/// same key and is replaced by one naming every group it named before
+/// that is still in the log.
 fn catch_up_audit_index(
     trees: &Trees,
     audit_tree: &::sled::Tree,
@@ -1126,6 +1137,8 @@ fn catch_up_audit_index(
         return Ok(true);
     }
     let mut reached = from;
+    // (bucket, user) → the first group's number, then the others'.
+    let mut filed: HashMap<(u64, String), (u64, Vec<u8>)> = HashMap::new();
     let range = audit_tree.range(audit::seq_key(from)..audit::seq_key(end));
     for item in range.take(INDEX_BATCH) {
         let (key, value) = item.map_err(io("index", AUDIT_TREE))?;
@@ -1134,21 +1147,43 @@ fn catch_up_audit_index(
             what: AUDIT_TREE,
             reason: why.describe(audit::key_seq(&key)),
         };
-        let first = audit::key_seq(&key).ok_or(unreadable(audit::Unreadable::Undecodable))?;
+        let first =
+            audit::key_seq(&key).ok_or_else(|| unreadable(audit::Unreadable::Undecodable))?;
         let group = audit::decode_group(&value).map_err(unreadable)?;
         let group_users: BTreeSet<String> = group.iter().filter_map(|s| s.user()).collect();
-        for user in &group_users {
-            users
-                .insert(audit_user_key(user, first), Vec::new())
-                .map_err(io("index", "audit_users"))?;
+        for user in group_users {
+            match filed.entry((first >> AUDIT_BUCKET_BITS, user)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    e.get_mut().1.extend_from_slice(&first.to_be_bytes());
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((first, Vec::new()));
+                }
+            }
         }
         reached = first.saturating_add(group.len() as u64);
+    }
+    for ((_, user), (first, others)) in filed {
+        users
+            .insert(audit_user_key(&user, first), others)
+            .map_err(io("index", "audit_users"))?;
     }
     let done = reached >= end || reached == from;
     let reached = if done { end } else { reached };
     meta.insert(AUDIT_INDEXED, &reached.to_be_bytes())
         .map_err(io("index", "meta"))?;
     Ok(done)
+}
+
+/// The groups an `audit_users` entry names: the one in its key (`first`),
+/// then those its value lists.
+fn filed_groups(first: u64, others: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    std::iter::once(first).chain(
+        others
+            .chunks_exact(8)
+            .filter_map(|c| <[u8; 8]>::try_from(c).ok())
+            .map(u64::from_be_bytes),
+    )
 }
 
 /// Applies every intent a crash left, in order, and removes it; returns the
@@ -2161,8 +2196,11 @@ impl AuditLog for SledStore {
         let first_bucket = (from >> AUDIT_BUCKET_BITS).saturating_sub(1);
         for bucket in first_bucket..=(end >> AUDIT_BUCKET_BITS) {
             let prefix = audit_user_prefix(user, bucket);
+            // In order, once each: an entry a crash left behind may name a
+            // group a later entry names too (see `catch_up_audit_index`).
+            let mut groups = BTreeSet::new();
             for item in index.scan_prefix(&prefix) {
-                let (key, _) = item.map_err(io("read", "audit_users"))?;
+                let (key, others) = item.map_err(io("read", "audit_users"))?;
                 let Some(first) = key
                     .get(prefix.len()..)
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -2170,6 +2208,11 @@ impl AuditLog for SledStore {
                 else {
                     continue;
                 };
+                groups.extend(filed_groups(first, &others));
+            }
+            // Of the groups before `from`, only the last may hold it.
+            let start = groups.range(..=from).next_back().copied().unwrap_or(0);
+            for &first in groups.range(start..) {
                 let Some(value) = self
                     .inner
                     .audit
@@ -2456,7 +2499,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_of_schema_3_is_brought_to_4_keeping_its_indexes() {
+    fn a_store_of_schema_3_is_brought_to_5_keeping_its_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         store
@@ -2479,7 +2522,7 @@ mod tests {
         drop(store);
 
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
         // The audit log by user is not built again, the flow stays filed.
         assert_eq!(
             store
@@ -2567,6 +2610,101 @@ mod tests {
         let user_of_record = record(0).user.unwrap();
         assert_eq!(seqs(&user_of_record), [0, 3]);
         assert_eq!(seqs("other"), [1]);
+    }
+
+    /// The user's entries `query` finds, by sequence number, page by page
+    /// (`page` at a time).
+    fn user_seqs(store: &SledStore, user: &str, page: usize) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        loop {
+            let query = AuditQuery {
+                user: Some(user.to_owned()),
+                after: out.last().copied(),
+                limit: page,
+                ..AuditQuery::default()
+            };
+            let found: Vec<u64> = store.query(&query).unwrap().iter().map(|e| e.seq).collect();
+            out.extend(&found);
+            if found.len() < page {
+                return out;
+            }
+        }
+    }
+
+    /// A group of one record about `user` (and `flow-i`).
+    fn about(user: &str, i: u64) -> Vec<AuditRecord> {
+        let mut r = record(i);
+        r.user = Some(user.to_owned());
+        vec![r]
+    }
+
+    #[test]
+    fn a_user_s_groups_of_one_indexer_batch_share_one_entry_and_are_found_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // Interleaved: alice 0, 2, 4, ..., bob 1, 3, 5, ...
+        for i in 0..20 {
+            let user = if i % 2 == 0 { "alice" } else { "bob" };
+            store.raw_commit(vec![], about(user, i)).unwrap();
+        }
+        store.inner.catch_up_index().unwrap();
+        // One entry per user for the whole batch.
+        assert_eq!(store.inner.trees.get(Tree::AuditUsers).len(), 2);
+        let evens: Vec<u64> = (0..20).filter(|i| i % 2 == 0).collect();
+        let odds: Vec<u64> = (0..20).filter(|i| i % 2 == 1).collect();
+        for page in [1, 3, 100] {
+            assert_eq!(user_seqs(&store, "alice", page), evens, "page {page}");
+            assert_eq!(user_seqs(&store, "bob", page), odds, "page {page}");
+        }
+        // A later batch adds an entry; a query reads both, in order.
+        for i in 20..24 {
+            store.raw_commit(vec![], about("alice", i)).unwrap();
+        }
+        store.inner.catch_up_index().unwrap();
+        assert_eq!(store.inner.trees.get(Tree::AuditUsers).len(), 3);
+        let mut all = evens.clone();
+        all.extend(20..24);
+        assert_eq!(user_seqs(&store, "alice", 2), all);
+    }
+
+    #[test]
+    fn index_entries_of_schema_4_and_entries_a_crash_left_naming_a_group_twice_read_once_in_order()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..6 {
+            store.raw_commit(vec![], about("alice", i)).unwrap();
+        }
+        // Caught up already: the entries below are all the index holds.
+        store.inner.catch_up_index().unwrap();
+        let index = store.inner.trees.get(Tree::AuditUsers);
+        index.clear().unwrap();
+        // Schema 4: one entry per group, empty values (groups 0, 1, 2).
+        for first in 0..3u64 {
+            index
+                .insert(audit_user_key("alice", first), Vec::new())
+                .unwrap();
+        }
+        // An entry naming group 4 and 2 again (out of order, as an entry of
+        // a batch a crash cut short may), and one naming 3, 4 and 5.
+        let list = |seqs: &[u64]| {
+            seqs.iter()
+                .flat_map(|s| s.to_be_bytes())
+                .collect::<Vec<u8>>()
+        };
+        index
+            .insert(audit_user_key("alice", 1), list(&[4, 2]))
+            .unwrap();
+        index
+            .insert(audit_user_key("alice", 3), list(&[4, 5]))
+            .unwrap();
+        for page in [1, 2, 10] {
+            assert_eq!(
+                user_seqs(&store, "alice", page),
+                [0, 1, 2, 3, 4, 5],
+                "page {page}"
+            );
+        }
     }
 
     #[test]
