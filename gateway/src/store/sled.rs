@@ -238,6 +238,99 @@ impl Staged {
     }
 }
 
+/// The last known value of `flow_index` and `due_now` keys (a commit
+/// reads both for the flow it writes), so that a step reads neither from
+/// sled (BENCHMARKS.md, issue 13). Filled by those reads and by every
+/// commit's writes. A flow's entries are read and written only under its
+/// user's lock (or by its first commit, before its id is known), so a
+/// value read from sled is never older than one a commit noted meanwhile.
+/// A shard that grows past [`FiledCache::SHARD_LIMIT`] is emptied: the
+/// cache only saves reads.
+struct FiledCache {
+    shards: Vec<Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>>,
+}
+
+impl FiledCache {
+    const SHARDS: usize = 64;
+    const SHARD_LIMIT: usize = 4096;
+
+    fn new() -> FiledCache {
+        FiledCache {
+            shards: (0..Self::SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    /// Whether `tree`'s entries are kept here.
+    fn keeps(tree: Tree) -> bool {
+        matches!(tree, Tree::FlowIndex | Tree::DueNow)
+    }
+
+    fn slot(tree: Tree, key: &[u8]) -> Vec<u8> {
+        let mut slot = Vec::with_capacity(1 + key.len());
+        slot.push(tree.index() as u8);
+        slot.extend_from_slice(key);
+        slot
+    }
+
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, HashMap<Vec<u8>, Option<Vec<u8>>>> {
+        // Flow ids are random: any mix of their bytes spreads them.
+        let index = key.iter().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(*b))
+        });
+        lock(&self.shards[index % Self::SHARDS])
+    }
+
+    /// The value under `key` of `tree` if known: `Some(None)` if known to
+    /// be absent.
+    fn get(&self, tree: Tree, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.shard(key).get(&Self::slot(tree, key)).cloned()
+    }
+
+    /// Notes `value` under `key` of `tree`.
+    fn note(&self, tree: Tree, key: &[u8], value: Option<&[u8]>) {
+        let mut shard = self.shard(key);
+        if shard.len() >= Self::SHARD_LIMIT {
+            shard.clear();
+        }
+        shard.insert(Self::slot(tree, key), value.map(<[u8]>::to_vec));
+    }
+
+    /// Forgets every entry of flow `id`.
+    fn forget(&self, id: &[u8]) {
+        let mut shard = self.shard(id);
+        for tree in [Tree::FlowIndex, Tree::DueNow] {
+            shard.remove(&Self::slot(tree, id));
+        }
+    }
+
+    /// Notes what `writes` leave (they were applied).
+    fn applied(&self, writes: &[Write]) {
+        for write in writes {
+            match write {
+                Write::Put { tree, key, value } if Self::keeps(*tree) => {
+                    self.note(*tree, key, Some(value));
+                }
+                // A flow's index entry goes when the flow does.
+                Write::Delete {
+                    tree: Tree::FlowIndex,
+                    key,
+                } => self.forget(key),
+                Write::Delete { tree, key } if Self::keeps(*tree) => self.note(*tree, key, None),
+                _ => {}
+            }
+        }
+    }
+
+    /// Forgets everything (after writes that may be applied in part).
+    fn clear(&self) {
+        for shard in &self.shards {
+            lock(shard).clear();
+        }
+    }
+}
+
 /// The store on sled. Cheap to clone: every clone is a handle on the same
 /// database; the database closes when [`close`](SledStore::close) is called
 /// or the last handle is dropped.
@@ -268,6 +361,8 @@ struct Inner {
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// Held while `audit_users` is caught up.
     indexer: Mutex<()>,
+    /// `flow_index` and `due_now` entries as last read or written.
+    filed: FiledCache,
 }
 
 /// One sled tree per [`Tree`], in [`Tree::ALL`] order.
@@ -684,6 +779,7 @@ impl SledStore {
                 flush,
                 flusher: Mutex::new(Some(flusher)),
                 indexer: Mutex::new(()),
+                filed: FiledCache::new(),
             }),
         };
         store.start_indexer().map_err(|e| {
@@ -917,10 +1013,18 @@ impl SledStore {
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        match staged.latest.get(&(tree, key.to_vec())) {
-            Some(value) => Ok(value.clone()),
-            None => self.raw_get(tree, key),
+        if let Some(value) = staged.latest.get(&(tree, key.to_vec())) {
+            return Ok(value.clone());
         }
+        if !FiledCache::keeps(tree) {
+            return self.raw_get(tree, key);
+        }
+        if let Some(value) = self.inner.filed.get(tree, key) {
+            return Ok(value);
+        }
+        let value = self.raw_get(tree, key)?;
+        self.inner.filed.note(tree, key, value.as_deref());
+        Ok(value)
     }
 
     /// Files flow `r` in the due index, lazily: an entry that is earlier
@@ -1589,7 +1693,11 @@ impl Inner {
             let _order = lock(&self.head);
             intent_key = Some(self.insert_intent(None, &writes)?);
         }
-        apply_writes(&self.trees, &writes)?;
+        if let Err(e) = apply_writes(&self.trees, &writes) {
+            self.filed.clear();
+            return Err(e);
+        }
+        self.filed.applied(&writes);
         if let Some(key) = intent_key {
             self.trees
                 .get(Tree::Intents)
@@ -2411,6 +2519,8 @@ mod tests {
             .get(Tree::FlowIndex)
             .insert("f", FlowIndex::of(&flow("f", 5)).encode())
             .unwrap();
+        // Written behind the store's back: what it remembers goes too.
+        store.inner.filed.clear();
         commit(soon);
         assert_eq!(
             store.flows_due(u64::MAX, None, 10).unwrap(),
