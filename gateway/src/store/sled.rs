@@ -247,8 +247,11 @@ impl Staged {
 /// A shard that grows past [`FiledCache::SHARD_LIMIT`] is emptied: the
 /// cache only saves reads.
 struct FiledCache {
-    shards: Vec<Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>>,
+    shards: Vec<Mutex<Shard>>,
 }
+
+/// Tree byte ‖ key → value (`None`: known absent).
+type Shard = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl FiledCache {
     const SHARDS: usize = 64;
@@ -274,7 +277,7 @@ impl FiledCache {
         slot
     }
 
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, HashMap<Vec<u8>, Option<Vec<u8>>>> {
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         // Flow ids are random: any mix of their bytes spreads them.
         let index = key.iter().fold(0usize, |h, b| {
             h.wrapping_mul(31).wrapping_add(usize::from(*b))
