@@ -293,14 +293,14 @@ fn migrate_reports_the_schema_before_and_after_and_check_reports_the_store() {
     assert_eq!(
         out,
         format!(
-            "backend: sled\nlocation: {}\nschema before: none (new store)\nschema after: 4\n",
+            "backend: sled\nlocation: {}\nschema before: none (new store)\nschema after: 5\n",
             data.join("db").display()
         )
     );
     let (status, out, _) = cli(&["store", "migrate", "--data-dir", path(&data)]);
     assert_eq!(status, 0);
     assert!(
-        out.ends_with("schema before: 4\nschema after: 4\n"),
+        out.ends_with("schema before: 5\nschema after: 5\n"),
         "{out}"
     );
 
