@@ -23,6 +23,15 @@
 //! in the intent by digest instead of copying it, and writing it under the
 //! chain-head lock, was measured and is slower: BENCHMARKS.md, issue 13.)
 //!
+//! Most commits need no intent: a commit of one flow record, its index
+//! entries and an audit group (every step of a reset but the last) is
+//! *carried* by the flow record, which holds the group and the flow's
+//! index entry beside its body ([`Carried`]). Under the chain-head lock
+//! the record goes in, then the group; the index entries after. `meta/open`
+//! is present while the store is open; an open that finds it (a crash)
+//! reads every flow record, puts a carried group missing from the end of
+//! the chain back, and files each carrying flow again.
+//!
 //! The due index is lazy: a flow whose due time moves later (every step
 //! of a flow in progress) keeps its `flows_due` entry until that entry is
 //! due; the sweep then finds the flow not due and files it again. A flow
