@@ -221,6 +221,9 @@ struct Staged {
     /// The flow index entry of the commit's flow, if it writes exactly
     /// one: what its record carries (see [`Carried`]).
     carry: Carry,
+    /// Flows this commit files as due at once (with their due time) or
+    /// no longer: see [`Inner::held_due`].
+    held: Vec<(String, Option<u64>)>,
 }
 
 /// Whether a commit's flow record can carry the commit.
@@ -239,6 +242,7 @@ impl Staged {
             writes: Vec::with_capacity(capacity),
             latest: HashMap::new(),
             carry: Carry::None,
+            held: Vec::new(),
         }
     }
 
@@ -332,7 +336,7 @@ impl FiledCache {
     }
 
     /// Notes what `writes` leave (they were applied).
-    fn applied(&self, writes: &[Write]) {
+    fn applied<'w>(&self, writes: impl IntoIterator<Item = &'w Write>) {
         for write in writes {
             match write {
                 Write::Put { tree, key, value } if Self::keeps(*tree) => {
@@ -389,6 +393,12 @@ struct Inner {
     indexer: Mutex<()>,
     /// `flow_index` and `due_now` entries as last read or written.
     filed: FiledCache,
+    /// Flows a carried commit filed as due at once (id → due time): a
+    /// flow being committed, whose `due_now` entry lives here instead of
+    /// in the tree (two sled writes a reset fewer). `flows_due` reads both;
+    /// `close` writes these to the tree, and an open after a crash files
+    /// the flows again from the records that carry their commits.
+    held_due: Mutex<HashMap<String, u64>>,
 }
 
 /// One sled tree per [`Tree`], in [`Tree::ALL`] order.
@@ -806,6 +816,7 @@ impl SledStore {
                 flusher: Mutex::new(Some(flusher)),
                 indexer: Mutex::new(()),
                 filed: FiledCache::new(),
+                held_due: Mutex::new(HashMap::new()),
             }),
         };
         store
@@ -1167,11 +1178,13 @@ impl SledStore {
         if let Some(old) = old {
             let due_now = r.due_ms <= now;
             if due_now {
+                // In memory instead if the flow record carries the commit.
                 writes.push(put(
                     Tree::DueNow,
                     r.id.as_bytes().to_vec(),
                     r.due_ms.to_be_bytes().to_vec(),
                 ));
+                writes.held.push((r.id.clone(), Some(r.due_ms)));
             } else {
                 self.undue_now(&r.id, writes)?;
             }
@@ -1197,8 +1210,10 @@ impl SledStore {
         Ok(())
     }
 
-    /// Removes flow `id`'s `due_now` entry, if it has one.
+    /// Removes flow `id`'s `due_now` entry, if it has one (and its entry
+    /// in memory, once the commit is applied).
     fn undue_now(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
+        writes.held.push((id.to_owned(), None));
         if self
             .staged_get(writes, Tree::DueNow, id.as_bytes())?
             .is_some()
@@ -1848,6 +1863,15 @@ impl Inner {
         // flusher is gone.
         let mut flusher = lock(&self.flusher);
         *self.closed.write().unwrap_or_else(PoisonError::into_inner) = true;
+        // No commit is applying now: the due entries held in memory go to
+        // the tree, before the last flush.
+        let held = std::mem::take(&mut *lock(&self.held_due));
+        let due_now = self.trees.get(Tree::DueNow);
+        for (id, due) in held {
+            if let Err(e) = due_now.insert(id.as_bytes(), &due.to_be_bytes()) {
+                tracing::error!(error = %describe(&e), "cannot file a flow being committed as due; the sweep finds it at its earlier due time");
+            }
+        }
         lock(&self.flush.state).shutdown = true;
         self.flush.work.notify_all();
         if let Some(handle) = flusher.take() {
@@ -1879,6 +1903,7 @@ impl Inner {
         &self,
         writes: Vec<Write>,
         carry: Option<Vec<u8>>,
+        held: Vec<(String, Option<u64>)>,
         records: &[AuditRecord],
     ) -> Result<Option<u64>, StoreError> {
         let encode_error = |reason: String| StoreError::Io {
@@ -1933,16 +1958,37 @@ impl Inner {
             intent_key = Some(self.insert_intent(None, &writes)?);
         }
         let carried_at = carried.as_ref().map(|(at, _)| *at);
-        let rest = writes
+        // A carried commit's `due_now` entries are kept in memory.
+        let rest: Vec<&Write> = writes
             .iter()
             .enumerate()
-            .filter(|(i, _)| Some(*i) != carried_at)
-            .map(|(_, w)| w);
-        if let Err(e) = apply_writes(&self.trees, rest) {
+            .filter(|(i, w)| {
+                Some(*i) != carried_at
+                    && !(carried_at.is_some()
+                        && matches!(
+                            w,
+                            Write::Put {
+                                tree: Tree::DueNow,
+                                ..
+                            }
+                        ))
+            })
+            .map(|(_, w)| w)
+            .collect();
+        if let Err(e) = apply_writes(&self.trees, rest.iter().copied()) {
             self.filed.clear();
             return Err(e);
         }
-        self.filed.applied(&writes);
+        self.filed.applied(rest.iter().copied());
+        if !held.is_empty() {
+            let mut in_memory = lock(&self.held_due);
+            for (id, due) in held {
+                match due {
+                    Some(due) if carried_at.is_some() => in_memory.insert(id, due),
+                    _ => in_memory.remove(&id),
+                };
+            }
+        }
         if let Some(key) = intent_key {
             self.trees
                 .get(Tree::Intents)
@@ -1993,7 +2039,7 @@ impl SledStore {
         writes: Vec<Write>,
         records: &[AuditRecord],
     ) -> Result<(Option<u64>, Durable), StoreError> {
-        self.stage_carried(writes, None, records)
+        self.stage_carried(writes, None, Vec::new(), records)
     }
 
     /// [`stage`](Self::stage), with the flow index entry a commit's one
@@ -2002,6 +2048,7 @@ impl SledStore {
         &self,
         writes: Vec<Write>,
         carry: Option<Vec<u8>>,
+        held: Vec<(String, Option<u64>)>,
         records: &[AuditRecord],
     ) -> Result<(Option<u64>, Durable), StoreError> {
         let (seq, needed) = {
@@ -2016,7 +2063,7 @@ impl SledStore {
             if writes.is_empty() && records.is_empty() {
                 return Ok((None, Durable::ready()));
             }
-            let seq = self.inner.apply(writes, carry, records)?;
+            let seq = self.inner.apply(writes, carry, held, records)?;
             (seq, self.inner.flush.register()?)
         };
         let ticket = Ticket {
@@ -2047,12 +2094,16 @@ impl SledStore {
                 None => FlowIndex::decode(&[]),
             };
             // A flow due at once is due when its `due_now` entry says.
-            let due_ms = trees
-                .get(Tree::DueNow)
-                .get(id.as_bytes())
-                .map_err(io("export", "due_now"))?
-                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                .map_or(index.due_ms, u64::from_be_bytes);
+            let held = lock(&self.inner.held_due).get(&id).copied();
+            let due_ms = match held {
+                Some(due) => due,
+                None => trees
+                    .get(Tree::DueNow)
+                    .get(id.as_bytes())
+                    .map_err(io("export", "due_now"))?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map_or(index.due_ms, u64::from_be_bytes),
+            };
             visit(Item::Flow(FlowRecord {
                 id,
                 user: index.user,
@@ -2229,14 +2280,20 @@ impl Store for SledStore {
         // named by its `due_now` entry only (that is its due time).
         let mut in_due_now = std::collections::HashSet::new();
         let mut now_due = Vec::new();
+        let mut due_now: HashMap<String, u64> = lock(&self.inner.held_due).clone();
         for item in self.inner.trees.get(Tree::DueNow).iter() {
             let (id, due) = item.map_err(io("scan", "due_now"))?;
             let (Ok(due), Ok(id)) = (<[u8; 8]>::try_from(due.as_ref()), std::str::from_utf8(&id))
             else {
                 continue;
             };
-            in_due_now.insert(id.to_owned());
-            let entry = (u64::from_be_bytes(due), id.to_owned());
+            due_now
+                .entry(id.to_owned())
+                .or_insert(u64::from_be_bytes(due));
+        }
+        for (id, due) in due_now {
+            in_due_now.insert(id.clone());
+            let entry = (due, id);
             if entry.0 <= now_ms && after.as_ref().is_none_or(|a| entry > *a) {
                 now_due.push(entry);
             }
@@ -2346,7 +2403,9 @@ impl Store for SledStore {
             Carry::One(index) => Some(index),
             Carry::None | Carry::Many => None,
         };
-        Ok(self.stage_carried(staged.writes, carry, &commit.audit)?.1)
+        Ok(self
+            .stage_carried(staged.writes, carry, staged.held, &commit.audit)?
+            .1)
     }
 
     fn claim_due(
@@ -3027,6 +3086,69 @@ mod tests {
             store.flows_due(u64::MAX, None, 10).unwrap(),
             [(soon, "f".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_flow_a_carried_commit_files_as_due_at_once_is_found_after_a_close_and_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = now_ms() + 60_000;
+        let commit = |store: &SledStore, changes: Vec<Change>, audited: bool| {
+            store
+                .commit(Commit {
+                    changes,
+                    audit: if audited { vec![record(0)] } else { vec![] },
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+        };
+        let due_now = |store: &SledStore| store.flows_due(now_ms(), None, 10).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        commit(&store, vec![Change::PutFlow(flow("f", soon))], true);
+        // Committing, carried: filed in memory, not in the tree.
+        commit(&store, vec![Change::PutFlow(flow("f", 7))], true);
+        assert!(store.inner.trees.get(Tree::DueNow).is_empty());
+        assert_eq!(due_now(&store), [(7, "f".to_owned())]);
+        let mut exported = Vec::new();
+        store
+            .export(&mut |item| {
+                if let Item::Flow(r) = item {
+                    exported.push((r.id, r.due_ms));
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(exported, [("f".to_owned(), 7)]);
+        // Closed: still found after the open.
+        store.close();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(due_now(&store), [(7, "f".to_owned())]);
+        // Ended: gone.
+        commit(&store, vec![Change::PutFlow(flow("f", soon + 5))], true);
+        assert_eq!(due_now(&store), []);
+        // Committing again, then a crash (nothing of memory is written,
+        // the store is not marked closed): found after the open.
+        commit(&store, vec![Change::PutFlow(flow("f", 8))], true);
+        store.close();
+        let trees = &store.inner.trees;
+        trees.get(Tree::DueNow).clear().unwrap();
+        trees.get(Tree::Meta).insert(OPEN_MARK, &[]).unwrap();
+        trees.get(Tree::Meta).flush().unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(due_now(&store), [(8, "f".to_owned())]);
+        // Deleted while filed in memory: gone.
+        commit(&store, vec![Change::PutFlow(flow("g", soon))], true);
+        commit(&store, vec![Change::PutFlow(flow("g", 9))], true);
+        assert_eq!(due_now(&store), [(8, "f".to_owned()), (9, "g".to_owned())]);
+        commit(
+            &store,
+            vec![Change::DeleteFlow { id: "g".to_owned() }],
+            false,
+        );
+        assert_eq!(due_now(&store), [(8, "f".to_owned())]);
+        assert!(!lock(&store.inner.held_due).contains_key("g"));
     }
 
     #[test]
