@@ -890,6 +890,18 @@ impl SledStore {
             let mut writes = Staged::with_capacity(4);
             self.index_flow(&record, &mut writes)?;
             apply_writes(&self.inner.trees, &writes.writes)?;
+            // The user's history, unless what is stored is as new.
+            let (user, history) = carried.lockout;
+            if !user.is_empty() {
+                let lockout = self.inner.trees.get(Tree::Lockout);
+                let stored = lockout.get(user).map_err(io("recover", "lockout"))?;
+                let stamp = audit::key_seq(carried.group_key).unwrap_or_default();
+                if stored.is_none_or(|v| Stamped::stamp(&v) < stamp) {
+                    lockout
+                        .insert(user, history)
+                        .map_err(io("recover", "lockout"))?;
+                }
+            }
         }
         self.inner.filed.clear();
         meta.flush().map_err(io("recover", "meta"))?;
@@ -1066,7 +1078,12 @@ impl SledStore {
                     writes.push(delete(Tree::Flows, id.into_bytes()));
                 }
                 Change::PutLockout { user, history } => {
-                    writes.push(put(Tree::Lockout, user.into_bytes(), history));
+                    // Stamped when the commit is applied (`stamp_lockouts`).
+                    writes.push(put(
+                        Tree::Lockout,
+                        user.into_bytes(),
+                        Stamped::encode(0, &history),
+                    ));
                 }
                 Change::PutEnrollment { user, gate, data } => {
                     writes.push(put(Tree::Enrollments, enrollment_key(&user, &gate), data));
@@ -1768,15 +1785,75 @@ fn flow_body(stored: &[u8]) -> &[u8] {
     }
 }
 
+/// A lockout history as stored: format byte `0x01`, the *stamp* (the
+/// sequence number of the audit group of the commit that wrote it, or the
+/// next one when the commit had none: 8 bytes BE), then the history. A
+/// commit its flow record carries ([`Carried`]) may write its user's
+/// history; after a crash the history is written again only if the one
+/// stored has an older stamp (the write did not land, and nothing of the
+/// user's came after it). A history of schema 4 (no stamp) is stamped 0.
+struct Stamped;
+
+impl Stamped {
+    const FORMAT: u8 = 0x01;
+
+    fn encode(stamp: u64, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + value.len());
+        out.push(Self::FORMAT);
+        out.extend_from_slice(&stamp.to_be_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// The stamp of a stored history.
+    fn stamp(stored: &[u8]) -> u64 {
+        match stored.split_first() {
+            Some((&Self::FORMAT, rest)) => rest
+                .first_chunk::<8>()
+                .map_or(0, |b| u64::from_be_bytes(*b)),
+            _ => 0,
+        }
+    }
+
+    /// The history of a stored value.
+    fn value(stored: &[u8]) -> &[u8] {
+        match stored.split_first() {
+            Some((&Self::FORMAT, rest)) => rest.get(8..).unwrap_or_default(),
+            _ => stored,
+        }
+    }
+
+    /// Stamps every history `writes` put with `stamp`.
+    fn stamp_all(writes: &mut [Write], stamp: u64) {
+        for write in writes {
+            if let Write::Put {
+                tree: Tree::Lockout,
+                value,
+                ..
+            } = write
+                && let Some(slot) = value.get_mut(1..9)
+            {
+                slot.copy_from_slice(&stamp.to_be_bytes());
+            }
+        }
+    }
+}
+
 /// Where the one flow record of `writes` is, if every other write is one
-/// of its index entries: a commit the record can carry.
+/// of its index entries or one lockout history: a commit the record can
+/// carry.
 fn carried_flow(writes: &[Write]) -> Option<usize> {
     let mut at = None;
+    let mut lockout = false;
     for (i, write) in writes.iter().enumerate() {
         match write {
             Write::Put {
                 tree: Tree::Flows, ..
             } if at.is_none() => at = Some(i),
+            Write::Put {
+                tree: Tree::Lockout,
+                ..
+            } if !lockout => lockout = true,
             Write::Put { tree, .. } | Write::Delete { tree, .. }
                 if matches!(tree, Tree::FlowIndex | Tree::FlowsDue | Tree::DueNow) => {}
             _ => return None,
@@ -1796,26 +1873,46 @@ fn carried_flow(writes: &[Write]) -> Option<usize> {
 /// the record without its group (only the newest record can be so, as the
 /// group is the next insert under the lock: the group goes in at the end
 /// of the chain), and the record and group without all of the index
-/// entries (they are filed again from the carried index entry). Either way
+/// entries or the user's lockout history (the entries are filed again from
+/// the carried index entry, the history written again unless the stored
+/// one is stamped as new, see [`Stamped`]). Either way
 /// the commit is completed; the flow's previous record is gone, so there
 /// is nothing to undo.
 struct Carried<'a> {
     index: FlowIndex,
     group_key: &'a [u8],
     group: &'a [u8],
+    /// The lockout history the commit wrote: user key and stored value
+    /// (stamped with the group's sequence number); an empty key if none.
+    lockout: (&'a [u8], &'a [u8]),
     body: &'a [u8],
 }
 
 impl<'a> Carried<'a> {
     const FORMAT: u8 = 0x01;
 
-    fn encode(index: &[u8], group_key: &[u8], group: &[u8], body: &[u8]) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(1 + 12 + index.len() + group_key.len() + group.len() + body.len());
+    fn encode(
+        index: &[u8],
+        group_key: &[u8],
+        group: &[u8],
+        lockout: (&[u8], &[u8]),
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            1 + 20
+                + index.len()
+                + group_key.len()
+                + group.len()
+                + lockout.0.len()
+                + lockout.1.len()
+                + body.len(),
+        );
         out.push(Self::FORMAT);
         push_field(&mut out, index);
         push_field(&mut out, group_key);
         push_field(&mut out, group);
+        push_field(&mut out, lockout.0);
+        push_field(&mut out, lockout.1);
         out.extend_from_slice(body);
         out
     }
@@ -1828,10 +1925,12 @@ impl<'a> Carried<'a> {
         let index = FlowIndex::decode(take_field(&mut rest)?);
         let group_key = take_field(&mut rest)?;
         let group = take_field(&mut rest)?;
+        let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
         Some(Carried {
             index,
             group_key,
             group,
+            lockout,
             body: rest,
         })
     }
@@ -1901,7 +2000,7 @@ impl Inner {
     /// `n`. The writes are applied after the lock is released.
     fn apply(
         &self,
-        writes: Vec<Write>,
+        mut writes: Vec<Write>,
         carry: Option<Vec<u8>>,
         held: Vec<(String, Option<u64>)>,
         records: &[AuditRecord],
@@ -1933,12 +2032,25 @@ impl Inner {
                 encode_error("internal error: the group lost its layout".to_owned())
             })?;
             let group_key = audit::seq_key(first);
+            Stamped::stamp_all(&mut writes, first);
             if let Some((at, index)) = &carried {
                 if let Some(Write::Put {
                     key, value: flow, ..
                 }) = writes.get(*at)
                 {
-                    let record = Carried::encode(index, &group_key, &value, flow_body(flow));
+                    let lockout = writes
+                        .iter()
+                        .find_map(|w| match w {
+                            Write::Put {
+                                tree: Tree::Lockout,
+                                key,
+                                value,
+                            } => Some((key.as_slice(), value.as_slice())),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let record =
+                        Carried::encode(index, &group_key, &value, lockout, flow_body(flow));
                     self.trees
                         .get(Tree::Flows)
                         .insert(key.as_slice(), record)
@@ -1953,9 +2065,14 @@ impl Inner {
             *head = next;
             drop(head);
             seq = next.next_seq.checked_sub(1);
-        } else if needs_intent {
-            let _order = lock(&self.head);
-            intent_key = Some(self.insert_intent(None, &writes)?);
+        } else {
+            // No group: a history written now is stamped after every
+            // group so far.
+            let order = lock(&self.head);
+            Stamped::stamp_all(&mut writes, order.next_seq);
+            if needs_intent {
+                intent_key = Some(self.insert_intent(None, &writes)?);
+            }
         }
         let carried_at = carried.as_ref().map(|(at, _)| *at);
         // A carried commit's `due_now` entries are kept in memory.
@@ -2118,7 +2235,7 @@ impl SledStore {
             if let Ok(user) = String::from_utf8(user.to_vec()) {
                 visit(Item::Lockout {
                     user,
-                    history: history.to_vec(),
+                    history: Stamped::value(&history).to_vec(),
                 })?;
             }
         }
@@ -2333,7 +2450,14 @@ impl Store for SledStore {
     }
 
     fn lockout(&self, user: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.raw_get(Tree::Lockout, user.as_bytes())
+        self.check_open()?;
+        let value = self
+            .inner
+            .trees
+            .get(Tree::Lockout)
+            .get(user.as_bytes())
+            .map_err(io("get", "lockout"))?;
+        Ok(value.map(|v| Stamped::value(&v).to_vec()))
     }
 
     fn enrollment(&self, user: &str, gate: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -2774,22 +2898,39 @@ mod tests {
         assert_eq!(audit::key_seq(carried.group_key), Some(1));
         assert_eq!(carried.index, FlowIndex::of(&flow("f", soon - 1_000)));
         assert_eq!(store.flow("f").unwrap().unwrap(), b"body of f");
-        // A commit with a lockout write takes an intent.
-        store
-            .commit(Commit {
-                changes: vec![
-                    Change::PutFlow(flow("f", soon)),
-                    Change::PutLockout {
-                        user: "u".to_owned(),
-                        history: b"h".to_vec(),
-                    },
-                ],
-                audit: vec![record(1)],
-            })
-            .unwrap()
-            .wait()
-            .unwrap();
-        assert_eq!(store.inner.next_intent.load(Ordering::Relaxed), before + 1);
+        // With the user's lockout history too; with an enrollment, an
+        // intent.
+        for (changes, intents) in [
+            (
+                Change::PutLockout {
+                    user: "u".to_owned(),
+                    history: b"h".to_vec(),
+                },
+                0,
+            ),
+            (
+                Change::PutEnrollment {
+                    user: "u".to_owned(),
+                    gate: "g".to_owned(),
+                    data: b"e".to_vec(),
+                },
+                1,
+            ),
+        ] {
+            store
+                .commit(Commit {
+                    changes: vec![Change::PutFlow(flow("f", soon)), changes],
+                    audit: vec![record(1)],
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(
+                store.inner.next_intent.load(Ordering::Relaxed),
+                before + intents
+            );
+        }
+        assert_eq!(store.lockout("u").unwrap().unwrap(), b"h");
         assert_eq!(store.flow("f").unwrap().unwrap(), b"body of f");
     }
 
@@ -2834,31 +2975,55 @@ mod tests {
     #[test]
     fn a_carried_commit_a_crash_cut_short_is_completed_on_open() {
         let soon = now_ms() + 60_000;
+        let history = |store: &SledStore| store.lockout("u").unwrap();
         // 0: the flow record only; 1: and its group; 2: and its index
-        // entries (whole). The store is then dropped as by a crash.
-        for landed in 0..=2 {
+        // entries and lockout history (whole); 3: whole, and the user's
+        // history written again since. The store is then dropped as by a
+        // crash.
+        for landed in 0..=3 {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(dir.path()).unwrap();
             assert!(index_has(&store, Tree::Meta, OPEN_MARK));
             store
                 .commit(Commit {
-                    changes: vec![Change::PutFlow(flow("f", soon))],
+                    changes: vec![
+                        Change::PutFlow(flow("f", soon)),
+                        Change::PutLockout {
+                            user: "u".to_owned(),
+                            history: b"before".to_vec(),
+                        },
+                    ],
                     audit: vec![record(0)],
                 })
                 .unwrap()
                 .wait()
                 .unwrap();
-            // The next step: due earlier, so its entry moves.
+            // The next step: due earlier, so its entry moves; it writes the
+            // user's history.
             let mut next = flow("f", soon - 5_000);
             next.body = b"step two".to_vec();
-            let staged = store
-                .staged_of(vec![Change::PutFlow(next.clone())])
+            let mut staged = store
+                .staged_of(vec![
+                    Change::PutFlow(next.clone()),
+                    Change::PutLockout {
+                        user: "u".to_owned(),
+                        history: b"after".to_vec(),
+                    },
+                ])
                 .unwrap();
             let (mut group, layout) = audit::prepare(&[record(1)]).unwrap().unwrap();
             let mut head = *lock(&store.inner.head);
             let first = layout.link(&mut head, &mut group).unwrap();
             let key = audit::seq_key(first);
-            let carried = Carried::encode(&FlowIndex::of(&next).encode(), &key, &group, &next.body);
+            Stamped::stamp_all(&mut staged.writes, first);
+            let stamped = Stamped::encode(first, b"after");
+            let carried = Carried::encode(
+                &FlowIndex::of(&next).encode(),
+                &key,
+                &group,
+                (b"u", &stamped),
+                &next.body,
+            );
             store.close();
             let trees = &store.inner.trees;
             trees.get(Tree::Flows).insert("f", carried).unwrap();
@@ -2881,6 +3046,13 @@ mod tests {
                     .collect();
                 apply_writes(trees, rest).unwrap();
             }
+            if landed >= 3 {
+                // A later request of the user's (a later stamp).
+                trees
+                    .get(Tree::Lockout)
+                    .insert("u", Stamped::encode(first + 1, b"later"))
+                    .unwrap();
+            }
             // Not closed: the mark stays, as after a crash.
             trees.get(Tree::Meta).insert(OPEN_MARK, &[]).unwrap();
             trees.get(Tree::Meta).flush().unwrap();
@@ -2893,6 +3065,8 @@ mod tests {
                 [(soon - 5_000, "f".to_owned())],
                 "{landed}"
             );
+            let expected: &[u8] = if landed >= 3 { b"later" } else { b"after" };
+            assert_eq!(history(&store).as_deref(), Some(expected), "{landed}");
             let summary = store.verify().unwrap();
             assert_eq!(summary.entries, 2, "{landed}");
             assert_eq!(
