@@ -30,7 +30,12 @@
 //! the record goes in, then the group; the index entries after. `meta/open`
 //! is present while the store is open; an open that finds it (a crash)
 //! reads every flow record, puts a carried group missing from the end of
-//! the chain back, and files each carrying flow again.
+//! the chain back, and files each carrying flow again. A carried commit
+//! may also write its user's lockout history (the last step of a reset
+//! does); histories are stamped with their commit's sequence number
+//! ([`Stamped`]), so recovery writes one again only over an older one. A
+//! flow a carried commit files as due at once is held in memory
+//! ([`Inner::held_due`]) instead of `due_now`.
 //!
 //! The due index is lazy: a flow whose due time moves later (every step
 //! of a flow in progress) keeps its `flows_due` entry until that entry is
