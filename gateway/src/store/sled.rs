@@ -53,9 +53,6 @@
 //! thread, `store-flusher`, flushes whenever someone waits: it bumps the
 //! generation, calls sled's blocking `flush`, and releases every waiter whose
 //! ticket that flush covers. Concurrent writers therefore share one fsync.
-//! Before a flush begins, the flusher waits (at most [`GATHER`]) for the
-//! commits applying their writes at that moment, so that they share it
-//! rather than each wait for the next; a lone commit is flushed at once.
 //! sled's `flush_async` is never used (sled issue 1308: it deadlocks with
 //! eight or more concurrent callers).
 //!
@@ -83,7 +80,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -437,34 +434,6 @@ struct Flush {
     stopped: AtomicBool,
     /// How long each `db.flush()` took (for `/metrics`).
     latency: crate::metrics::Histogram,
-    /// Commits applying their writes now (they will ask for a flush).
-    applying: AtomicUsize,
-}
-
-/// How long a flush that is asked for waits at most for commits applying
-/// their writes, so that they share it instead of asking for the next
-/// one. Only while some are applying: a lone commit is flushed at once.
-const GATHER: Duration = Duration::from_micros(300);
-
-/// Counts a commit as applying its writes until dropped (before it asks
-/// for its flush, or on an error).
-struct Applying<'a>(&'a Flush);
-
-impl<'a> Applying<'a> {
-    fn start(flush: &'a Flush) -> Applying<'a> {
-        flush.applying.fetch_add(1, Ordering::AcqRel);
-        Applying(flush)
-    }
-}
-
-impl Drop for Applying<'_> {
-    fn drop(&mut self) {
-        if self.0.applying.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The flusher may be gathering: the last one is in.
-            let _state = lock(&self.0.state);
-            self.0.work.notify_one();
-        }
-    }
 }
 
 /// Generations count flushes: flush `g` is the `g`-th one to begin.
@@ -568,19 +537,6 @@ impl Flush {
         let mut state = lock(&self.state);
         loop {
             if state.wanted > state.finished {
-                // Let commits applying now join this flush (bounded).
-                let deadline = Instant::now() + GATHER;
-                while self.applying.load(Ordering::Acquire) > 0 && !state.shutdown {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    state = self
-                        .work
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
                 state.started += 1;
                 let generation = state.started;
                 drop(state);
@@ -839,7 +795,6 @@ impl SledStore {
             stopped: AtomicBool::new(false),
             work: Condvar::new(),
             latency: crate::metrics::Histogram::default(),
-            applying: AtomicUsize::new(0),
         });
         let flusher = {
             let flush = Arc::clone(&flush);
@@ -2230,9 +2185,7 @@ impl SledStore {
             if writes.is_empty() && records.is_empty() {
                 return Ok((None, Durable::ready()));
             }
-            let applying = Applying::start(&self.inner.flush);
             let seq = self.inner.apply(writes, carry, held, records)?;
-            drop(applying);
             (seq, self.inner.flush.register()?)
         };
         let ticket = Ticket {
