@@ -2962,15 +2962,7 @@ mod tests {
                 assert_eq!(store.flow(&id).unwrap().unwrap(), body, "{id}");
             }
         }
-        let mut exported = Vec::new();
-        store
-            .export(&mut |item| {
-                if let Item::Flow(r) = item {
-                    exported.push(r.body);
-                }
-                Ok(())
-            })
-            .unwrap();
+        let exported: Vec<Vec<u8>> = exported_flows(&store).into_iter().map(|r| r.body).collect();
         assert_eq!(
             exported,
             [vec![0x01, 0, 0, 0, 9], vec![0x00], vec![], b"{}".to_vec()]
@@ -3230,16 +3222,10 @@ mod tests {
         assert_eq!(store.flows_due(6, None, 10).unwrap(), []);
         assert!(index_has(&store, Tree::FlowsDue, &due_key(soon, "f")));
         // An export says when the flow is due.
-        let mut exported = Vec::new();
-        store
-            .export(&mut |item| {
-                if let Item::Flow(r) = item {
-                    exported.push((r.id, r.due_ms));
-                }
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(exported, [("f".to_owned(), 7), ("g".to_owned(), soon + 1)]);
+        assert_eq!(
+            exported_dues(&store),
+            [("f".to_owned(), 7), ("g".to_owned(), soon + 1)]
+        );
         // It survives a reopen (a crash mid-commit is what it is for).
         store.close();
         drop(store);
@@ -3288,16 +3274,7 @@ mod tests {
         commit(&store, vec![Change::PutFlow(flow("f", 7))], true);
         assert!(store.inner.trees.get(Tree::DueNow).is_empty());
         assert_eq!(due_now(&store), [(7, "f".to_owned())]);
-        let mut exported = Vec::new();
-        store
-            .export(&mut |item| {
-                if let Item::Flow(r) = item {
-                    exported.push((r.id, r.due_ms));
-                }
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(exported, [("f".to_owned(), 7)]);
+        assert_eq!(exported_dues(&store), [("f".to_owned(), 7)]);
         // Closed: still found after the open.
         store.close();
         drop(store);
@@ -3369,6 +3346,28 @@ mod tests {
             store.flows_due(u64::MAX, None, 10).unwrap(),
             [(40, "f".to_owned())]
         );
+    }
+
+    /// The flows an export of `store` holds.
+    fn exported_flows(store: &SledStore) -> Vec<FlowRecord> {
+        let mut out = Vec::new();
+        store
+            .export(&mut |item| {
+                if let Item::Flow(r) = item {
+                    out.push(r);
+                }
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    /// Each exported flow's id and due time.
+    fn exported_dues(store: &SledStore) -> Vec<(String, u64)> {
+        exported_flows(store)
+            .into_iter()
+            .map(|r| (r.id, r.due_ms))
+            .collect()
     }
 
     fn index_has(store: &SledStore, tree: Tree, key: &[u8]) -> bool {
