@@ -585,3 +585,24 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// Makes `commits` on `store`, at most 256 of them waiting for their flush
+/// at a time; every one is durable when it returns (the benchmarks' way of
+/// filling a store quickly).
+pub fn commit_all(
+    store: &dyn resetgate::store::Store,
+    commits: impl IntoIterator<Item = resetgate::store::Commit>,
+) {
+    let mut pending = Vec::new();
+    for commit in commits {
+        pending.push(store.commit(commit).unwrap());
+        if pending.len() >= 256 {
+            for d in pending.drain(..) {
+                d.wait().unwrap();
+            }
+        }
+    }
+    for d in pending {
+        d.wait().unwrap();
+    }
+}

@@ -47,8 +47,7 @@ fn main() {
         for t in 0..4u64 {
             let store = &store;
             s.spawn(move || {
-                let mut pending = Vec::new();
-                for r in (t..requests).step_by(4) {
+                let commits = (t..requests).step_by(4).map(|r| {
                     let who = user(r % USERS);
                     let audit = KINDS
                         .iter()
@@ -61,23 +60,12 @@ fn main() {
                             detail: serde_json::json!({"request": r}),
                         })
                         .collect();
-                    pending.push(
-                        store
-                            .commit(Commit {
-                                changes: Vec::new(),
-                                audit,
-                            })
-                            .unwrap(),
-                    );
-                    if pending.len() >= 256 {
-                        for d in pending.drain(..) {
-                            d.wait().unwrap();
-                        }
+                    Commit {
+                        changes: Vec::new(),
+                        audit,
                     }
-                }
-                for d in pending {
-                    d.wait().unwrap();
-                }
+                });
+                resetgate_tests::commit_all(&**store, commits);
             });
         }
     });

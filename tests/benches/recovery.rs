@@ -36,8 +36,7 @@ fn build(dir: &Path, flows: u64) -> ! {
             let store = &store;
             let body = &body;
             s.spawn(move || {
-                let mut pending = Vec::new();
-                for i in (t..flows).step_by(4) {
+                let commits = (t..flows).step_by(4).map(|i| {
                     let id = format!("flow-{i:08}");
                     let user = format!("{:064x}", i % 10_000);
                     let record = FlowRecord {
@@ -56,23 +55,12 @@ fn build(dir: &Path, flows: u64) -> ! {
                         workflow: Some("default".to_owned()),
                         detail: serde_json::json!({}),
                     }];
-                    pending.push(
-                        store
-                            .commit(Commit {
-                                changes: vec![Change::PutFlow(record)],
-                                audit,
-                            })
-                            .unwrap(),
-                    );
-                    if pending.len() >= 256 {
-                        for d in pending.drain(..) {
-                            d.wait().unwrap();
-                        }
+                    Commit {
+                        changes: vec![Change::PutFlow(record)],
+                        audit,
                     }
-                }
-                for d in pending {
-                    d.wait().unwrap();
-                }
+                });
+                resetgate_tests::commit_all(&**store, commits);
             });
         }
     });
