@@ -1025,6 +1025,17 @@ impl SledStore {
 
     /// The value under `key` of `tree`.
     pub(crate) fn raw_get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_as(tree, key, |v| v)
+    }
+
+    /// The part `part` picks of the value under `key` of `tree` (a stored
+    /// record's body).
+    fn get_as(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        part: fn(&[u8]) -> &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.check_open()?;
         let value = self
             .inner
@@ -1032,7 +1043,7 @@ impl SledStore {
             .get(tree)
             .get(key)
             .map_err(io("get", tree.name()))?;
-        Ok(value.map(|v| v.to_vec()))
+        Ok(value.map(|v| part(&v).to_vec()))
     }
 
     /// Every entry of `tree` whose key starts with `prefix`, in key order,
@@ -1828,6 +1839,17 @@ impl Stamped {
         }
     }
 
+    /// Whether `write` puts a history.
+    fn writes(write: &Write) -> bool {
+        matches!(
+            write,
+            Write::Put {
+                tree: Tree::Lockout,
+                ..
+            }
+        )
+    }
+
     /// Stamps every history `writes` put with `stamp`.
     fn stamp_all(writes: &mut [Write], stamp: u64) {
         for write in writes {
@@ -2070,9 +2092,9 @@ impl Inner {
             *head = next;
             drop(head);
             seq = next.next_seq.checked_sub(1);
-        } else {
+        } else if needs_intent || writes.iter().any(Stamped::writes) {
             // No group: a history written now is stamped after every
-            // group so far.
+            // group so far (a lone write of anything else takes no lock).
             let order = lock(&self.head);
             Stamped::stamp_all(&mut writes, order.next_seq);
             if needs_intent {
@@ -2081,20 +2103,20 @@ impl Inner {
         }
         let carried_at = carried.as_ref().map(|(at, _)| *at);
         // A carried commit's `due_now` entries are kept in memory.
+        let in_memory = |w: &Write| {
+            carried_at.is_some()
+                && matches!(
+                    w,
+                    Write::Put {
+                        tree: Tree::DueNow,
+                        ..
+                    }
+                )
+        };
         let rest: Vec<&Write> = writes
             .iter()
             .enumerate()
-            .filter(|(i, w)| {
-                Some(*i) != carried_at
-                    && !(carried_at.is_some()
-                        && matches!(
-                            w,
-                            Write::Put {
-                                tree: Tree::DueNow,
-                                ..
-                            }
-                        ))
-            })
+            .filter(|&(i, w)| Some(i) != carried_at && !in_memory(w))
             .map(|(_, w)| w)
             .collect();
         if let Err(e) = apply_writes(&self.trees, rest.iter().copied()) {
@@ -2370,14 +2392,7 @@ impl Store for SledStore {
     }
 
     fn flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check_open()?;
-        let value = self
-            .inner
-            .trees
-            .get(Tree::Flows)
-            .get(id.as_bytes())
-            .map_err(io("get", "flows"))?;
-        Ok(value.map(|v| flow_body(&v).to_vec()))
+        self.get_as(Tree::Flows, id.as_bytes(), flow_body)
     }
 
     fn flows_due(
@@ -2455,14 +2470,7 @@ impl Store for SledStore {
     }
 
     fn lockout(&self, user: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check_open()?;
-        let value = self
-            .inner
-            .trees
-            .get(Tree::Lockout)
-            .get(user.as_bytes())
-            .map_err(io("get", "lockout"))?;
-        Ok(value.map(|v| Stamped::value(&v).to_vec()))
+        self.get_as(Tree::Lockout, user.as_bytes(), Stamped::value)
     }
 
     fn enrollment(&self, user: &str, gate: &str) -> Result<Option<Vec<u8>>, StoreError> {
