@@ -3,11 +3,11 @@
 //! requests into [`Runtime`] calls (on the request workers: they call plugins
 //! and wait for durable flushes) and outcomes into [`wire::FlowView`]s.
 //!
-//! Every request passes, in order: security headers, client identification
-//! (API key, client certificate or anonymous, with its rate limit: a
-//! [`Principal`] in the request's extensions), the role layer
-//! ([`roles::RULES`]: who may use the matched route), then the route. Every
-//! error is a [`Problem`]. The guide for portal writers and operators is
+//! Every request passes one layer ([`serve`]): its log span and security
+//! headers, its small body read, client identification (API key, client
+//! certificate or anonymous, with its rate limit: a [`Principal`] in the
+//! request's extensions), the role layer ([`roles::RULES`]: who may use the
+//! matched route), then the route. Every error is a [`Problem`]. The guide for portal writers and operators is
 //! `docs/http-api.md`.
 
 pub mod admin;
@@ -389,37 +389,36 @@ pub fn routes() -> Vec<(Method, &'static str)> {
     list
 }
 
-/// The gateway's router.
+/// The gateway's router. Every request, routed or not, passes through
+/// [`serve`] (one layer: a layer of its own for each step cost a boxed
+/// service and future apiece per request).
 pub fn router(api: Arc<Api>) -> Router {
-    let authorize = || middleware::from_fn_with_state(api.clone(), roles::authorize);
-    // Identification wraps the role layer, so every rule sees the principal.
-    let identified = identified_routes()
-        .router
-        .route_layer(authorize())
-        .layer(middleware::from_fn_with_state(api.clone(), identify));
     Router::new()
-        .merge(public_routes().router.route_layer(authorize()))
-        .merge(identified)
+        .merge(public_routes().router)
+        .merge(identified_routes().router)
         .fallback(|| async { Problem::new(Code::NotFound) })
         .method_not_allowed_fallback(|| async { Problem::new(Code::MethodNotAllowed) })
-        .layer(middleware::from_fn_with_state(api.clone(), read_body))
-        .layer(middleware::from_fn_with_state(api.clone(), headers))
+        .layer(middleware::from_fn_with_state(api.clone(), serve))
         .with_state(api)
 }
 
 /// Every request: runs it in its log span (see [`crate::logging`]) with a
-/// fresh request id (also sent as `X-Request-Id`), sets the security
-/// headers, counts the response by matched route for `/metrics`, and logs
-/// it: a refused request (4xx but 429, which identification samples) at
-/// `info` with its problem code, every other at `debug`.
-async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+/// fresh request id (also sent as `X-Request-Id`), admits it
+/// ([`admit`]: body, identification, role), sets the security headers,
+/// counts the response by matched route for `/metrics`, and logs it: a
+/// refused request (4xx but 429, which identification samples) at `info`
+/// with its problem code, every other at `debug`.
+async fn serve(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let id = RequestId::next();
     let span = crate::logging::request_span(id, peer(&req).map(|a| a.ip()));
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     async move {
-        let mut response = next.run(req).await;
+        let mut response = match admit(&api, req, route.as_ref()).await {
+            Ok(req) => next.run(req).await,
+            Err(problem) => problem.into_response(),
+        };
         let status = response.status();
         let route = route.as_ref().map_or("unmatched", |r| r.as_str());
         let took = started.elapsed();
@@ -464,6 +463,31 @@ async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Respo
     .await
 }
 
+/// What a request passes before its route, in order: its small body is
+/// read ([`read_body`]); on a matched route other than a public one, the client
+/// is identified (API key, client certificate or anonymous) and its rate
+/// limit applied ([`identified`]: a [`Principal`] in the request's
+/// extensions; a rate-limited answer is held back, [`tarpit`]); then the
+/// role layer ([`roles::authorize`]) decides. An unmatched request goes to
+/// the fallback (`404`).
+async fn admit(api: &Api, req: Request, route: Option<&MatchedPath>) -> Result<Request, Problem> {
+    let req = read_body(api, req).await?;
+    let Some(route) = route else {
+        return Ok(req);
+    };
+    let path = route.as_str();
+    let req = if roles::is_public(path) {
+        req
+    } else {
+        match identified(api, req).await {
+            Ok(req) => req,
+            Err(problem) => return Err(tarpit(problem).await),
+        }
+    };
+    roles::authorize(req.method(), path, req.extensions().get::<Principal>())?;
+    Ok(req)
+}
+
 /// Reads a request body whose `Content-Length` is within the body limit
 /// (`api.body_limit`) before anything else looks at the request, so that a
 /// request refused before its handler would read the body (a wrong key, a
@@ -471,7 +495,7 @@ async fn headers(State(api): State<Arc<Api>>, req: Request, next: Next) -> Respo
 /// keep-alive connection usable: hyper ends a connection whose request body
 /// was left unread. A larger body, or one of unknown length, is left to the
 /// handler ([`JsonBody`] reads and drops an oversized one before its 413).
-async fn read_body(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+async fn read_body(api: &Api, req: Request) -> Result<Request, Problem> {
     let settings = api.live();
     let length = req
         .headers()
@@ -483,18 +507,15 @@ async fn read_body(State(api): State<Arc<Api>>, req: Request, next: Next) -> Res
         length,
         req.headers().contains_key(header::TRANSFER_ENCODING),
     ) else {
-        return next.run(req).await;
+        return Ok(req);
     };
     let (parts, body) = req.into_parts();
     let read = axum::body::to_bytes(body, length);
     match tokio::time::timeout(settings.config.body_timeout, read).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
         // The client stopped sending before its Content-Length.
-        Ok(Err(_)) => Problem::new(Code::BadJson).into_response(),
-        Err(_) => Problem::new(Code::RequestTimeout).into_response(),
+        Ok(Err(_)) => Err(Problem::new(Code::BadJson)),
+        Err(_) => Err(Problem::new(Code::RequestTimeout)),
     }
 }
 
@@ -520,18 +541,6 @@ async fn tarpit(problem: Problem) -> Problem {
         tokio::time::sleep(TARPIT.min(Duration::from_secs(secs))).await;
     }
     problem
-}
-
-/// Identifies the client (API key or anonymous) and applies its rate limit.
-async fn identify(
-    State(api): State<Arc<Api>>,
-    req: Request,
-    next: Next,
-) -> Result<Response, Problem> {
-    match identified(&api, req).await {
-        Ok(req) => Ok(next.run(req).await),
-        Err(problem) => Err(tarpit(problem).await),
-    }
 }
 
 /// Logs a rate-limit hit of `limit` for `key`, sampled by [`HitLog`].

@@ -5,15 +5,12 @@
 //! served by accident; a principal the rule does not name gets `403
 //! forbidden`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use super::principal::{Principal, PrincipalKind, Role};
-use super::{Api, Code, Problem};
+use super::{Code, Problem};
 
 /// Who may use a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,37 +148,56 @@ fn served() -> &'static [(Method, &'static str)] {
     ROUTES.get_or_init(super::routes)
 }
 
-/// Applies [`RULES`] to a routed request: the principal identification put
-/// in the request must be allowed by the rule of the matched route.
-pub async fn authorize(
-    State(_api): State<Arc<Api>>,
-    req: Request,
-    next: Next,
-) -> Result<Response, Problem> {
-    let Some(path) = req.extensions().get::<MatchedPath>().map(|p| p.as_str()) else {
-        return Err(Code::NotFound.into());
-    };
+/// What the role layer says of a routed request.
+pub(super) enum Verdict {
+    /// The principal may use the route.
+    Allowed,
+    /// Not a method of this route: the router answers `405`.
+    NotAMethod,
+}
+
+/// Applies [`RULES`] to a request the router matched to `path`: the
+/// principal identification found (anonymous when none) must be allowed by
+/// the rule of the route.
+pub(super) fn authorize(
+    method: &Method,
+    path: &str,
+    principal: Option<&Principal>,
+) -> Result<Verdict, Problem> {
     // `HEAD` is served by a route's `GET` handler, so it has its rule.
-    let method = if req.method() == Method::HEAD {
-        Method::GET
+    let method = if method == Method::HEAD {
+        &Method::GET
     } else {
-        req.method().clone()
+        method
     };
     let Some(rule) = rule_for(method.as_str(), path) else {
-        if !served().iter().any(|(m, p)| *m == method && *p == path) {
-            // Not a method of this route: the router answers `405`.
-            return Ok(next.run(req).await);
+        if !served().iter().any(|(m, p)| m == method && *p == path) {
+            return Ok(Verdict::NotAMethod);
         }
         // A route nobody gave a rule: refused to everyone.
         tracing::error!(method = %method, route = path, "a route has no rule in the role table; refused");
         return Err(Code::Forbidden.into());
     };
     let anonymous = Principal::anonymous();
-    let principal = req.extensions().get::<Principal>().unwrap_or(&anonymous);
-    if !rule.access.allows(principal) {
+    if !rule.access.allows(principal.unwrap_or(&anonymous)) {
         return Err(Code::Forbidden.into());
     }
-    Ok(next.run(req).await)
+    Ok(Verdict::Allowed)
+}
+
+/// Whether `path` is a route served without identification (health
+/// checks: [`super::public_routes`]).
+pub(super) fn is_public(path: &str) -> bool {
+    static PUBLIC: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PUBLIC
+        .get_or_init(|| {
+            super::public_routes()
+                .list
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        })
+        .contains(&path)
 }
 
 #[cfg(test)]
