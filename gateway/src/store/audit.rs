@@ -250,6 +250,10 @@ fn json_hash(prev: &Digest32, seq: u64, json: &[u8]) -> Digest32 {
 
 /// The first byte of a stored group.
 const GROUP_FORMAT: u8 = 0x01;
+/// The first byte of a stored group whose commit a flow record carries
+/// (sled, schema 6): the same layout, then the flow's id and its length
+/// (one byte) at the end ([`mark_carried`]).
+const CARRIED_FORMAT: u8 = 0x02;
 /// The first byte of an entry stored in the format before groups (a JSON
 /// object).
 const OLD_FORMAT: u8 = b'{';
@@ -445,6 +449,35 @@ fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
+/// Marks the group laid out in `bytes` (by [`prepare`]) as one whose commit
+/// the record of flow `flow` carries: sled's recovery reads which flow
+/// from the newest group ([`carried_flow`]). Fails, leaving `bytes` as
+/// they are, if the id is longer than 255 bytes or `bytes` is no group.
+pub(super) fn mark_carried(bytes: &mut Vec<u8>, flow: &[u8]) -> bool {
+    let Ok(len) = u8::try_from(flow.len()) else {
+        return false;
+    };
+    let Some(format) = bytes.first_mut().filter(|f| **f == GROUP_FORMAT) else {
+        return false;
+    };
+    *format = CARRIED_FORMAT;
+    bytes.extend_from_slice(flow);
+    bytes.push(len);
+    true
+}
+
+/// The flow whose record carries the commit of the group stored as
+/// `bytes`, if [`mark_carried`] marked it.
+pub(super) fn carried_flow(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.first() != Some(&CARRIED_FORMAT) {
+        return None;
+    }
+    let (&len, rest) = bytes.split_last()?;
+    let at = rest.len().checked_sub(usize::from(len))?;
+    rest.get(GROUP_HEADER.max(at)..)
+        .filter(|f| f.len() == usize::from(len))
+}
+
 /// The entries of the group stored as `bytes`, in order. Checks the layout
 /// only (every byte accounted for), not the chain.
 pub(super) fn decode_group(bytes: &[u8]) -> Result<Vec<Stored<'_>>, Unreadable> {
@@ -452,6 +485,11 @@ pub(super) fn decode_group(bytes: &[u8]) -> Result<Vec<Stored<'_>>, Unreadable> 
     let mut rest = bytes;
     match take(&mut rest, 1) {
         Some([GROUP_FORMAT]) => {}
+        Some([CARRIED_FORMAT]) => {
+            // The group, without the flow's id at its end.
+            let flow = carried_flow(bytes).ok_or(undecodable)?;
+            rest = rest.get(..rest.len() - flow.len() - 1).ok_or(undecodable)?;
+        }
         Some([OLD_FORMAT]) => return Err(Unreadable::OldFormat),
         _ => return Err(undecodable),
     }

@@ -25,12 +25,14 @@
 //!
 //! Most commits need no intent: a commit of one flow record, its index
 //! entries and an audit group (every step of a reset but the last) is
-//! *carried* by the flow record, which holds the group and the flow's
-//! index entry beside its body ([`Carried`]). Under the chain-head lock
-//! the record goes in, then the group; the index entries after. `meta/open`
-//! is present while the store is open; an open that finds it (a crash)
-//! reads every flow record, puts a carried group missing from the end of
-//! the chain back, and files each carrying flow again. A carried commit
+//! *carried* by the flow record, which holds the group's key and the
+//! flow's index entry beside its body ([`Carried`]), and the group names
+//! the flow. Under the chain-head lock the group goes in, then the
+//! record; the index entries after. `meta/open` is present while the
+//! store is open; an open that finds it (a crash) reads every flow
+//! record, files each carrying flow again, and takes the newest group
+//! away if it is carried and no record carries it (the crash came between
+//! the two: the commit was never acknowledged). A carried commit
 //! may also write its user's lockout history (the last step of a reset
 //! does); histories are stamped with their commit's sequence number
 //! ([`Stamped`]), so recovery writes one again only over an older one. A
@@ -71,7 +73,10 @@
 //! `flows_due` entry stays put, see [`Trees::index_flow`]); 5 lets an
 //! `audit_users` entry name several groups (its value lists the user's
 //! other groups of the indexer's batch, 8 bytes BE each; an entry of 4,
-//! with an empty value, names one). It is built off the commit path: the
+//! with an empty value, names one); 6 inserts a carried commit's group
+//! before its flow record, which no longer holds the group's bytes, and
+//! marks the group as carried (format `0x02`, the flow's id at its end;
+//! a 5 could not read it). `audit_users` is built off the commit path: the
 //! `store-indexer` thread catches it up from a watermark (`meta/
 //! audit_indexed`) once a second, and a query catches it up first. Opening a version-1 store indexes its
 //! flows as due at once (the first sweep puts each where it belongs), an
@@ -97,7 +102,7 @@ use super::{
 const AUDIT_TREE: &str = "audit";
 
 /// The schema version this binary writes.
-pub const SCHEMA: u32 = 5;
+pub const SCHEMA: u32 = 6;
 
 /// How many mutexes share out the users' locks.
 const STRIPES: usize = 1024;
@@ -404,6 +409,14 @@ struct Inner {
     /// `close` writes these to the tree, and an open after a crash files
     /// the flows again from the records that carry their commits.
     held_due: Mutex<HashMap<String, u64>>,
+    /// The flow whose record carries the commit of the newest audit group,
+    /// and that group's key, if that commit was carried; else `None`.
+    /// Locked only under `head` or on its own (never the other way round).
+    /// A commit without an audit group that changes this flow's record
+    /// first notes the group in `meta` ([`CARRIED_THEN_CHANGED`]), so that
+    /// the recovery does not take the group's commit for one a crash cut
+    /// short (see [`Carried`]).
+    tail_carried: Mutex<Option<(Vec<u8>, [u8; 8])>>,
 }
 
 /// One sled tree per [`Tree`], in [`Tree::ALL`] order.
@@ -822,10 +835,12 @@ impl SledStore {
                 indexer: Mutex::new(()),
                 filed: FiledCache::new(),
                 held_due: Mutex::new(HashMap::new()),
+                tail_carried: Mutex::new(None),
             }),
         };
         store
             .recover_carried()
+            .and_then(|()| store.note_tail())
             .and_then(|()| store.mark_open())
             .map_err(|e| {
                 store.close();
@@ -861,11 +876,12 @@ impl SledStore {
                 continue;
             };
             flows += 1;
-            if !self
-                .inner
-                .audit
-                .contains_key(carried.group_key)
-                .map_err(io("recover", AUDIT_TREE))?
+            if !carried.group.is_empty()
+                && !self
+                    .inner
+                    .audit
+                    .contains_key(carried.group_key)
+                    .map_err(io("recover", AUDIT_TREE))?
             {
                 let mut head = lock(&self.inner.head);
                 let at_end = audit::key_seq(carried.group_key) == Some(head.next_seq);
@@ -908,8 +924,18 @@ impl SledStore {
                 }
             }
         }
+        let dropped = self.drop_cut_short_group()?;
         self.inner.filed.clear();
         meta.flush().map_err(io("recover", "meta"))?;
+        self.inner
+            .audit
+            .flush()
+            .map_err(io("recover", AUDIT_TREE))?;
+        if dropped {
+            tracing::warn!(
+                "the store was not closed: the newest audit group belonged to a commit the crash cut short (never acknowledged); removed"
+            );
+        }
         if flows > 0 {
             tracing::warn!(
                 flows,
@@ -918,6 +944,69 @@ impl SledStore {
                 "the store was not closed: filed the flows whose records carry their last commit again"
             );
         }
+        Ok(())
+    }
+
+    /// After a crash: takes the newest audit group away if its commit was
+    /// carried ([`audit::carried_flow`]) and the crash came between the
+    /// group and the record carrying it. Only the newest group can be so
+    /// (the two inserts are made under the chain-head lock, and the log
+    /// keeps a prefix of what was inserted). Its commit was whole if the
+    /// flow's record carries it, or if a later commit without a group
+    /// changed that record ([`CARRIED_THEN_CHANGED`]); else it was never
+    /// acknowledged, and nothing else of it is stored. Whether it removed
+    /// the group.
+    fn drop_cut_short_group(&self) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let Some((key, value)) = inner.audit.last().map_err(io("recover", AUDIT_TREE))? else {
+            return Ok(false);
+        };
+        let Some(flow) = audit::carried_flow(&value) else {
+            return Ok(false);
+        };
+        let meta = inner.trees.get(Tree::Meta);
+        let changed = meta
+            .get(CARRIED_THEN_CHANGED)
+            .map_err(io("recover", "meta"))?
+            .is_some_and(|k| k == key);
+        let carried = inner
+            .trees
+            .get(Tree::Flows)
+            .get(flow)
+            .map_err(io("recover", "flows"))?
+            .is_some_and(|stored| {
+                Carried::decode(&stored).is_some_and(|c| c.group_key == &key[..])
+            });
+        if changed || carried {
+            return Ok(false);
+        }
+        let mut head = lock(&inner.head);
+        inner
+            .audit
+            .remove(&key)
+            .map_err(io("recover", AUDIT_TREE))?;
+        *head = Self::read_head(&inner.audit).map_err(|reason| StoreError::Io {
+            op: "recover",
+            what: AUDIT_TREE,
+            reason,
+        })?;
+        Ok(true)
+    }
+
+    /// Notes which flow's record carries the commit of the newest audit
+    /// group, if one does ([`Inner::tail_carried`]).
+    fn note_tail(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let _head = lock(&inner.head);
+        let tail = inner
+            .audit
+            .last()
+            .map_err(io("open", AUDIT_TREE))?
+            .and_then(|(key, value)| {
+                let key = <[u8; 8]>::try_from(key.as_ref()).ok()?;
+                Some((audit::carried_flow(&value)?.to_vec(), key))
+            });
+        *lock(&inner.tail_carried) = tail;
         Ok(())
     }
 
@@ -1326,8 +1415,9 @@ fn migrate(trees: &Trees) -> Result<(), StoreError> {
         Some(v) if v == SCHEMA => return Ok(()),
         // 3 to 4 adds `due_now`, empty; 4 to 5 lets an `audit_users`
         // entry name several groups (an entry of 4 names one, and reads
-        // the same).
-        Some(3 | 4) => return finish_migration(trees),
+        // the same); 5 to 6 changes how new carried commits are stored
+        // (what 5 stored reads the same).
+        Some(3..=5) => return finish_migration(trees),
         _ => {}
     }
     // Older than 3: `audit_users` is built from the start of the log by
@@ -1376,6 +1466,11 @@ fn finish_migration(trees: &Trees) -> Result<(), StoreError> {
 /// Present in `meta` while the store is open: found at open, the store
 /// was not closed (a crash), and [`SledStore::recover_carried`] runs.
 const OPEN_MARK: &[u8] = b"open";
+
+/// Where `meta` keeps the key of the last audit group whose carried commit
+/// was followed by a commit without a group that changed the carrying
+/// flow's record (see [`Inner::note_carried_then_changed`]).
+const CARRIED_THEN_CHANGED: &[u8] = b"carried_then_changed";
 
 /// Where `meta` keeps how far `audit_users` is built: the sequence number
 /// after the last indexed group (8 bytes BE).
@@ -1889,25 +1984,36 @@ fn carried_flow(writes: &[Write]) -> Option<usize> {
     at
 }
 
-/// A flow record that carries its commit: the commit's audit group (key
-/// and bytes, as linked) and the flow's index entry, then the body.
+/// A flow record that carries its commit: the key of the commit's audit
+/// group, the flow's index entry and the lockout history the commit wrote,
+/// then the body.
 ///
 /// Most of a reset's commits write one flow, its index entries and an
 /// audit group. Such a commit needs no intent: under the chain-head lock
-/// the flow record is inserted, carrying the group, then the group; its
-/// index entries follow after the lock. A crash can cut it short in two
-/// places, and an open after a crash finds both ([`SledStore::recover_carried`]):
-/// the record without its group (only the newest record can be so, as the
-/// group is the next insert under the lock: the group goes in at the end
-/// of the chain), and the record and group without all of the index
-/// entries or the user's lockout history (the entries are filed again from
-/// the carried index entry, the history written again unless the stored
-/// one is stamped as new, see [`Stamped`]). Either way
-/// the commit is completed; the flow's previous record is gone, so there
-/// is nothing to undo.
+/// the group is inserted, marked as carried and naming the flow
+/// ([`audit::mark_carried`]), then the flow record carrying the group's
+/// key; its index entries and the history follow after the lock. A crash
+/// can cut it short in two places, and an open after a crash finds both
+/// ([`SledStore::recover_carried`]):
+/// - the group without the record: only the newest group can be so (the
+///   record is the next insert under the lock). Nothing else of the
+///   commit is stored and it was never acknowledged, so the group is
+///   taken away ([`SledStore::drop_cut_short_group`]). The newest group
+///   is also not carried by its flow's record if a later commit without
+///   a group changed or removed that record; such a commit notes the
+///   group first ([`CARRIED_THEN_CHANGED`]), so it is kept;
+/// - the group and the record without all of the index entries or the
+///   user's lockout history: the entries are filed again from the carried
+///   index entry, the history written again unless the stored one is
+///   stamped as new (see [`Stamped`]).
+///
+/// A record of schema 5 also holds the group's bytes (5 inserted the
+/// record first, then the group, and recovery put a missing group back).
 struct Carried<'a> {
     index: FlowIndex,
     group_key: &'a [u8],
+    /// The group's bytes, in a record of schema 5 (which inserted the
+    /// record before the group); empty since.
     group: &'a [u8],
     /// The lockout history the commit wrote: user key and stored value
     /// (stamped with the group's sequence number); an empty key if none.
@@ -1918,26 +2024,16 @@ struct Carried<'a> {
 impl<'a> Carried<'a> {
     const FORMAT: u8 = 0x01;
 
-    fn encode(
-        index: &[u8],
-        group_key: &[u8],
-        group: &[u8],
-        lockout: (&[u8], &[u8]),
-        body: &[u8],
-    ) -> Vec<u8> {
+    /// The record of a commit whose group is in the log (schema 6): the
+    /// group's field is empty.
+    fn encode(index: &[u8], group_key: &[u8], lockout: (&[u8], &[u8]), body: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            1 + 20
-                + index.len()
-                + group_key.len()
-                + group.len()
-                + lockout.0.len()
-                + lockout.1.len()
-                + body.len(),
+            1 + 20 + index.len() + group_key.len() + lockout.0.len() + lockout.1.len() + body.len(),
         );
         out.push(Self::FORMAT);
         push_field(&mut out, index);
         push_field(&mut out, group_key);
-        push_field(&mut out, group);
+        push_field(&mut out, &[]);
         push_field(&mut out, lockout.0);
         push_field(&mut out, lockout.1);
         out.extend_from_slice(body);
@@ -2037,12 +2133,17 @@ impl Inner {
             what: AUDIT_TREE,
             reason,
         };
-        let prepared = audit::prepare(records)
+        let mut prepared = audit::prepare(records)
             .map_err(|e| encode_error(format!("cannot encode the entry: {e}")))?;
         // A commit of one flow, its index entries and an audit group is
-        // carried by the flow record instead of an intent.
-        let carried = match (&prepared, carry) {
-            (Some(_), Some(index)) => carried_flow(&writes).map(|at| (at, index)),
+        // carried by the flow record instead of an intent; its group names
+        // the flow.
+        let carried = match (&mut prepared, carry) {
+            (Some((bytes, _)), Some(index)) => carried_flow(&writes)
+                .filter(|&at| {
+                    matches!(writes.get(at), Some(Write::Put { key, .. }) if audit::mark_carried(bytes, key))
+                })
+                .map(|at| (at, index)),
             _ => None,
         };
         let needs_intent = carried.is_none() && writes.len() + usize::from(prepared.is_some()) > 1;
@@ -2060,45 +2161,56 @@ impl Inner {
             })?;
             let group_key = audit::seq_key(first);
             Stamped::stamp_all(&mut writes, first);
-            if let Some((at, index)) = &carried {
-                if let Some(Write::Put {
-                    key, value: flow, ..
-                }) = writes.get(*at)
-                {
-                    let lockout = writes
-                        .iter()
-                        .find_map(|w| match w {
-                            Write::Put {
-                                tree: Tree::Lockout,
-                                key,
-                                value,
-                            } => Some((key.as_slice(), value.as_slice())),
-                            _ => None,
-                        })
-                        .unwrap_or_default();
-                    let record =
-                        Carried::encode(index, &group_key, &value, lockout, flow_body(flow));
-                    self.trees
-                        .get(Tree::Flows)
-                        .insert(key.as_slice(), record)
-                        .map_err(io("commit", "flows"))?;
-                }
-            } else if needs_intent {
+            if needs_intent {
                 intent_key = Some(self.insert_intent(Some((&group_key, &value)), &writes)?);
             }
+            // The group first, then the record that carries its commit: a
+            // crash in between leaves the group at the end of the chain
+            // and no record carrying it, which recovery takes away.
             self.audit
                 .insert(group_key, value)
                 .map_err(io("append", AUDIT_TREE))?;
+            let mut tail = None;
+            if let Some((at, index)) = &carried
+                && let Some(Write::Put {
+                    key, value: flow, ..
+                }) = writes.get(*at)
+            {
+                let lockout = writes
+                    .iter()
+                    .find_map(|w| match w {
+                        Write::Put {
+                            tree: Tree::Lockout,
+                            key,
+                            value,
+                        } => Some((key.as_slice(), value.as_slice())),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let record = Carried::encode(index, &group_key, lockout, flow_body(flow));
+                if let Err(e) = self.trees.get(Tree::Flows).insert(key.as_slice(), record) {
+                    // Not applied: the group goes too, if it can.
+                    if self.audit.remove(group_key).is_err() {
+                        *head = next;
+                    }
+                    return Err(io("commit", "flows")(e));
+                }
+                tail = Some((key.clone(), group_key));
+            }
             *head = next;
+            *lock(&self.tail_carried) = tail;
             drop(head);
             seq = next.next_seq.checked_sub(1);
-        } else if needs_intent || writes.iter().any(Stamped::writes) {
-            // No group: a history written now is stamped after every
-            // group so far (a lone write of anything else takes no lock).
-            let order = lock(&self.head);
-            Stamped::stamp_all(&mut writes, order.next_seq);
-            if needs_intent {
-                intent_key = Some(self.insert_intent(None, &writes)?);
+        } else {
+            self.note_carried_then_changed(&writes)?;
+            if needs_intent || writes.iter().any(Stamped::writes) {
+                // No group: a history written now is stamped after every
+                // group so far (a lone write of anything else takes no lock).
+                let order = lock(&self.head);
+                Stamped::stamp_all(&mut writes, order.next_seq);
+                if needs_intent {
+                    intent_key = Some(self.insert_intent(None, &writes)?);
+                }
             }
         }
         let carried_at = carried.as_ref().map(|(at, _)| *at);
@@ -2140,6 +2252,40 @@ impl Inner {
                 .map_err(io("commit", "intents"))?;
         }
         Ok(seq)
+    }
+
+    /// Before a commit without an audit group changes or removes the record
+    /// of the flow whose record carries the newest group's commit
+    /// ([`Inner::tail_carried`]): notes that group in `meta`
+    /// ([`CARRIED_THEN_CHANGED`]). The note goes into the log after the
+    /// record that carried the group and before this commit's writes, so
+    /// an open after a crash that finds the record changed (or gone) and
+    /// the note knows the group's commit was whole.
+    fn note_carried_then_changed(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut tail = lock(&self.tail_carried);
+        let Some((flow, group)) = tail.as_ref() else {
+            return Ok(());
+        };
+        let changes = writes.iter().any(|w| match w {
+            Write::Put {
+                tree: Tree::Flows,
+                key,
+                ..
+            }
+            | Write::Delete {
+                tree: Tree::Flows,
+                key,
+            } => key == flow,
+            _ => false,
+        });
+        if changes {
+            self.trees
+                .get(Tree::Meta)
+                .insert(CARRIED_THEN_CHANGED, &group[..])
+                .map_err(io("commit", "meta"))?;
+            *tail = None;
+        }
+        Ok(())
     }
 
     /// Inserts a commit's intent; its key. The caller holds the head lock.
@@ -2978,14 +3124,14 @@ mod tests {
     }
 
     #[test]
-    fn a_carried_commit_a_crash_cut_short_is_completed_on_open() {
+    fn a_carried_commit_a_crash_cut_short_is_undone_or_completed_on_open() {
         let soon = now_ms() + 60_000;
         let history = |store: &SledStore| store.lockout("u").unwrap();
-        // 0: the flow record only; 1: and its group; 2: and its index
-        // entries and lockout history (whole); 3: whole, and the user's
-        // history written again since. The store is then dropped as by a
-        // crash.
-        for landed in 0..=3 {
+        // 0: nothing of the second commit; 1: its group only; 2: and its
+        // flow record; 3: and its index entries and lockout history
+        // (whole); 4: whole, and the user's history written again since.
+        // The store is then dropped as by a crash.
+        for landed in 0..=4 {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(dir.path()).unwrap();
             assert!(index_has(&store, Tree::Meta, OPEN_MARK));
@@ -3003,6 +3149,7 @@ mod tests {
                 .unwrap()
                 .wait()
                 .unwrap();
+            let first_body = store.flow("f").unwrap().unwrap();
             // The next step: due earlier, so its entry moves; it writes the
             // user's history.
             let mut next = flow("f", soon - 5_000);
@@ -3017,6 +3164,7 @@ mod tests {
                 ])
                 .unwrap();
             let (mut group, layout) = audit::prepare(&[record(1)]).unwrap().unwrap();
+            assert!(audit::mark_carried(&mut group, b"f"));
             let mut head = *lock(&store.inner.head);
             let first = layout.link(&mut head, &mut group).unwrap();
             let key = audit::seq_key(first);
@@ -3025,17 +3173,18 @@ mod tests {
             let carried = Carried::encode(
                 &FlowIndex::of(&next).encode(),
                 &key,
-                &group,
                 (b"u", &stamped),
                 &next.body,
             );
             store.close();
             let trees = &store.inner.trees;
-            trees.get(Tree::Flows).insert("f", carried).unwrap();
             if landed >= 1 {
                 store.inner.audit.insert(key, group.as_slice()).unwrap();
             }
             if landed >= 2 {
+                trees.get(Tree::Flows).insert("f", carried).unwrap();
+            }
+            if landed >= 3 {
                 let rest: Vec<&Write> = staged
                     .writes
                     .iter()
@@ -3051,7 +3200,7 @@ mod tests {
                     .collect();
                 apply_writes(trees, rest).unwrap();
             }
-            if landed >= 3 {
+            if landed >= 4 {
                 // A later request of the user's (a later stamp).
                 trees
                     .get(Tree::Lockout)
@@ -3064,23 +3213,121 @@ mod tests {
             drop(store);
 
             let store = SledStore::open(dir.path()).unwrap();
-            assert_eq!(store.flow("f").unwrap().unwrap(), b"step two", "{landed}");
-            assert_eq!(
-                store.flows_due(u64::MAX, None, 10).unwrap(),
-                [(soon - 5_000, "f".to_owned())],
-                "{landed}"
-            );
-            let expected: &[u8] = if landed >= 3 { b"later" } else { b"after" };
-            assert_eq!(history(&store).as_deref(), Some(expected), "{landed}");
             let summary = store.verify().unwrap();
-            assert_eq!(summary.entries, 2, "{landed}");
+            if landed < 2 {
+                // Never acknowledged: as if it had not begun.
+                assert_eq!(store.flow("f").unwrap().unwrap(), first_body, "{landed}");
+                assert_eq!(
+                    store.flows_due(u64::MAX, None, 10).unwrap(),
+                    [(soon, "f".to_owned())],
+                    "{landed}"
+                );
+                assert_eq!(history(&store).as_deref(), Some(&b"before"[..]), "{landed}");
+                assert_eq!(summary.entries, 1, "{landed}");
+                // The chain goes on where it ends now.
+                store
+                    .commit(Commit {
+                        changes: vec![],
+                        audit: vec![record(2)],
+                    })
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                assert_eq!(store.verify().unwrap().entries, 2, "{landed}");
+                assert_eq!(
+                    store.entries(0, 10).unwrap()[1].record,
+                    record(2),
+                    "{landed}"
+                );
+            } else {
+                assert_eq!(store.flow("f").unwrap().unwrap(), b"step two", "{landed}");
+                assert_eq!(
+                    store.flows_due(u64::MAX, None, 10).unwrap(),
+                    [(soon - 5_000, "f".to_owned())],
+                    "{landed}"
+                );
+                let expected: &[u8] = if landed >= 4 { b"later" } else { b"after" };
+                assert_eq!(history(&store).as_deref(), Some(expected), "{landed}");
+                assert_eq!(summary.entries, 2, "{landed}");
+                assert_eq!(
+                    store.entries(0, 10).unwrap()[1].record,
+                    record(1),
+                    "{landed}"
+                );
+            }
+            store.close();
+            assert!(!index_has(&store, Tree::Meta, OPEN_MARK), "{landed}");
+        }
+    }
+
+    /// The newest group's commit was carried and whole, then a commit
+    /// without a group removed (or rewrote) the flow: after a crash the
+    /// group is kept, though no record carries it.
+    #[test]
+    fn a_carried_group_whose_flow_a_later_commit_without_a_group_changed_is_kept_after_a_crash() {
+        for remove in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
+            for (i, id) in ["f", "g"].into_iter().enumerate() {
+                store
+                    .commit(Commit {
+                        changes: vec![Change::PutFlow(flow(id, 5))],
+                        audit: vec![record(i as u64)],
+                    })
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+            }
+            // `f`'s commit is not the newest group's: changing `f` notes
+            // nothing.
+            store
+                .commit(Commit {
+                    changes: vec![Change::PutFlow(flow("f", 6))],
+                    audit: vec![],
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert!(!index_has(&store, Tree::Meta, CARRIED_THEN_CHANGED));
+            let change = if remove {
+                Change::DeleteFlow { id: "g".to_owned() }
+            } else {
+                Change::PutFlow(flow("g", 7))
+            };
+            store
+                .commit(Commit {
+                    changes: vec![change],
+                    audit: vec![],
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert!(index_has(&store, Tree::Meta, CARRIED_THEN_CHANGED));
+            // As after a crash.
+            store
+                .inner
+                .trees
+                .get(Tree::Meta)
+                .insert(OPEN_MARK, &[])
+                .unwrap();
+            store.close();
+            store
+                .inner
+                .trees
+                .get(Tree::Meta)
+                .insert(OPEN_MARK, &[])
+                .unwrap();
+            store.inner.trees.get(Tree::Meta).flush().unwrap();
+            drop(store);
+
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.verify().unwrap().entries, 2, "{remove}");
             assert_eq!(
                 store.entries(0, 10).unwrap()[1].record,
                 record(1),
-                "{landed}"
+                "{remove}"
             );
-            store.close();
-            assert!(!index_has(&store, Tree::Meta, OPEN_MARK), "{landed}");
+            assert_eq!(store.flow("g").unwrap().is_none(), remove);
         }
     }
 
