@@ -24,7 +24,9 @@
 //! chain-head lock, was measured and is slower: BENCHMARKS.md, issue 13.)
 //!
 //! Most commits need no intent: a commit of one flow record, its index
-//! entries and an audit group (every step of a reset but the last) is
+//! entries and an audit group (every commit of a reset but the one that
+//! begins the password change, which has no group and is carried too as
+//! long as it writes no lockout history) is
 //! *carried* by the flow record, which holds the group's key and the
 //! flow's index entry beside its body ([`Carried`]), and the group names
 //! the flow. Under the chain-head lock the group goes in, then the
@@ -916,7 +918,7 @@ impl SledStore {
             if !user.is_empty() {
                 let lockout = self.inner.trees.get(Tree::Lockout);
                 let stored = lockout.get(user).map_err(io("recover", "lockout"))?;
-                let stamp = audit::key_seq(carried.group_key).unwrap_or_default();
+                let stamp = Stamped::stamp(history);
                 if stored.is_none_or(|v| Stamped::stamp(&v) < stamp) {
                     lockout
                         .insert(user, history)
@@ -2144,6 +2146,12 @@ impl Inner {
                     matches!(writes.get(at), Some(Write::Put { key, .. }) if audit::mark_carried(bytes, key))
                 })
                 .map(|at| (at, index)),
+            // Without a group, a commit that writes no lockout history (a
+            // history's stamp would not order it after an earlier commit
+            // without a group: recovery could not tell which is newer).
+            (None, Some(index)) => carried_flow(&writes)
+                .filter(|_| !writes.iter().any(Stamped::writes))
+                .map(|at| (at, index)),
             _ => None,
         };
         let needs_intent = carried.is_none() && writes.len() + usize::from(prepared.is_some()) > 1;
@@ -2203,6 +2211,17 @@ impl Inner {
             seq = next.next_seq.checked_sub(1);
         } else {
             self.note_carried_then_changed(&writes)?;
+            if let Some((at, index)) = &carried
+                && let Some(Write::Put {
+                    key, value: flow, ..
+                }) = writes.get(*at)
+            {
+                let record = Carried::encode(index, &[], (&[], &[]), flow_body(flow));
+                self.trees
+                    .get(Tree::Flows)
+                    .insert(key.as_slice(), record)
+                    .map_err(io("commit", "flows"))?;
+            }
             if needs_intent || writes.iter().any(Stamped::writes) {
                 // No group: a history written now is stamped after every
                 // group so far (a lone write of anything else takes no lock).
@@ -3560,6 +3579,63 @@ mod tests {
         );
         assert_eq!(due_now(&store), [(8, "f".to_owned())]);
         assert!(!lock(&store.inner.held_due).contains_key("g"));
+    }
+
+    /// A commit of one flow and its index entries without an audit group
+    /// (the commit that begins a password change) is carried too: no
+    /// intent, its due-at-once entry in memory, and found after a crash.
+    #[test]
+    fn a_flow_commit_without_a_group_is_carried_and_found_due_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = now_ms() + 60_000;
+        let store = SledStore::open(dir.path()).unwrap();
+        let commit = |store: &SledStore, changes: Vec<Change>, audited: bool| {
+            store
+                .commit(Commit {
+                    changes,
+                    audit: if audited { vec![record(0)] } else { vec![] },
+                })
+                .unwrap()
+                .wait()
+                .unwrap();
+        };
+        commit(&store, vec![Change::PutFlow(flow("f", soon))], true);
+        let mut committing = flow("f", 7);
+        committing.body = b"committing".to_vec();
+        commit(&store, vec![Change::PutFlow(committing)], false);
+        let stored = store
+            .inner
+            .trees
+            .get(Tree::Flows)
+            .get("f")
+            .unwrap()
+            .unwrap();
+        let carried = Carried::decode(&stored).expect("carried");
+        assert!(carried.group_key.is_empty());
+        assert_eq!(carried.body, b"committing");
+        assert_eq!(carried.index.due_ms, 7);
+        assert!(store.inner.trees.get(Tree::Intents).is_empty());
+        assert!(store.inner.trees.get(Tree::DueNow).is_empty());
+        assert_eq!(
+            store.flows_due(now_ms(), None, 10).unwrap(),
+            [(7, "f".to_owned())]
+        );
+        // A crash: what was in memory is lost, the store not marked closed.
+        store.close();
+        let trees = &store.inner.trees;
+        trees.get(Tree::DueNow).clear().unwrap();
+        trees.get(Tree::Meta).insert(OPEN_MARK, &[]).unwrap();
+        trees.get(Tree::Meta).flush().unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.flows_due(now_ms(), None, 10).unwrap(),
+            [(7, "f".to_owned())]
+        );
+        assert_eq!(store.flow("f").unwrap().unwrap(), b"committing");
+        // The audit group of the first commit is kept: the flow's record
+        // changed by a commit without a group since.
+        assert_eq!(store.verify().unwrap().entries, 1);
     }
 
     #[test]
