@@ -1299,6 +1299,11 @@ impl SledStore {
             .map(|o| FlowIndex::decode(&o));
         let now = now_ms();
         let mut index = FlowIndex::of(r);
+        if old.is_none() {
+            // Only an indexed flow has a `due_now` entry: the flow's next
+            // commit need not look for one.
+            self.inner.filed.note(Tree::DueNow, r.id.as_bytes(), None);
+        }
         if let Some(old) = old {
             let due_now = r.due_ms <= now;
             if due_now {
