@@ -300,7 +300,7 @@ fn migrate_reports_the_schema_before_and_after_and_check_reports_the_store() {
     let (status, out, _) = cli(&["store", "migrate", "--data-dir", path(&data)]);
     assert_eq!(status, 0);
     assert!(
-        out.ends_with("schema before: 5\nschema after: 6\n"),
+        out.ends_with("schema before: 6\nschema after: 6\n"),
         "{out}"
     );
 
