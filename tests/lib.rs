@@ -243,6 +243,17 @@ impl Gateway {
         Gateway::spawn(command)
     }
 
+    /// Like [`Gateway::start_config`], with `RESETGATE_LOG` set to `filter`
+    /// (e.g. to have the listener's debug lines in [`Gateway::logs`]).
+    pub fn start_config_logging(config: &Path, filter: &str) -> Gateway {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RESETGATE_LOG", filter);
+        Gateway::spawn(command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// `http://ADDR` or `https://ADDR`, as the gateway announced it.
     pub fn base_url(&self) -> String {
         format!(

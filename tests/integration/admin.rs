@@ -61,7 +61,8 @@ impl Site {
                 d(ADMIN_KEY)
             ),
         );
-        let gw = Gateway::start_config(&config, &[]);
+        // The listener's debug lines say why a connection ended.
+        let gw = Gateway::start_config_logging(&config, "info,resetgate::listen=debug");
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
@@ -85,7 +86,14 @@ impl Site {
             ),
             None => self.agent.run(req.body(()).unwrap()),
         };
-        let mut response = result.unwrap();
+        // On a failure, what the gateway logged says why (a connection the
+        // gateway closed under the client, as seen once under full load).
+        let mut response = result.unwrap_or_else(|e| {
+            panic!(
+                "{method} {path}: {e}\n--- gateway log ---\n{}",
+                self.gw.logs()
+            )
+        });
         let status = response.status().as_u16();
         let raw = response.body_mut().read_to_string().unwrap_or_default();
         let json = serde_json::from_str(&raw).unwrap_or(Value::Null);
