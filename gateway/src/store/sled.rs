@@ -3058,6 +3058,26 @@ mod tests {
         }
     }
 
+    /// Commits `changes` (with one audit record if `audited`) and waits.
+    fn commit(store: &SledStore, changes: Vec<Change>, audited: bool) {
+        store
+            .commit(Commit {
+                changes,
+                audit: if audited { vec![record(0)] } else { vec![] },
+            })
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+
+    /// Drops a closed `store` marked as still open, as a crash leaves it.
+    fn left_as_by_a_crash(store: SledStore) {
+        let meta = store.inner.trees.get(Tree::Meta);
+        meta.insert(OPEN_MARK, &[]).unwrap();
+        meta.flush().unwrap();
+        drop(store);
+    }
+
     #[test]
     fn a_flow_and_audit_commit_is_carried_by_the_flow_record_with_no_intent() {
         let dir = tempfile::tempdir().unwrap();
@@ -3304,45 +3324,17 @@ mod tests {
             }
             // `f`'s commit is not the newest group's: changing `f` notes
             // nothing.
-            store
-                .commit(Commit {
-                    changes: vec![Change::PutFlow(flow("f", 6))],
-                    audit: vec![],
-                })
-                .unwrap()
-                .wait()
-                .unwrap();
+            commit(&store, vec![Change::PutFlow(flow("f", 6))], false);
             assert!(!index_has(&store, Tree::Meta, CARRIED_THEN_CHANGED));
             let change = if remove {
                 Change::DeleteFlow { id: "g".to_owned() }
             } else {
                 Change::PutFlow(flow("g", 7))
             };
-            store
-                .commit(Commit {
-                    changes: vec![change],
-                    audit: vec![],
-                })
-                .unwrap()
-                .wait()
-                .unwrap();
+            commit(&store, vec![change], false);
             assert!(index_has(&store, Tree::Meta, CARRIED_THEN_CHANGED));
-            // As after a crash.
-            store
-                .inner
-                .trees
-                .get(Tree::Meta)
-                .insert(OPEN_MARK, &[])
-                .unwrap();
             store.close();
-            store
-                .inner
-                .trees
-                .get(Tree::Meta)
-                .insert(OPEN_MARK, &[])
-                .unwrap();
-            store.inner.trees.get(Tree::Meta).flush().unwrap();
-            drop(store);
+            left_as_by_a_crash(store);
 
             let store = SledStore::open(dir.path()).unwrap();
             assert_eq!(store.verify().unwrap().entries, 2, "{remove}");
@@ -3536,16 +3528,6 @@ mod tests {
     fn a_flow_a_carried_commit_files_as_due_at_once_is_found_after_a_close_and_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let soon = now_ms() + 60_000;
-        let commit = |store: &SledStore, changes: Vec<Change>, audited: bool| {
-            store
-                .commit(Commit {
-                    changes,
-                    audit: if audited { vec![record(0)] } else { vec![] },
-                })
-                .unwrap()
-                .wait()
-                .unwrap();
-        };
         let due_now = |store: &SledStore| store.flows_due(now_ms(), None, 10).unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         commit(&store, vec![Change::PutFlow(flow("f", soon))], true);
@@ -3568,9 +3550,7 @@ mod tests {
         store.close();
         let trees = &store.inner.trees;
         trees.get(Tree::DueNow).clear().unwrap();
-        trees.get(Tree::Meta).insert(OPEN_MARK, &[]).unwrap();
-        trees.get(Tree::Meta).flush().unwrap();
-        drop(store);
+        left_as_by_a_crash(store);
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(due_now(&store), [(8, "f".to_owned())]);
         // Deleted while filed in memory: gone.
@@ -3594,16 +3574,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let soon = now_ms() + 60_000;
         let store = SledStore::open(dir.path()).unwrap();
-        let commit = |store: &SledStore, changes: Vec<Change>, audited: bool| {
-            store
-                .commit(Commit {
-                    changes,
-                    audit: if audited { vec![record(0)] } else { vec![] },
-                })
-                .unwrap()
-                .wait()
-                .unwrap();
-        };
         commit(&store, vec![Change::PutFlow(flow("f", soon))], true);
         let mut committing = flow("f", 7);
         committing.body = b"committing".to_vec();
@@ -3629,9 +3599,7 @@ mod tests {
         store.close();
         let trees = &store.inner.trees;
         trees.get(Tree::DueNow).clear().unwrap();
-        trees.get(Tree::Meta).insert(OPEN_MARK, &[]).unwrap();
-        trees.get(Tree::Meta).flush().unwrap();
-        drop(store);
+        left_as_by_a_crash(store);
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(
             store.flows_due(now_ms(), None, 10).unwrap(),
