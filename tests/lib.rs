@@ -195,6 +195,13 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     file
 }
 
+/// `resetgate serve --config CONFIG`, not yet started.
+fn serve_command(config: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command.args(["serve", "--config"]).arg(config);
+    command
+}
+
 /// A running `resetgate serve`, stopped (SIGTERM, then kill) when dropped.
 pub struct Gateway {
     child: Child,
@@ -235,22 +242,16 @@ impl Gateway {
     /// Like [`Gateway::start_config`]; if the gateway does not start,
     /// returns everything it wrote to stderr.
     pub fn try_start_config(config: &Path, extra_args: &[&str]) -> Result<Gateway, String> {
-        let mut command = Command::new(binary());
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(extra_args);
+        let mut command = serve_command(config);
+        command.args(extra_args);
         Gateway::spawn(command)
     }
 
     /// Like [`Gateway::start_config`], with `RESETGATE_LOG` set to `filter`
     /// (e.g. to have the listener's debug lines in [`Gateway::logs`]).
     pub fn start_config_logging(config: &Path, filter: &str) -> Gateway {
-        let mut command = Command::new(binary());
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RESETGATE_LOG", filter);
+        let mut command = serve_command(config);
+        command.env("RESETGATE_LOG", filter);
         Gateway::spawn(command).unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -148,22 +148,15 @@ fn served() -> &'static [(Method, &'static str)] {
     ROUTES.get_or_init(super::routes)
 }
 
-/// What the role layer says of a routed request.
-pub(super) enum Verdict {
-    /// The principal may use the route.
-    Allowed,
-    /// Not a method of this route: the router answers `405`.
-    NotAMethod,
-}
-
 /// Applies [`RULES`] to a request the router matched to `path`: the
 /// principal identification found (anonymous when none) must be allowed by
-/// the rule of the route.
+/// the rule of the route. A method the route does not serve passes (the
+/// router answers `405`).
 pub(super) fn authorize(
     method: &Method,
     path: &str,
     principal: Option<&Principal>,
-) -> Result<Verdict, Problem> {
+) -> Result<(), Problem> {
     // `HEAD` is served by a route's `GET` handler, so it has its rule.
     let method = if method == Method::HEAD {
         &Method::GET
@@ -172,7 +165,7 @@ pub(super) fn authorize(
     };
     let Some(rule) = rule_for(method.as_str(), path) else {
         if !served().iter().any(|(m, p)| m == method && *p == path) {
-            return Ok(Verdict::NotAMethod);
+            return Ok(());
         }
         // A route nobody gave a rule: refused to everyone.
         tracing::error!(method = %method, route = path, "a route has no rule in the role table; refused");
@@ -182,7 +175,7 @@ pub(super) fn authorize(
     if !rule.access.allows(principal.unwrap_or(&anonymous)) {
         return Err(Code::Forbidden.into());
     }
-    Ok(Verdict::Allowed)
+    Ok(())
 }
 
 /// Whether `path` is a route served without identification (health

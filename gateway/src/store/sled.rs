@@ -928,11 +928,8 @@ impl SledStore {
         }
         let dropped = self.drop_cut_short_group()?;
         self.inner.filed.clear();
+        // Flushes every tree (sled's flush is the whole database's).
         meta.flush().map_err(io("recover", "meta"))?;
-        self.inner
-            .audit
-            .flush()
-            .map_err(io("recover", AUDIT_TREE))?;
         if dropped {
             tracing::warn!(
                 "the store was not closed: the newest audit group belonged to a commit the crash cut short (never acknowledged); removed"
@@ -2047,6 +2044,38 @@ impl<'a> Carried<'a> {
         out
     }
 
+    /// The flow key and carrying record of the flow `writes[at]` puts,
+    /// with the commit's group key (empty without a group) and the lockout
+    /// history the commit writes, if any.
+    fn record<'w>(
+        writes: &'w [Write],
+        at: usize,
+        index: &[u8],
+        group_key: &[u8],
+    ) -> Option<(&'w [u8], Vec<u8>)> {
+        let Some(Write::Put {
+            key, value: flow, ..
+        }) = writes.get(at)
+        else {
+            return None;
+        };
+        let lockout = writes
+            .iter()
+            .find_map(|w| match w {
+                Write::Put {
+                    tree: Tree::Lockout,
+                    key,
+                    value,
+                } => Some((key.as_slice(), value.as_slice())),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Some((
+            key,
+            Self::encode(index, group_key, lockout, flow_body(flow)),
+        ))
+    }
+
     fn decode(stored: &'a [u8]) -> Option<Carried<'a>> {
         let (&format, mut rest) = stored.split_first()?;
         if format != Self::FORMAT {
@@ -2184,31 +2213,18 @@ impl Inner {
                 .insert(group_key, value)
                 .map_err(io("append", AUDIT_TREE))?;
             let mut tail = None;
-            if let Some((at, index)) = &carried
-                && let Some(Write::Put {
-                    key, value: flow, ..
-                }) = writes.get(*at)
+            if let Some((key, record)) = carried
+                .as_ref()
+                .and_then(|(at, index)| Carried::record(&writes, *at, index, &group_key))
             {
-                let lockout = writes
-                    .iter()
-                    .find_map(|w| match w {
-                        Write::Put {
-                            tree: Tree::Lockout,
-                            key,
-                            value,
-                        } => Some((key.as_slice(), value.as_slice())),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                let record = Carried::encode(index, &group_key, lockout, flow_body(flow));
-                if let Err(e) = self.trees.get(Tree::Flows).insert(key.as_slice(), record) {
+                if let Err(e) = self.trees.get(Tree::Flows).insert(key, record) {
                     // Not applied: the group goes too, if it can.
                     if self.audit.remove(group_key).is_err() {
                         *head = next;
                     }
                     return Err(io("commit", "flows")(e));
                 }
-                tail = Some((key.clone(), group_key));
+                tail = Some((key.to_vec(), group_key));
             }
             *head = next;
             *lock(&self.tail_carried) = tail;
@@ -2216,15 +2232,13 @@ impl Inner {
             seq = next.next_seq.checked_sub(1);
         } else {
             self.note_carried_then_changed(&writes)?;
-            if let Some((at, index)) = &carried
-                && let Some(Write::Put {
-                    key, value: flow, ..
-                }) = writes.get(*at)
+            if let Some((key, record)) = carried
+                .as_ref()
+                .and_then(|(at, index)| Carried::record(&writes, *at, index, &[]))
             {
-                let record = Carried::encode(index, &[], (&[], &[]), flow_body(flow));
                 self.trees
                     .get(Tree::Flows)
-                    .insert(key.as_slice(), record)
+                    .insert(key, record)
                     .map_err(io("commit", "flows"))?;
             }
             if needs_intent || writes.iter().any(Stamped::writes) {
