@@ -717,7 +717,7 @@ fn a_backup_taken_under_load_restores_every_acknowledged_flow() {
         let (status, out, err) = site.cli(ADMIN_KEY, &["backup", "--to", path(&file)], "");
         assert_eq!(status, 0, "{out}{err}");
         assert!(
-            out.starts_with("backed up the gateway's sled store (schema 6) to "),
+            out.starts_with("backed up the gateway's sled store (schema 7) to "),
             "{out}"
         );
         // An auditor may read the log, not take the store.

@@ -293,14 +293,14 @@ fn migrate_reports_the_schema_before_and_after_and_check_reports_the_store() {
     assert_eq!(
         out,
         format!(
-            "backend: sled\nlocation: {}\nschema before: none (new store)\nschema after: 6\n",
+            "backend: sled\nlocation: {}\nschema before: none (new store)\nschema after: 7\n",
             data.join("db").display()
         )
     );
     let (status, out, _) = cli(&["store", "migrate", "--data-dir", path(&data)]);
     assert_eq!(status, 0);
     assert!(
-        out.ends_with("schema before: 6\nschema after: 6\n"),
+        out.ends_with("schema before: 7\nschema after: 7\n"),
         "{out}"
     );
 
@@ -317,7 +317,7 @@ fn migrate_reports_the_schema_before_and_after_and_check_reports_the_store() {
     assert_eq!(status, 0, "{err}");
     let audit = items.iter().filter(|i| matches!(i, Item::Audit(_))).count();
     let expected = format!(
-        "backend: sled\nlocation: {}\nschema: 6\n{}audit chain local: {audit} entries, head ",
+        "backend: sled\nlocation: {}\nschema: 7\n{}audit chain local: {audit} entries, head ",
         tmp.path().join("state/db").display(),
         count_lines(&items)
     );
@@ -543,7 +543,7 @@ fn a_backup_restores_every_record_and_a_damaged_one_restores_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("restored a backup of sled (schema 6)"),
+        out.contains("restored a backup of sled (schema 7)"),
         "{out}"
     );
     let copy = sled(&dst);

@@ -27,10 +27,9 @@
 //! entries and an audit group (every commit of a reset but the one that
 //! begins the password change, which has no group and is carried too as
 //! long as it writes no lockout history) is
-//! *carried* by the flow record, which holds the group's key and the
-//! flow's index entry beside its body ([`Carried`]), and the group names
-//! the flow. Under the chain-head lock the group goes in, then the
-//! record; the index entries after. `meta/open` is present while the
+//! *carried* by the flow record, which holds the group's key beside its
+//! body ([`Carried`]), and the group names the flow. Under the chain-head
+//! lock the group goes in, then the record; the due-index entries after. `meta/open` is present while the
 //! store is open; an open that finds it (a crash) reads every flow
 //! record, files each carrying flow again, and takes the newest group
 //! away if it is carried and no record carries it (the crash came between
@@ -40,6 +39,13 @@
 //! ([`Stamped`]), so recovery writes one again only over an older one. A
 //! flow a carried commit files as due at once is held in memory
 //! ([`Inner::held_due`]) instead of `due_now`.
+//!
+//! Every flow record holds the flow's index entry (where its `flows_due`
+//! entry is, state, workflow version, user) and where it was filed before
+//! its last commit ([`Filing`]): a commit writes no index entry of its
+//! own, and a crash cut short is filed again from the record. Schema 6
+//! and older kept the entries in `flow_index`; they are read there until
+//! the flow's next commit removes them.
 //!
 //! The due index is lazy: a flow whose due time moves later (every step
 //! of a flow in progress) keeps its `flows_due` entry until that entry is
@@ -78,7 +84,9 @@
 //! with an empty value, names one); 6 inserts a carried commit's group
 //! before its flow record, which no longer holds the group's bytes, and
 //! marks the group as carried (format `0x02`, the flow's id at its end;
-//! a 5 could not read it). `audit_users` is built off the commit path: the
+//! a 5 could not read it); 7 moves each flow's index entry from
+//! `flow_index` into its record (format `0x02`, see [`Carried`]) at the
+//! flow's next commit. `audit_users` is built off the commit path: the
 //! `store-indexer` thread catches it up from a watermark (`meta/
 //! audit_indexed`) once a second, and a query catches it up first. Opening a version-1 store indexes its
 //! flows as due at once (the first sweep puts each where it belongs), an
@@ -104,7 +112,7 @@ use super::{
 const AUDIT_TREE: &str = "audit";
 
 /// The schema version this binary writes.
-pub const SCHEMA: u32 = 6;
+pub const SCHEMA: u32 = 7;
 
 /// How many mutexes share out the users' locks.
 const STRIPES: usize = 1024;
@@ -114,7 +122,9 @@ const STRIPES: usize = 1024;
 pub(crate) enum Tree {
     /// Flow records by flow id.
     Flows,
-    /// Per flow: due time, whether in progress, version, user.
+    /// Per flow, as schema 6 and older kept it: due time, whether in
+    /// progress, version, user. Since 7 the flow's record holds it; only
+    /// read (and emptied) for flows last written by 6.
     FlowIndex,
     /// Due time (8 bytes BE) ‖ flow id, empty values.
     FlowsDue,
@@ -224,14 +234,19 @@ impl fmt::Debug for Write {
 pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// A commit's raw writes as they are built, with the value each leaves
-/// under a flow-index or work key: a later change to the same record in
-/// one commit replaces the index entry the earlier one wrote, not the
-/// stored one.
+/// under a work or `due_now` key and the index entry it leaves each flow:
+/// a later change to the same record in one commit replaces the entry the
+/// earlier one wrote, not the stored one.
 struct Staged {
     writes: Vec<Write>,
     latest: HashMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
-    /// The flow index entry of the commit's flow, if it writes exactly
-    /// one: what its record carries (see [`Carried`]).
+    /// The index entry each written flow is left with ([`FlowIndex`]
+    /// encoded; `None`: the flow is deleted). Flow records carry their
+    /// entries ([`Carried`]); this is what the commit leaves in
+    /// [`FiledCache`].
+    indexes: HashMap<String, Option<Vec<u8>>>,
+    /// How many flow records the commit writes: a commit of one can be
+    /// carried by it (see [`Carried`]).
     carry: Carry,
     /// Flows this commit files as due at once (with their due time) or
     /// no longer: see [`Inner::held_due`].
@@ -239,11 +254,12 @@ struct Staged {
 }
 
 /// Whether a commit's flow record can carry the commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Carry {
     /// No flow written.
     None,
-    /// One flow written; its [`FlowIndex`] as [`FlowIndex::of`] gives it.
-    One(Vec<u8>),
+    /// One flow written.
+    One,
     /// More than one.
     Many,
 }
@@ -253,22 +269,27 @@ impl Staged {
         Staged {
             writes: Vec::with_capacity(capacity),
             latest: HashMap::new(),
+            indexes: HashMap::new(),
             carry: Carry::None,
             held: Vec::new(),
         }
     }
 
+    /// Raw writes as they are (tests and the store's own bookkeeping).
+    fn of(writes: Vec<Write>) -> Staged {
+        Staged {
+            writes,
+            ..Staged::with_capacity(0)
+        }
+    }
+
     fn push(&mut self, write: Write) {
         match &write {
-            Write::Put { tree, key, value }
-                if matches!(tree, Tree::FlowIndex | Tree::Work | Tree::DueNow) =>
-            {
+            Write::Put { tree, key, value } if matches!(tree, Tree::Work | Tree::DueNow) => {
                 self.latest
                     .insert((*tree, key.clone()), Some(value.clone()));
             }
-            Write::Delete { tree, key }
-                if matches!(tree, Tree::FlowIndex | Tree::Work | Tree::DueNow) =>
-            {
+            Write::Delete { tree, key } if matches!(tree, Tree::Work | Tree::DueNow) => {
                 self.latest.insert((*tree, key.clone()), None);
             }
             _ => {}
@@ -277,20 +298,25 @@ impl Staged {
     }
 }
 
-/// The last known value of `flow_index` and `due_now` keys (a commit
-/// reads both for the flow it writes), so that a step reads neither from
-/// sled (BENCHMARKS.md, issue 13). Filled by those reads and by every
-/// commit's writes. A flow's entries are read and written only under its
-/// user's lock (or by its first commit, before its id is known), so a
-/// value read from sled is never older than one a commit noted meanwhile.
-/// A shard that grows past [`FiledCache::SHARD_LIMIT`] is emptied: the
-/// cache only saves reads.
+/// The last known index entry of each flow (a commit reads it for the
+/// flow it writes; [`FiledCache::index`]) and the last known value of
+/// `due_now` keys, so that a step reads neither from sled (BENCHMARKS.md,
+/// issue 13). Filled by those reads and by every commit. A flow's entries
+/// are read and written only under its user's lock (or by its first
+/// commit, before its id is known), so a value read from sled is never
+/// older than one a commit noted meanwhile. A shard that grows past
+/// [`FiledCache::SHARD_LIMIT`] is emptied: the cache only saves reads.
 struct FiledCache {
     shards: Vec<Mutex<Shard>>,
 }
 
-/// Tree byte ‖ key → value (`None`: known absent).
+/// Slot byte ‖ key → value (`None`: known absent).
 type Shard = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The slot byte of a flow's index entry in [`FiledCache`]: the entry is
+/// a byte (1 if it is a `flow_index` entry of schema 6 or older, else 0)
+/// and the encoded [`FlowIndex`].
+const INDEX_SLOT: u8 = 0xff;
 
 impl FiledCache {
     const SHARDS: usize = 64;
@@ -304,16 +330,11 @@ impl FiledCache {
         }
     }
 
-    /// Whether `tree`'s entries are kept here.
-    fn keeps(tree: Tree) -> bool {
-        matches!(tree, Tree::FlowIndex | Tree::DueNow)
-    }
-
-    fn slot(tree: Tree, key: &[u8]) -> Vec<u8> {
-        let mut slot = Vec::with_capacity(1 + key.len());
-        slot.push(tree.index() as u8);
-        slot.extend_from_slice(key);
-        slot
+    fn slot(slot: u8, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + key.len());
+        out.push(slot);
+        out.extend_from_slice(key);
+        out
     }
 
     fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
@@ -324,43 +345,73 @@ impl FiledCache {
         lock(&self.shards[index % Self::SHARDS])
     }
 
-    /// The value under `key` of `tree` if known: `Some(None)` if known to
-    /// be absent.
-    fn get(&self, tree: Tree, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        self.shard(key).get(&Self::slot(tree, key)).cloned()
+    /// The `due_now` value of flow `id` if known: `Some(None)` if known
+    /// to be absent.
+    fn due_now(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.get(Tree::DueNow.index() as u8, id)
     }
 
-    /// Notes `value` under `key` of `tree`.
-    fn note(&self, tree: Tree, key: &[u8], value: Option<&[u8]>) {
+    /// Flow `id`'s index entry (see [`INDEX_SLOT`]) if known.
+    fn index(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.get(INDEX_SLOT, id)
+    }
+
+    fn get(&self, slot: u8, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.shard(key).get(&Self::slot(slot, key)).cloned()
+    }
+
+    /// Notes `value` as flow `id`'s `due_now` value.
+    fn note_due_now(&self, id: &[u8], value: Option<&[u8]>) {
+        self.note(Tree::DueNow.index() as u8, id, value);
+    }
+
+    /// Notes flow `id`'s index entry (see [`INDEX_SLOT`]).
+    fn note_index(&self, id: &[u8], value: Option<&[u8]>) {
+        self.note(INDEX_SLOT, id, value);
+    }
+
+    fn note(&self, slot: u8, key: &[u8], value: Option<&[u8]>) {
         let mut shard = self.shard(key);
         if shard.len() >= Self::SHARD_LIMIT {
             shard.clear();
         }
-        shard.insert(Self::slot(tree, key), value.map(<[u8]>::to_vec));
+        shard.insert(Self::slot(slot, key), value.map(<[u8]>::to_vec));
     }
 
-    /// Forgets every entry of flow `id`.
-    fn forget(&self, id: &[u8]) {
-        let mut shard = self.shard(id);
-        for tree in [Tree::FlowIndex, Tree::DueNow] {
-            shard.remove(&Self::slot(tree, id));
-        }
-    }
-
-    /// Notes what `writes` leave (they were applied).
-    fn applied<'w>(&self, writes: impl IntoIterator<Item = &'w Write>) {
+    /// Notes what a commit left (it was applied): its `due_now` writes
+    /// and its flows' index entries. A deleted flow is forgotten.
+    fn applied<'w>(
+        &self,
+        writes: impl IntoIterator<Item = &'w Write>,
+        indexes: &HashMap<String, Option<Vec<u8>>>,
+    ) {
         for write in writes {
             match write {
-                Write::Put { tree, key, value } if Self::keeps(*tree) => {
-                    self.note(*tree, key, Some(value));
-                }
-                // A flow's index entry goes when the flow does.
-                Write::Delete {
-                    tree: Tree::FlowIndex,
+                Write::Put {
+                    tree: Tree::DueNow,
                     key,
-                } => self.forget(key),
-                Write::Delete { tree, key } if Self::keeps(*tree) => self.note(*tree, key, None),
+                    value,
+                } => self.note_due_now(key, Some(value)),
+                Write::Delete {
+                    tree: Tree::DueNow,
+                    key,
+                } => self.note_due_now(key, None),
                 _ => {}
+            }
+        }
+        for (id, index) in indexes {
+            match index {
+                Some(index) => {
+                    let mut entry = Vec::with_capacity(1 + index.len());
+                    entry.push(0);
+                    entry.extend_from_slice(index);
+                    self.note_index(id.as_bytes(), Some(&entry));
+                }
+                None => {
+                    let mut shard = self.shard(id.as_bytes());
+                    shard.remove(&Self::slot(INDEX_SLOT, id.as_bytes()));
+                    shard.remove(&Self::slot(Tree::DueNow.index() as u8, id.as_bytes()));
+                }
             }
         }
     }
@@ -403,7 +454,7 @@ struct Inner {
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// Held while `audit_users` is caught up.
     indexer: Mutex<()>,
-    /// `flow_index` and `due_now` entries as last read or written.
+    /// Flows' index entries and `due_now` entries as last read or written.
     filed: FiledCache,
     /// Flows a carried commit filed as due at once (id → due time): a
     /// flow being committed, whose `due_now` entry lives here instead of
@@ -857,8 +908,8 @@ impl SledStore {
 
     /// After a crash (the store was not closed), completes every commit a
     /// flow record carries ([`Carried`]) that the crash cut short: puts
-    /// its audit group at the end of the chain if it is missing, and files
-    /// the flow's index entries again. Reads every flow record, so an open
+    /// its audit group at the end of the chain if it is missing (schema
+    /// 5), and files the flow again ([`file_again`](Self::file_again)). Reads every flow record, so an open
     /// after a crash takes time in proportion to the flows kept; a store
     /// that was closed is not read.
     fn recover_carried(&self) -> Result<(), StoreError> {
@@ -902,17 +953,42 @@ impl SledStore {
                 })?;
                 groups += 1;
             }
-            let record = FlowRecord {
-                id: id.to_owned(),
-                user: carried.index.user.clone(),
-                version: carried.index.version.clone(),
-                in_progress: carried.index.in_progress,
-                due_ms: carried.index.due_ms,
-                body: Vec::new(),
-            };
-            let mut writes = Staged::with_capacity(4);
-            self.index_flow(&record, &mut writes)?;
-            apply_writes(&self.inner.trees, &writes.writes)?;
+            match carried.filing {
+                Some(filing) => self.file_again(id, &carried.index, filing)?,
+                // Schema 5 or 6: its index entries as its commit would
+                // have left them; the record is written as 7 stores it.
+                None => {
+                    let record = FlowRecord {
+                        id: id.to_owned(),
+                        user: carried.index.user.clone(),
+                        version: carried.index.version.clone(),
+                        in_progress: carried.index.in_progress,
+                        due_ms: carried.index.due_ms,
+                        body: carried.body.to_vec(),
+                    };
+                    let mut writes = self.staged_of(vec![Change::PutFlow(record)])?.writes;
+                    // It still carries its commit.
+                    for write in &mut writes {
+                        if let Write::Put {
+                            tree: Tree::Flows,
+                            value,
+                            ..
+                        } = write
+                            && let Some(staged) = Carried::decode(value)
+                            && let Some(filing) = staged.filing
+                        {
+                            *value = Carried::encode(
+                                staged.index_bytes,
+                                filing,
+                                carried.group_key,
+                                carried.lockout,
+                                staged.body,
+                            );
+                        }
+                    }
+                    apply_writes(&self.inner.trees, &writes)?;
+                }
+            }
             // The user's history, unless what is stored is as new.
             let (user, history) = carried.lockout;
             if !user.is_empty() {
@@ -944,6 +1020,41 @@ impl SledStore {
             );
         }
         Ok(())
+    }
+
+    /// After a crash: files flow `id` again as its record (schema 7) says,
+    /// whatever of its commit's index writes the crash cut short: its
+    /// `flows_due` entry where the record says (the one it moved from
+    /// removed), a `due_now` entry if it is due before that, and no
+    /// `flow_index` entry. Each write is idempotent.
+    fn file_again(&self, id: &str, index: &FlowIndex, filing: Filing) -> Result<(), StoreError> {
+        let trees = &self.inner.trees;
+        let mut writes = Vec::with_capacity(4);
+        if filing.was_ms != index.due_ms {
+            writes.push(delete(Tree::FlowsDue, due_key(filing.was_ms, id)));
+        }
+        writes.push(put(Tree::FlowsDue, due_key(index.due_ms, id), Vec::new()));
+        if filing.due_ms < index.due_ms {
+            writes.push(put(
+                Tree::DueNow,
+                id.as_bytes().to_vec(),
+                filing.due_ms.to_be_bytes().to_vec(),
+            ));
+        } else if trees
+            .get(Tree::DueNow)
+            .contains_key(id)
+            .map_err(io("recover", "due_now"))?
+        {
+            writes.push(delete(Tree::DueNow, id.as_bytes().to_vec()));
+        }
+        if trees
+            .get(Tree::FlowIndex)
+            .contains_key(id)
+            .map_err(io("recover", "flow_index"))?
+        {
+            writes.push(delete(Tree::FlowIndex, id.as_bytes().to_vec()));
+        }
+        apply_writes(trees, &writes)
     }
 
     /// After a crash: takes the newest audit group away if its commit was
@@ -1169,16 +1280,18 @@ impl SledStore {
         for change in changes {
             match change {
                 Change::PutFlow(r) => {
-                    self.index_flow(&r, &mut writes)?;
+                    let (index, filing) = self.index_flow(&r, &mut writes)?;
                     writes.carry = match writes.carry {
-                        Carry::None => Carry::One(FlowIndex::of(&r).encode()),
+                        Carry::None => Carry::One,
                         _ => Carry::Many,
                     };
-                    writes.push(put(Tree::Flows, r.id.into_bytes(), plain_flow(r.body)));
+                    let record = Carried::encode(&index, filing, &[], (&[], &[]), &r.body);
+                    writes.indexes.insert(r.id.clone(), Some(index));
+                    writes.push(put(Tree::Flows, r.id.into_bytes(), record));
                 }
                 Change::DeleteFlow { id } => {
                     self.unindex_flow(&id, &mut writes)?;
-                    writes.push(delete(Tree::FlowIndex, id.as_bytes().to_vec()));
+                    writes.indexes.insert(id.clone(), None);
                     writes.push(delete(Tree::Flows, id.into_bytes()));
                 }
                 Change::PutLockout { user, history } => {
@@ -1265,22 +1378,77 @@ impl SledStore {
         if let Some(value) = staged.latest.get(&(tree, key.to_vec())) {
             return Ok(value.clone());
         }
-        if !FiledCache::keeps(tree) {
+        if tree != Tree::DueNow {
             return self.raw_get(tree, key);
         }
-        if let Some(value) = self.inner.filed.get(tree, key) {
+        if let Some(value) = self.inner.filed.due_now(key) {
             return Ok(value);
         }
         let value = self.raw_get(tree, key)?;
-        self.inner.filed.note(tree, key, value.as_deref());
+        self.inner.filed.note_due_now(key, value.as_deref());
         Ok(value)
     }
 
+    /// Flow `id`'s index entry once `staged` is applied, and whether it is
+    /// an entry of `flow_index` (a flow last written by schema 6 or older,
+    /// whose record does not carry its entry; its next commit removes it).
+    fn staged_index(
+        &self,
+        staged: &Staged,
+        id: &str,
+    ) -> Result<Option<(FlowIndex, bool)>, StoreError> {
+        if let Some(index) = staged.indexes.get(id) {
+            return Ok(index.as_deref().map(|i| (FlowIndex::decode(i), false)));
+        }
+        let entry = match self.inner.filed.index(id.as_bytes()) {
+            Some(entry) => entry,
+            None => {
+                let entry = self.read_index(id)?;
+                self.inner.filed.note_index(id.as_bytes(), entry.as_deref());
+                entry
+            }
+        };
+        Ok(entry.and_then(|e| {
+            let (&legacy, index) = e.split_first()?;
+            Some((FlowIndex::decode(index), legacy != 0))
+        }))
+    }
+
+    /// Flow `id`'s index entry as stored, as [`FiledCache::index`] keeps
+    /// it: from its record, or from `flow_index` for a record of schema 6
+    /// or older.
+    fn read_index(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_open()?;
+        let trees = &self.inner.trees;
+        let Some(stored) = trees
+            .get(Tree::Flows)
+            .get(id.as_bytes())
+            .map_err(io("get", "flows"))?
+        else {
+            return Ok(None);
+        };
+        let entry = |legacy: u8, index: &[u8]| {
+            let mut entry = Vec::with_capacity(1 + index.len());
+            entry.push(legacy);
+            entry.extend_from_slice(index);
+            entry
+        };
+        if let Some(carried) = Carried::decode(&stored)
+            && carried.filing.is_some()
+        {
+            return Ok(Some(entry(0, carried.index_bytes)));
+        }
+        Ok(trees
+            .get(Tree::FlowIndex)
+            .get(id.as_bytes())
+            .map_err(io("get", "flow_index"))?
+            .map(|index| entry(1, &index)))
+    }
+
     /// Files flow `r` in the due index, lazily: an entry that is earlier
-    /// than `r`'s due time but not yet due stays where it is (and
-    /// `flow_index` is rewritten only if it changes), so a flow answered
-    /// step by step, whose due time moves later with every step, writes
-    /// its index once instead of three times a step. The sweep reads the
+    /// than `r`'s due time but not yet due stays where it is, so a flow
+    /// answered step by step, whose due time moves later with every step,
+    /// moves its entry once instead of at every step. The sweep reads the
     /// flow under its user's lock, finds it not due and files it again
     /// (its entry is due then, so it moves).
     ///
@@ -1290,50 +1458,55 @@ impl SledStore {
     /// password change and the one that ends it each write one small
     /// entry instead of moving the due entry twice (BENCHMARKS.md, issue
     /// 13). `flows_due` reads both.
-    fn index_flow(&self, r: &FlowRecord, writes: &mut Staged) -> Result<(), StoreError> {
-        let old = self
-            .staged_get(writes, Tree::FlowIndex, r.id.as_bytes())?
-            .map(|o| FlowIndex::decode(&o));
+    ///
+    /// The flow's index entry (encoded [`FlowIndex`]: where its `flows_due`
+    /// entry is, state, version, user) and [`Filing`] go into its record
+    /// ([`Carried`]), which is the only place they are kept.
+    fn index_flow(
+        &self,
+        r: &FlowRecord,
+        writes: &mut Staged,
+    ) -> Result<(Vec<u8>, Filing), StoreError> {
+        let old = self.staged_index(writes, &r.id)?;
         let now = now_ms();
         let mut index = FlowIndex::of(r);
-        if old.is_none() {
+        let Some((old, legacy)) = old else {
             // Only an indexed flow has a `due_now` entry: the flow's next
             // commit need not look for one.
-            self.inner.filed.note(Tree::DueNow, r.id.as_bytes(), None);
+            self.inner.filed.note_due_now(r.id.as_bytes(), None);
+            writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
+            let filing = Filing {
+                due_ms: r.due_ms,
+                was_ms: r.due_ms,
+            };
+            return Ok((index.encode(), filing));
+        };
+        if legacy {
+            writes.push(delete(Tree::FlowIndex, r.id.as_bytes().to_vec()));
         }
-        if let Some(old) = old {
-            let due_now = r.due_ms <= now;
-            if due_now {
-                // In memory instead if the flow record carries the commit.
-                writes.push(put(
-                    Tree::DueNow,
-                    r.id.as_bytes().to_vec(),
-                    r.due_ms.to_be_bytes().to_vec(),
-                ));
-                writes.held.push((r.id.clone(), Some(r.due_ms)));
-            } else {
-                self.undue_now(&r.id, writes)?;
-            }
-            if due_now || (old.due_ms <= r.due_ms && old.due_ms > now) {
-                index.due_ms = old.due_ms;
-                if index != old {
-                    writes.push(put(
-                        Tree::FlowIndex,
-                        r.id.as_bytes().to_vec(),
-                        index.encode(),
-                    ));
-                }
-                return Ok(());
-            }
+        let due_now = r.due_ms <= now;
+        if due_now {
+            // In memory instead if the flow record carries the commit.
+            writes.push(put(
+                Tree::DueNow,
+                r.id.as_bytes().to_vec(),
+                r.due_ms.to_be_bytes().to_vec(),
+            ));
+            writes.held.push((r.id.clone(), Some(r.due_ms)));
+        } else {
+            self.undue_now(&r.id, writes)?;
+        }
+        if !(due_now || (old.due_ms <= r.due_ms && old.due_ms > now)) {
             writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, &r.id)));
+            writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
+        } else {
+            index.due_ms = old.due_ms;
         }
-        writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
-        writes.push(put(
-            Tree::FlowIndex,
-            r.id.as_bytes().to_vec(),
-            index.encode(),
-        ));
-        Ok(())
+        let filing = Filing {
+            due_ms: r.due_ms,
+            was_ms: old.due_ms,
+        };
+        Ok((index.encode(), filing))
     }
 
     /// Removes flow `id`'s `due_now` entry, if it has one (and its entry
@@ -1351,10 +1524,12 @@ impl SledStore {
 
     /// Removes the due-index entries of flow `id`, if it is indexed.
     fn unindex_flow(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
-        if let Some(old) = self.staged_get(writes, Tree::FlowIndex, id.as_bytes())? {
-            let old = FlowIndex::decode(&old);
+        if let Some((old, legacy)) = self.staged_index(writes, id)? {
             writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, id)));
             self.undue_now(id, writes)?;
+            if legacy {
+                writes.push(delete(Tree::FlowIndex, id.as_bytes().to_vec()));
+            }
         }
         Ok(())
     }
@@ -1420,8 +1595,10 @@ fn migrate(trees: &Trees) -> Result<(), StoreError> {
         // 3 to 4 adds `due_now`, empty; 4 to 5 lets an `audit_users`
         // entry name several groups (an entry of 4 names one, and reads
         // the same); 5 to 6 changes how new carried commits are stored
-        // (what 5 stored reads the same).
-        Some(3..=5) => return finish_migration(trees),
+        // (what 5 stored reads the same); 6 to 7 moves each flow's index
+        // entry from `flow_index` into its record at its next commit (what
+        // 6 stored reads the same).
+        Some(3..=6) => return finish_migration(trees),
         _ => {}
     }
     // Older than 3: `audit_users` is built from the start of the log by
@@ -1701,9 +1878,9 @@ fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*n))
 }
 
-/// What `flow_index` keeps per flow: where its `flows_due` entry is
-/// (never later than the flow is due) and what `versions_in_progress`
-/// needs.
+/// A flow's index entry (in its record since schema 7, in `flow_index`
+/// before): where its `flows_due` entry is (never later than the flow is
+/// due) and what `versions_in_progress` needs.
 #[derive(Debug, PartialEq)]
 struct FlowIndex {
     due_ms: u64,
@@ -1875,27 +2052,16 @@ impl Intent {
     }
 }
 
-/// A flow record as stored: its body, escaped with a `0x00` byte if it
-/// starts with `0x00` or `0x01` (the runtime's bodies are JSON objects and
-/// never do), so that a record that carries its commit ([`Carried`],
-/// `0x01`) is never mistaken for one.
-fn plain_flow(body: Vec<u8>) -> Vec<u8> {
-    match body.first() {
-        Some(&(0x00 | Carried::FORMAT)) => {
-            let mut out = Vec::with_capacity(1 + body.len());
-            out.push(0x00);
-            out.extend_from_slice(&body);
-            out
-        }
-        _ => body,
-    }
-}
-
-/// The body of a stored flow record ([`plain_flow`] or [`Carried`]).
+/// The body of a stored flow record: a record of schema 7 or a carrying
+/// one of 5 or 6 ([`Carried`]), or a plain body of 6 or older (escaped
+/// with a `0x00` byte if it started with `0x00`, `0x01` or `0x02`; the
+/// runtime's bodies are JSON objects and never do).
 fn flow_body(stored: &[u8]) -> &[u8] {
     match stored.first() {
         Some(0x00) => stored.get(1..).unwrap_or_default(),
-        Some(&Carried::FORMAT) => Carried::decode(stored).map_or(stored, |c| c.body),
+        Some(&(Carried::FORMAT | Carried::INDEXED)) => {
+            Carried::decode(stored).map_or(stored, |c| c.body)
+        }
         _ => stored,
     }
 }
@@ -1988,16 +2154,21 @@ fn carried_flow(writes: &[Write]) -> Option<usize> {
     at
 }
 
-/// A flow record that carries its commit: the key of the commit's audit
-/// group, the flow's index entry and the lockout history the commit wrote,
-/// then the body.
+/// A flow record as schema 7 stores it: format byte `0x02`, the flow's
+/// [`Filing`], its index entry (where its `flows_due` entry is, state,
+/// version, user: the only place the entry is kept), the key of the audit
+/// group of the commit that wrote it if that commit was carried (else
+/// empty), the lockout history that commit wrote, then the body. Records
+/// of schema 5 and 6 (format `0x01`, or a plain body) are still read;
+/// their index entries are in `flow_index`, until the flow's next commit.
 ///
 /// Most of a reset's commits write one flow, its index entries and an
-/// audit group. Such a commit needs no intent: under the chain-head lock
-/// the group is inserted, marked as carried and naming the flow
-/// ([`audit::mark_carried`]), then the flow record carrying the group's
-/// key; its index entries and the history follow after the lock. A crash
-/// can cut it short in two places, and an open after a crash finds both
+/// audit group. Such a commit is *carried* by the flow record and needs
+/// no intent: under the chain-head lock the group is inserted, marked as
+/// carried and naming the flow ([`audit::mark_carried`]), then the flow
+/// record carrying the group's key; its `flows_due` and `due_now` entries
+/// and the history follow after the lock. A crash can cut it short in two
+/// places, and an open after a crash finds both
 /// ([`SledStore::recover_carried`]):
 /// - the group without the record: only the newest group can be so (the
 ///   record is the next insert under the lock). Nothing else of the
@@ -2007,14 +2178,21 @@ fn carried_flow(writes: &[Write]) -> Option<usize> {
 ///   a group changed or removed that record; such a commit notes the
 ///   group first ([`CARRIED_THEN_CHANGED`]), so it is kept;
 /// - the group and the record without all of the index entries or the
-///   user's lockout history: the entries are filed again from the carried
-///   index entry, the history written again unless the stored one is
-///   stamped as new (see [`Stamped`]).
+///   user's lockout history: the entries are filed again from the
+///   record's index entry and [`Filing`], the history written again
+///   unless the stored one is stamped as new (see [`Stamped`]).
 ///
 /// A record of schema 5 also holds the group's bytes (5 inserted the
 /// record first, then the group, and recovery put a missing group back).
 struct Carried<'a> {
+    /// The flow's index entry: in a record of schema 7 its `due_ms` is
+    /// where its `flows_due` entry is; in one of 5 or 6 the flow's due
+    /// time (where it is filed is in `flow_index`).
     index: FlowIndex,
+    /// The index entry as stored (schema 7).
+    index_bytes: &'a [u8],
+    /// Schema 7: the flow's due time, and where it was filed before.
+    filing: Option<Filing>,
     group_key: &'a [u8],
     /// The group's bytes, in a record of schema 5 (which inserted the
     /// record before the group); empty since.
@@ -2025,19 +2203,46 @@ struct Carried<'a> {
     body: &'a [u8],
 }
 
-impl<'a> Carried<'a> {
-    const FORMAT: u8 = 0x01;
+/// Where a flow is due and was filed, beside its index entry in its
+/// record (schema 7): its due time, and where its `flows_due` entry was
+/// before the commit that wrote the record (the entry's place now, if the
+/// commit left it there). An open after a crash removes the entry at
+/// `was_ms` if the commit moved it, and files the flow in `due_now` if it
+/// is due before its entry ([`SledStore::recover_carried`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Filing {
+    due_ms: u64,
+    was_ms: u64,
+}
 
-    /// The record of a commit whose group is in the log (schema 6): the
-    /// group's field is empty.
-    fn encode(index: &[u8], group_key: &[u8], lockout: (&[u8], &[u8]), body: &[u8]) -> Vec<u8> {
+impl<'a> Carried<'a> {
+    /// Schema 5 and 6.
+    const FORMAT: u8 = 0x01;
+    /// Schema 7.
+    const INDEXED: u8 = 0x02;
+
+    /// A record of schema 7.
+    fn encode(
+        index: &[u8],
+        filing: Filing,
+        group_key: &[u8],
+        lockout: (&[u8], &[u8]),
+        body: &[u8],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            1 + 20 + index.len() + group_key.len() + lockout.0.len() + lockout.1.len() + body.len(),
+            1 + 16
+                + 16
+                + index.len()
+                + group_key.len()
+                + lockout.0.len()
+                + lockout.1.len()
+                + body.len(),
         );
-        out.push(Self::FORMAT);
+        out.push(Self::INDEXED);
+        out.extend_from_slice(&filing.due_ms.to_be_bytes());
+        out.extend_from_slice(&filing.was_ms.to_be_bytes());
         push_field(&mut out, index);
         push_field(&mut out, group_key);
-        push_field(&mut out, &[]);
         push_field(&mut out, lockout.0);
         push_field(&mut out, lockout.1);
         out.extend_from_slice(body);
@@ -2047,18 +2252,12 @@ impl<'a> Carried<'a> {
     /// The flow key and carrying record of the flow `writes[at]` puts,
     /// with the commit's group key (empty without a group) and the lockout
     /// history the commit writes, if any.
-    fn record<'w>(
-        writes: &'w [Write],
-        at: usize,
-        index: &[u8],
-        group_key: &[u8],
-    ) -> Option<(&'w [u8], Vec<u8>)> {
-        let Some(Write::Put {
-            key, value: flow, ..
-        }) = writes.get(at)
-        else {
+    fn record<'w>(writes: &'w [Write], at: usize, group_key: &[u8]) -> Option<(&'w [u8], Vec<u8>)> {
+        let Some(Write::Put { key, value, .. }) = writes.get(at) else {
             return None;
         };
+        let staged = Carried::decode(value)?;
+        let filing = staged.filing?;
         let lockout = writes
             .iter()
             .find_map(|w| match w {
@@ -2072,26 +2271,48 @@ impl<'a> Carried<'a> {
             .unwrap_or_default();
         Some((
             key,
-            Self::encode(index, group_key, lockout, flow_body(flow)),
+            Self::encode(staged.index_bytes, filing, group_key, lockout, staged.body),
         ))
     }
 
     fn decode(stored: &'a [u8]) -> Option<Carried<'a>> {
         let (&format, mut rest) = stored.split_first()?;
-        if format != Self::FORMAT {
-            return None;
+        match format {
+            Self::INDEXED => {
+                let filing = Filing {
+                    due_ms: take_u64(&mut rest)?,
+                    was_ms: take_u64(&mut rest)?,
+                };
+                let index_bytes = take_field(&mut rest)?;
+                let group_key = take_field(&mut rest)?;
+                let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
+                Some(Carried {
+                    index: FlowIndex::decode(index_bytes),
+                    index_bytes,
+                    filing: Some(filing),
+                    group_key,
+                    group: &[],
+                    lockout,
+                    body: rest,
+                })
+            }
+            Self::FORMAT => {
+                let index_bytes = take_field(&mut rest)?;
+                let group_key = take_field(&mut rest)?;
+                let group = take_field(&mut rest)?;
+                let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
+                Some(Carried {
+                    index: FlowIndex::decode(index_bytes),
+                    index_bytes,
+                    filing: None,
+                    group_key,
+                    group,
+                    lockout,
+                    body: rest,
+                })
+            }
+            _ => None,
         }
-        let index = FlowIndex::decode(take_field(&mut rest)?);
-        let group_key = take_field(&mut rest)?;
-        let group = take_field(&mut rest)?;
-        let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
-        Some(Carried {
-            index,
-            group_key,
-            group,
-            lockout,
-            body: rest,
-        })
     }
 }
 
@@ -2157,13 +2378,14 @@ impl Inner {
     /// and groups reach the log in the order they are inserted, so whatever
     /// prefix survives a crash holds entry `n - 1` whenever it holds entry
     /// `n`. The writes are applied after the lock is released.
-    fn apply(
-        &self,
-        mut writes: Vec<Write>,
-        carry: Option<Vec<u8>>,
-        held: Vec<(String, Option<u64>)>,
-        records: &[AuditRecord],
-    ) -> Result<Option<u64>, StoreError> {
+    fn apply(&self, staged: Staged, records: &[AuditRecord]) -> Result<Option<u64>, StoreError> {
+        let Staged {
+            mut writes,
+            indexes,
+            carry,
+            held,
+            ..
+        } = staged;
         let encode_error = |reason: String| StoreError::Io {
             op: "append",
             what: AUDIT_TREE,
@@ -2175,17 +2397,15 @@ impl Inner {
         // carried by the flow record instead of an intent; its group names
         // the flow.
         let carried = match (&mut prepared, carry) {
-            (Some((bytes, _)), Some(index)) => carried_flow(&writes)
-                .filter(|&at| {
-                    matches!(writes.get(at), Some(Write::Put { key, .. }) if audit::mark_carried(bytes, key))
-                })
-                .map(|at| (at, index)),
+            (Some((bytes, _)), Carry::One) => carried_flow(&writes).filter(|&at| {
+                matches!(writes.get(at), Some(Write::Put { key, .. }) if audit::mark_carried(bytes, key))
+            }),
             // Without a group, a commit that writes no lockout history (a
             // history's stamp would not order it after an earlier commit
             // without a group: recovery could not tell which is newer).
-            (None, Some(index)) => carried_flow(&writes)
-                .filter(|_| !writes.iter().any(Stamped::writes))
-                .map(|at| (at, index)),
+            (None, Carry::One) => {
+                carried_flow(&writes).filter(|_| !writes.iter().any(Stamped::writes))
+            }
             _ => None,
         };
         let needs_intent = carried.is_none() && writes.len() + usize::from(prepared.is_some()) > 1;
@@ -2213,9 +2433,8 @@ impl Inner {
                 .insert(group_key, value)
                 .map_err(io("append", AUDIT_TREE))?;
             let mut tail = None;
-            if let Some((key, record)) = carried
-                .as_ref()
-                .and_then(|(at, index)| Carried::record(&writes, *at, index, &group_key))
+            if let Some((key, record)) =
+                carried.and_then(|at| Carried::record(&writes, at, &group_key))
             {
                 if let Err(e) = self.trees.get(Tree::Flows).insert(key, record) {
                     // Not applied: the group goes too, if it can.
@@ -2232,10 +2451,7 @@ impl Inner {
             seq = next.next_seq.checked_sub(1);
         } else {
             self.note_carried_then_changed(&writes)?;
-            if let Some((key, record)) = carried
-                .as_ref()
-                .and_then(|(at, index)| Carried::record(&writes, *at, index, &[]))
-            {
+            if let Some((key, record)) = carried.and_then(|at| Carried::record(&writes, at, &[])) {
                 self.trees
                     .get(Tree::Flows)
                     .insert(key, record)
@@ -2251,7 +2467,7 @@ impl Inner {
                 }
             }
         }
-        let carried_at = carried.as_ref().map(|(at, _)| *at);
+        let carried_at = carried;
         // A carried commit's `due_now` entries are kept in memory.
         let in_memory = |w: &Write| {
             carried_at.is_some()
@@ -2273,7 +2489,7 @@ impl Inner {
             self.filed.clear();
             return Err(e);
         }
-        self.filed.applied(rest.iter().copied());
+        self.filed.applied(rest.iter().copied(), &indexes);
         if !held.is_empty() {
             let mut in_memory = lock(&self.held_due);
             for (id, due) in held {
@@ -2367,16 +2583,14 @@ impl SledStore {
         writes: Vec<Write>,
         records: &[AuditRecord],
     ) -> Result<(Option<u64>, Durable), StoreError> {
-        self.stage_carried(writes, None, Vec::new(), records)
+        self.stage_staged(Staged::of(writes), records)
     }
 
-    /// [`stage`](Self::stage), with the flow index entry a commit's one
-    /// flow record may carry the commit with (see [`Carried`]).
-    fn stage_carried(
+    /// [`stage`](Self::stage) of writes [`staged_of`](Self::staged_of)
+    /// built: its one flow record may carry the commit (see [`Carried`]).
+    fn stage_staged(
         &self,
-        writes: Vec<Write>,
-        carry: Option<Vec<u8>>,
-        held: Vec<(String, Option<u64>)>,
+        staged: Staged,
         records: &[AuditRecord],
     ) -> Result<(Option<u64>, Durable), StoreError> {
         let (seq, needed) = {
@@ -2388,10 +2602,10 @@ impl SledStore {
             if *closed {
                 return Err(StoreError::Closed);
             }
-            if writes.is_empty() && records.is_empty() {
+            if staged.writes.is_empty() && records.is_empty() {
                 return Ok((None, Durable::ready()));
             }
-            let seq = self.inner.apply(writes, carry, held, records)?;
+            let seq = self.inner.apply(staged, records)?;
             (seq, self.inner.flush.register()?)
         };
         let ticket = Ticket {
@@ -2412,25 +2626,36 @@ impl SledStore {
             let Ok(id) = String::from_utf8(id.to_vec()) else {
                 continue;
             };
-            // Not `raw_get`: the caller holds `closed` for writing.
-            let index = match trees
-                .get(Tree::FlowIndex)
-                .get(id.as_bytes())
-                .map_err(io("export", "flow_index"))?
-            {
-                Some(bytes) => FlowIndex::decode(&bytes),
-                None => FlowIndex::decode(&[]),
-            };
-            // A flow due at once is due when its `due_now` entry says.
-            let held = lock(&self.inner.held_due).get(&id).copied();
-            let due_ms = match held {
-                Some(due) => due,
-                None => trees
-                    .get(Tree::DueNow)
-                    .get(id.as_bytes())
-                    .map_err(io("export", "due_now"))?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(index.due_ms, u64::from_be_bytes),
+            let (index, due_ms) = match Carried::decode(&body) {
+                Some(Carried {
+                    index,
+                    filing: Some(filing),
+                    ..
+                }) => (index, filing.due_ms),
+                // Schema 6 or older: `flow_index` has its entry; a flow due
+                // at once is due when its `due_now` entry says.
+                _ => {
+                    // Not `raw_get`: the caller holds `closed` for writing.
+                    let index = match trees
+                        .get(Tree::FlowIndex)
+                        .get(id.as_bytes())
+                        .map_err(io("export", "flow_index"))?
+                    {
+                        Some(bytes) => FlowIndex::decode(&bytes),
+                        None => FlowIndex::decode(&[]),
+                    };
+                    let held = lock(&self.inner.held_due).get(&id).copied();
+                    let due_ms = match held {
+                        Some(due) => due,
+                        None => trees
+                            .get(Tree::DueNow)
+                            .get(id.as_bytes())
+                            .map_err(io("export", "due_now"))?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                            .map_or(index.due_ms, u64::from_be_bytes),
+                    };
+                    (index, due_ms)
+                }
             };
             visit(Item::Flow(FlowRecord {
                 id,
@@ -2644,8 +2869,25 @@ impl Store for SledStore {
     fn versions_in_progress(&self) -> Result<BTreeSet<String>, StoreError> {
         self.check_open()?;
         let mut out = BTreeSet::new();
-        for item in self.inner.trees.get(Tree::FlowIndex).iter().values() {
-            let index = FlowIndex::decode(&item.map_err(io("scan", "flow_index"))?);
+        let trees = &self.inner.trees;
+        for item in trees.get(Tree::Flows).iter() {
+            let (id, stored) = item.map_err(io("scan", "flows"))?;
+            let index = match Carried::decode(&stored) {
+                Some(Carried {
+                    index,
+                    filing: Some(_),
+                    ..
+                }) => index,
+                // Schema 6 or older: `flow_index` has its entry.
+                _ => match trees
+                    .get(Tree::FlowIndex)
+                    .get(&id)
+                    .map_err(io("scan", "flow_index"))?
+                {
+                    Some(bytes) => FlowIndex::decode(&bytes),
+                    None => continue,
+                },
+            };
             if index.in_progress {
                 out.insert(index.version);
             }
@@ -2720,13 +2962,7 @@ impl Store for SledStore {
         });
         let _work = touches_work.then(|| lock(&self.inner.work));
         let staged = self.staged_of(commit.changes)?;
-        let carry = match staged.carry {
-            Carry::One(index) => Some(index),
-            Carry::None | Carry::Many => None,
-        };
-        Ok(self
-            .stage_carried(staged.writes, carry, staged.held, &commit.audit)?
-            .1)
+        Ok(self.stage_staged(staged, &commit.audit)?.1)
     }
 
     fn claim_due(
@@ -3227,13 +3463,20 @@ mod tests {
             let first = layout.link(&mut head, &mut group).unwrap();
             let key = audit::seq_key(first);
             Stamped::stamp_all(&mut staged.writes, first);
-            let stamped = Stamped::encode(first, b"after");
-            let carried = Carried::encode(
-                &FlowIndex::of(&next).encode(),
-                &key,
-                (b"u", &stamped),
-                &next.body,
-            );
+            let at = staged
+                .writes
+                .iter()
+                .position(|w| {
+                    matches!(
+                        w,
+                        Write::Put {
+                            tree: Tree::Flows,
+                            ..
+                        }
+                    )
+                })
+                .unwrap();
+            let (_, carried) = Carried::record(&staged.writes, at, &key).unwrap();
             store.close();
             let trees = &store.inner.trees;
             if landed >= 1 {
@@ -3449,11 +3692,22 @@ mod tests {
         let index = store.inner.trees.get(Tree::FlowsDue);
         index.clear().unwrap();
         index.insert(due_key(5, "f"), Vec::new()).unwrap();
+        let filing = Filing {
+            due_ms: 5,
+            was_ms: 5,
+        };
+        let record = Carried::encode(
+            &FlowIndex::of(&flow("f", 5)).encode(),
+            filing,
+            &[],
+            (&[], &[]),
+            b"body of f",
+        );
         store
             .inner
             .trees
-            .get(Tree::FlowIndex)
-            .insert("f", FlowIndex::of(&flow("f", 5)).encode())
+            .get(Tree::Flows)
+            .insert("f", record)
             .unwrap();
         // Written behind the store's back: what it remembers goes too.
         store.inner.filed.clear();
@@ -3602,7 +3856,9 @@ mod tests {
         let carried = Carried::decode(&stored).expect("carried");
         assert!(carried.group_key.is_empty());
         assert_eq!(carried.body, b"committing");
-        assert_eq!(carried.index.due_ms, 7);
+        // Due at once; its `flows_due` entry stays where it was.
+        assert_eq!(carried.filing.map(|f| f.due_ms), Some(7));
+        assert_eq!(carried.index.due_ms, soon);
         assert!(store.inner.trees.get(Tree::Intents).is_empty());
         assert!(store.inner.trees.get(Tree::DueNow).is_empty());
         assert_eq!(
@@ -3690,6 +3946,166 @@ mod tests {
 
     fn index_has(store: &SledStore, tree: Tree, key: &[u8]) -> bool {
         store.inner.trees.get(tree).contains_key(key).unwrap()
+    }
+
+    /// A flow record as schema 6 stored a carrying one (`0x01`): its
+    /// index entry with the flow's due time, the group key, no group
+    /// bytes, no history, the body.
+    fn schema_6_carried(r: &FlowRecord, group_key: &[u8]) -> Vec<u8> {
+        let mut out = vec![Carried::FORMAT];
+        push_field(&mut out, &FlowIndex::of(r).encode());
+        push_field(&mut out, group_key);
+        for _ in 0..3 {
+            push_field(&mut out, &[]);
+        }
+        out.extend_from_slice(&r.body);
+        out
+    }
+
+    /// A whole reset's commits write no `flow_index` entry: each flow's
+    /// record carries its own, and the sweep, the workflow versions in
+    /// progress and an export read it there.
+    #[test]
+    fn flow_records_carry_their_index_entries_and_flow_index_stays_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let soon = now_ms() + 60_000;
+        commit(&store, vec![Change::PutFlow(flow("f", soon))], true);
+        let mut other = flow("g", soon + 5);
+        other.version = "v2".to_owned();
+        commit(&store, vec![Change::PutFlow(other.clone())], true);
+        commit(&store, vec![Change::PutFlow(flow("f", soon + 1_000))], true);
+        let mut committing = flow("f", 7);
+        committing.body = b"committing".to_vec();
+        commit(&store, vec![Change::PutFlow(committing)], false);
+        assert_eq!(
+            store.versions_in_progress().unwrap(),
+            BTreeSet::from(["v1".to_owned(), "v2".to_owned()])
+        );
+        let mut done = flow("f", soon + 600_000);
+        done.in_progress = false;
+        commit(&store, vec![Change::PutFlow(done)], true);
+        assert_eq!(
+            store.versions_in_progress().unwrap(),
+            BTreeSet::from(["v2".to_owned()])
+        );
+        assert!(store.inner.trees.get(Tree::FlowIndex).is_empty());
+        // Its entry stayed where it was (earlier than its due time).
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon, "f".to_owned()), (soon + 5, "g".to_owned())]
+        );
+        assert_eq!(
+            exported_dues(&store),
+            [("f".to_owned(), soon + 600_000), ("g".to_owned(), soon + 5)]
+        );
+        // Read from the records, not from what the store remembers.
+        store.inner.filed.clear();
+        commit(
+            &store,
+            vec![Change::DeleteFlow { id: "f".to_owned() }],
+            false,
+        );
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon + 5, "g".to_owned())]
+        );
+        assert!(store.inner.trees.get(Tree::FlowIndex).is_empty());
+    }
+
+    /// A store of schema 6 keeps its flows' index entries in `flow_index`:
+    /// opened by 7 they are read there until each flow's next commit moves
+    /// its entry into its record; after a crash, a record of 6 that
+    /// carries its commit is filed again and written as 7 stores it.
+    #[test]
+    fn a_store_of_schema_6_is_read_and_its_flows_carry_their_entries_from_their_next_commit() {
+        for crashed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
+            let soon = now_ms() + 60_000;
+            store.raw_commit(vec![], vec![record(0)]).unwrap();
+            let group_key = audit::seq_key(0);
+            // As 6 left them: `p` plain, `c` carried; `c` due earlier than
+            // its `flow_index` entry says, as a crash after its record
+            // leaves it.
+            let plain = flow("p", soon);
+            let mut carried = flow("c", soon - 5_000);
+            carried.version = "v0".to_owned();
+            let mut filed_as = FlowIndex::of(&carried);
+            filed_as.due_ms = soon;
+            let trees = &store.inner.trees;
+            apply_writes(
+                trees,
+                &[
+                    put(Tree::Flows, b"p", &plain.body),
+                    put(Tree::FlowIndex, b"p", &FlowIndex::of(&plain).encode()),
+                    put(Tree::FlowsDue, &due_key(soon, "p"), b""),
+                    put(Tree::Flows, b"c", &schema_6_carried(&carried, &group_key)),
+                    put(Tree::FlowIndex, b"c", &filed_as.encode()),
+                    put(Tree::FlowsDue, &due_key(soon, "c"), b""),
+                ],
+            )
+            .unwrap();
+            trees
+                .get(Tree::Meta)
+                .insert(b"schema", &6u32.to_be_bytes())
+                .unwrap();
+            store.close();
+            if crashed {
+                left_as_by_a_crash(store);
+            } else {
+                drop(store);
+            }
+
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.schema_version().unwrap(), SCHEMA);
+            assert_eq!(store.flow("p").unwrap().unwrap(), b"body of p");
+            assert_eq!(store.flow("c").unwrap().unwrap(), b"body of c");
+            assert_eq!(
+                store.versions_in_progress().unwrap(),
+                BTreeSet::from(["v0".to_owned(), "v1".to_owned()])
+            );
+            let c_due = if crashed { soon - 5_000 } else { soon };
+            let mut due = vec![(c_due, "c".to_owned()), (soon, "p".to_owned())];
+            due.sort();
+            assert_eq!(
+                store.flows_due(u64::MAX, None, 10).unwrap(),
+                due,
+                "{crashed}"
+            );
+            // After the crash `c`'s record was written as 7 stores it, still
+            // carrying its commit's group (kept by the open).
+            let stored = store
+                .inner
+                .trees
+                .get(Tree::Flows)
+                .get("c")
+                .unwrap()
+                .unwrap();
+            let c = Carried::decode(&stored).unwrap();
+            assert_eq!(c.filing.is_some(), crashed);
+            assert_eq!(c.group_key, &group_key[..]);
+            assert_eq!(store.verify().unwrap().entries, 1);
+            assert_eq!(index_has(&store, Tree::FlowIndex, b"c"), !crashed);
+
+            // The next commits: each flow's entry moves into its record.
+            commit(&store, vec![Change::PutFlow(flow("p", soon - 9_000))], true);
+            commit(
+                &store,
+                vec![Change::DeleteFlow { id: "c".to_owned() }],
+                false,
+            );
+            assert!(store.inner.trees.get(Tree::FlowIndex).is_empty());
+            assert_eq!(
+                store.flows_due(u64::MAX, None, 10).unwrap(),
+                [(soon - 9_000, "p".to_owned())]
+            );
+            assert_eq!(
+                store.versions_in_progress().unwrap(),
+                BTreeSet::from(["v1".to_owned()])
+            );
+            store.close();
+        }
     }
 
     #[test]
