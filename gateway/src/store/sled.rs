@@ -470,6 +470,54 @@ struct Inner {
     /// the recovery does not take the group's commit for one a crash cut
     /// short (see [`Carried`]).
     tail_carried: Mutex<Option<(Vec<u8>, [u8; 8])>>,
+    /// The audit groups appended since the indexer last took them, with
+    /// their users, oldest first (see [`Appended`]).
+    appended: Mutex<Appended>,
+}
+
+/// Audit groups as the commits appended them, for the indexer: each
+/// group's first sequence number, its number of records and its users, so
+/// that `audit_users` is built without reading the groups back from the
+/// log and decoding them (BENCHMARKS.md, issue 13). Pushed under the
+/// chain-head lock, so in sequence order; the indexer uses them from its
+/// watermark on as long as they follow each other, and reads the log
+/// where they do not (after an open, an import, or past
+/// [`Appended::LIMIT`]).
+#[derive(Default)]
+struct Appended {
+    groups: std::collections::VecDeque<(u64, u64, Vec<String>)>,
+}
+
+impl Appended {
+    /// Most groups kept; past it the oldest go (the indexer reads them
+    /// from the log).
+    const LIMIT: usize = 1 << 16;
+
+    fn push(&mut self, first: u64, len: u64, users: Vec<String>) {
+        if self.groups.len() >= Self::LIMIT {
+            self.groups.pop_front();
+        }
+        self.groups.push_back((first, len, users));
+    }
+
+    /// The groups from `from` on that follow each other and start before
+    /// `end`, at most `limit`; drops every group before `from`.
+    fn take(&mut self, from: u64, end: u64, limit: usize) -> Vec<(u64, u64, Vec<String>)> {
+        while self.groups.front().is_some_and(|g| g.0 < from) {
+            self.groups.pop_front();
+        }
+        let mut out = Vec::new();
+        let mut next = from;
+        while out.len() < limit
+            && let Some(group) = self.groups.front()
+            && group.0 == next
+            && group.0 < end
+        {
+            next = group.0.saturating_add(group.1);
+            out.extend(self.groups.pop_front());
+        }
+        out
+    }
 }
 
 /// One sled tree per [`Tree`], in [`Tree::ALL`] order.
@@ -889,6 +937,7 @@ impl SledStore {
                 filed: FiledCache::new(),
                 held_due: Mutex::new(HashMap::new()),
                 tail_carried: Mutex::new(None),
+                appended: Mutex::new(Appended::default()),
             }),
         };
         store
@@ -1674,6 +1723,7 @@ fn catch_up_audit_index(
     trees: &Trees,
     audit_tree: &::sled::Tree,
     end: u64,
+    appended: Option<&Mutex<Appended>>,
 ) -> Result<bool, StoreError> {
     let meta = trees.get(Tree::Meta);
     let users = trees.get(Tree::AuditUsers);
@@ -1688,19 +1738,26 @@ fn catch_up_audit_index(
     let mut reached = from;
     // (bucket, user) → the first group's number, then the others'.
     let mut filed: HashMap<(u64, String), (u64, Vec<u8>)> = HashMap::new();
-    let range = audit_tree.range(audit::seq_key(from)..audit::seq_key(end));
-    for item in range.take(INDEX_BATCH) {
-        let (key, value) = item.map_err(io("index", AUDIT_TREE))?;
-        let unreadable = |why: audit::Unreadable| StoreError::Io {
-            op: "index",
-            what: AUDIT_TREE,
-            reason: why.describe(audit::key_seq(&key)),
-        };
-        let first =
-            audit::key_seq(&key).ok_or_else(|| unreadable(audit::Unreadable::Undecodable))?;
-        let group = audit::decode_group(&value).map_err(unreadable)?;
-        let group_users: BTreeSet<String> = group.iter().filter_map(|s| s.user()).collect();
-        for user in group_users {
+    // As the commits appended them, or else as the log has them.
+    let mut groups = appended.map_or_else(Vec::new, |a| lock(a).take(from, end, INDEX_BATCH));
+    if groups.is_empty() {
+        let range = audit_tree.range(audit::seq_key(from)..audit::seq_key(end));
+        for item in range.take(INDEX_BATCH) {
+            let (key, value) = item.map_err(io("index", AUDIT_TREE))?;
+            let unreadable = |why: audit::Unreadable| StoreError::Io {
+                op: "index",
+                what: AUDIT_TREE,
+                reason: why.describe(audit::key_seq(&key)),
+            };
+            let first =
+                audit::key_seq(&key).ok_or_else(|| unreadable(audit::Unreadable::Undecodable))?;
+            let group = audit::decode_group(&value).map_err(unreadable)?;
+            let users: BTreeSet<String> = group.iter().filter_map(|s| s.user()).collect();
+            groups.push((first, group.len() as u64, users.into_iter().collect()));
+        }
+    }
+    for (first, len, users) in groups {
+        for user in users {
             match filed.entry((first >> AUDIT_BUCKET_BITS, user)) {
                 std::collections::hash_map::Entry::Occupied(mut e) => {
                     e.get_mut().1.extend_from_slice(&first.to_be_bytes());
@@ -1710,7 +1767,7 @@ fn catch_up_audit_index(
                 }
             }
         }
-        reached = first.saturating_add(group.len() as u64);
+        reached = first.saturating_add(len);
     }
     for ((_, user), (first, others)) in filed {
         users
@@ -2331,7 +2388,7 @@ impl Inner {
             if *closed {
                 return Err(StoreError::Closed);
             }
-            if catch_up_audit_index(&self.trees, &self.audit, end)? {
+            if catch_up_audit_index(&self.trees, &self.audit, end, Some(&self.appended))? {
                 return Ok(end);
             }
         }
@@ -2412,6 +2469,12 @@ impl Inner {
         let mut seq = None;
         let mut intent_key = None;
         if let Some((bytes, layout)) = prepared {
+            let users: Vec<String> = records
+                .iter()
+                .filter_map(|r| r.user.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             // Converted before the lock: this copies the bytes once more.
             let mut value = ::sled::IVec::from(bytes);
             let mut head = lock(&self.head);
@@ -2422,6 +2485,7 @@ impl Inner {
                 encode_error("internal error: the group lost its layout".to_owned())
             })?;
             let group_key = audit::seq_key(first);
+            let first_seq = Some(first);
             Stamped::stamp_all(&mut writes, first);
             if needs_intent {
                 intent_key = Some(self.insert_intent(Some((&group_key, &value)), &writes)?);
@@ -2447,6 +2511,9 @@ impl Inner {
             }
             *head = next;
             *lock(&self.tail_carried) = tail;
+            if let Some(first) = first_seq {
+                lock(&self.appended).push(first, records.len() as u64, users);
+            }
             drop(head);
             seq = next.next_seq.checked_sub(1);
         } else {
@@ -3946,6 +4013,81 @@ mod tests {
 
     fn index_has(store: &SledStore, tree: Tree, key: &[u8]) -> bool {
         store.inner.trees.get(tree).contains_key(key).unwrap()
+    }
+
+    /// The indexer files the groups the commits hand it
+    /// ([`Appended`]) exactly as it files them from the log, and reads
+    /// the log where the groups it was handed do not follow on.
+    #[test]
+    fn the_indexer_files_the_groups_commits_hand_it_as_it_files_them_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..40u64 {
+            let mut records = vec![record(i), record(i + 100)];
+            records[0].user = Some(format!("user{}", i % 3));
+            if i % 4 == 0 {
+                records[1].user = None;
+            }
+            store.raw_commit(vec![], records).unwrap();
+        }
+        let snapshot = |store: &SledStore| -> Vec<(Vec<u8>, Vec<u8>)> {
+            store
+                .inner
+                .trees
+                .get(Tree::AuditUsers)
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect()
+        };
+        assert_eq!(lock(&store.inner.appended).groups.len(), 40);
+        assert_eq!(store.inner.catch_up_index().unwrap(), 80);
+        assert!(lock(&store.inner.appended).groups.is_empty());
+        let handed = snapshot(&store);
+        assert!(!handed.is_empty());
+        // Again from the log alone.
+        store.inner.trees.get(Tree::AuditUsers).clear().unwrap();
+        store
+            .inner
+            .trees
+            .get(Tree::Meta)
+            .remove(AUDIT_INDEXED)
+            .unwrap();
+        assert_eq!(store.inner.catch_up_index().unwrap(), 80);
+        assert_eq!(snapshot(&store), handed);
+        // Handed groups that do not start at the watermark: the log first.
+        store.inner.trees.get(Tree::AuditUsers).clear().unwrap();
+        store
+            .inner
+            .trees
+            .get(Tree::Meta)
+            .remove(AUDIT_INDEXED)
+            .unwrap();
+        {
+            let mut appended = lock(&store.inner.appended);
+            appended.push(60, 2, vec!["user0".to_owned()]);
+            appended.push(70, 2, vec!["user1".to_owned()]);
+        }
+        assert_eq!(store.inner.catch_up_index().unwrap(), 80);
+        assert_eq!(snapshot(&store), handed);
+    }
+
+    #[test]
+    fn appended_groups_are_taken_only_where_they_follow_on() {
+        let mut appended = Appended::default();
+        appended.push(3, 2, vec![]);
+        appended.push(5, 1, vec![]);
+        appended.push(7, 1, vec![]);
+        let firsts =
+            |v: Vec<(u64, u64, Vec<String>)>| v.into_iter().map(|g| g.0).collect::<Vec<_>>();
+        assert_eq!(firsts(appended.take(0, 100, 10)), Vec::<u64>::new());
+        assert_eq!(firsts(appended.take(3, 100, 10)), [3, 5]);
+        assert_eq!(firsts(appended.take(6, 100, 10)), Vec::<u64>::new());
+        assert_eq!(firsts(appended.take(7, 7, 10)), Vec::<u64>::new());
+        assert_eq!(firsts(appended.take(7, 8, 10)), [7]);
+        assert!(appended.groups.is_empty());
     }
 
     /// A flow record as schema 6 stored a carrying one (`0x01`): its
