@@ -296,9 +296,10 @@ impl Gateway {
                 if n == 0 {
                     break;
                 }
-                let text = String::from_utf8_lossy(&line).into_owned();
+                let text = String::from_utf8_lossy(&line);
                 sink.lock().unwrap().push_str(&text);
-                if let Some(url) = listening_url(&text)
+                if found.is_some()
+                    && let Some(url) = listening_url(&text)
                     && let Some(tx) = found.take()
                 {
                     let _ = tx.send(url);
@@ -335,8 +336,25 @@ impl Gateway {
         })
     }
 
-    /// Everything the gateway wrote to stderr so far.
+    /// Everything the gateway wrote to stderr so far, once its log has
+    /// settled: the gateway writes its lines in batches, at most every
+    /// `resetgate::logging::LINES_DELAY` (10 ms) under load, so this waits
+    /// until nothing new came for five times that (at most 2 s).
     pub fn logs(&self) -> String {
+        let quiet = resetgate::logging::LINES_DELAY * 5;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = self.stderr.lock().unwrap().len();
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = self.stderr.lock().unwrap().len();
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+        }
         self.stderr.lock().unwrap().clone()
     }
 
@@ -345,7 +363,7 @@ impl Gateway {
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let logs = self.logs();
+            let logs = self.stderr.lock().unwrap().clone();
             if logs.contains(needle) || Instant::now() > deadline {
                 return logs;
             }

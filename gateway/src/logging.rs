@@ -9,6 +9,17 @@
 //! `target`, `event` (the message), the request's fields, then the event's
 //! own fields; an event's field wins over a span's of the same name.
 //!
+//! `resetgate serve` writes its lines through a buffer ([`Lines`]): an
+//! event appends its line, and the `log-writer` thread writes whatever has
+//! gathered to stderr with one `write`, at once after a quiet spell and
+//! else at most once per [`LINES_DELAY`] (a line per `write`, at thousands
+//! of events a second, cost the gateway and whatever reads its stderr a
+//! system call and a wake-up each: BENCHMARKS.md, issue 13). Every line is written, in order: a
+//! writer never drops one (past [`LINES_LIMIT`] bytes waiting it writes
+//! them itself), the end of `serve` and a panic write out what waits
+//! first. A `SIGKILL` loses at most the last [`LINES_DELAY`] of lines.
+//! Other commands write each line at once.
+//!
 //! One line per event: a text line has every line break inside it written
 //! as `\n` (a plugin's trap text or a diagnostic's help may hold one), a JSON
 //! line escapes them by construction.
@@ -46,21 +57,227 @@ pub enum LogFormat {
 /// `RESETGATE_LOG` when it is set and valid, else by `level` (`info`, or
 /// what `-v`/`-q` asked for: the environment, typically a service unit's,
 /// is the more precise setting and wins). Later calls do nothing.
-pub fn init(format: LogFormat, level: &str) {
+///
+/// With `buffered` (`resetgate serve`), lines go through [`Lines`]; the
+/// guard writes out what waits when it is dropped, which the caller does
+/// before it writes anything else to stderr.
+pub fn init(format: LogFormat, level: &str, buffered: bool) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESETGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
+    let lines = buffered.then(|| Lines::start(io::stderr()));
+    let stderr = ToStderr(lines.as_ref().map(|l| l.0.clone()));
+    let installed = match format {
         LogFormat::Text => builder
-            .with_writer(OneLine)
+            .with_writer(OneLine(stderr))
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
         LogFormat::Json => builder
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .fmt_fields(JsonFields)
             .event_format(JsonLines)
             .try_init(),
     };
+    let lines = lines.filter(|_| installed.is_ok());
+    if let Some(lines) = &lines {
+        // A panic's message comes after every line logged before it.
+        let shared = lines.0.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            shared.write_out();
+            previous(info);
+        }));
+    }
+    LogGuard { _lines: lines }
+}
+
+/// Keeps the buffered log ([`Lines`]) running; dropping it writes out what
+/// waits and stops the `log-writer` thread.
+#[must_use = "dropping the guard stops the buffered log"]
+pub struct LogGuard {
+    _lines: Option<Lines<io::Stderr>>,
+}
+
+/// Log lines on their way to an output (stderr): appended by events,
+/// written by the `log-writer` thread with one `write_all`, at once after
+/// a quiet spell and else at most once per [`LINES_DELAY`].
+pub struct Lines<W: io::Write + Send + 'static>(
+    std::sync::Arc<LinesShared<W>>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+/// What [`Lines`] and its writers share.
+pub struct LinesShared<W> {
+    state: std::sync::Mutex<LinesState>,
+    /// The writer thread waits here for a first line, or for the end.
+    arrived: std::sync::Condvar,
+    /// Written in order: held while lines are written out.
+    out: std::sync::Mutex<W>,
+}
+
+#[derive(Default)]
+struct LinesState {
+    waiting: Vec<u8>,
+    closing: bool,
+}
+
+/// The shortest time between two writes of [`Lines`] (lines gather
+/// meanwhile).
+pub const LINES_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Bytes of log lines waiting past which an event's writer writes them
+/// out itself.
+pub const LINES_LIMIT: usize = 1 << 20;
+
+impl<W: io::Write + Send + 'static> Lines<W> {
+    /// Starts the `log-writer` thread writing to `out`. If the thread
+    /// cannot start, every line is written at once.
+    pub fn start(out: W) -> Lines<W> {
+        let shared = std::sync::Arc::new(LinesShared {
+            state: std::sync::Mutex::new(LinesState::default()),
+            arrived: std::sync::Condvar::new(),
+            out: std::sync::Mutex::new(out),
+        });
+        let writer = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-writer".to_owned())
+            .spawn(move || writer.run());
+        if thread.is_err() {
+            shared.state().closing = true;
+        }
+        Lines(shared, thread.ok())
+    }
+
+    /// A writer of lines, for [`MakeWriter`].
+    pub fn writer(&self) -> LinesWriter<W> {
+        LinesWriter(self.0.clone())
+    }
+}
+
+impl<W: io::Write + Send + 'static> Drop for Lines<W> {
+    fn drop(&mut self) {
+        self.0.state().closing = true;
+        self.0.arrived.notify_all();
+        if let Some(thread) = self.1.take() {
+            let _ = thread.join();
+        }
+        self.0.write_out();
+    }
+}
+
+impl<W: io::Write> LinesShared<W> {
+    fn state(&self) -> std::sync::MutexGuard<'_, LinesState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes out every line waiting, now.
+    fn write_out(&self) {
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lines = std::mem::take(&mut self.state().waiting);
+        if !lines.is_empty() {
+            // Nowhere to report a failing stderr.
+            let _ = out.write_all(&lines);
+            let _ = out.flush();
+        }
+    }
+
+    /// Appends `line`: the writer thread is told if it is the first one
+    /// waiting; past [`LINES_LIMIT`], or once closing, written at once.
+    fn append(&self, line: &[u8]) {
+        let mut state = self.state();
+        let first = state.waiting.is_empty();
+        state.waiting.extend_from_slice(line);
+        let now = state.closing || state.waiting.len() >= LINES_LIMIT;
+        drop(state);
+        if now {
+            self.write_out();
+        } else if first {
+            self.arrived.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut written = std::time::Instant::now() - LINES_DELAY;
+        loop {
+            {
+                let mut state = self.state();
+                while state.waiting.is_empty() && !state.closing {
+                    state = self
+                        .arrived
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if state.closing {
+                    return;
+                }
+            }
+            // At once after a quiet spell; else lines gather until
+            // [`LINES_DELAY`] after the last write.
+            if let Some(wait) = LINES_DELAY.checked_sub(written.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            self.write_out();
+            written = std::time::Instant::now();
+        }
+    }
+}
+
+/// Appends each write to [`Lines`] (an event's line is one write).
+pub struct LinesWriter<W>(std::sync::Arc<LinesShared<W>>);
+
+impl<W: io::Write> io::Write for LinesWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.append(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// stderr, through [`Lines`] when the log is buffered.
+#[derive(Clone)]
+pub struct ToStderr(Option<std::sync::Arc<LinesShared<io::Stderr>>>);
+
+/// A writer [`ToStderr`] makes for each event.
+pub enum StderrWriter {
+    /// Through [`Lines`].
+    Buffered(LinesWriter<io::Stderr>),
+    /// At once.
+    Direct(io::StderrLock<'static>),
+}
+
+impl io::Write for StderrWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StderrWriter::Buffered(w) => w.write(buf),
+            StderrWriter::Direct(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            StderrWriter::Buffered(w) => w.flush(),
+            StderrWriter::Direct(w) => w.flush(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for ToStderr {
+    type Writer = StderrWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match &self.0 {
+            Some(shared) => StderrWriter::Buffered(LinesWriter(shared.clone())),
+            None => StderrWriter::Direct(io::stderr().lock()),
+        }
+    }
 }
 
 /// The span every HTTP request runs in (see the module documentation);
@@ -145,17 +362,17 @@ pub fn lockout_cleared(operator: &str, user: &str, directory_unlocked: bool) {
 /// stderr, with every line break inside an event written as `\n` (and a
 /// carriage return as `\r`): the text format writes each event with one
 /// `write_all`, which ends with the event's only real line break.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OneLine;
+#[derive(Clone)]
+pub struct OneLine(ToStderr);
 
 /// The writer [`OneLine`] makes for each event.
 pub struct OneLineWriter<W>(W);
 
 impl<'a> MakeWriter<'a> for OneLine {
-    type Writer = OneLineWriter<io::StderrLock<'static>>;
+    type Writer = OneLineWriter<StderrWriter>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        OneLineWriter(io::stderr().lock())
+        OneLineWriter(self.0.make_writer())
     }
 }
 
@@ -332,6 +549,53 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a: trap\\nwasm backtrace:\\r\\n  0: f\nplain\n"
         );
+    }
+
+    /// Every line written through [`Lines`] from several threads arrives
+    /// whole and in each thread's order; all of them once it is dropped.
+    #[test]
+    fn buffered_lines_arrive_whole_and_in_order() {
+        let sink = Buffer::default();
+        let lines = Lines::start(sink.clone());
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let mut w = lines.writer();
+                s.spawn(move || {
+                    for i in 0..500 {
+                        w.write_all(format!("thread {t} line {i}\n").as_bytes())
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        drop(lines);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let mut next = [0; 4];
+        for line in text.lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            let (t, i): (usize, usize) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+            assert_eq!(i, next[t], "{line}");
+            next[t] += 1;
+        }
+        assert_eq!(next, [500; 4]);
+    }
+
+    /// A line is written soon without more lines or the end coming, and
+    /// past the limit a writer writes what waits itself.
+    #[test]
+    fn a_buffered_line_is_written_soon_and_a_full_buffer_at_once() {
+        let sink = Buffer::default();
+        let lines = Lines::start(sink.clone());
+        lines.writer().write_all(b"listening\n").unwrap();
+        let started = std::time::Instant::now();
+        while sink.0.lock().unwrap().is_empty() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(&sink.0.lock().unwrap()[..], b"listening\n");
+        let big = vec![b'x'; LINES_LIMIT];
+        lines.writer().write_all(&big).unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), 10 + LINES_LIMIT);
     }
 
     /// A writer into a shared buffer, for a subscriber under test.

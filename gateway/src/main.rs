@@ -191,7 +191,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.log_format,
         _ => LogFormat::Text,
     };
-    resetgate::logging::init(format, log_level(cli.verbose, cli.quiet));
+    let serving = matches!(cli.command, Command::Serve(_));
+    let log = resetgate::logging::init(format, log_level(cli.verbose, cli.quiet), serving);
     let result = match cli.command {
         Command::Serve(args) => match serve(args) {
             // A JSON log stays JSON to its last line.
@@ -227,6 +228,8 @@ fn main() -> ExitCode {
         Command::Completions { shell } => completions(&shell),
         Command::Man { dir } => man(dir.as_deref()),
     };
+    // Every log line is out before the last word.
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
