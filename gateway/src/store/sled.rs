@@ -2334,42 +2334,32 @@ impl<'a> Carried<'a> {
 
     fn decode(stored: &'a [u8]) -> Option<Carried<'a>> {
         let (&format, mut rest) = stored.split_first()?;
-        match format {
-            Self::INDEXED => {
-                let filing = Filing {
-                    due_ms: take_u64(&mut rest)?,
-                    was_ms: take_u64(&mut rest)?,
-                };
-                let index_bytes = take_field(&mut rest)?;
-                let group_key = take_field(&mut rest)?;
-                let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
-                Some(Carried {
-                    index: FlowIndex::decode(index_bytes),
-                    index_bytes,
-                    filing: Some(filing),
-                    group_key,
-                    group: &[],
-                    lockout,
-                    body: rest,
-                })
-            }
-            Self::FORMAT => {
-                let index_bytes = take_field(&mut rest)?;
-                let group_key = take_field(&mut rest)?;
-                let group = take_field(&mut rest)?;
-                let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
-                Some(Carried {
-                    index: FlowIndex::decode(index_bytes),
-                    index_bytes,
-                    filing: None,
-                    group_key,
-                    group,
-                    lockout,
-                    body: rest,
-                })
-            }
-            _ => None,
-        }
+        // Schema 7 puts the filing first; 5 and 6 had a group field
+        // between the group key and the history.
+        let filing = match format {
+            Self::INDEXED => Some(Filing {
+                due_ms: take_u64(&mut rest)?,
+                was_ms: take_u64(&mut rest)?,
+            }),
+            Self::FORMAT => None,
+            _ => return None,
+        };
+        let index_bytes = take_field(&mut rest)?;
+        let group_key = take_field(&mut rest)?;
+        let group = match filing {
+            Some(_) => &[][..],
+            None => take_field(&mut rest)?,
+        };
+        let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
+        Some(Carried {
+            index: FlowIndex::decode(index_bytes),
+            index_bytes,
+            filing,
+            group_key,
+            group,
+            lockout,
+            body: rest,
+        })
     }
 }
 
@@ -4047,24 +4037,18 @@ mod tests {
         assert!(lock(&store.inner.appended).groups.is_empty());
         let handed = snapshot(&store);
         assert!(!handed.is_empty());
+        // Not indexed at all.
+        let unindexed = |store: &SledStore| {
+            store.inner.trees.get(Tree::AuditUsers).clear().unwrap();
+            let meta = store.inner.trees.get(Tree::Meta);
+            meta.remove(AUDIT_INDEXED).unwrap();
+        };
         // Again from the log alone.
-        store.inner.trees.get(Tree::AuditUsers).clear().unwrap();
-        store
-            .inner
-            .trees
-            .get(Tree::Meta)
-            .remove(AUDIT_INDEXED)
-            .unwrap();
+        unindexed(&store);
         assert_eq!(store.inner.catch_up_index().unwrap(), 80);
         assert_eq!(snapshot(&store), handed);
         // Handed groups that do not start at the watermark: the log first.
-        store.inner.trees.get(Tree::AuditUsers).clear().unwrap();
-        store
-            .inner
-            .trees
-            .get(Tree::Meta)
-            .remove(AUDIT_INDEXED)
-            .unwrap();
+        unindexed(&store);
         {
             let mut appended = lock(&store.inner.appended);
             appended.push(60, 2, vec!["user0".to_owned()]);
@@ -4217,13 +4201,7 @@ mod tests {
             );
             // After the crash `c`'s record was written as 7 stores it, still
             // carrying its commit's group (kept by the open).
-            let stored = store
-                .inner
-                .trees
-                .get(Tree::Flows)
-                .get("c")
-                .unwrap()
-                .unwrap();
+            let stored = store.raw_get(Tree::Flows, b"c").unwrap().unwrap();
             let c = Carried::decode(&stored).unwrap();
             assert_eq!(c.filing.is_some(), crashed);
             assert_eq!(c.group_key, &group_key[..]);
