@@ -84,7 +84,7 @@ pub fn init(format: LogFormat, level: &str, buffered: bool) -> LogGuard {
         let shared = lines.0.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            shared.write_out();
+            shared.write_out_unless_busy();
             previous(info);
         }));
     }
@@ -186,6 +186,21 @@ impl<W: io::Write> LinesShared<W> {
         }
     }
 
+    /// [`write_out`](Self::write_out), unless lines are being written
+    /// right now (by this thread, if it panicked doing so, or by one stuck
+    /// on a full stderr): a panic's message never waits for them.
+    fn write_out_unless_busy(&self) {
+        let Ok(mut out) = self.out.try_lock() else {
+            return;
+        };
+        let lines = match self.state.try_lock() {
+            Ok(mut state) => std::mem::take(&mut state.waiting),
+            Err(_) => return,
+        };
+        let _ = out.write_all(&lines);
+        let _ = out.flush();
+    }
+
     /// Appends `line`: the writer thread is told if it is the first one
     /// waiting; past [`LINES_LIMIT`], or once closing, written at once.
     fn append(&self, line: &[u8]) {
@@ -202,7 +217,7 @@ impl<W: io::Write> LinesShared<W> {
     }
 
     fn run(&self) {
-        let mut written = std::time::Instant::now() - LINES_DELAY;
+        let mut written: Option<std::time::Instant> = None;
         loop {
             {
                 let mut state = self.state();
@@ -218,11 +233,11 @@ impl<W: io::Write> LinesShared<W> {
             }
             // At once after a quiet spell; else lines gather until
             // [`LINES_DELAY`] after the last write.
-            if let Some(wait) = LINES_DELAY.checked_sub(written.elapsed()) {
+            if let Some(wait) = written.and_then(|w| LINES_DELAY.checked_sub(w.elapsed())) {
                 std::thread::sleep(wait);
             }
             self.write_out();
-            written = std::time::Instant::now();
+            written = Some(std::time::Instant::now());
         }
     }
 }

@@ -1065,7 +1065,7 @@ impl SledStore {
                 flows,
                 groups,
                 ms = started.elapsed().as_millis() as u64,
-                "the store was not closed: filed the flows whose records carry their last commit again"
+                "the store was not closed: filed every flow again from its record"
             );
         }
         Ok(())
@@ -1308,6 +1308,7 @@ impl SledStore {
 
     /// Applies raw `writes` (and `records`) as one commit; durable when it
     /// returns.
+    #[cfg(test)]
     pub(crate) fn raw_commit(
         &self,
         writes: Vec<Write>,
@@ -2111,7 +2112,7 @@ impl Intent {
 
 /// The body of a stored flow record: a record of schema 7 or a carrying
 /// one of 5 or 6 ([`Carried`]), or a plain body of 6 or older (escaped
-/// with a `0x00` byte if it started with `0x00`, `0x01` or `0x02`; the
+/// with a `0x00` byte if it started with `0x00` or `0x01`; the
 /// runtime's bodies are JSON objects and never do).
 fn flow_body(stored: &[u8]) -> &[u8] {
     match stored.first() {
@@ -2455,6 +2456,12 @@ impl Inner {
             }
             _ => None,
         };
+        // Only a record `Carried::record` can rewrite (every record
+        // `staged_of` builds); any other goes in as it is, with an intent.
+        let carried = carried.filter(|&at| {
+            matches!(writes.get(at), Some(Write::Put { value, .. })
+                if Carried::decode(value).is_some_and(|c| c.filing.is_some()))
+        });
         let needs_intent = carried.is_none() && writes.len() + usize::from(prepared.is_some()) > 1;
         let mut seq = None;
         let mut intent_key = None;
@@ -3170,7 +3177,8 @@ impl Store for SledStore {
             }
             *head = Self::read_head(&self.inner.audit).map_err(import_error)?;
         }
-        self.raw_commit(writes.writes, Vec::new())
+        // With its flows' index entries, for what the store remembers.
+        self.stage_staged(writes, &[])?.1.wait()
     }
 
     fn audit(&self) -> &dyn AuditLog {
@@ -4137,6 +4145,21 @@ mod tests {
             [(soon + 5, "g".to_owned())]
         );
         assert!(store.inner.trees.get(Tree::FlowIndex).is_empty());
+    }
+
+    /// An imported flow's index entry is what the store remembers, so its
+    /// next commit moves its due entry instead of adding a second one.
+    #[test]
+    fn a_flow_imported_then_changed_keeps_one_due_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.import(vec![Item::Flow(flow("f", 5))]).unwrap();
+        let soon = now_ms() + 60_000;
+        commit(&store, vec![Change::PutFlow(flow("f", soon))], true);
+        assert_eq!(
+            store.flows_due(u64::MAX, None, 10).unwrap(),
+            [(soon, "f".to_owned())]
+        );
     }
 
     /// A store of schema 6 keeps its flows' index entries in `flow_index`:
