@@ -14,10 +14,10 @@
 //! gathered to stderr with one `write`, at once after a quiet spell and
 //! else at most once per [`LINES_DELAY`] (a line per `write`, at thousands
 //! of events a second, cost the gateway and whatever reads its stderr a
-//! system call and a wake-up each: BENCHMARKS.md, issue 13). Every line is written, in order: a
-//! writer never drops one (past [`LINES_LIMIT`] bytes waiting it writes
-//! them itself), the end of `serve` and a panic write out what waits
-//! first. A `SIGKILL` loses at most the last [`LINES_DELAY`] of lines.
+//! system call and a wake-up each: BENCHMARKS.md, issue 13). Every line
+//! is written, in order: a writer never drops one (past [`LINES_LIMIT`]
+//! bytes waiting it writes them itself), the end of `serve` and a panic
+//! write out what waits first. A `SIGKILL` loses at most the last [`LINES_DELAY`] of lines.
 //! Other commands write each line at once.
 //!
 //! One line per event: a text line has every line break inside it written
@@ -40,6 +40,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::writer::EitherWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -179,26 +180,20 @@ impl<W: io::Write> LinesShared<W> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lines = std::mem::take(&mut self.state().waiting);
-        if !lines.is_empty() {
-            // Nowhere to report a failing stderr.
-            let _ = out.write_all(&lines);
-            let _ = out.flush();
-        }
+        write_lines(&mut *out, &lines);
     }
 
     /// [`write_out`](Self::write_out), unless lines are being written
     /// right now (by this thread, if it panicked doing so, or by one stuck
     /// on a full stderr): a panic's message never waits for them.
     fn write_out_unless_busy(&self) {
-        let Ok(mut out) = self.out.try_lock() else {
-            return;
-        };
-        let lines = match self.state.try_lock() {
-            Ok(mut state) => std::mem::take(&mut state.waiting),
-            Err(_) => return,
-        };
-        let _ = out.write_all(&lines);
-        let _ = out.flush();
+        if let Ok(mut out) = self.out.try_lock()
+            && let Ok(mut state) = self.state.try_lock()
+        {
+            let lines = std::mem::take(&mut state.waiting);
+            drop(state);
+            write_lines(&mut *out, &lines);
+        }
     }
 
     /// Appends `line`: the writer thread is told if it is the first one
@@ -242,6 +237,14 @@ impl<W: io::Write> LinesShared<W> {
     }
 }
 
+/// Writes `lines` to `out` (nowhere to report a failing stderr).
+fn write_lines(out: &mut impl io::Write, lines: &[u8]) {
+    if !lines.is_empty() {
+        let _ = out.write_all(lines);
+        let _ = out.flush();
+    }
+}
+
 /// Appends each write to [`Lines`] (an event's line is one write).
 pub struct LinesWriter<W>(std::sync::Arc<LinesShared<W>>);
 
@@ -260,37 +263,17 @@ impl<W: io::Write> io::Write for LinesWriter<W> {
 #[derive(Clone)]
 pub struct ToStderr(Option<std::sync::Arc<LinesShared<io::Stderr>>>);
 
-/// A writer [`ToStderr`] makes for each event.
-pub enum StderrWriter {
-    /// Through [`Lines`].
-    Buffered(LinesWriter<io::Stderr>),
-    /// At once.
-    Direct(io::StderrLock<'static>),
-}
-
-impl io::Write for StderrWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            StderrWriter::Buffered(w) => w.write(buf),
-            StderrWriter::Direct(w) => w.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            StderrWriter::Buffered(w) => w.flush(),
-            StderrWriter::Direct(w) => w.flush(),
-        }
-    }
-}
+/// A writer [`ToStderr`] makes for each event: through [`Lines`], or
+/// straight to stderr.
+pub type StderrWriter = EitherWriter<LinesWriter<io::Stderr>, io::StderrLock<'static>>;
 
 impl<'a> MakeWriter<'a> for ToStderr {
     type Writer = StderrWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
         match &self.0 {
-            Some(shared) => StderrWriter::Buffered(LinesWriter(shared.clone())),
-            None => StderrWriter::Direct(io::stderr().lock()),
+            Some(shared) => EitherWriter::A(LinesWriter(shared.clone())),
+            None => EitherWriter::B(io::stderr().lock()),
         }
     }
 }

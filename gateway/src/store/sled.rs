@@ -351,6 +351,15 @@ impl FiledCache {
         self.get(Tree::DueNow.index() as u8, id)
     }
 
+    /// How [`FiledCache::index`] keeps a flow's index entry (see
+    /// [`INDEX_SLOT`]).
+    fn entry(legacy: bool, index: &[u8]) -> Vec<u8> {
+        let mut entry = Vec::with_capacity(1 + index.len());
+        entry.push(u8::from(legacy));
+        entry.extend_from_slice(index);
+        entry
+    }
+
     /// Flow `id`'s index entry (see [`INDEX_SLOT`]) if known.
     fn index(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {
         self.get(INDEX_SLOT, id)
@@ -401,12 +410,7 @@ impl FiledCache {
         }
         for (id, index) in indexes {
             match index {
-                Some(index) => {
-                    let mut entry = Vec::with_capacity(1 + index.len());
-                    entry.push(0);
-                    entry.extend_from_slice(index);
-                    self.note_index(id.as_bytes(), Some(&entry));
-                }
+                Some(index) => self.note_index(id.as_bytes(), Some(&Self::entry(false, index))),
                 None => {
                     let mut shard = self.shard(id.as_bytes());
                     shard.remove(&Self::slot(INDEX_SLOT, id.as_bytes()));
@@ -1477,22 +1481,16 @@ impl SledStore {
         else {
             return Ok(None);
         };
-        let entry = |legacy: u8, index: &[u8]| {
-            let mut entry = Vec::with_capacity(1 + index.len());
-            entry.push(legacy);
-            entry.extend_from_slice(index);
-            entry
-        };
         if let Some(carried) = Carried::decode(&stored)
             && carried.filing.is_some()
         {
-            return Ok(Some(entry(0, carried.index_bytes)));
+            return Ok(Some(FiledCache::entry(false, carried.index_bytes)));
         }
         Ok(trees
             .get(Tree::FlowIndex)
             .get(id.as_bytes())
             .map_err(io("get", "flow_index"))?
-            .map(|index| entry(1, &index)))
+            .map(|index| FiledCache::entry(true, &index)))
     }
 
     /// Files flow `r` in the due index, lazily: an entry that is earlier
