@@ -681,9 +681,7 @@ impl Runtime {
     /// (if named) and the user's lockout history (see
     /// [`Store::lock_user_and_read`]).
     fn lock(&self, flow: &Flow, read: Option<&str>) -> Result<Locked<'_>, RuntimeError> {
-        Ok(self
-            .store
-            .lock_user_and_read(&hashed(&user_key(flow)), read)?)
+        Ok(self.store.lock_user_and_read(&user_hash(flow), read)?)
     }
 
     fn run_locked<'a>(
@@ -789,7 +787,7 @@ impl Runtime {
         let m = &self.metrics;
         if started {
             m.started.inc(&[wf]);
-            tracing::info!(flow = %flow.id, workflow = wf, user = %hashed(&user_key(flow)), "flow started");
+            tracing::info!(flow = %flow.id, workflow = wf, user = %user_hash(flow), "flow started");
         }
         for event in events {
             match event {
@@ -801,7 +799,7 @@ impl Runtime {
                 }
                 Counted::Locked(until) => {
                     m.lockouts.inc(&[wf]);
-                    tracing::warn!(flow = %flow.id, workflow = wf, user = %hashed(&user_key(flow)), until = %until, "lockout applied");
+                    tracing::warn!(flow = %flow.id, workflow = wf, user = %user_hash(flow), until = %until, "lockout applied");
                 }
             }
         }
@@ -952,7 +950,7 @@ impl Runtime {
     fn flow_record(&self, flow: &Flow) -> Result<FlowRecord, RuntimeError> {
         Ok(FlowRecord {
             id: flow.id.clone(),
-            user: hashed(&user_key(flow)),
+            user: user_hash(flow),
             version: flow.version.clone(),
             in_progress: !flow.state.is_terminal(),
             due_ms: due_ms(flow),
@@ -965,7 +963,7 @@ impl Runtime {
             at_ms: now,
             kind: kind.to_owned(),
             flow: Some(flow.id.clone()),
-            user: Some(hashed(&user_key(flow))),
+            user: Some(user_hash(flow)),
             workflow: Some(flow.workflow.clone()),
             detail,
         }
@@ -1165,6 +1163,25 @@ fn corrupt_flow(e: &serde_json::Error) -> RuntimeError {
     }
 }
 
+/// The hashed key of `flow`'s user ([`user_key`]), as the store keeps it.
+/// A request asks for it several times (its lock, its records, its
+/// history): each thread keeps the last one it computed.
+fn user_hash(flow: &Flow) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, String)> =
+            const { std::cell::RefCell::new((String::new(), String::new())) };
+    }
+    let key = user_key(flow);
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != key {
+            last.1 = hashed(&key);
+            last.0 = key;
+        }
+        last.1.clone()
+    })
+}
+
 /// Store keys never hold a user name in clear.
 fn hashed(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -1216,7 +1233,7 @@ impl Request<'_> {
         }
         let stored = match self.lockout.take() {
             Some(read) => read,
-            None => self.rt.store.lockout(&hashed(&user_key(flow)))?,
+            None => self.rt.store.lockout(&user_hash(flow))?,
         };
         let h = match stored {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
@@ -1235,7 +1252,7 @@ impl Request<'_> {
             reason: e.to_string(),
         })?;
         self.changes.push(Change::PutLockout {
-            user: hashed(&user_key(flow)),
+            user: user_hash(flow),
             history: value,
         });
         self.history = Some(h);
@@ -1245,7 +1262,7 @@ impl Request<'_> {
     /// Where a user's enrollment for `gate` is sealed for (the data key's
     /// associated data), and the user key it is stored under.
     fn enrollment_key(flow: &Flow, gate: &str) -> (String, Vec<u8>) {
-        let user = hashed(&user_key(flow));
+        let user = user_hash(flow);
         let place = format!("{user}/{gate}").into_bytes();
         (user, place)
     }
@@ -1534,7 +1551,7 @@ impl Request<'_> {
                     at_ms: self.now,
                     kind: event.kind.to_owned(),
                     flow: Some(flow.id.clone()),
-                    user: Some(hashed(&user_key(flow))),
+                    user: Some(user_hash(flow)),
                     workflow: Some(flow.workflow.clone()),
                     detail: serde_json::Value::Object(detail),
                 });

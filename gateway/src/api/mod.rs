@@ -622,7 +622,7 @@ async fn identified(api: &Api, mut req: Request) -> Result<Request, Problem> {
             }
         },
     };
-    tracing::Span::current().record("principal", principal.to_string());
+    tracing::Span::current().record("principal", tracing::field::display(&principal));
     // Portals and operators are limited per name, anonymous clients per
     // address.
     let (limiter, key, limit): (&Limiter, Vec<u8>, &'static str) = match principal.kind() {

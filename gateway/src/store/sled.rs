@@ -299,7 +299,7 @@ impl Staged {
 }
 
 /// The last known index entry of each flow (a commit reads it for the
-/// flow it writes; [`FiledCache::index`]) and the last known value of
+/// flow it writes; [`FiledCache::index_due`]) and the last known value of
 /// `due_now` keys, so that a step reads neither from sled (BENCHMARKS.md,
 /// issue 13). Filled by those reads and by every commit. A flow's entries
 /// are read and written only under its user's lock (or by its first
@@ -310,13 +310,23 @@ struct FiledCache {
     shards: Vec<Mutex<Shard>>,
 }
 
-/// Slot byte ‖ key → value (`None`: known absent).
-type Shard = HashMap<Vec<u8>, Option<Vec<u8>>>;
+/// One shard of [`FiledCache`]: flow id → value (`None`: known absent).
+#[derive(Default)]
+struct Shard {
+    /// `due_now` values.
+    due_now: HashMap<Box<[u8]>, Option<Vec<u8>>>,
+    /// Index entries.
+    index: HashMap<Box<[u8]>, Option<IndexEntry>>,
+}
 
-/// The slot byte of a flow's index entry in [`FiledCache`]: the entry is
-/// a byte (1 if it is a `flow_index` entry of schema 6 or older, else 0)
-/// and the encoded [`FlowIndex`].
-const INDEX_SLOT: u8 = 0xff;
+/// A flow's index entry as [`FiledCache`] keeps it: the encoded
+/// [`FlowIndex`], and whether it is a `flow_index` entry of schema 6 or
+/// older (the flow's record does not carry it).
+#[derive(Clone, Debug, PartialEq)]
+struct IndexEntry {
+    legacy: bool,
+    bytes: Vec<u8>,
+}
 
 impl FiledCache {
     const SHARDS: usize = 64;
@@ -325,16 +335,9 @@ impl FiledCache {
     fn new() -> FiledCache {
         FiledCache {
             shards: (0..Self::SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(Shard::default()))
                 .collect(),
         }
-    }
-
-    fn slot(slot: u8, key: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + key.len());
-        out.push(slot);
-        out.extend_from_slice(key);
-        out
     }
 
     fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
@@ -348,43 +351,34 @@ impl FiledCache {
     /// The `due_now` value of flow `id` if known: `Some(None)` if known
     /// to be absent.
     fn due_now(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {
-        self.get(Tree::DueNow.index() as u8, id)
+        self.shard(id).due_now.get(id).cloned()
     }
 
-    /// How [`FiledCache::index`] keeps a flow's index entry (see
-    /// [`INDEX_SLOT`]).
-    fn entry(legacy: bool, index: &[u8]) -> Vec<u8> {
-        let mut entry = Vec::with_capacity(1 + index.len());
-        entry.push(u8::from(legacy));
-        entry.extend_from_slice(index);
-        entry
-    }
-
-    /// Flow `id`'s index entry (see [`INDEX_SLOT`]) if known.
-    fn index(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {
-        self.get(INDEX_SLOT, id)
-    }
-
-    fn get(&self, slot: u8, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        self.shard(key).get(&Self::slot(slot, key)).cloned()
+    /// Where flow `id`'s `flows_due` entry is and whether its index entry
+    /// is a legacy one, if its entry is known: `Some(None)` if the flow is
+    /// known not to be indexed.
+    fn index_due(&self, id: &[u8]) -> Option<Option<(u64, bool)>> {
+        let shard = self.shard(id);
+        let entry = shard.index.get(id)?;
+        Some(
+            entry
+                .as_ref()
+                .map(|e| (FlowIndex::due_ms_of(&e.bytes), e.legacy)),
+        )
     }
 
     /// Notes `value` as flow `id`'s `due_now` value.
     fn note_due_now(&self, id: &[u8], value: Option<&[u8]>) {
-        self.note(Tree::DueNow.index() as u8, id, value);
+        let mut shard = self.shard(id);
+        shard.make_room();
+        shard.due_now.insert(id.into(), value.map(<[u8]>::to_vec));
     }
 
-    /// Notes flow `id`'s index entry (see [`INDEX_SLOT`]).
-    fn note_index(&self, id: &[u8], value: Option<&[u8]>) {
-        self.note(INDEX_SLOT, id, value);
-    }
-
-    fn note(&self, slot: u8, key: &[u8], value: Option<&[u8]>) {
-        let mut shard = self.shard(key);
-        if shard.len() >= Self::SHARD_LIMIT {
-            shard.clear();
-        }
-        shard.insert(Self::slot(slot, key), value.map(<[u8]>::to_vec));
+    /// Notes flow `id`'s index entry.
+    fn note_index(&self, id: Box<[u8]>, entry: Option<IndexEntry>) {
+        let mut shard = self.shard(&id);
+        shard.make_room();
+        shard.index.insert(id, entry);
     }
 
     /// Notes what a commit left (it was applied): its `due_now` writes
@@ -392,7 +386,7 @@ impl FiledCache {
     fn applied<'w>(
         &self,
         writes: impl IntoIterator<Item = &'w Write>,
-        indexes: &HashMap<String, Option<Vec<u8>>>,
+        indexes: HashMap<String, Option<Vec<u8>>>,
     ) {
         for write in writes {
             match write {
@@ -409,12 +403,19 @@ impl FiledCache {
             }
         }
         for (id, index) in indexes {
+            let id = id.into_bytes().into_boxed_slice();
             match index {
-                Some(index) => self.note_index(id.as_bytes(), Some(&Self::entry(false, index))),
+                Some(bytes) => self.note_index(
+                    id,
+                    Some(IndexEntry {
+                        legacy: false,
+                        bytes,
+                    }),
+                ),
                 None => {
-                    let mut shard = self.shard(id.as_bytes());
-                    shard.remove(&Self::slot(INDEX_SLOT, id.as_bytes()));
-                    shard.remove(&Self::slot(Tree::DueNow.index() as u8, id.as_bytes()));
+                    let mut shard = self.shard(&id);
+                    shard.index.remove(&id);
+                    shard.due_now.remove(&id);
                 }
             }
         }
@@ -423,7 +424,19 @@ impl FiledCache {
     /// Forgets everything (after writes that may be applied in part).
     fn clear(&self) {
         for shard in &self.shards {
-            lock(shard).clear();
+            let mut shard = lock(shard);
+            shard.due_now.clear();
+            shard.index.clear();
+        }
+    }
+}
+
+impl Shard {
+    /// Empties the shard if it is full: the cache only saves reads.
+    fn make_room(&mut self) {
+        if self.due_now.len() + self.index.len() >= FiledCache::SHARD_LIMIT {
+            self.due_now.clear();
+            self.index.clear();
         }
     }
 }
@@ -1007,16 +1020,17 @@ impl SledStore {
                 groups += 1;
             }
             match carried.filing {
-                Some(filing) => self.file_again(id, &carried.index, filing)?,
+                Some(filing) => self.file_again(id, &carried.index(), filing)?,
                 // Schema 5 or 6: its index entries as its commit would
                 // have left them; the record is written as 7 stores it.
                 None => {
+                    let index = carried.index();
                     let record = FlowRecord {
                         id: id.to_owned(),
-                        user: carried.index.user.clone(),
-                        version: carried.index.version.clone(),
-                        in_progress: carried.index.in_progress,
-                        due_ms: carried.index.due_ms,
+                        user: index.user,
+                        version: index.version,
+                        in_progress: index.in_progress,
+                        due_ms: index.due_ms,
                         body: carried.body.to_vec(),
                     };
                     let mut writes = self.staged_of(vec![Change::PutFlow(record)])?.writes;
@@ -1443,35 +1457,28 @@ impl SledStore {
         Ok(value)
     }
 
-    /// Flow `id`'s index entry once `staged` is applied, and whether it is
-    /// an entry of `flow_index` (a flow last written by schema 6 or older,
-    /// whose record does not carry its entry; its next commit removes it).
-    fn staged_index(
-        &self,
-        staged: &Staged,
-        id: &str,
-    ) -> Result<Option<(FlowIndex, bool)>, StoreError> {
+    /// Where flow `id`'s `flows_due` entry is once `staged` is applied,
+    /// and whether its index entry is one of `flow_index` (a flow last
+    /// written by schema 6 or older, whose record does not carry its entry;
+    /// its next commit removes it); `None` if the flow is not indexed.
+    fn staged_index(&self, staged: &Staged, id: &str) -> Result<Option<(u64, bool)>, StoreError> {
         if let Some(index) = staged.indexes.get(id) {
-            return Ok(index.as_deref().map(|i| (FlowIndex::decode(i), false)));
+            return Ok(index.as_deref().map(|i| (FlowIndex::due_ms_of(i), false)));
         }
-        let entry = match self.inner.filed.index(id.as_bytes()) {
-            Some(entry) => entry,
-            None => {
-                let entry = self.read_index(id)?;
-                self.inner.filed.note_index(id.as_bytes(), entry.as_deref());
-                entry
-            }
-        };
-        Ok(entry.and_then(|e| {
-            let (&legacy, index) = e.split_first()?;
-            Some((FlowIndex::decode(index), legacy != 0))
-        }))
+        if let Some(known) = self.inner.filed.index_due(id.as_bytes()) {
+            return Ok(known);
+        }
+        let entry = self.read_index(id)?;
+        let known = entry
+            .as_ref()
+            .map(|e| (FlowIndex::due_ms_of(&e.bytes), e.legacy));
+        self.inner.filed.note_index(id.as_bytes().into(), entry);
+        Ok(known)
     }
 
-    /// Flow `id`'s index entry as stored, as [`FiledCache::index`] keeps
-    /// it: from its record, or from `flow_index` for a record of schema 6
-    /// or older.
-    fn read_index(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Flow `id`'s index entry as stored: from its record, or from
+    /// `flow_index` for a record of schema 6 or older.
+    fn read_index(&self, id: &str) -> Result<Option<IndexEntry>, StoreError> {
         self.check_open()?;
         let trees = &self.inner.trees;
         let Some(stored) = trees
@@ -1484,13 +1491,19 @@ impl SledStore {
         if let Some(carried) = Carried::decode(&stored)
             && carried.filing.is_some()
         {
-            return Ok(Some(FiledCache::entry(false, carried.index_bytes)));
+            return Ok(Some(IndexEntry {
+                legacy: false,
+                bytes: carried.index_bytes.to_vec(),
+            }));
         }
         Ok(trees
             .get(Tree::FlowIndex)
             .get(id.as_bytes())
             .map_err(io("get", "flow_index"))?
-            .map(|index| FiledCache::entry(true, &index)))
+            .map(|index| IndexEntry {
+                legacy: true,
+                bytes: index.to_vec(),
+            }))
     }
 
     /// Files flow `r` in the due index, lazily: an entry that is earlier
@@ -1517,8 +1530,7 @@ impl SledStore {
     ) -> Result<(Vec<u8>, Filing), StoreError> {
         let old = self.staged_index(writes, &r.id)?;
         let now = now_ms();
-        let mut index = FlowIndex::of(r);
-        let Some((old, legacy)) = old else {
+        let Some((old_due_ms, legacy)) = old else {
             // Only an indexed flow has a `due_now` entry: the flow's next
             // commit need not look for one.
             self.inner.filed.note_due_now(r.id.as_bytes(), None);
@@ -1527,7 +1539,7 @@ impl SledStore {
                 due_ms: r.due_ms,
                 was_ms: r.due_ms,
             };
-            return Ok((index.encode(), filing));
+            return Ok((FlowIndex::encode_of(r, r.due_ms), filing));
         };
         if legacy {
             writes.push(delete(Tree::FlowIndex, r.id.as_bytes().to_vec()));
@@ -1544,17 +1556,18 @@ impl SledStore {
         } else {
             self.undue_now(&r.id, writes)?;
         }
-        if !(due_now || (old.due_ms <= r.due_ms && old.due_ms > now)) {
-            writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, &r.id)));
-            writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
+        let filed_ms = if due_now || (old_due_ms <= r.due_ms && old_due_ms > now) {
+            old_due_ms
         } else {
-            index.due_ms = old.due_ms;
-        }
+            writes.push(delete(Tree::FlowsDue, due_key(old_due_ms, &r.id)));
+            writes.push(put(Tree::FlowsDue, due_key(r.due_ms, &r.id), Vec::new()));
+            r.due_ms
+        };
         let filing = Filing {
             due_ms: r.due_ms,
-            was_ms: old.due_ms,
+            was_ms: old_due_ms,
         };
-        Ok((index.encode(), filing))
+        Ok((FlowIndex::encode_of(r, filed_ms), filing))
     }
 
     /// Removes flow `id`'s `due_now` entry, if it has one (and its entry
@@ -1572,8 +1585,8 @@ impl SledStore {
 
     /// Removes the due-index entries of flow `id`, if it is indexed.
     fn unindex_flow(&self, id: &str, writes: &mut Staged) -> Result<(), StoreError> {
-        if let Some((old, legacy)) = self.staged_index(writes, id)? {
-            writes.push(delete(Tree::FlowsDue, due_key(old.due_ms, id)));
+        if let Some((old_due_ms, legacy)) = self.staged_index(writes, id)? {
+            writes.push(delete(Tree::FlowsDue, due_key(old_due_ms, id)));
             self.undue_now(id, writes)?;
             if legacy {
                 writes.push(delete(Tree::FlowIndex, id.as_bytes().to_vec()));
@@ -1946,6 +1959,7 @@ struct FlowIndex {
 }
 
 impl FlowIndex {
+    #[cfg(test)]
     fn of(r: &FlowRecord) -> FlowIndex {
         FlowIndex {
             due_ms: r.due_ms,
@@ -1956,36 +1970,56 @@ impl FlowIndex {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(17 + self.version.len() + self.user.len() + 8);
-        out.extend_from_slice(&self.due_ms.to_be_bytes());
-        out.push(u8::from(self.in_progress));
-        push_field(&mut out, self.version.as_bytes());
-        push_field(&mut out, self.user.as_bytes());
+        Self::encode_parts(self.due_ms, self.in_progress, &self.version, &self.user)
+    }
+
+    /// The entry of flow `r`, filed at `due_ms`, encoded.
+    fn encode_of(r: &FlowRecord, due_ms: u64) -> Vec<u8> {
+        Self::encode_parts(due_ms, r.in_progress, &r.version, &r.user)
+    }
+
+    fn encode_parts(due_ms: u64, in_progress: bool, version: &str, user: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + version.len() + user.len() + 8);
+        out.extend_from_slice(&due_ms.to_be_bytes());
+        out.push(u8::from(in_progress));
+        push_field(&mut out, version.as_bytes());
+        push_field(&mut out, user.as_bytes());
         out
+    }
+
+    /// Where an encoded entry is filed, as [`FlowIndex::decode`] reads it,
+    /// without copying its strings.
+    fn due_ms_of(bytes: &[u8]) -> u64 {
+        Self::parse(bytes).map_or(0, |(due_ms, ..)| due_ms)
+    }
+
+    /// An encoded entry's fields, borrowed.
+    fn parse(mut bytes: &[u8]) -> Option<(u64, bool, &str, &str)> {
+        let due_ms = take_u64(&mut bytes)?;
+        let (flag, rest) = bytes.split_first()?;
+        bytes = rest;
+        let version = std::str::from_utf8(take_field(&mut bytes)?).ok()?;
+        let user = std::str::from_utf8(take_field(&mut bytes)?).ok()?;
+        Some((due_ms, *flag != 0, version, user))
     }
 
     /// An unreadable entry reads as due at once (the sweep looks at the
     /// flow itself).
-    fn decode(mut bytes: &[u8]) -> FlowIndex {
-        let mut read = || -> Option<FlowIndex> {
-            let due_ms = take_u64(&mut bytes)?;
-            let (flag, rest) = bytes.split_first()?;
-            bytes = rest;
-            let version = String::from_utf8(take_field(&mut bytes)?.to_vec()).ok()?;
-            let user = String::from_utf8(take_field(&mut bytes)?.to_vec()).ok()?;
-            Some(FlowIndex {
+    fn decode(bytes: &[u8]) -> FlowIndex {
+        match Self::parse(bytes) {
+            Some((due_ms, in_progress, version, user)) => FlowIndex {
                 due_ms,
-                in_progress: *flag != 0,
-                version,
-                user,
-            })
-        };
-        read().unwrap_or(FlowIndex {
-            due_ms: 0,
-            in_progress: true,
-            version: String::new(),
-            user: String::new(),
-        })
+                in_progress,
+                version: version.to_owned(),
+                user: user.to_owned(),
+            },
+            None => FlowIndex {
+                due_ms: 0,
+                in_progress: true,
+                version: String::new(),
+                user: String::new(),
+            },
+        }
     }
 }
 
@@ -2241,11 +2275,7 @@ fn carried_flow(writes: &[Write]) -> Option<usize> {
 /// A record of schema 5 also holds the group's bytes (5 inserted the
 /// record first, then the group, and recovery put a missing group back).
 struct Carried<'a> {
-    /// The flow's index entry: in a record of schema 7 its `due_ms` is
-    /// where its `flows_due` entry is; in one of 5 or 6 the flow's due
-    /// time (where it is filed is in `flow_index`).
-    index: FlowIndex,
-    /// The index entry as stored (schema 7).
+    /// The flow's index entry as stored ([`Carried::index`]).
     index_bytes: &'a [u8],
     /// Schema 7: the flow's due time, and where it was filed before.
     filing: Option<Filing>,
@@ -2274,6 +2304,13 @@ struct Filing {
 impl<'a> Carried<'a> {
     /// Schema 5 and 6.
     const FORMAT: u8 = 0x01;
+
+    /// The flow's index entry: in a record of schema 7 its `due_ms` is
+    /// where its `flows_due` entry is; in one of 5 or 6 the flow's due
+    /// time (where it is filed is in `flow_index`).
+    fn index(&self) -> FlowIndex {
+        FlowIndex::decode(self.index_bytes)
+    }
     /// Schema 7.
     const INDEXED: u8 = 0x02;
 
@@ -2351,7 +2388,6 @@ impl<'a> Carried<'a> {
         };
         let lockout = (take_field(&mut rest)?, take_field(&mut rest)?);
         Some(Carried {
-            index: FlowIndex::decode(index_bytes),
             index_bytes,
             filing,
             group_key,
@@ -2464,12 +2500,9 @@ impl Inner {
         let mut seq = None;
         let mut intent_key = None;
         if let Some((bytes, layout)) = prepared {
-            let users: Vec<String> = records
-                .iter()
-                .filter_map(|r| r.user.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let mut users: Vec<String> = records.iter().filter_map(|r| r.user.clone()).collect();
+            users.sort_unstable();
+            users.dedup();
             // Converted before the lock: this copies the bytes once more.
             let mut value = ::sled::IVec::from(bytes);
             let mut head = lock(&self.head);
@@ -2541,17 +2574,18 @@ impl Inner {
                     }
                 )
         };
-        let rest: Vec<&Write> = writes
-            .iter()
-            .enumerate()
-            .filter(|&(i, w)| Some(i) != carried_at && !in_memory(w))
-            .map(|(_, w)| w)
-            .collect();
-        if let Err(e) = apply_writes(&self.trees, rest.iter().copied()) {
+        let rest = || {
+            writes
+                .iter()
+                .enumerate()
+                .filter(|&(i, w)| Some(i) != carried_at && !in_memory(w))
+                .map(|(_, w)| w)
+        };
+        if let Err(e) = apply_writes(&self.trees, rest()) {
             self.filed.clear();
             return Err(e);
         }
-        self.filed.applied(rest.iter().copied(), &indexes);
+        self.filed.applied(rest(), indexes);
         if !held.is_empty() {
             let mut in_memory = lock(&self.held_due);
             for (id, due) in held {
@@ -2689,11 +2723,12 @@ impl SledStore {
                 continue;
             };
             let (index, due_ms) = match Carried::decode(&body) {
-                Some(Carried {
-                    index,
-                    filing: Some(filing),
-                    ..
-                }) => (index, filing.due_ms),
+                Some(
+                    c @ Carried {
+                        filing: Some(filing),
+                        ..
+                    },
+                ) => (c.index(), filing.due_ms),
                 // Schema 6 or older: `flow_index` has its entry; a flow due
                 // at once is due when its `due_now` entry says.
                 _ => {
@@ -2935,11 +2970,11 @@ impl Store for SledStore {
         for item in trees.get(Tree::Flows).iter() {
             let (id, stored) = item.map_err(io("scan", "flows"))?;
             let index = match Carried::decode(&stored) {
-                Some(Carried {
-                    index,
-                    filing: Some(_),
-                    ..
-                }) => index,
+                Some(
+                    c @ Carried {
+                        filing: Some(_), ..
+                    },
+                ) => c.index(),
                 // Schema 6 or older: `flow_index` has its entry.
                 _ => match trees
                     .get(Tree::FlowIndex)
@@ -3412,7 +3447,7 @@ mod tests {
         let stored = store.raw_get(Tree::Flows, b"f").unwrap().unwrap();
         let carried = Carried::decode(&stored).unwrap();
         assert_eq!(audit::key_seq(carried.group_key), Some(1));
-        assert_eq!(carried.index, FlowIndex::of(&flow("f", soon - 1_000)));
+        assert_eq!(carried.index(), FlowIndex::of(&flow("f", soon - 1_000)));
         assert_eq!(store.flow("f").unwrap().unwrap(), b"body of f");
         // With the user's lockout history too; with an enrollment, an
         // intent.
@@ -3921,7 +3956,7 @@ mod tests {
         assert_eq!(carried.body, b"committing");
         // Due at once; its `flows_due` entry stays where it was.
         assert_eq!(carried.filing.map(|f| f.due_ms), Some(7));
-        assert_eq!(carried.index.due_ms, soon);
+        assert_eq!(carried.index().due_ms, soon);
         assert!(store.inner.trees.get(Tree::Intents).is_empty());
         assert!(store.inner.trees.get(Tree::DueNow).is_empty());
         assert_eq!(
