@@ -1165,20 +1165,33 @@ fn corrupt_flow(e: &serde_json::Error) -> RuntimeError {
 
 /// The hashed key of `flow`'s user ([`user_key`]), as the store keeps it.
 /// A request asks for it several times (its lock, its records, its
-/// history): each thread keeps the last one it computed.
+/// history): each thread keeps the last one it computed, and builds the
+/// key to compare in a buffer it keeps.
 fn user_hash(flow: &Flow) -> String {
     thread_local! {
-        static LAST: std::cell::RefCell<(String, String)> =
-            const { std::cell::RefCell::new((String::new(), String::new())) };
+        /// A buffer, the last key and its hash.
+        static LAST: std::cell::RefCell<[String; 3]> =
+            const { std::cell::RefCell::new([String::new(), String::new(), String::new()]) };
     }
-    let key = user_key(flow);
     LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0 != key {
-            last.1 = hashed(&key);
-            last.0 = key;
+        let [scratch, key, hash] = &mut *last.borrow_mut();
+        scratch.clear();
+        match &flow.user {
+            Some(u) => {
+                scratch.push_str("id:");
+                scratch.push_str(&u.id);
+            }
+            None => {
+                scratch.push_str("name:");
+                scratch.push_str(&flow.user_name.trim().to_lowercase());
+            }
         }
-        last.1.clone()
+        debug_assert_eq!(*scratch, user_key(flow));
+        if scratch != key {
+            *hash = hashed(scratch);
+            std::mem::swap(scratch, key);
+        }
+        hash.clone()
     })
 }
 
@@ -1648,6 +1661,27 @@ mod tests {
             State::Locked { until: Some(1) },
             State::Expired,
         ]
+    }
+
+    #[test]
+    fn a_user_s_hash_follows_the_flow_it_is_asked_for() {
+        let shape = crate::engine::tests::shape();
+        let alice = Flow::new("a".into(), &shape, " Alice ".into(), 0);
+        let mut bob = Flow::new("b".into(), &shape, "bob".into(), 0);
+        let expected = |f: &Flow| hashed(&user_key(f));
+        // Alternating users, the same user twice, a user found in the
+        // directory (the key changes from name to id mid-flow).
+        for flow in [&alice, &bob, &bob, &alice] {
+            assert_eq!(user_hash(flow), expected(flow));
+        }
+        assert_eq!(user_hash(&alice), hashed("name:alice"));
+        bob.user = Some(User {
+            id: "uid=bob".into(),
+            name: "bob".into(),
+            attributes: vec![],
+        });
+        assert_eq!(user_hash(&bob), hashed("id:uid=bob"));
+        assert_ne!(user_hash(&bob), user_hash(&alice));
     }
 
     #[test]
