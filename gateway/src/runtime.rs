@@ -1031,13 +1031,28 @@ fn token_matches(flow: &Flow, token: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// `flow`'s user key, unhashed ([`write_user_key`]).
+#[cfg(test)]
+fn user_key(flow: &Flow) -> String {
+    let mut key = String::new();
+    write_user_key(&mut key, flow.user.as_ref(), &flow.user_name);
+    key
+}
+
 /// Who a flow is about, for lockout and enrollment: the directory's id for a
 /// known user, the normalised typed name for an unknown one (so unknown
-/// names are rate-limited exactly like known ones).
-fn user_key(flow: &Flow) -> String {
-    match &flow.user {
-        Some(u) => format!("id:{}", u.id),
-        None => format!("name:{}", flow.user_name.trim().to_lowercase()),
+/// names are rate-limited exactly like known ones). Appended to `out`,
+/// unhashed ([`user_key_of`] hashes it).
+fn write_user_key(out: &mut String, user: Option<&User>, typed_name: &str) {
+    match user {
+        Some(u) => {
+            out.push_str("id:");
+            out.push_str(&u.id);
+        }
+        None => {
+            out.push_str("name:");
+            out.push_str(&typed_name.trim().to_lowercase());
+        }
     }
 }
 
@@ -1045,10 +1060,9 @@ fn user_key(flow: &Flow) -> String {
 /// are kept under: the directory's `user` if it knows one, else the typed
 /// name (normalised). What flows of that user use.
 pub fn user_key_of(user: Option<&User>, typed_name: &str) -> String {
-    hashed(&match user {
-        Some(u) => format!("id:{}", u.id),
-        None => format!("name:{}", typed_name.trim().to_lowercase()),
-    })
+    let mut key = String::new();
+    write_user_key(&mut key, user, typed_name);
+    hashed(&key)
 }
 
 /// Turns a plugin call's reply into the engine's event. The plugin's own
@@ -1163,7 +1177,7 @@ fn corrupt_flow(e: &serde_json::Error) -> RuntimeError {
     }
 }
 
-/// The hashed key of `flow`'s user ([`user_key`]), as the store keeps it.
+/// The hashed key of `flow`'s user ([`user_key_of`]), as the store keeps it.
 /// A request asks for it several times (its lock, its records, its
 /// history): each thread keeps the last one it computed, and builds the
 /// key to compare in a buffer it keeps.
@@ -1176,17 +1190,7 @@ fn user_hash(flow: &Flow) -> String {
     LAST.with(|last| {
         let [scratch, key, hash] = &mut *last.borrow_mut();
         scratch.clear();
-        match &flow.user {
-            Some(u) => {
-                scratch.push_str("id:");
-                scratch.push_str(&u.id);
-            }
-            None => {
-                scratch.push_str("name:");
-                scratch.push_str(&flow.user_name.trim().to_lowercase());
-            }
-        }
-        debug_assert_eq!(*scratch, user_key(flow));
+        write_user_key(scratch, flow.user.as_ref(), &flow.user_name);
         if scratch != key {
             *hash = hashed(scratch);
             std::mem::swap(scratch, key);
