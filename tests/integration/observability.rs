@@ -27,6 +27,15 @@ struct Setup {
 
 impl Setup {
     fn start(args: &[&str]) -> Setup {
+        Setup::start_with(args, None)
+    }
+
+    /// Like [`Setup::start`], with `RESETGATE_LOG` set to `filter`.
+    fn start_logging(filter: &str) -> Setup {
+        Setup::start_with(&[], Some(filter))
+    }
+
+    fn start_with(args: &[&str], filter: Option<&str>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         let workflows = dir.path().join("workflows");
@@ -58,7 +67,13 @@ impl Setup {
                 "api:\n  keys:\n    helpdesk-portal: {{ sha256: {digest} }}\n  rate_limits:\n    user: {{ per_minute: 1, burst: 2 }}\n"
             ),
         );
-        let gw = Gateway::start_config(&config, args);
+        let gw = match filter {
+            Some(filter) => {
+                assert!(args.is_empty(), "a log filter and arguments together");
+                Gateway::start_config_logging(&config, filter)
+            }
+            None => Gateway::start_config(&config, args),
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
@@ -325,6 +340,25 @@ fn a_text_log_has_one_line_per_event() {
         );
     }
     assert!(logs.contains(" listening url=http://"), "{logs}");
+}
+
+#[test]
+fn a_text_line_names_the_request_s_flow_and_workflow_once() {
+    let s = Setup::start_logging("info,resetgate::api=debug");
+    let flow = s.reset("obs-reset", "bob");
+    let logs = s.gw.logs();
+    // The debug line each request ends with, after the handler and the
+    // flush have filled in the request span.
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" DEBUG ") && l.contains(&format!("flow=\"{flow}\"")))
+        .filter(|l| l.contains(": request ") || l.ends_with(": request"))
+        .collect();
+    assert_eq!(lines.len(), 4, "start, two answers, password:\n{logs}");
+    for line in lines {
+        assert_eq!(line.matches(" flow=").count(), 1, "{line}");
+        assert_eq!(line.matches(" workflow=").count(), 1, "{line}");
+    }
 }
 
 /// Every sample of a `/metrics` page that must never go down — counters,

@@ -792,11 +792,23 @@ async fn on_worker<T: Send + 'static>(
         })
 }
 
+/// Which of the request span's `flow` and `workflow` a handler has not
+/// recorded before [`request`]: `request` records it once the flow is
+/// known (a field recorded twice would show twice on a text line).
+#[derive(Clone, Copy)]
+enum Unrecorded {
+    /// A new flow: its workflow was recorded from the request body.
+    Flow,
+    /// An existing flow: its id was recorded from the path.
+    Workflow,
+}
+
 /// Runs a runtime request on a request worker (it calls plugins), then
 /// waits for its flush here, without holding a thread, and renders the flow.
 /// Nothing is answered before the request's writes are durable.
 async fn request(
     api: &Api,
+    unrecorded: Unrecorded,
     f: impl FnOnce(&Runtime) -> Result<Staged, RuntimeError> + Send + 'static,
 ) -> Result<FlowView, Problem> {
     let rt = &api.runtime;
@@ -806,8 +818,10 @@ async fn request(
     };
     let out = staged.durable().await?;
     let span = tracing::Span::current();
-    span.record("flow", out.flow.id.as_str());
-    span.record("workflow", out.flow.workflow.as_str());
+    match unrecorded {
+        Unrecorded::Flow => span.record("flow", out.flow.id.as_str()),
+        Unrecorded::Workflow => span.record("workflow", out.flow.workflow.as_str()),
+    };
     let wf = rt.workflow_of(&out.flow)?;
     let mut view = wire::view(&out.flow, &wf, out.notice.as_ref());
     view.token = out.token.map(|t| t.expose().to_owned());
@@ -860,7 +874,7 @@ async fn start_flow(
         log_hit(&api, "user", &user, secs);
         return Err(tarpit(Problem::rate_limited(secs)).await);
     }
-    let view = request(&api, move |rt| {
+    let view = request(&api, Unrecorded::Flow, move |rt| {
         rt.start_staged(&body.workflow, &body.user, lang, now_ms())
     })
     .await?;
@@ -913,7 +927,7 @@ async fn answer_flow(
     tracing::Span::current().record("flow", id.as_str());
     body.check()
         .map_err(|detail| Problem::new(Code::InvalidRequest).detail(detail))?;
-    let view = request(&api, move |rt| {
+    let view = request(&api, Unrecorded::Workflow, move |rt| {
         let answers = body
             .answers
             .into_iter()
@@ -936,7 +950,7 @@ async fn submit_password(
     which: PasswordFor,
 ) -> Result<Response, Problem> {
     tracing::Span::current().record("flow", id.as_str());
-    let view = request(&api, move |rt| {
+    let view = request(&api, Unrecorded::Workflow, move |rt| {
         rt.password_as(&id, &token, which, body.password.0, now_ms())
     })
     .await?;
