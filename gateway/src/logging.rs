@@ -610,8 +610,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_json_line_holds_the_request_fields_and_the_events_own() {
+    /// What `f` logs as JSON lines.
+    fn json_log(f: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let sink = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -619,7 +619,13 @@ mod tests {
             .fmt_fields(JsonFields)
             .event_format(JsonLines)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_json_line_holds_the_request_fields_and_the_events_own() {
+        let text = json_log(|| {
             let span = request_span(RequestId(0xab), "10.0.0.1".parse().ok());
             span.record("principal", "portal-a");
             span.record("workflow", "reset");
@@ -633,7 +639,6 @@ mod tests {
             });
             tracing::warn!("outside");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -655,17 +660,9 @@ mod tests {
 
     #[test]
     fn a_request_without_a_known_client_has_no_client_field() {
-        let buffer = Buffer::default();
-        let sink = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .fmt_fields(JsonFields)
-            .event_format(JsonLines)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_log(|| {
             request_span(RequestId(0xcd), None).in_scope(|| tracing::info!("inside"));
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["request_id"], "00000000000000cd", "{text}");
         assert!(line.get("client").is_none(), "{text}");
