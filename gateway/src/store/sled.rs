@@ -2304,6 +2304,8 @@ struct Filing {
 impl<'a> Carried<'a> {
     /// Schema 5 and 6.
     const FORMAT: u8 = 0x01;
+    /// Schema 7.
+    const INDEXED: u8 = 0x02;
 
     /// The flow's index entry: in a record of schema 7 its `due_ms` is
     /// where its `flows_due` entry is; in one of 5 or 6 the flow's due
@@ -2311,8 +2313,6 @@ impl<'a> Carried<'a> {
     fn index(&self) -> FlowIndex {
         FlowIndex::decode(self.index_bytes)
     }
-    /// Schema 7.
-    const INDEXED: u8 = 0x02;
 
     /// A record of schema 7.
     fn encode(
